@@ -1,0 +1,139 @@
+# cmr - cross-modal retrieval as small Unix tools.  Plain GNU make.
+#
+#   make                     build the tools into $(BUILD)/bin
+#   make check               build and run the test suite (C unit tests, CLI tests, man lint)
+#   make check-asan          the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz                libFuzzer targets (clang) into $(BUILD)/fuzz
+#   make install PREFIX=/usr/local DESTDIR=
+#   make clean
+#
+# Variables: CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, BUILD, CUDA=0|1 (default: 1 if nvcc is
+# on PATH), NVCC, CUDA_HOME, SAN=1 (sanitizers), WERROR=0|1 (default 1).
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+BUILD   ?= build
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WERROR  ?= 1
+SAN     ?= 0
+
+# ---- dependencies (Debian: see .ci/run) ----
+PKGS := libzstd libxxhash jansson libutf8proc
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lzstd -lxxhash -ljansson -lutf8proc)
+
+# OpenBLAS through pkg-config, else Debian's paths (used by the compute tools).
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+
+# ---- CUDA: detected, or forced with CUDA=0 / CUDA=1 ----
+NVCC      ?= nvcc
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC) 2>/dev/null)))
+CUDA      ?= $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+NVCCFLAGS ?= -O2 -std=c++17
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+	-Wvla -Wformat=2 -Wno-format-nonliteral
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+ifeq ($(SAN),1)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+
+ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(PKG_CFLAGS) $(CFLAGS) $(SANFLAGS) -MMD -MP
+ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
+LIBS        := $(PKG_LIBS) -lm -lpthread
+
+LIB_SRC := lib/stream.c lib/fe.c lib/npy.c
+ifeq ($(CUDA),1)
+CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
+LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+else
+LIB_SRC  += lib/backend_none.c
+endif
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
+LIBCMR  := $(BUILD)/libcmr.a
+
+TOOLS    := cmr-dump
+TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
+
+UNIT_SRC := $(wildcard tests/unit/*.c)
+TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden
+
+MAN1 := $(wildcard man/*.1)
+MAN5 := $(wildcard man/*.5)
+MAN7 := $(wildcard man/*.7)
+
+.PHONY: all check check-asan fuzz install uninstall clean config
+all: $(TOOL_BIN)
+
+config:
+	@echo "CC=$(CC) CFLAGS=$(CFLAGS) SAN=$(SAN) WERROR=$(WERROR)"
+	@echo "deps: $(PKG_LIBS)"
+	@echo "blas: $(BLAS_CFLAGS) $(BLAS_LIBS)"
+	@echo "cuda: CUDA=$(CUDA) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME)"
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/lib/cuda/%.o: lib/cuda/%.cu lib/backend.h
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+$(LIBCMR): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/%: $(BUILD)/obj/bin/%.o $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/fuzz-replay: $(BUILD)/obj/tests/fuzz/fuzz_stream.o $(BUILD)/obj/tests/fuzz/fuzz_npy.o \
+		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+
+check: $(TOOL_BIN) $(TEST_BIN)
+	@sh tests/run.sh $(BUILD)
+
+check-asan:
+	$(MAKE) BUILD=build/asan SAN=1 CFLAGS="-O1 -g" check
+
+# libFuzzer builds (clang only): make fuzz, then e.g.
+#   build/fuzz/fuzz_stream -max_total_time=60 tests/fuzz/corpus/stream
+FUZZ_CC := clang
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -Ilib -g -O1 $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
+fuzz: $(BUILD)/fuzz/fuzz_stream $(BUILD)/fuzz/fuzz_npy
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter lib/%.c,$(LIB_SRC)) lib/backend_none.c $(PKG_LIBS) -lm
+
+install: $(TOOL_BIN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
+	install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(MAN1:man/%=$(DESTDIR)$(MANDIR)/man1/%) $(MAN5:man/%=$(DESTDIR)$(MANDIR)/man5/%) \
+		$(MAN7:man/%=$(DESTDIR)$(MANDIR)/man7/%)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

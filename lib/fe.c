@@ -1,0 +1,405 @@
+/* fe.c - shared front end of the cmr tools: messages, options, files, signals, provenance. */
+#include "fe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "backend.h"
+
+const char *cmr_progname = "cmr";
+int cmr_verbose;
+static const cmr_tool *the_tool;
+static cmr_exit_hook exit_hook;
+
+/* ---- temporary outputs, removed on failure and on signals ---- */
+#define MAX_TMP 16
+static char *volatile tmp_paths[MAX_TMP];
+
+static void tmp_register(char *path)
+{
+	for (int i = 0; i < MAX_TMP; i++)
+		if (!tmp_paths[i]) {
+			tmp_paths[i] = path;
+			return;
+		}
+}
+
+static void tmp_unregister(const char *path)
+{
+	for (int i = 0; i < MAX_TMP; i++)
+		if (tmp_paths[i] == path)
+			tmp_paths[i] = NULL;
+}
+
+static void tmp_remove_all(void)
+{
+	for (int i = 0; i < MAX_TMP; i++)
+		if (tmp_paths[i]) {
+			unlink(tmp_paths[i]); /* async-signal-safe */
+			tmp_paths[i] = NULL;
+		}
+}
+
+static void on_signal(int sig)
+{
+	tmp_remove_all();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static _Noreturn void do_exit(int status)
+{
+	tmp_remove_all();
+	if (exit_hook)
+		exit_hook(status);
+	exit(status);
+}
+
+void cmr_set_exit_hook(cmr_exit_hook hook) { exit_hook = hook; }
+
+/* ---- messages ---- */
+static int stdout_closed;
+
+static void vmsg(const char *prefix, const char *fmt, va_list ap)
+{
+	if (!stdout_closed)
+		fflush(stdout);
+	fprintf(stderr, "%s: %s", cmr_progname, prefix);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void cmr_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+}
+
+void cmr_warn(const char *fmt, ...)
+{
+	va_list ap;
+	if (cmr_verbose < 0)
+		return;
+	va_start(ap, fmt);
+	vmsg("warning: ", fmt, ap);
+	va_end(ap);
+}
+
+void cmr_info(const char *fmt, ...)
+{
+	va_list ap;
+	if (cmr_verbose < 1)
+		return;
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+}
+
+void cmr_hint(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "hint: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+void cmr_die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+	do_exit(CMR_EXIT_FAILURE);
+}
+
+void cmr_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmsg("", fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "Try '%s --help' for more information.\n", cmr_progname);
+	do_exit(CMR_EXIT_USAGE);
+}
+
+void cmr_die_write(const char *what, int err)
+{
+	if (err == EPIPE) {
+		/* The reader went away (e.g. "| head"): end quietly, as if killed by SIGPIPE,
+		 * so that shells see status 141 and pipelines stop. */
+		tmp_remove_all();
+		signal(SIGPIPE, SIG_DFL);
+		raise(SIGPIPE);
+	}
+	cmr_die("write error on %s: %s", what, strerror(err));
+}
+
+/* ---- init and options ---- */
+void cmr_print_usage(FILE *f)
+{
+	const char *s = the_tool->synopsis;
+	int first = 1;
+	while (*s) {
+		const char *nl = strchr(s, '\n');
+		size_t n = nl ? (size_t)(nl - s) : strlen(s);
+		fprintf(f, "%s %s %.*s\n", first ? "Usage:" : "      ", the_tool->name, (int)n, s);
+		first = 0;
+		s += n + (nl != NULL);
+	}
+}
+
+static void print_help(void)
+{
+	cmr_print_usage(stdout);
+	fputs(the_tool->help, stdout);
+	printf("\nCommon options:\n"
+	       "  -h, --help      print this help and exit\n"
+	       "  -V, --version   print the version and exit\n"
+	       "  -v, --verbose   say more on standard error\n"
+	       "  -q, --quiet     say only errors\n"
+	       "\nExit status: 0 success, 1 failure, 2 usage error. See %s(1).\n",
+	       the_tool->name);
+}
+
+static void print_version(void)
+{
+	printf("%s (cmr) %s\n", the_tool->name, CMR_VERSION_STRING);
+	printf("stream format version %d (reads %d to %d)\n", CMR_VERSION, CMR_VERSION_MIN,
+	       CMR_VERSION);
+	char dev[160];
+	if (cmr_cuda_built()) {
+		int n = cmr_cuda_devices(dev, sizeof dev);
+		printf("backends: cpu, cuda (%d device%s: %s)\n", n, n == 1 ? "" : "s", dev);
+	} else {
+		printf("backends: cpu (built without CUDA)\n");
+	}
+}
+
+void cmr_init(int argc, char **argv, const cmr_tool *tool)
+{
+	the_tool = tool;
+	cmr_progname = tool->name;
+	signal(SIGPIPE, SIG_IGN);
+	int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_signal;
+		sigemptyset(&sa.sa_mask);
+		sigaction(sigs[i], &sa, NULL);
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--help") == 0) {
+			print_help();
+			exit(cmr_exit(CMR_EXIT_OK));
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			print_version();
+			exit(cmr_exit(CMR_EXIT_OK));
+		}
+	}
+}
+
+int cmr_common_option(int c)
+{
+	switch (c) {
+	case 'h':
+		print_help();
+		exit(cmr_exit(CMR_EXIT_OK));
+	case 'V':
+		print_version();
+		exit(cmr_exit(CMR_EXIT_OK));
+	case 'v':
+		cmr_verbose++;
+		return 1;
+	case 'q':
+		cmr_verbose = -1;
+		return 1;
+	case '?':
+	case ':':
+		/* getopt has printed "prog: unrecognized option" already */
+		fprintf(stderr, "Try '%s --help' for more information.\n", cmr_progname);
+		do_exit(CMR_EXIT_USAGE);
+	default:
+		return 0;
+	}
+}
+
+long long cmr_parse_int(const char *opt, const char *s, long long min, long long max)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || end == s || *end)
+		cmr_usage_error("%s: '%s' is not an integer", opt, s);
+	if (v < min || v > max)
+		cmr_usage_error("%s: %lld is outside %lld..%lld", opt, v, min, max);
+	return v;
+}
+
+/* ---- files ---- */
+const char *cmr_input_name(const char *path)
+{
+	return (!path || strcmp(path, "-") == 0) ? "(stdin)" : path;
+}
+
+FILE *cmr_open_input(const char *path, int binary)
+{
+	if (!path || strcmp(path, "-") == 0) {
+		if (binary && isatty(STDIN_FILENO)) {
+			cmr_error("refusing to read binary data from a terminal");
+			cmr_hint("give a file name, or pipe a stream in: cmr-decode ... | %s", cmr_progname);
+			do_exit(CMR_EXIT_USAGE);
+		}
+		return stdin;
+	}
+	FILE *f = fopen(path, binary ? "rb" : "r");
+	if (!f)
+		cmr_die("%s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode))
+		cmr_die("%s: is a directory", path);
+	return f;
+}
+
+void cmr_close_input(FILE *f, const char *path)
+{
+	if (f != stdin)
+		fclose(f);
+	(void)path;
+}
+
+void cmr_output_open(cmr_output *out, const char *path, int binary)
+{
+	memset(out, 0, sizeof *out);
+	if (!path || strcmp(path, "-") == 0) {
+		if (binary && isatty(STDOUT_FILENO)) {
+			cmr_error("refusing to write binary data to a terminal");
+			cmr_hint("redirect it (> file.cmr), pipe it (| cmr-dump), or use -o FILE");
+			do_exit(CMR_EXIT_USAGE);
+		}
+		out->f = stdout;
+		out->name = "(stdout)";
+		return;
+	}
+	size_t n = strlen(path);
+	out->path = strdup(path);
+	out->tmp = malloc(n + 16);
+	if (!out->path || !out->tmp)
+		cmr_die("out of memory");
+	snprintf(out->tmp, n + 16, "%s.tmp.XXXXXX", path);
+	int fd = mkstemp(out->tmp);
+	if (fd < 0)
+		cmr_die("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+	tmp_register(out->tmp);
+	mode_t um = umask(0);
+	umask(um);
+	if (fchmod(fd, 0666 & ~um) < 0)
+		cmr_die("%s: %s", out->tmp, strerror(errno));
+	out->f = fdopen(fd, binary ? "wb" : "w");
+	if (!out->f)
+		cmr_die("%s: %s", out->tmp, strerror(errno));
+	out->name = out->path;
+}
+
+void cmr_output_commit(cmr_output *out)
+{
+	if (!out->path) {
+		if (fflush(out->f) != 0 || ferror(out->f))
+			cmr_die_write("standard output", errno ? errno : EIO);
+		return;
+	}
+	int bad = fflush(out->f) != 0 || ferror(out->f);
+	int err = errno;
+	if (fclose(out->f) != 0 && !bad) {
+		bad = 1;
+		err = errno;
+	}
+	out->f = NULL;
+	if (bad)
+		cmr_die("write error on %s: %s", out->path, strerror(err ? err : EIO));
+	if (rename(out->tmp, out->path) < 0)
+		cmr_die("cannot rename %s to %s: %s", out->tmp, out->path, strerror(errno));
+	tmp_unregister(out->tmp);
+	free(out->tmp);
+	free(out->path);
+	out->tmp = out->path = NULL;
+}
+
+void cmr_output_abort(cmr_output *out)
+{
+	if (out->path) {
+		if (out->f)
+			fclose(out->f);
+		unlink(out->tmp);
+		tmp_unregister(out->tmp);
+		free(out->tmp);
+		free(out->path);
+	}
+	memset(out, 0, sizeof *out);
+}
+
+int cmr_exit(int status)
+{
+	errno = 0;
+	if (fflush(stdout) != 0 || ferror(stdout))
+		cmr_die_write("standard output", errno ? errno : EIO);
+	/* close so that a failing close (e.g. NFS, full disk) is seen too */
+	stdout_closed = 1;
+	if (fclose(stdout) != 0 && errno != EBADF)
+		cmr_die_write("standard output", errno);
+	return status;
+}
+
+void cmr_die_reader(cmr_reader *r) { cmr_die("%s", cmr_reader_error(r)); }
+
+void cmr_die_writer(cmr_writer *w)
+{
+	int err = errno;
+	if (err == EPIPE)
+		cmr_die_write("standard output", err);
+	cmr_die("%s", cmr_writer_error(w));
+}
+
+/* ---- provenance ---- */
+char *cmr_provenance(int argc, char **argv, const char *const *inputs, int ninputs)
+{
+	json_t *o = json_object();
+	json_t *args = json_array();
+	json_t *ins = json_array();
+	if (!o || !args || !ins)
+		cmr_die("out of memory");
+	json_object_set_new(o, "tool", json_string(the_tool ? the_tool->name : cmr_progname));
+	json_object_set_new(o, "version", json_string(CMR_VERSION_STRING));
+	for (int i = 1; i < argc; i++) {
+		/* arguments need not be UTF-8; keep them readable rather than fail */
+		json_t *s = json_string(argv[i]);
+		json_array_append_new(args, s ? s : json_string("(not UTF-8)"));
+	}
+	json_object_set_new(o, "args", args);
+	for (int i = 0; i < ninputs; i++) {
+		json_t *s = json_string(cmr_input_name(inputs[i]));
+		json_array_append_new(ins, s ? s : json_string("(not UTF-8)"));
+	}
+	json_object_set_new(o, "inputs", ins);
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		cmr_die("out of memory");
+	return text;
+}

@@ -1,0 +1,108 @@
+/* fe.h - the front-end layer every cmr tool shares: program name, messages, exit codes,
+ * standard options, input and output files, signals, provenance.
+ *
+ * Skeleton of every tool (see bin/cmr-dump.c):
+ *
+ *     int main(int argc, char **argv)
+ *     {
+ *             struct opts o;
+ *             cmr_init(argc, argv, &tool);     // name, signals, --help, --version
+ *             parse_cmdline(argc, argv, &o);   // usage errors exit 2
+ *             run(&o);                         // runtime errors exit 1
+ *             return cmr_exit(0);              // stdout flushed and checked
+ *     }
+ */
+#ifndef CMR_FE_H
+#define CMR_FE_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "stream.h"
+
+#define CMR_VERSION_STRING "0.1.0"
+
+enum { CMR_EXIT_OK = 0, CMR_EXIT_FAILURE = 1, CMR_EXIT_USAGE = 2 };
+
+/* What a tool tells the skeleton about itself. */
+typedef struct cmr_tool {
+	const char *name;     /* "cmr-dump" */
+	const char *synopsis; /* usage lines, without the program name prefix */
+	const char *help;     /* option descriptions printed by --help */
+} cmr_tool;
+
+extern const char *cmr_progname;
+extern int cmr_verbose; /* -v raises, -q lowers; 0 is the default */
+
+/* Sets the program name, installs signal handling (SIGPIPE ignored so that a closed pipe
+ * is seen as EPIPE and ends the tool quietly; SIGINT, SIGTERM and SIGHUP remove temporary
+ * output files first) and answers --help and --version anywhere before "--". */
+void cmr_init(int argc, char **argv, const cmr_tool *tool);
+void cmr_print_usage(FILE *f);
+
+/* Messages: "prog: message" on stderr. */
+void cmr_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cmr_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cmr_info(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* only with -v */
+void cmr_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* "hint: ..." */
+/* Runtime failure: message, remove temporary outputs, exit 1. */
+_Noreturn void cmr_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Usage error: message, a pointer to --help, exit 2. */
+_Noreturn void cmr_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A failed write: quiet exit as if killed by SIGPIPE when errno is EPIPE, else cmr_die. */
+_Noreturn void cmr_die_write(const char *what, int err);
+
+/* Library code may route fatal errors through a hook (tests catch them); default exits. */
+typedef void (*cmr_exit_hook)(int status);
+void cmr_set_exit_hook(cmr_exit_hook hook);
+
+/* Options every tool accepts; add CMR_COMMON_LONGOPTS to the long option table and call
+ * cmr_common_option() from the getopt loop's default branch. */
+#define CMR_COMMON_LONGOPTS \
+	{"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, \
+	{"verbose", no_argument, NULL, 'v'}, {"quiet", no_argument, NULL, 'q'}
+#define CMR_COMMON_SHORTOPTS "hVvq"
+/* Handles h, V, v, q and getopt's '?' / ':' (usage error); returns 0 if c was not common. */
+int cmr_common_option(int c);
+
+/* Parses a whole decimal integer in [min, max] or fails with a usage error naming opt. */
+long long cmr_parse_int(const char *opt, const char *s, long long min, long long max);
+
+/* ---- files ---- */
+/* Opens an input: NULL or "-" is standard input. A binary input on a terminal is refused. */
+FILE *cmr_open_input(const char *path, int binary);
+void cmr_close_input(FILE *f, const char *path);
+/* Display name of an input path. */
+const char *cmr_input_name(const char *path);
+
+typedef struct cmr_output {
+	FILE *f;
+	char *path; /* final name, NULL for standard output */
+	char *tmp;  /* temporary name being written */
+	const char *name; /* for messages */
+} cmr_output;
+
+/* Opens an output: NULL or "-" is standard output, refused for binary data on a terminal.
+ * A file is written under a temporary name in the same directory and renamed by
+ * cmr_output_commit; it is removed on failure, on cmr_die and on SIGINT/SIGTERM/SIGHUP. */
+void cmr_output_open(cmr_output *out, const char *path, int binary);
+/* Flushes and checks; for a file, closes it and renames it into place. Dies on error. */
+void cmr_output_commit(cmr_output *out);
+/* Abandons an output: removes the temporary file. */
+void cmr_output_abort(cmr_output *out);
+
+/* Flushes and checks standard output; returns status, or exits 1 on a write error. */
+int cmr_exit(int status);
+
+/* ---- streams on top of files ---- */
+/* Dies with the reader's message. */
+_Noreturn void cmr_die_reader(cmr_reader *r);
+/* Dies with the writer's message (quietly on EPIPE). */
+_Noreturn void cmr_die_writer(cmr_writer *w);
+
+/* ---- provenance (JSON, built with jansson) ---- */
+/* Builds this tool's provenance record: {"tool","version","args","inputs"}. Returns a
+ * malloc'ed compact JSON text. inputs may be NULL. */
+char *cmr_provenance(int argc, char **argv, const char *const *inputs, int ninputs);
+
+#endif

@@ -91,9 +91,9 @@ $(LIBCMR): $(LIB_OBJ)
 
 $(BUILD)/bin/%: $(BUILD)/obj/bin/%.o $(LIBCMR)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-$(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(LIBCMR)
+$(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
@@ -102,9 +102,9 @@ $(BUILD)/tests/fuzz-replay: $(BUILD)/obj/tests/fuzz/fuzz_stream.o $(BUILD)/obj/t
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-$(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(LIBCMR)
+$(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
 check: $(TOOL_BIN) $(TEST_BIN)
 	@sh tests/run.sh $(BUILD)

@@ -410,7 +410,7 @@ static char **read_keys(const char *path, uint64_t *n)
 		else if (cmr_key_check(line, (size_t)len, &why) == 0)
 			why = NULL;
 		if (why)
-			cmr_die("%s: line %" PRIu64 ": key is %s", cmr_input_name(path), *n + 1, why);
+			cmr_die("%s: line %" PRIu64 ": bad key: %s", cmr_input_name(path), *n + 1, why);
 		if (*n == cap) {
 			cap = cap ? 2 * cap : 1024;
 			keys = realloc(keys, cap * sizeof *keys);

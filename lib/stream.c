@@ -381,7 +381,7 @@ again:;
 	rec->key[rec->key_len] = 0;
 	const char *why;
 	if (cmr_key_check(rec->key, rec->key_len, &why) < 0)
-		return rfail(r, start, NULL, "key is %s", why);
+		return rfail(r, start, NULL, "bad key: %s", why);
 	const char *key = rec->key;
 	if (known_type) {
 		const char *bad = check_shape(rec, raw_len);
@@ -532,7 +532,7 @@ static int put_record(cmr_writer *w, const cmr_record *rec)
 	if (rec->flags & CMR_FLAGS_CRITICAL)
 		return wfail(w, NULL, "critical flags are set by the writer, not the caller");
 	if (cmr_key_check(rec->key, rec->key_len, &why) < 0 || strlen(rec->key) != rec->key_len)
-		return wfail(w, NULL, "key is %s", strlen(rec->key) != rec->key_len ? "not valid" : why);
+		return wfail(w, NULL, "bad key: %s", strlen(rec->key) != rec->key_len ? "length does not match" : why);
 	if (rec->type == CMR_TYPE_TENSOR && rec->key_len == 0)
 		return wfail(w, NULL, "tensor record has an empty key");
 	const char *bad = check_shape(rec, rec->nbytes);

@@ -1,6 +1,8 @@
 # cmr - cross-modal retrieval as small Unix tools.  Plain GNU make.
 #
 #   make                     build the tools into $(BUILD)/bin
+#   make deps                install the Debian packages it needs (apt-get, as root/sudo)
+#   make example             build and run the bundled example pipeline
 #   make check               build and run the test suite (C unit tests, CLI tests, man lint)
 #   make check-asan          the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz                libFuzzer targets (clang) into $(BUILD)/fuzz
@@ -67,8 +69,21 @@ MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
 MAN7 := $(wildcard man/*.7)
 
-.PHONY: all check check-asan fuzz install uninstall clean config
+.PHONY: all check check-asan fuzz install uninstall clean config deps example
 all: $(TOOL_BIN)
+
+# Debian packages cmr needs to build and test (make deps installs them; run as root or
+# with sudo available).
+DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
+	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libopenblas-dev mandoc man-db \
+	bsdutils clang libclang-rt-14-dev
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+deps:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
+
+example: $(TOOL_BIN)
+	sh examples/roundtrip.sh
 
 config:
 	@echo "CC=$(CC) CFLAGS=$(CFLAGS) SAN=$(SAN) WERROR=$(WERROR)"
@@ -101,6 +116,10 @@ $(BUILD)/tests/fuzz-replay: $(BUILD)/obj/tests/fuzz/fuzz_stream.o $(BUILD)/obj/t
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
+
+# the replay driver links both targets under their own names
+$(BUILD)/obj/tests/fuzz/fuzz_stream.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_stream_one
+$(BUILD)/obj/tests/fuzz/fuzz_npy.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_npy_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)

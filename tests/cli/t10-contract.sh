@@ -1,0 +1,111 @@
+# t10-contract.sh - the command-line contract every cmr tool keeps (help, version, usage
+# errors, terminals, stdin, missing files).
+. "$SRCDIR/tests/lib.sh"
+TOOLS="cmr-dump"
+FIX=$SRCDIR/tests/fixtures
+
+for tool in $TOOLS; do
+	begin "$tool --help prints usage on stdout, exit 0"
+	run $tool --help
+	expect_status 0
+	expect_stdout_has "Usage: $tool"
+	expect_stdout_has "--version"
+	expect_stderr_empty
+	end
+
+	begin "$tool -h is --help"
+	run $tool -h
+	expect_status 0
+	expect_stdout_has "Usage: $tool"
+	end
+
+	begin "$tool --version names tool, version and stream format"
+	run $tool --version
+	expect_status 0
+	expect_stdout_has "$tool (cmr) "
+	expect_stdout_has "stream format version 1"
+	expect_stdout_has "backends: cpu"
+	end
+
+	begin "$tool: unknown option is a usage error (exit 2, prog: message)"
+	run $tool --no-such-option
+	expect_status 2
+	expect_stderr_has "$tool: "
+	expect_stderr_has "Try '$tool --help'"
+	expect_stdout_empty
+	end
+
+	begin "$tool has a man page"
+	[ -f "$SRCDIR/man/$tool.1" ] || why "man/$tool.1 missing"
+	end
+done
+
+begin "bad option value is a usage error naming the option"
+run cmr-dump show -n lots
+expect_status 2
+expect_stderr_has "cmr-dump: --limit: 'lots' is not an integer"
+end
+
+begin "option out of range is a usage error"
+run cmr-dump from-npy -z 99 "$FIX/f32-3x4.npy"
+expect_status 2
+expect_stderr_has "--compress: 99 is outside 0..19"
+end
+
+begin "missing input file: exit 1, names the file"
+run cmr-dump list "$WORK/nope.cmr"
+expect_status 1
+expect_stderr_has "cmr-dump: $WORK/nope.cmr: No such file or directory"
+end
+
+begin "a directory as input is refused"
+run cmr-dump list "$WORK"
+expect_status 1
+expect_stderr_has "is a directory"
+end
+
+begin "'-' and no argument both read standard input"
+cmr-dump from-npy "$FIX/f32-3x4.npy" >"$WORK/a.cmr"
+run_sh "cmr-dump verify - < '$WORK/a.cmr'"
+expect_status 0
+expect_stdout_has "4 records ok"
+run_sh "cmr-dump verify < '$WORK/a.cmr'"
+expect_stdout_has "4 records ok"
+end
+
+if command -v script >/dev/null 2>&1; then
+	begin "binary output to a terminal is refused (exit 2), nothing written"
+	run script -qec "cmr-dump from-npy '$FIX/f32-3x4.npy'" /dev/null
+	expect_status 2
+	expect_stdout_has "refusing to write binary data to a terminal"
+	grep -q 'CMR' "$OUT" && why "binary data reached the terminal"
+	end
+
+	begin "binary input from a terminal is refused"
+	run script -qec "cmr-dump list" /dev/null
+	expect_status 2
+	expect_stdout_has "refusing to read binary data from a terminal"
+	end
+else
+	begin "binary output to a terminal is refused"; skip "script(1) not installed"
+fi
+
+begin "write error on stdout is reported (exit 1)"
+if [ -w /dev/full ]; then
+	run_sh "cmr-dump from-npy '$FIX/f32-3x4.npy' > /dev/full"
+	expect_status 1
+	expect_stderr_has "No space left on device"
+	end
+else
+	skip "no /dev/full"
+fi
+
+begin "closed pipe ends quietly, as if by SIGPIPE (status 141)"
+cmr-dump from-npy "$FIX/f32-3x4.npy" >"$WORK/one.cmr"
+cp "$WORK/one.cmr" "$WORK/big.cmr"
+for i in 1 2 3 4 5 6 7 8 9 10 11 12; do cat "$WORK/big.cmr" "$WORK/big.cmr" >"$WORK/b2" && mv "$WORK/b2" "$WORK/big.cmr"; done
+run_sh "{ cmr-dump show '$WORK/big.cmr'; echo \$? >'$WORK/st'; } | head -n 1"
+expect_status 0
+expect_stderr_empty
+[ "$(cat "$WORK/st")" = 141 ] || why "status $(cat "$WORK/st"), expected 141"
+end

@@ -1,0 +1,30 @@
+#!/bin/sh
+# run.sh - the test suite: C unit tests, fuzz corpus replay, golden streams, CLI tests,
+# man page lint.  Usage: sh tests/run.sh BUILD_DIR
+# Prints one line per test (PASS/FAIL/SKIP) and closes with "N passed, N failed, N skipped".
+# Exit status 1 if any test failed.
+set -u
+BUILD=${1:-build}
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
+export SRCDIR BUILD
+export CMR_SRCDIR=$SRCDIR
+export PATH="$BUILD/bin:$PATH"
+export LC_ALL=C
+RESULTS=$(mktemp)
+trap 'rm -f "$RESULTS"' EXIT
+
+# unit tests: the binary prints PASS:/FAIL: lines itself
+"$BUILD/tests/unit" >>"$RESULTS" || true
+
+# shell tests: each file sources tests/lib.sh and prints PASS:/FAIL:/SKIP: lines
+for t in "$SRCDIR"/tests/cli/t*.sh; do
+	sh "$t" >>"$RESULTS" 2>&1 || echo "FAIL: $(basename "$t") exited with status $?" >>"$RESULTS"
+done
+
+cat "$RESULTS"
+pass=$(grep -c '^PASS:' "$RESULTS")
+fail=$(grep -c '^FAIL:' "$RESULTS")
+skip=$(grep -c '^SKIP:' "$RESULTS")
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

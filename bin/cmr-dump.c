@@ -487,7 +487,13 @@ static void from_npy(struct opts *o, int argc, char **argv)
 		cmr_close_input(mf, o->meta_file);
 	}
 	if (!o->no_provenance) {
-		char *prov = cmr_provenance(argc, argv, (const char *const *)o->inputs, 1);
+		const char *ins[3] = {path};
+		int nin = 1;
+		if (o->keys_file)
+			ins[nin++] = o->keys_file;
+		if (o->meta_file)
+			ins[nin++] = o->meta_file;
+		char *prov = cmr_provenance(argc, argv, ins, nin);
 		cmr_writer_set_provenance(w, tool.name, prov);
 		free(prov);
 	}

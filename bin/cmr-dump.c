@@ -504,15 +504,8 @@ static void from_npy(struct opts *o, int argc, char **argv)
 		if (per && fread(buf, 1, per, f) != per)
 			cmr_die("%s: truncated data: row %" PRIu64 " of %" PRIu64 " is incomplete", name,
 				i, nrec);
-		if (h.swap) {
-			uint8_t *p = buf;
-			for (uint64_t j = 0; j < per; j += esize)
-				for (uint64_t a = 0, b = esize - 1; a < b; a++, b--) {
-					uint8_t t = p[j + a];
-					p[j + a] = p[j + b];
-					p[j + b] = t;
-				}
-		}
+		if (h.swap)
+			cmr_swap_elems(buf, per, esize);
 		char keybuf[32];
 		const char *key = o->single_key;
 		if (!key) {

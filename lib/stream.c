@@ -35,8 +35,7 @@ static int host_is_le(void)
 	return *(const uint8_t *)&one == 1;
 }
 
-/* Reverses the bytes of each element in place (payloads are little-endian on disk). */
-static void swap_elems(void *data, uint64_t nbytes, size_t esize)
+void cmr_swap_elems(void *data, uint64_t nbytes, size_t esize)
 {
 	uint8_t *p = data;
 	if (esize < 2)
@@ -449,7 +448,7 @@ again:;
 	}
 	rec->nbytes = raw_len;
 	if (!host_is_le())
-		swap_elems((void *)rec->data, raw_len, cmr_dtype_size(rec->dtype));
+		cmr_swap_elems((void *)rec->data, raw_len, cmr_dtype_size(rec->dtype));
 	return 1;
 }
 
@@ -547,7 +546,7 @@ static int put_record(cmr_writer *w, const cmr_record *rec)
 		if (grow(&w->buf, &w->cap, rec->nbytes) < 0)
 			return wfail(w, rec->key, "out of memory");
 		memcpy(w->buf, rec->data, rec->nbytes);
-		swap_elems(w->buf, rec->nbytes, esize);
+		cmr_swap_elems(w->buf, rec->nbytes, esize);
 		payload = w->buf;
 	}
 	uint8_t *zbuf = NULL;

@@ -92,6 +92,9 @@ const char *cmr_kind_name(int kind); /* NULL if unknown */
 int cmr_kind_from_name(const char *name);
 const char *cmr_type_name(int type);
 
+/* Reverses the bytes of each esize-byte element of data in place (byte-order conversion). */
+void cmr_swap_elems(void *data, uint64_t nbytes, size_t esize);
+
 /* Number of elements of a record's tensor (product of dims; 1 for rank 0). */
 uint64_t cmr_record_nelem(const cmr_record *rec);
 

@@ -22,9 +22,9 @@ WERROR  ?= 1
 SAN     ?= 0
 
 # ---- dependencies (Debian: see .ci/run) ----
-PKGS := libzstd libxxhash jansson libutf8proc
+PKGS := libzstd libxxhash jansson libutf8proc libarchive libjpeg libexif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lzstd -lxxhash -ljansson -lutf8proc)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lzstd -lxxhash -ljansson -lutf8proc -larchive -ljpeg -lexif)
 
 # OpenBLAS through pkg-config, else Debian's paths (used by the compute tools).
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
@@ -49,7 +49,7 @@ ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(PKG_CFLAGS) $(CFLAGS) $(SA
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LIBS        := $(PKG_LIBS) -lm -lpthread
 
-LIB_SRC := lib/stream.c lib/fe.c lib/npy.c
+LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
@@ -59,7 +59,7 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
 
-TOOLS    := cmr-dump
+TOOLS    := cmr-dump cmr-decode
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
@@ -69,13 +69,14 @@ MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
 MAN7 := $(wildcard man/*.7)
 
+.SECONDARY:
 .PHONY: all check check-asan fuzz install uninstall clean config deps example
 all: $(TOOL_BIN)
 
 # Debian packages cmr needs to build and test (make deps installs them; run as root or
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
-	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libopenblas-dev mandoc man-db \
+	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libopenblas-dev mandoc man-db \
 	bsdutils clang libclang-rt-14-dev
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:

@@ -2,6 +2,7 @@
  * and convert to and from NumPy .npy. */
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@ static const cmr_tool tool = {
 	"show [-k KEY]... [-n N | -a] [FILE...]\n"
 	"meta [FILE...]\n"
 	"verify [FILE...]\n"
+	"diff [--max-abs X] [--mean-abs X] [--max-rel X] A B\n"
 	"to-npy [-k KEY] [-o OUT.npy] [--keys KEYS.txt] [--meta META.cmr] [FILE...]\n"
 	"from-npy [--kind KIND] [--keys KEYS.txt | --key KEY] [--meta META.cmr] [-z LEVEL]\n"
 	"         [--no-provenance] [-o OUT.cmr] IN.npy",
@@ -27,6 +29,10 @@ static const cmr_tool tool = {
 	"  show       print tensors as text, one row of the last dimension per line\n"
 	"  meta       print metadata (provenance) records as JSON, one per line\n"
 	"  verify     read every record, checking checksums; print the record count\n"
+	"  diff       compare the tensor records of two streams, paired in order (keys, kinds\n"
+	"             and shapes must agree): max and mean absolute difference and max relative\n"
+	"             difference per record and in all; exit 1 if a --max-abs, --mean-abs or\n"
+	"             --max-rel tolerance is exceeded or the streams do not pair up\n"
 	"  to-npy     stack the tensor records (same dtype and shape) into one .npy array\n"
 	"             of shape (N, ...); with -k, write that one record's array\n"
 	"  from-npy   split a .npy array along its first axis into tensor records\n"
@@ -43,10 +49,13 @@ static const cmr_tool tool = {
 	"      --kind KIND     from-npy: record kind (generic, image, tokens, embedding,\n"
 	"                      desc-tokens, scores, labels; default generic)\n"
 	"  -z, --compress N    from-npy: zstd level 1-19 for payloads (default 0, stored)\n"
+	"      --max-abs X     diff: tolerated largest absolute difference\n"
+	"      --mean-abs X    diff: tolerated mean absolute difference (over all values)\n"
+	"      --max-rel X     diff: tolerated largest |a-b| / max(|a|, |b|, 1e-30)\n"
 	"      --no-provenance from-npy: do not append cmr-dump's own provenance record\n",
 };
 
-enum cmd { CMD_LIST, CMD_SHOW, CMD_META, CMD_VERIFY, CMD_TO_NPY, CMD_FROM_NPY };
+enum cmd { CMD_LIST, CMD_SHOW, CMD_META, CMD_VERIFY, CMD_DIFF, CMD_TO_NPY, CMD_FROM_NPY };
 
 struct opts {
 	enum cmd cmd;
@@ -61,17 +70,28 @@ struct opts {
 	int kind;
 	int level;
 	int no_provenance;
+	double tol_max, tol_mean, tol_rel; /* negative: not checked */
 	char **inputs;
 	int ninputs;
 };
 
-enum { OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY };
+enum { OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY, OPT_TMAX, OPT_TMEAN, OPT_TREL };
+
+static double parse_tol(const char *opt, const char *s)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end || !(v >= 0))
+		cmr_usage_error("%s: '%s' is not a number >= 0", opt, s);
+	return v;
+}
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct { const char *name; enum cmd cmd; } cmds[] = {
 		{"list", CMD_LIST},     {"show", CMD_SHOW},     {"meta", CMD_META},
 		{"verify", CMD_VERIFY}, {"to-npy", CMD_TO_NPY}, {"from-npy", CMD_FROM_NPY},
+		{"diff", CMD_DIFF},
 	};
 	static const struct option longopts[] = {
 		{"no-header", no_argument, NULL, 'H'},
@@ -84,12 +104,16 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"meta", required_argument, NULL, OPT_META},
 		{"kind", required_argument, NULL, OPT_KIND},
 		{"no-provenance", no_argument, NULL, OPT_NO_PROV},
+		{"max-abs", required_argument, NULL, OPT_TMAX},
+		{"mean-abs", required_argument, NULL, OPT_TMEAN},
+		{"max-rel", required_argument, NULL, OPT_TREL},
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
 	memset(o, 0, sizeof *o);
 	o->limit = 64;
 	o->kind = CMR_KIND_GENERIC;
+	o->tol_max = o->tol_mean = o->tol_rel = -1;
 	o->keys = calloc((size_t)argc, sizeof *o->keys);
 	int first = 1;
 	if (argc > 1)
@@ -122,6 +146,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				cmr_usage_error("--kind: '%s' is not a tensor kind", optarg);
 			break;
 		case OPT_NO_PROV: o->no_provenance = 1; break;
+		case OPT_TMAX: o->tol_max = parse_tol("--max-abs", optarg); break;
+		case OPT_TMEAN: o->tol_mean = parse_tol("--mean-abs", optarg); break;
+		case OPT_TREL: o->tol_rel = parse_tol("--max-rel", optarg); break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -131,6 +158,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->ninputs = argc - optind;
 	if (o->cmd != CMD_FROM_NPY && (o->keys_file || o->meta_file) && o->cmd != CMD_TO_NPY)
 		cmr_usage_error("--keys and --meta belong to to-npy and from-npy");
+	if (o->cmd == CMD_DIFF && o->ninputs != 2)
+		cmr_usage_error("diff compares exactly two streams");
 	if (o->cmd == CMD_FROM_NPY) {
 		if (o->ninputs != 1)
 			cmr_usage_error("from-npy takes exactly one .npy file");
@@ -531,12 +560,112 @@ static void from_npy(struct opts *o, int argc, char **argv)
 	cmr_close_input(f, path);
 }
 
+/* ---- diff ---- */
+static double elem(const cmr_record *rec, uint64_t i)
+{
+	const uint8_t *p = rec->data;
+	switch (rec->dtype) {
+	case CMR_DTYPE_U8: return p[i];
+	case CMR_DTYPE_I8: return ((const int8_t *)p)[i];
+	case CMR_DTYPE_U16: return ((const uint16_t *)p)[i];
+	case CMR_DTYPE_I16: return ((const int16_t *)p)[i];
+	case CMR_DTYPE_U32: return ((const uint32_t *)p)[i];
+	case CMR_DTYPE_I32: return ((const int32_t *)p)[i];
+	case CMR_DTYPE_I64: return (double)((const int64_t *)p)[i];
+	case CMR_DTYPE_F16: return cmr_f16_to_f32(((const uint16_t *)p)[i]);
+	case CMR_DTYPE_BF16: return cmr_bf16_to_f32(((const uint16_t *)p)[i]);
+	case CMR_DTYPE_F32: return ((const float *)p)[i];
+	default: return ((const double *)p)[i];
+	}
+}
+
+/* Next tensor record of r, or 0 at the end. */
+static int next_tensor(cmr_reader *r, cmr_record *rec)
+{
+	int rc;
+	while ((rc = cmr_reader_next(r, rec)) == 1 && rec->type != CMR_TYPE_TENSOR)
+		;
+	if (rc < 0)
+		cmr_die_reader(r);
+	return rc;
+}
+
+static int diff(struct opts *o)
+{
+	FILE *fa = cmr_open_input(o->inputs[0], 1), *fb = cmr_open_input(o->inputs[1], 1);
+	const char *na = cmr_input_name(o->inputs[0]), *nb = cmr_input_name(o->inputs[1]);
+	if (fa == stdin && fb == stdin)
+		cmr_usage_error("diff: only one of the two streams can be standard input");
+	cmr_reader *ra = cmr_reader_new(fa, na), *rb = cmr_reader_new(fb, nb);
+	cmr_record a, b;
+	double all_max = 0, all_sum = 0, all_rel = 0;
+	uint64_t all_n = 0, records = 0;
+	printf("%-40s %12s %12s %12s\n", "key", "max_abs", "mean_abs", "max_rel");
+	for (;;) {
+		int ha = next_tensor(ra, &a);
+		/* a's data stay valid while b is read: they are different readers */
+		int hb = next_tensor(rb, &b);
+		if (!ha && !hb)
+			break;
+		if (ha != hb)
+			cmr_die("%s has more tensor records than %s (%" PRIu64 " paired)", ha ? na : nb,
+				ha ? nb : na, records);
+		char sa[80], sb[80];
+		shape_text(&a, sa, sizeof sa);
+		shape_text(&b, sb, sizeof sb);
+		if (strcmp(a.key, b.key) != 0 || a.kind != b.kind || strcmp(sa, sb) != 0)
+			cmr_die("record %" PRIu64 " differs in key, kind or shape: %s: '%s' %s, %s: '%s' %s",
+				records, na, a.key, sa, nb, b.key, sb);
+		double mx = 0, sum = 0, rel = 0;
+		uint64_t n = cmr_record_nelem(&a);
+		for (uint64_t i = 0; i < n; i++) {
+			double x = elem(&a, i), y = elem(&b, i), d = fabs(x - y);
+			double m = fmax(fmax(fabs(x), fabs(y)), 1e-30);
+			if (isnan(x) != isnan(y))
+				d = INFINITY;
+			else if (isnan(x))
+				d = 0;
+			mx = fmax(mx, d);
+			rel = fmax(rel, d / m);
+			sum += d;
+		}
+		printf("%-40s %12.6g %12.6g %12.6g\n", a.key, mx, n ? sum / (double)n : 0.0, rel);
+		check_stdout();
+		all_max = fmax(all_max, mx);
+		all_rel = fmax(all_rel, rel);
+		all_sum += sum;
+		all_n += n;
+		records++;
+	}
+	double mean = all_n ? all_sum / (double)all_n : 0.0;
+	printf("%-40s %12.6g %12.6g %12.6g\n", "(all)", all_max, mean, all_rel);
+	cmr_reader_free(ra);
+	cmr_reader_free(rb);
+	cmr_close_input(fa, o->inputs[0]);
+	cmr_close_input(fb, o->inputs[1]);
+	int bad = 0;
+	if (o->tol_max >= 0 && all_max > o->tol_max) {
+		cmr_error("max absolute difference %g exceeds %g", all_max, o->tol_max);
+		bad = 1;
+	}
+	if (o->tol_mean >= 0 && mean > o->tol_mean) {
+		cmr_error("mean absolute difference %g exceeds %g", mean, o->tol_mean);
+		bad = 1;
+	}
+	if (o->tol_rel >= 0 && all_rel > o->tol_rel) {
+		cmr_error("max relative difference %g exceeds %g", all_rel, o->tol_rel);
+		bad = 1;
+	}
+	return bad ? CMR_EXIT_FAILURE : CMR_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
 	uint64_t count = 0;
+	int status = CMR_EXIT_OK;
 	switch (o.cmd) {
 	case CMD_LIST:
 		if (!o.no_header)
@@ -550,9 +679,10 @@ int main(int argc, char **argv)
 		each_record(&o, count_one, &count);
 		printf("%" PRIu64 " records ok\n", count);
 		break;
+	case CMD_DIFF: status = diff(&o); break;
 	case CMD_TO_NPY: to_npy(&o); break;
 	case CMD_FROM_NPY: from_npy(&o, argc, argv); break;
 	}
 	free(o.keys);
-	return cmr_exit(CMR_EXIT_OK);
+	return cmr_exit(status);
 }

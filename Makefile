@@ -63,7 +63,7 @@ TOOLS    := cmr-dump cmr-decode
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
-TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden
+TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
@@ -77,7 +77,7 @@ all: $(TOOL_BIN)
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
 	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libopenblas-dev mandoc man-db \
-	bsdutils clang libclang-rt-14-dev
+	bsdutils clang libclang-rt-14-dev tar gzip zstd zip
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -125,6 +125,10 @@ $(BUILD)/obj/tests/fuzz/fuzz_npy.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/mkjpeg: $(BUILD)/obj/tests/tools/mkjpeg.o
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
 
 check: $(TOOL_BIN) $(TEST_BIN)
 	@sh tests/run.sh $(BUILD)

@@ -373,7 +373,16 @@ static void read_archive(const char *path)
 	const char *name = cmr_input_name(path);
 	struct archive *a = archive_read_new();
 	archive_read_support_filter_all(a);
-	archive_read_support_format_all(a);
+	/* archive formats that hold files; not mtree or raw, which would take any text */
+	archive_read_support_format_tar(a);
+	archive_read_support_format_gnutar(a);
+	archive_read_support_format_zip(a);
+	archive_read_support_format_7zip(a);
+	archive_read_support_format_cpio(a);
+	archive_read_support_format_iso9660(a);
+	archive_read_support_format_rar(a);
+	archive_read_support_format_rar5(a);
+	archive_read_support_format_empty(a);
 	int rc;
 	if (!path || strcmp(path, "-") == 0) {
 		if (isatty(0))

@@ -1,7 +1,7 @@
 # t10-contract.sh - the command-line contract every cmr tool keeps (help, version, usage
 # errors, terminals, stdin, missing files).
 . "$SRCDIR/tests/lib.sh"
-TOOLS="cmr-dump"
+TOOLS=$(cd "$SRCDIR/bin" && ls *.c | sed "s/\.c$//")
 FIX=$SRCDIR/tests/fixtures
 
 for tool in $TOOLS; do

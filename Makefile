@@ -49,7 +49,7 @@ ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(PKG_CFLAGS) $(CFLAGS) $(SA
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LIBS        := $(PKG_LIBS) -lm -lpthread
 
-LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c
+LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c lib/clip_tok.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++

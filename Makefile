@@ -59,7 +59,7 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
 
-TOOLS    := cmr-dump cmr-decode
+TOOLS    := cmr-dump cmr-decode cmr-caption-ingest
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)

@@ -1,0 +1,749 @@
+/* cmr-caption-ingest - caption files (Flickr token files, COCO and Karpathy JSON, webdataset
+ * tars, TSV, JSON Lines, plain text) to CLIP token records, tokenized exactly as CLIP does. */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <jansson.h>
+#include <utf8proc.h>
+
+#include "clip_tok.h"
+#include "fe.h"
+#include "stream.h"
+
+static const cmr_tool tool = {
+	"cmr-caption-ingest",
+	"[-f FORMAT] [--split SPLIT] [--key-field F] [--text-field F] [--desc] [-c N]\n"
+	"[--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]",
+	"Tokenize captions with OpenAI CLIP's tokenizer into token records (i32 [T] with start\n"
+	"and end tokens, no padding; cmr-stream(5)). With no INPUT, or '-', standard input is\n"
+	"read (one caption per line when typed by a person). A caption's key is\n"
+	"<image key>#<n>: the image's file name without directories and extensions, and the\n"
+	"caption's number for that image.\n"
+	"\nFormats (-f; detected when not given):\n"
+	"  flickr    Flickr8k/30k token file: IMAGE.jpg#N<TAB>caption per line\n"
+	"  coco      COCO captions JSON (images[].file_name, annotations[].caption)\n"
+	"  karpathy  Karpathy split JSON (images[].filename, split, sentences[].raw)\n"
+	"  wds       webdataset tar: KEY.txt (a caption per line) or KEY.json (--text-field)\n"
+	"  tsv       tab-separated with a header naming --key-field and --text-field\n"
+	"  jsonl     JSON Lines: objects with --key-field and --text-field, or bare strings\n"
+	"  text      one caption per line; keys are line numbers\n"
+	"\nOptions:\n"
+	"  -f, --format FORMAT   the input format (default: detected)\n"
+	"      --split LIST      karpathy: splits to keep, comma-separated (train, val, test,\n"
+	"                        restval; default all)\n"
+	"      --key-field F     tsv, jsonl: the column naming the image (default image)\n"
+	"      --text-field F    tsv, jsonl, wds .json: the caption column (default caption)\n"
+	"      --desc            the texts are auxiliary descriptions made by a captioning\n"
+	"                        model, not ground truth: records of kind desc-tokens\n"
+	"  -c, --context N       context length: ids per caption with start and end (default 77)\n"
+	"      --strict          stop at the first bad caption (default: skip, count, exit 1)\n"
+	"      --max-bytes N     refuse captions longer than N bytes (default 16384)\n"
+	"      --bpe FILE        CLIP merges file (bpe_simple_vocab_16e6.txt[.gz]) instead of\n"
+	"                        the built-in one\n"
+	"      --hf DIR          a Hugging Face tokenizer: DIR/vocab.json and DIR/merges.txt\n"
+	"  -z, --compress N      zstd level 1-19 for payloads (default 0, stored)\n"
+	"  -o, --output FILE     write here instead of standard output\n",
+};
+
+enum fmt { F_AUTO, F_FLICKR, F_COCO, F_KARPATHY, F_WDS, F_TSV, F_JSONL, F_TEXT };
+static const char *fmt_names[] = {"auto", "flickr", "coco", "karpathy", "wds", "tsv", "jsonl", "text"};
+
+struct opts {
+	enum fmt fmt;
+	const char *split;
+	const char *key_field, *text_field;
+	int desc;
+	int context;
+	int strict;
+	long long max_bytes;
+	const char *bpe, *hf;
+	int level;
+	const char *output;
+	char **inputs;
+	int ninputs;
+};
+
+enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF };
+
+static void parse_cmdline(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"format", required_argument, NULL, 'f'},
+		{"split", required_argument, NULL, OPT_SPLIT},
+		{"key-field", required_argument, NULL, OPT_KEYF},
+		{"text-field", required_argument, NULL, OPT_TEXTF},
+		{"desc", no_argument, NULL, OPT_DESC},
+		{"context", required_argument, NULL, 'c'},
+		{"strict", no_argument, NULL, OPT_STRICT},
+		{"max-bytes", required_argument, NULL, OPT_MAXB},
+		{"bpe", required_argument, NULL, OPT_BPE},
+		{"hf", required_argument, NULL, OPT_HF},
+		{"compress", required_argument, NULL, 'z'},
+		{"output", required_argument, NULL, 'o'},
+		CMR_COMMON_LONGOPTS,
+		{NULL, 0, NULL, 0},
+	};
+	memset(o, 0, sizeof *o);
+	o->key_field = "image";
+	o->text_field = "caption";
+	o->context = CMR_CLIP_CONTEXT;
+	o->max_bytes = 16384;
+	int c;
+	while ((c = getopt_long(argc, argv, "f:c:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f': {
+			size_t i;
+			for (i = 0; i < sizeof fmt_names / sizeof fmt_names[0]; i++)
+				if (strcmp(optarg, fmt_names[i]) == 0)
+					break;
+			if (i == sizeof fmt_names / sizeof fmt_names[0])
+				cmr_usage_error("--format: '%s' is not flickr, coco, karpathy, wds, tsv, jsonl or text", optarg);
+			o->fmt = (enum fmt)i;
+			break;
+		}
+		case OPT_SPLIT: o->split = optarg; break;
+		case OPT_KEYF: o->key_field = optarg; break;
+		case OPT_TEXTF: o->text_field = optarg; break;
+		case OPT_DESC: o->desc = 1; break;
+		case 'c': o->context = (int)cmr_parse_int("--context", optarg, 2, 65536); break;
+		case OPT_STRICT: o->strict = 1; break;
+		case OPT_MAXB: o->max_bytes = cmr_parse_int("--max-bytes", optarg, 1, 1 << 30); break;
+		case OPT_BPE: o->bpe = optarg; break;
+		case OPT_HF: o->hf = optarg; break;
+		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
+		case 'o': o->output = optarg; break;
+		default:
+			if (!cmr_common_option(c))
+				cmr_usage_error("unhandled option");
+		}
+	}
+	if (o->bpe && o->hf)
+		cmr_usage_error("--bpe and --hf exclude each other");
+	o->inputs = argv + optind;
+	o->ninputs = argc - optind;
+}
+
+/* ---- output ---- */
+static struct {
+	const struct opts *o;
+	cmr_clip_tok *tok;
+	cmr_writer *w;
+	int32_t *ids;
+	uint64_t written, errors, truncated, seen;
+} g;
+
+/* A bad caption (or file): reported, counted; with --strict the end. */
+static void bad(const char *where, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad(const char *where, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	g.errors++;
+	if (g.o->strict)
+		cmr_die("%s: %s", where, msg);
+	cmr_error("%s: %s (skipped)", where, msg);
+}
+
+/* The image key of a file name: no directories, nothing from the first dot. */
+static void image_key(const char *name, size_t len, char *out, size_t cap)
+{
+	const char *base = name;
+	for (size_t i = 0; i < len; i++)
+		if (name[i] == '/')
+			base = name + i + 1;
+	size_t n = 0;
+	while (base + n < name + len && base[n] != '.' && n + 1 < cap)
+		n++;
+	memcpy(out, base, n);
+	out[n] = 0;
+}
+
+/* Tokenizes one caption and writes its record. where names it in messages. */
+static void emit(const char *key, const char *text, size_t len, const char *where)
+{
+	g.seen++;
+	if ((long long)len > g.o->max_bytes) {
+		bad(where, "caption of %zu bytes is longer than --max-bytes %lld", len, g.o->max_bytes);
+		return;
+	}
+	for (size_t i = 0; i < len;) {
+		utf8proc_int32_t c;
+		utf8proc_ssize_t n = utf8proc_iterate((const uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &c);
+		if (n <= 0) {
+			bad(where, "not valid UTF-8 at byte %zu of the caption", i);
+			return;
+		}
+		i += (size_t)n;
+	}
+	const char *why;
+	if (!*key || cmr_key_check(key, strlen(key), &why) < 0) {
+		bad(where, "bad key '%s': %s", key, *key ? why : "empty");
+		return;
+	}
+	int trunc;
+	int n = cmr_clip_tokenize(g.tok, text, len, g.o->context, g.ids, &trunc);
+	if (n < 0)
+		cmr_die("out of memory");
+	g.truncated += (uint64_t)trunc;
+	cmr_record rec;
+	uint32_t dims[1] = {(uint32_t)n};
+	cmr_record_tensor(&rec, g.o->desc ? CMR_KIND_DESC_TOKENS : CMR_KIND_TOKENS, CMR_DTYPE_I32, 1, dims, key, g.ids);
+	if (cmr_writer_put(g.w, &rec) < 0)
+		cmr_die_writer(g.w);
+	g.written++;
+}
+
+/* ---- per-image caption numbering (coco, tsv, jsonl, karpathy) ---- */
+typedef struct {
+	char **keys;
+	int *count;
+	size_t n, cap;
+} counter;
+
+static int next_index(counter *c, const char *key)
+{
+	/* linear probing over a small open table keyed by the image key */
+	if ((c->n + 1) * 2 > c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 1024;
+		char **k = calloc(cap, sizeof *k);
+		int *v = calloc(cap, sizeof *v);
+		if (!k || !v)
+			cmr_die("out of memory");
+		for (size_t i = 0; i < c->cap; i++)
+			if (c->keys[i]) {
+				size_t h = strlen(c->keys[i]);
+				for (const char *p = c->keys[i]; *p; p++)
+					h = h * 31 + (unsigned char)*p;
+				h &= cap - 1;
+				while (k[h])
+					h = (h + 1) & (cap - 1);
+				k[h] = c->keys[i];
+				v[h] = c->count[i];
+			}
+		free(c->keys);
+		free(c->count);
+		c->keys = k;
+		c->count = v;
+		c->cap = cap;
+	}
+	size_t h = strlen(key);
+	for (const char *p = key; *p; p++)
+		h = h * 31 + (unsigned char)*p;
+	h &= c->cap - 1;
+	while (c->keys[h] && strcmp(c->keys[h], key) != 0)
+		h = (h + 1) & (c->cap - 1);
+	if (!c->keys[h]) {
+		if (!(c->keys[h] = strdup(key)))
+			cmr_die("out of memory");
+		c->n++;
+	}
+	return c->count[h]++;
+}
+
+static void counter_free(counter *c)
+{
+	for (size_t i = 0; i < c->cap; i++)
+		free(c->keys[i]);
+	free(c->keys);
+	free(c->count);
+	memset(c, 0, sizeof *c);
+}
+
+static void emit_numbered(counter *c, const char *image, const char *text, size_t len, const char *where)
+{
+	char ik[CMR_KEY_MAX + 1], key[CMR_KEY_MAX + 16];
+	image_key(image, strlen(image), ik, sizeof ik);
+	snprintf(key, sizeof key, "%s#%d", ik, next_index(c, ik));
+	emit(key, text, len, where);
+}
+
+/* ---- line formats ---- */
+typedef struct {
+	char *p, *end;
+	uint64_t line;
+} lines;
+
+static int next_line(lines *l, char **s, size_t *len)
+{
+	if (l->p >= l->end)
+		return 0;
+	char *nl = memchr(l->p, '\n', (size_t)(l->end - l->p));
+	*s = l->p;
+	*len = nl ? (size_t)(nl - l->p) : (size_t)(l->end - l->p);
+	if (*len && (*s)[*len - 1] == '\r')
+		(*len)--;
+	l->p = nl ? nl + 1 : l->end;
+	l->line++;
+	return 1;
+}
+
+static void do_flickr(const char *name, char *buf, size_t n)
+{
+	lines l = {buf, buf + n, 0};
+	char *s, where[600];
+	size_t len;
+	while (next_line(&l, &s, &len)) {
+		snprintf(where, sizeof where, "%s:%" PRIu64, name, l.line);
+		if (len == 0)
+			continue;
+		char *tab = memchr(s, '\t', len);
+		if (!tab) {
+			bad(where, "no tab between IMAGE#N and the caption");
+			continue;
+		}
+		char *hash = memchr(s, '#', (size_t)(tab - s));
+		char *q = hash ? hash + 1 : NULL;
+		while (q && q < tab && *q >= '0' && *q <= '9')
+			q++;
+		if (!hash || q != tab || q == hash + 1) {
+			bad(where, "'%.*s' is not IMAGE#N", (int)(tab - s > 80 ? 80 : tab - s), s);
+			continue;
+		}
+		char ik[CMR_KEY_MAX + 1], key[CMR_KEY_MAX + 32];
+		image_key(s, (size_t)(hash - s), ik, sizeof ik);
+		snprintf(key, sizeof key, "%s#%.*s", ik, (int)(tab - hash - 1), hash + 1);
+		emit(key, tab + 1, len - (size_t)(tab + 1 - s), where);
+	}
+}
+
+static void do_text(const char *name, char *buf, size_t n)
+{
+	lines l = {buf, buf + n, 0};
+	char *s, where[600], key[32];
+	size_t len;
+	while (next_line(&l, &s, &len)) {
+		snprintf(where, sizeof where, "%s:%" PRIu64, name, l.line);
+		snprintf(key, sizeof key, "%" PRIu64, l.line);
+		emit(key, s, len, where);
+	}
+}
+
+static void do_tsv(const char *name, char *buf, size_t n)
+{
+	lines l = {buf, buf + n, 0};
+	char *s, where[600];
+	size_t len;
+	int kcol = -1, tcol = -1, ncol = 0;
+	counter cnt = {0};
+	if (!next_line(&l, &s, &len))
+		return;
+	for (char *f = s, *end = s + len; f <= end; ncol++) {
+		char *tab = memchr(f, '\t', (size_t)(end - f));
+		size_t fl = tab ? (size_t)(tab - f) : (size_t)(end - f);
+		if (fl == strlen(g.o->key_field) && memcmp(f, g.o->key_field, fl) == 0)
+			kcol = ncol;
+		if (fl == strlen(g.o->text_field) && memcmp(f, g.o->text_field, fl) == 0)
+			tcol = ncol;
+		f = tab ? tab + 1 : end + 1;
+	}
+	if (kcol < 0 || tcol < 0)
+		cmr_die("%s:1: the header has no column '%s'", name, kcol < 0 ? g.o->key_field : g.o->text_field);
+	while (next_line(&l, &s, &len)) {
+		snprintf(where, sizeof where, "%s:%" PRIu64, name, l.line);
+		if (len == 0)
+			continue;
+		char *fs[2] = {NULL, NULL};
+		size_t fls[2] = {0, 0};
+		int col = 0;
+		for (char *f = s, *end = s + len; f <= end; col++) {
+			char *tab = memchr(f, '\t', (size_t)(end - f));
+			size_t fl = tab ? (size_t)(tab - f) : (size_t)(end - f);
+			if (col == kcol || col == tcol) {
+				fs[col == tcol] = f;
+				fls[col == tcol] = fl;
+			}
+			f = tab ? tab + 1 : end + 1;
+		}
+		if (!fs[0] || !fs[1]) {
+			bad(where, "%d columns, the header has %d", col, ncol);
+			continue;
+		}
+		char image[CMR_KEY_MAX + 1];
+		snprintf(image, sizeof image, "%.*s", (int)fls[0], fs[0]);
+		emit_numbered(&cnt, image, fs[1], fls[1], where);
+	}
+	counter_free(&cnt);
+}
+
+static void do_jsonl(const char *name, char *buf, size_t n)
+{
+	lines l = {buf, buf + n, 0};
+	char *s, where[600], key[32];
+	size_t len;
+	counter cnt = {0};
+	while (next_line(&l, &s, &len)) {
+		snprintf(where, sizeof where, "%s:%" PRIu64, name, l.line);
+		if (len == 0)
+			continue;
+		json_error_t jerr;
+		json_t *j = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+		if (!j) {
+			bad(where, "not JSON: %s", jerr.text);
+			continue;
+		}
+		if (json_is_string(j)) {
+			snprintf(key, sizeof key, "%" PRIu64, l.line);
+			emit(key, json_string_value(j), json_string_length(j), where);
+		} else if (json_is_object(j)) {
+			json_t *k = json_object_get(j, g.o->key_field), *t = json_object_get(j, g.o->text_field);
+			if (!json_is_string(k) || !json_is_string(t))
+				bad(where, "\"%s\" and \"%s\" must be strings", g.o->key_field, g.o->text_field);
+			else
+				emit_numbered(&cnt, json_string_value(k), json_string_value(t), json_string_length(t), where);
+		} else {
+			bad(where, "neither an object nor a string");
+		}
+		json_decref(j);
+	}
+	counter_free(&cnt);
+}
+
+/* ---- JSON formats ---- */
+static json_t *load_json(const char *name, char *buf, size_t n)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(buf, n, 0, &jerr);
+	if (!j)
+		cmr_die("%s:%d:%d: not valid JSON: %s", name, jerr.line, jerr.column, jerr.text);
+	return j;
+}
+
+static void do_coco(const char *name, json_t *j)
+{
+	json_t *images = json_object_get(j, "images"), *anns = json_object_get(j, "annotations");
+	if (!json_is_array(images) || !json_is_array(anns))
+		cmr_die("%s: COCO captions JSON needs the arrays \"images\" and \"annotations\"", name);
+	/* image id -> file name */
+	size_t ni = json_array_size(images);
+	json_int_t *ids = malloc((ni + 1) * sizeof *ids);
+	const char **files = malloc((ni + 1) * sizeof *files);
+	if (!ids || !files)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < ni; i++) {
+		json_t *im = json_array_get(images, i);
+		json_t *id = json_object_get(im, "id"), *fn = json_object_get(im, "file_name");
+		if (!json_is_integer(id) || !json_is_string(fn))
+			cmr_die("%s: images[%zu]: needs an integer \"id\" and a string \"file_name\"", name, i);
+		ids[i] = json_integer_value(id);
+		files[i] = json_string_value(fn);
+	}
+	counter cnt = {0};
+	char where[600];
+	size_t last = 0;
+	for (size_t a = 0; a < json_array_size(anns); a++) {
+		snprintf(where, sizeof where, "%s: annotations[%zu]", name, a);
+		json_t *an = json_array_get(anns, a);
+		json_t *iid = json_object_get(an, "image_id"), *cap = json_object_get(an, "caption");
+		if (!json_is_integer(iid) || !json_is_string(cap)) {
+			bad(where, "needs an integer \"image_id\" and a string \"caption\"");
+			continue;
+		}
+		json_int_t want = json_integer_value(iid);
+		size_t i;
+		/* annotations usually follow images: look from the last hit first */
+		for (i = 0; i < ni && ids[(last + i) % ni] != want; i++)
+			;
+		if (i == ni) {
+			bad(where, "image_id %" JSON_INTEGER_FORMAT " is not in \"images\"", want);
+			continue;
+		}
+		last = (last + i) % ni;
+		emit_numbered(&cnt, files[last], json_string_value(cap), json_string_length(cap), where);
+	}
+	counter_free(&cnt);
+	free(ids);
+	free(files);
+}
+
+static int split_wanted(const char *split)
+{
+	if (!g.o->split)
+		return 1;
+	size_t n = strlen(split);
+	for (const char *p = g.o->split; *p;) {
+		const char *c = strchr(p, ',');
+		size_t l = c ? (size_t)(c - p) : strlen(p);
+		if (l == n && memcmp(p, split, n) == 0)
+			return 1;
+		p += l + (c != NULL);
+	}
+	return 0;
+}
+
+static void do_karpathy(const char *name, json_t *j)
+{
+	json_t *images = json_object_get(j, "images");
+	if (!json_is_array(images))
+		cmr_die("%s: Karpathy JSON needs the array \"images\"", name);
+	char where[600];
+	for (size_t i = 0; i < json_array_size(images); i++) {
+		json_t *im = json_array_get(images, i);
+		json_t *fn = json_object_get(im, "filename"), *sp = json_object_get(im, "split");
+		json_t *sents = json_object_get(im, "sentences");
+		if (!json_is_string(fn) || !json_is_string(sp) || !json_is_array(sents)) {
+			snprintf(where, sizeof where, "%s: images[%zu]", name, i);
+			bad(where, "needs \"filename\", \"split\" and \"sentences\"");
+			continue;
+		}
+		if (!split_wanted(json_string_value(sp)))
+			continue;
+		char ik[CMR_KEY_MAX + 1], key[CMR_KEY_MAX + 32];
+		const char *f = json_string_value(fn);
+		image_key(f, strlen(f), ik, sizeof ik);
+		for (size_t s = 0; s < json_array_size(sents); s++) {
+			snprintf(where, sizeof where, "%s: images[%zu].sentences[%zu]", name, i, s);
+			json_t *raw = json_object_get(json_array_get(sents, s), "raw");
+			if (!json_is_string(raw)) {
+				bad(where, "\"raw\" is not a string");
+				continue;
+			}
+			snprintf(key, sizeof key, "%s#%zu", ik, s);
+			emit(key, json_string_value(raw), json_string_length(raw), where);
+		}
+	}
+}
+
+/* ---- webdataset tars ---- */
+static void do_wds(const char *path)
+{
+	const char *name = cmr_input_name(path);
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_all(a);
+	archive_read_support_format_tar(a);
+	archive_read_support_format_gnutar(a);
+	archive_read_support_format_empty(a);
+	int rc = (!path || strcmp(path, "-") == 0) ? archive_read_open_fd(a, 0, 1 << 16)
+						     : archive_read_open_filename(a, path, 1 << 16);
+	struct archive_entry *e;
+	char where[1200];
+	while (rc == ARCHIVE_OK && (rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+		const char *m = archive_entry_pathname(e);
+		size_t ml = m ? strlen(m) : 0;
+		int txt = ml > 4 && strcmp(m + ml - 4, ".txt") == 0;
+		int js = ml > 5 && strcmp(m + ml - 5, ".json") == 0;
+		if (archive_entry_filetype(e) != AE_IFREG || (!txt && !js))
+			continue;
+		int64_t size = archive_entry_size(e);
+		if (size > g.o->max_bytes * 64) {
+			snprintf(where, sizeof where, "%s: %s", name, m);
+			bad(where, "member of %" PRId64 " bytes is too large for captions", size);
+			continue;
+		}
+		char *buf = malloc((size_t)size + 1);
+		if (!buf)
+			cmr_die("out of memory");
+		la_ssize_t got = archive_read_data(a, buf, (size_t)size);
+		if (got != size) {
+			free(buf);
+			rc = ARCHIVE_FATAL;
+			break;
+		}
+		char ik[CMR_KEY_MAX + 1], key[CMR_KEY_MAX + 32];
+		image_key(m, ml, ik, sizeof ik);
+		if (txt) {
+			lines l = {buf, buf + size, 0};
+			char *s;
+			size_t len;
+			int k = 0;
+			while (next_line(&l, &s, &len)) {
+				if (len == 0)
+					continue;
+				snprintf(where, sizeof where, "%s: %s:%" PRIu64, name, m, l.line);
+				snprintf(key, sizeof key, "%s#%d", ik, k++);
+				emit(key, s, len, where);
+			}
+		} else {
+			json_error_t jerr;
+			json_t *j = json_loadb(buf, (size_t)size, 0, &jerr);
+			json_t *t = j ? json_object_get(j, g.o->text_field) : NULL;
+			snprintf(where, sizeof where, "%s: %s", name, m);
+			if (!j)
+				bad(where, "not valid JSON: %s", jerr.text);
+			else if (json_is_string(t)) {
+				snprintf(key, sizeof key, "%s#0", ik);
+				emit(key, json_string_value(t), json_string_length(t), where);
+			} else if (json_is_array(t)) {
+				for (size_t i = 0; i < json_array_size(t); i++) {
+					json_t *s = json_array_get(t, i);
+					snprintf(where, sizeof where, "%s: %s: %s[%zu]", name, m, g.o->text_field, i);
+					if (!json_is_string(s)) {
+						bad(where, "not a string");
+						continue;
+					}
+					snprintf(key, sizeof key, "%s#%zu", ik, i);
+					emit(key, json_string_value(s), json_string_length(s), where);
+				}
+			} else {
+				bad(where, "no string or array of strings \"%s\"", g.o->text_field);
+			}
+			json_decref(j);
+		}
+		free(buf);
+	}
+	if (rc != ARCHIVE_EOF) {
+		g.errors++;
+		if (g.o->strict)
+			cmr_die("%s: %s", name, archive_error_string(a));
+		cmr_error("%s: %s", name, archive_error_string(a));
+	}
+	archive_read_free(a);
+}
+
+/* ---- input ---- */
+static char *slurp(const char *path, size_t *n)
+{
+	FILE *f = cmr_open_input(path, 0);
+	size_t cap = 1 << 16, len = 0, got;
+	char *buf = malloc(cap + 1);
+	if (!buf)
+		cmr_die("out of memory");
+	while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+		len += got;
+		if (len == cap) {
+			cap *= 2;
+			if (!(buf = realloc(buf, cap + 1)))
+				cmr_die("out of memory");
+		}
+	}
+	if (ferror(f))
+		cmr_die("%s: read error: %s", cmr_input_name(path), strerror(errno));
+	cmr_close_input(f, path);
+	buf[len] = 0;
+	*n = len;
+	return buf;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static enum fmt detect(const char *path, const char *buf, size_t n)
+{
+	if (path && (ends_with(path, ".tar") || ends_with(path, ".tar.gz") || ends_with(path, ".tgz") ||
+		     ends_with(path, ".tar.zst")))
+		return F_WDS;
+	if (path && ends_with(path, ".jsonl"))
+		return F_JSONL;
+	if (path && ends_with(path, ".tsv"))
+		return F_TSV;
+	size_t i = 0;
+	while (i < n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t'))
+		i++;
+	if (i < n && buf[i] == '{')
+		return F_COCO; /* coco or karpathy: told apart once parsed */
+	/* IMAGE#N<TAB> on the first line */
+	const char *nl = memchr(buf + i, '\n', n - i);
+	size_t len = nl ? (size_t)(nl - buf - i) : n - i;
+	const char *tab = memchr(buf + i, '\t', len), *hash = tab ? memchr(buf + i, '#', (size_t)(tab - buf - i)) : NULL;
+	if (hash) {
+		const char *q = hash + 1;
+		while (q < tab && *q >= '0' && *q <= '9')
+			q++;
+		if (q == tab && q > hash + 1)
+			return F_FLICKR;
+	}
+	return F_TEXT;
+}
+
+static void ingest(const char *path)
+{
+	const char *name = cmr_input_name(path);
+	enum fmt f = g.o->fmt;
+	if (f == F_WDS || (f == F_AUTO && detect(path, "", 0) == F_WDS)) {
+		do_wds(path);
+		return;
+	}
+	size_t n;
+	char *buf = slurp(path, &n);
+	if (f == F_AUTO)
+		f = detect(path, buf, n);
+	if (f == F_COCO || f == F_KARPATHY) {
+		json_t *j = load_json(name, buf, n);
+		if (g.o->fmt == F_AUTO) {
+			json_t *im0 = json_array_get(json_object_get(j, "images"), 0);
+			if (json_object_get(j, "annotations"))
+				f = F_COCO;
+			else if (im0 && json_object_get(im0, "sentences"))
+				f = F_KARPATHY;
+			else
+				cmr_die("%s: JSON that is neither COCO captions (\"annotations\") nor Karpathy "
+					"splits (\"images\"[].\"sentences\"); say -f", name);
+		}
+		cmr_info("%s: %s", name, fmt_names[f]);
+		if (f == F_COCO)
+			do_coco(name, j);
+		else
+			do_karpathy(name, j);
+		json_decref(j);
+	} else {
+		cmr_info("%s: %s", name, fmt_names[f]);
+		if (f == F_FLICKR)
+			do_flickr(name, buf, n);
+		else if (f == F_TSV)
+			do_tsv(name, buf, n);
+		else if (f == F_JSONL)
+			do_jsonl(name, buf, n);
+		else
+			do_text(name, buf, n);
+	}
+	free(buf);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	cmr_init(argc, argv, &tool);
+	parse_cmdline(argc, argv, &o);
+	g.o = &o;
+	char err[512];
+	if (o.hf) {
+		char v[4096], m[4096];
+		snprintf(v, sizeof v, "%s/vocab.json", o.hf);
+		snprintf(m, sizeof m, "%s/merges.txt", o.hf);
+		g.tok = cmr_clip_tok_from_hf(v, m, err, sizeof err);
+	} else if (o.bpe) {
+		g.tok = cmr_clip_tok_from_merges(o.bpe, err, sizeof err);
+	} else {
+		g.tok = cmr_clip_tok_new(err, sizeof err);
+	}
+	if (!g.tok)
+		cmr_die("%s: %s", o.hf ? o.hf : o.bpe ? o.bpe : "built-in vocabulary", err);
+	g.ids = malloc((size_t)o.context * sizeof *g.ids);
+	cmr_output out;
+	cmr_output_open(&out, o.output, 1);
+	g.w = cmr_writer_new(out.f, out.name, o.level);
+	if (!g.ids || !g.w)
+		cmr_die("out of memory");
+	char *prov = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
+	cmr_writer_set_provenance(g.w, tool.name, prov);
+	free(prov);
+	if (o.ninputs == 0)
+		ingest("-");
+	for (int i = 0; i < o.ninputs; i++)
+		ingest(o.inputs[i]);
+	if (cmr_writer_finish(g.w) < 0)
+		cmr_die_writer(g.w);
+	cmr_writer_free(g.w);
+	cmr_output_commit(&out);
+	if (g.truncated)
+		cmr_info("%" PRIu64 " captions were cut to %d tokens", g.truncated, o.context);
+	cmr_info("%" PRIu64 " captions", g.written);
+	cmr_clip_tok_free(g.tok);
+	free(g.ids);
+	if (g.errors) {
+		cmr_error("%" PRIu64 " of %" PRIu64 " captions could not be read", g.errors, g.seen);
+		return cmr_exit(CMR_EXIT_FAILURE);
+	}
+	return cmr_exit(CMR_EXIT_OK);
+}

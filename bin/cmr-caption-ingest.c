@@ -135,7 +135,7 @@ static struct {
 	cmr_clip_tok *tok;
 	cmr_writer *w;
 	int32_t *ids;
-	uint64_t written, errors, truncated, seen;
+	uint64_t written, errors, truncated;
 } g;
 
 /* A bad caption (or file): reported, counted; with --strict the end. */
@@ -170,7 +170,6 @@ static void image_key(const char *name, size_t len, char *out, size_t cap)
 /* Tokenizes one caption and writes its record. where names it in messages. */
 static void emit(const char *key, const char *text, size_t len, const char *where)
 {
-	g.seen++;
 	if ((long long)len > g.o->max_bytes) {
 		bad(where, "caption of %zu bytes is longer than --max-bytes %lld", len, g.o->max_bytes);
 		return;
@@ -742,7 +741,8 @@ int main(int argc, char **argv)
 	cmr_clip_tok_free(g.tok);
 	free(g.ids);
 	if (g.errors) {
-		cmr_error("%" PRIu64 " of %" PRIu64 " captions could not be read", g.errors, g.seen);
+		cmr_error("%" PRIu64 " of %" PRIu64 " captions could not be read", g.errors,
+			  g.errors + g.written);
 		return cmr_exit(CMR_EXIT_FAILURE);
 	}
 	return cmr_exit(CMR_EXIT_OK);

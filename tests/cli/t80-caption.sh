@@ -1,0 +1,156 @@
+# t80-caption.sh - cmr-caption-ingest: CLIP tokens equal to the reference's on a stress set and
+# on all Flickr8k captions; every input format; bad input.
+. "$SRCDIR/tests/lib.sh"
+T=$SRCDIR/tests/golden/tokens
+ids_of() { cmr-dump show -a "$@" | awk -F'\t' 'NF==4{k=$1; next} {print k "\t" $0}'; }
+
+begin "293 stress strings tokenize as the reference tokenizer does"
+run_sh "cmr-caption-ingest -f jsonl '$T/stress.jsonl' | cmr-dump show -a | awk 'NR % 2 == 0'"
+expect_status 0
+expect_stdout_file "$T/stress.ids"
+end
+
+begin "a Hugging Face vocab.json + merges.txt pair gives the same ids"
+mkdir "$WORK/hf"
+"$BUILD/tests/mkhf" "$SRCDIR/lib/clip/bpe_simple_vocab_16e6.txt.gz" "$WORK/hf"
+run_sh "cmr-caption-ingest --hf '$WORK/hf' -f jsonl '$T/stress.jsonl' | cmr-dump show -a | awk 'NR % 2 == 0'"
+expect_status 0
+expect_stdout_file "$T/stress.ids"
+run_sh "cmr-caption-ingest --bpe '$SRCDIR/lib/clip/bpe_simple_vocab_16e6.txt.gz' -f jsonl '$T/stress.jsonl' | cmr-dump show -a | awk 'NR % 2 == 0'"
+expect_stdout_file "$T/stress.ids"
+end
+
+begin "a typed query: one caption per line on standard input"
+run_sh "echo 'a dog on the beach' | cmr-caption-ingest | cmr-dump show"
+expect_status 0
+expect_stdout_has "1	tokens	i32	[7]"
+expect_stdout_has "49406 320 1929 525 518 2117 49407"
+end
+
+begin "long captions are cut to the context length with the end token kept"
+run_sh "printf 'dog %.0s' \$(seq 100) | cmr-caption-ingest | cmr-dump show -a"
+expect_stdout_has "[77]"
+tail -1 "$OUT" | awk '{ if ($77 != 49407 || NF != 77) exit 1 }' || why "last id is not 49407"
+run_sh "echo 'a dog on the beach' | cmr-caption-ingest -c 5 | cmr-dump show"
+expect_stdout_has "49406 320 1929 525 49407"
+end
+
+begin "--desc writes auxiliary descriptions as desc-tokens"
+run_sh "printf 'img1.jpg#0\ta photo of a dog\n' | cmr-caption-ingest --desc | cmr-dump list -H"
+expect_stdout_has "desc-tokens"
+expect_stdout_has "img1#0"
+end
+
+begin "Flickr token file: keys IMAGE#N"
+printf '1000268201_693b08cb0e.jpg#0\tA child in a pink dress .\n1000268201_693b08cb0e.jpg#1\tA girl going into a wooden building .\n' >"$WORK/f.token"
+run_sh "cmr-caption-ingest '$WORK/f.token' | cmr-dump list -H"
+expect_status 0
+expect_stdout_has " 1000268201_693b08cb0e#0"
+expect_stdout_has " 1000268201_693b08cb0e#1"
+end
+
+begin "Karpathy JSON: splits, keys, counts"
+cat >"$WORK/k.json" <<'JSON'
+{"images": [
+ {"filename": "a.jpg", "split": "train", "sentences": [{"raw": "one"}, {"raw": "two"}]},
+ {"filename": "b.jpg", "split": "val", "sentences": [{"raw": "three"}]},
+ {"filename": "c.jpg", "split": "restval", "sentences": [{"raw": "four"}, {"raw": "five"}, {"raw": "six"}]},
+ {"filename": "d.jpg", "split": "test", "sentences": [{"raw": "seven"}]}]}
+JSON
+run_sh "cmr-caption-ingest '$WORK/k.json' | cmr-dump list -H | grep -c tokens"
+[ "$(cat "$OUT")" = 7 ] || why "all splits: $(cat "$OUT") records"
+run_sh "cmr-caption-ingest --split train,restval '$WORK/k.json' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+[ "$(cat "$OUT")" = "a#0 a#1 c#0 c#1 c#2 " ] || why "train,restval: $(cat "$OUT")"
+end
+
+begin "COCO JSON: numbered per image in annotation order; a missing image is named"
+cat >"$WORK/c.json" <<'JSON'
+{"images": [{"id": 7, "file_name": "000000000007.jpg"}, {"id": 9, "file_name": "000000000009.jpg"}],
+ "annotations": [{"image_id": 9, "caption": "x"}, {"image_id": 7, "caption": "y"}, {"image_id": 9, "caption": "z"},
+                 {"image_id": 5, "caption": "orphan"}, {"image_id": 7, "caption": 3}]}
+JSON
+run_sh "cmr-caption-ingest '$WORK/c.json' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+[ "$(cat "$OUT")" = "000000000009#0 000000000007#0 000000000009#1 " ] || why "keys: $(cat "$OUT")"
+expect_stderr_has "c.json: annotations[3]: image_id 5 is not in \"images\" (skipped)"
+expect_stderr_has "c.json: annotations[4]: needs an integer \"image_id\" and a string \"caption\" (skipped)"
+expect_stderr_has "2 of 5 captions could not be read"
+end
+
+begin "webdataset tar: KEY.txt lines and KEY.json captions"
+mkdir "$WORK/wds"
+printf 'first caption\nsecond caption\n' >"$WORK/wds/s1.txt"
+printf '{"caption": ["a", "b", "c"]}' >"$WORK/wds/s2.json"
+printf 'not a caption' >"$WORK/wds/s2.cls"
+(cd "$WORK/wds" && tar cf ../w.tar s1.txt s2.json s2.cls)
+run_sh "cmr-caption-ingest '$WORK/w.tar' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+expect_status 0
+[ "$(cat "$OUT")" = "s1#0 s1#1 s2#0 s2#1 s2#2 " ] || why "keys: $(cat "$OUT")"
+end
+
+begin "TSV and JSON Lines with named columns"
+printf 'caption\timage\nred car\tcars/r.jpg\nblue car\tcars/r.jpg\n' >"$WORK/t.tsv"
+run_sh "cmr-caption-ingest '$WORK/t.tsv' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+[ "$(cat "$OUT")" = "r#0 r#1 " ] || why "tsv keys: $(cat "$OUT")"
+printf '{"img": "x.jpg", "text": "hello"}\n"bare string"\n' >"$WORK/j.jsonl"
+run_sh "cmr-caption-ingest --key-field img --text-field text '$WORK/j.jsonl' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+[ "$(cat "$OUT")" = "x#0 2 " ] || why "jsonl keys: $(cat "$OUT")"
+end
+
+begin "bad input: invalid UTF-8, no tab, bad key form, overlong caption; named by file and line"
+printf 'a.jpg#0\tgood\na.jpg#1\tbad \377 byte\nno tab here\nb.jpg\tno number\na.jpg#2\t%s\n' "$(head -c 20000 /dev/zero | tr '\0' x)" >"$WORK/bad.token"
+run_sh "cmr-caption-ingest -f flickr '$WORK/bad.token' > '$WORK/bad.cmr'"
+expect_status 1
+expect_stderr_has "bad.token:2: not valid UTF-8 at byte 4 of the caption (skipped)"
+expect_stderr_has "bad.token:3: no tab between IMAGE#N and the caption (skipped)"
+expect_stderr_has "bad.token:4: 'b.jpg' is not IMAGE#N (skipped)"
+expect_stderr_has "bad.token:5: caption of 20000 bytes is longer than --max-bytes 16384 (skipped)"
+expect_stderr_has "4 of 5 captions could not be read"
+run cmr-dump list -H "$WORK/bad.cmr"
+expect_stdout_has " a#0"
+end
+
+begin "--strict stops at the first bad caption"
+run_sh "cmr-caption-ingest --strict -f flickr '$WORK/bad.token' > /dev/null"
+expect_status 1
+expect_stderr_has "bad.token:2: not valid UTF-8"
+grep -q "bad.token:3" "$ERR" && why "went on after the first error"
+end
+
+begin "malformed JSON names line and column; JSON of the wrong layout is refused"
+printf '{"images": [1, 2,}' >"$WORK/broken.json"
+run cmr-caption-ingest "$WORK/broken.json"
+expect_status 1
+expect_stderr_has "broken.json:1:"
+printf '{"something": []}' >"$WORK/other.json"
+run cmr-caption-ingest "$WORK/other.json"
+expect_status 1
+expect_stderr_has "neither COCO captions"
+end
+
+begin "all 35,460 Flickr8k captions tokenize as the reference tokenizer does"
+if have_shared; then
+	cmr-caption-ingest "$SHARED/data/flickr8k/captions.token.txt" >"$WORK/f.cmr"
+	ids_of "$WORK/f.cmr" >"$WORK/f.ids"
+	zstd -q -d -c "$T/flickr8k.ids.zst" >"$WORK/want.ids"
+	expect_same "$WORK/want.ids" "$WORK/f.ids"
+	[ "$(wc -l <"$WORK/f.ids")" -eq 35460 ] || why "$(wc -l <"$WORK/f.ids") captions"
+	end
+else
+	skip "../shared absent"
+fi
+
+begin "COCO captions JSON of coco-mini: 395 captions of 79 images"
+if have_shared; then
+	run_sh "cmr-caption-ingest '$SHARED/data/coco-mini/captions_val2017.json' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}'"
+	expect_status 0
+	[ "$(wc -l <"$OUT")" -eq 395 ] || why "$(wc -l <"$OUT") captions"
+	[ "$(sed 's/#.*//' "$OUT" | sort -u | wc -l)" -eq 79 ] || why "not 79 images"
+	grep -q '^000000[0-9]*#4$' "$OUT" || why "no fifth caption keys"
+	# every caption key names an image of the tar
+	tar tf "$SHARED/data/coco-mini/val2017.tar" | sed 's|.*/||; s|\..*||' | sort >"$WORK/imgs"
+	sed 's/#.*//' "$OUT" | sort -u | comm -23 - "$WORK/imgs" >"$WORK/orphans"
+	[ ! -s "$WORK/orphans" ] || why "captions without images: $(head -3 "$WORK/orphans")"
+	end
+else
+	skip "../shared absent"
+fi

@@ -1130,7 +1130,8 @@ int cmr_clip_tokenize(cmr_clip_tok *t, const char *text, size_t len, int ctx, in
 	}
 	size_t keep = n + 2 > (size_t)ctx ? (size_t)ctx - 2 : n;
 	out[0] = t->sot;
-	memcpy(out + 1, ids, keep * sizeof *ids);
+	if (keep)
+		memcpy(out + 1, ids, keep * sizeof *ids);
 	out[keep + 1] = t->eot;
 	if (truncated)
 		*truncated = keep < n;

@@ -113,7 +113,8 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-$(BUILD)/tests/fuzz-replay: $(BUILD)/obj/tests/fuzz/fuzz_stream.o $(BUILD)/obj/tests/fuzz/fuzz_npy.o \
+FUZZ_TARGETS := stream npy tok jpeg
+$(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
@@ -121,6 +122,8 @@ $(BUILD)/tests/fuzz-replay: $(BUILD)/obj/tests/fuzz/fuzz_stream.o $(BUILD)/obj/t
 # the replay driver links both targets under their own names
 $(BUILD)/obj/tests/fuzz/fuzz_stream.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_stream_one
 $(BUILD)/obj/tests/fuzz/fuzz_npy.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_npy_one
+$(BUILD)/obj/tests/fuzz/fuzz_tok.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tok_one
+$(BUILD)/obj/tests/fuzz/fuzz_jpeg.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_jpeg_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -144,7 +147,7 @@ check-asan:
 #   build/fuzz/fuzz_stream -max_total_time=60 tests/fuzz/corpus/stream
 FUZZ_CC := clang
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -Ilib -g -O1 $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
-fuzz: $(BUILD)/fuzz/fuzz_stream $(BUILD)/fuzz/fuzz_npy
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter lib/%.c,$(LIB_SRC)) lib/backend_none.c $(PKG_LIBS) -lm

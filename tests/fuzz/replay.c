@@ -1,5 +1,5 @@
 /* replay.c - runs a fuzz target's input files through it without libFuzzer, so that every
- * machine replays the corpus in make check. Usage: fuzz-replay stream|npy FILE... */
+ * machine replays the corpus in make check. Usage: fuzz-replay stream|npy|tok|jpeg FILE... */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,14 +10,23 @@
 
 int fuzz_stream_one(const uint8_t *data, size_t size);
 int fuzz_npy_one(const uint8_t *data, size_t size);
+int fuzz_tok_one(const uint8_t *data, size_t size);
+int fuzz_jpeg_one(const uint8_t *data, size_t size);
+
+static const struct { const char *name; int (*fn)(const uint8_t *, size_t); } targets[] = {
+	{"stream", fuzz_stream_one}, {"npy", fuzz_npy_one}, {"tok", fuzz_tok_one}, {"jpeg", fuzz_jpeg_one},
+};
 
 int main(int argc, char **argv)
 {
-	if (argc < 2 || (strcmp(argv[1], "stream") != 0 && strcmp(argv[1], "npy") != 0)) {
-		fprintf(stderr, "usage: fuzz-replay stream|npy FILE...\n");
+	int (*fn)(const uint8_t *, size_t) = NULL;
+	for (size_t i = 0; argc >= 2 && i < sizeof targets / sizeof targets[0]; i++)
+		if (strcmp(argv[1], targets[i].name) == 0)
+			fn = targets[i].fn;
+	if (!fn) {
+		fprintf(stderr, "usage: fuzz-replay stream|npy|tok|jpeg FILE...\n");
 		return 2;
 	}
-	int (*fn)(const uint8_t *, size_t) = strcmp(argv[1], "stream") == 0 ? fuzz_stream_one : fuzz_npy_one;
 	int n = 0;
 	for (int i = 2; i < argc; i++) {
 		FILE *f = fopen(argv[i], "rb");

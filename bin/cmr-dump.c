@@ -19,7 +19,7 @@ static const cmr_tool tool = {
 	"show [-k KEY]... [-n N | -a] [FILE...]\n"
 	"meta [FILE...]\n"
 	"verify [FILE...]\n"
-	"diff [--max-abs X] [--mean-abs X] [--max-rel X] A B\n"
+	"diff [--max-abs X] [--mean-abs X] [--max-rel X] [--max-rel-norm X] A B\n"
 	"to-npy [-k KEY] [-o OUT.npy] [--keys KEYS.txt] [--meta META.cmr] [FILE...]\n"
 	"from-npy [--kind KIND] [--keys KEYS.txt | --key KEY] [--meta META.cmr] [-z LEVEL]\n"
 	"         [--no-provenance] [-o OUT.cmr] IN.npy",
@@ -30,9 +30,9 @@ static const cmr_tool tool = {
 	"  meta       print metadata (provenance) records as JSON, one per line\n"
 	"  verify     read every record, checking checksums; print the record count\n"
 	"  diff       compare the tensor records of two streams, paired in order (keys, kinds\n"
-	"             and shapes must agree): max and mean absolute difference and max relative\n"
-	"             difference per record and in all; exit 1 if a --max-abs, --mean-abs or\n"
-	"             --max-rel tolerance is exceeded or the streams do not pair up\n"
+	"             and shapes must agree): max and mean absolute difference, max relative\n"
+	"             difference and relative norm |a-b|/|a| per record and in all; exit 1 if a\n"
+	"             tolerance is exceeded or the streams do not pair up\n"
 	"  to-npy     stack the tensor records (same dtype and shape) into one .npy array\n"
 	"             of shape (N, ...); with -k, write that one record's array\n"
 	"  from-npy   split a .npy array along its first axis into tensor records\n"
@@ -52,6 +52,7 @@ static const cmr_tool tool = {
 	"      --max-abs X     diff: tolerated largest absolute difference\n"
 	"      --mean-abs X    diff: tolerated mean absolute difference (over all values)\n"
 	"      --max-rel X     diff: tolerated largest |a-b| / max(|a|, |b|, 1e-30)\n"
+	"      --max-rel-norm X  diff: tolerated largest ||a-b|| / ||a|| of a record\n"
 	"      --no-provenance from-npy: do not append cmr-dump's own provenance record\n",
 };
 
@@ -70,12 +71,12 @@ struct opts {
 	int kind;
 	int level;
 	int no_provenance;
-	double tol_max, tol_mean, tol_rel; /* negative: not checked */
+	double tol_max, tol_mean, tol_rel, tol_norm; /* negative: not checked */
 	char **inputs;
 	int ninputs;
 };
 
-enum { OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY, OPT_TMAX, OPT_TMEAN, OPT_TREL };
+enum { OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY, OPT_TMAX, OPT_TMEAN, OPT_TREL, OPT_TNORM };
 
 static double parse_tol(const char *opt, const char *s)
 {
@@ -107,13 +108,14 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"max-abs", required_argument, NULL, OPT_TMAX},
 		{"mean-abs", required_argument, NULL, OPT_TMEAN},
 		{"max-rel", required_argument, NULL, OPT_TREL},
+		{"max-rel-norm", required_argument, NULL, OPT_TNORM},
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
 	memset(o, 0, sizeof *o);
 	o->limit = 64;
 	o->kind = CMR_KIND_GENERIC;
-	o->tol_max = o->tol_mean = o->tol_rel = -1;
+	o->tol_max = o->tol_mean = o->tol_rel = o->tol_norm = -1;
 	o->keys = calloc((size_t)argc, sizeof *o->keys);
 	int first = 1;
 	if (argc > 1)
@@ -149,6 +151,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_TMAX: o->tol_max = parse_tol("--max-abs", optarg); break;
 		case OPT_TMEAN: o->tol_mean = parse_tol("--mean-abs", optarg); break;
 		case OPT_TREL: o->tol_rel = parse_tol("--max-rel", optarg); break;
+		case OPT_TNORM: o->tol_norm = parse_tol("--max-rel-norm", optarg); break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -598,9 +601,9 @@ static int diff(struct opts *o)
 		cmr_usage_error("diff: only one of the two streams can be standard input");
 	cmr_reader *ra = cmr_reader_new(fa, na), *rb = cmr_reader_new(fb, nb);
 	cmr_record a, b;
-	double all_max = 0, all_sum = 0, all_rel = 0;
+	double all_max = 0, all_sum = 0, all_rel = 0, all_norm = 0;
 	uint64_t all_n = 0, records = 0;
-	printf("%-40s %12s %12s %12s\n", "key", "max_abs", "mean_abs", "max_rel");
+	printf("%-40s %12s %12s %12s %12s\n", "key", "max_abs", "mean_abs", "max_rel", "rel_norm");
 	for (;;) {
 		int ha = next_tensor(ra, &a);
 		/* a's data stay valid while b is read: they are different readers */
@@ -616,7 +619,7 @@ static int diff(struct opts *o)
 		if (strcmp(a.key, b.key) != 0 || a.kind != b.kind || strcmp(sa, sb) != 0)
 			cmr_die("record %" PRIu64 " differs in key, kind or shape: %s: '%s' %s, %s: '%s' %s",
 				records, na, a.key, sa, nb, b.key, sb);
-		double mx = 0, sum = 0, rel = 0;
+		double mx = 0, sum = 0, rel = 0, dd = 0, aa = 0;
 		uint64_t n = cmr_record_nelem(&a);
 		for (uint64_t i = 0; i < n; i++) {
 			double x = elem(&a, i), y = elem(&b, i), d = fabs(x - y);
@@ -628,17 +631,21 @@ static int diff(struct opts *o)
 			mx = fmax(mx, d);
 			rel = fmax(rel, d / m);
 			sum += d;
+			dd += d * d;
+			aa += x * x;
 		}
-		printf("%-40s %12.6g %12.6g %12.6g\n", a.key, mx, n ? sum / (double)n : 0.0, rel);
+		double nrm = dd == 0 ? 0 : aa > 0 ? sqrt(dd / aa) : INFINITY;
+		printf("%-40s %12.6g %12.6g %12.6g %12.6g\n", a.key, mx, n ? sum / (double)n : 0.0, rel, nrm);
 		check_stdout();
 		all_max = fmax(all_max, mx);
 		all_rel = fmax(all_rel, rel);
+		all_norm = fmax(all_norm, nrm);
 		all_sum += sum;
 		all_n += n;
 		records++;
 	}
 	double mean = all_n ? all_sum / (double)all_n : 0.0;
-	printf("%-40s %12.6g %12.6g %12.6g\n", "(all)", all_max, mean, all_rel);
+	printf("%-40s %12.6g %12.6g %12.6g %12.6g\n", "(all)", all_max, mean, all_rel, all_norm);
 	cmr_reader_free(ra);
 	cmr_reader_free(rb);
 	cmr_close_input(fa, o->inputs[0]);
@@ -650,6 +657,10 @@ static int diff(struct opts *o)
 	}
 	if (o->tol_mean >= 0 && mean > o->tol_mean) {
 		cmr_error("mean absolute difference %g exceeds %g", mean, o->tol_mean);
+		bad = 1;
+	}
+	if (o->tol_norm >= 0 && all_norm > o->tol_norm) {
+		cmr_error("relative norm of a difference %g exceeds %g", all_norm, o->tol_norm);
 		bad = 1;
 	}
 	if (o->tol_rel >= 0 && all_rel > o->tol_rel) {

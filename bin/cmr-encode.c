@@ -1,0 +1,349 @@
+/* cmr-encode - image and token records to CLIP embeddings, with a Hugging Face checkpoint. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "backend.h"
+#include "clip_model.h"
+#include "fe.h"
+#include "half.h"
+#include "stream.h"
+
+static const cmr_tool tool = {
+	"cmr-encode",
+	"-m MODEL_DIR [-b N] [--backend ref|blas] [-t N] [--no-normalize] [--dtype f32|f16]\n"
+	"[-z N] [-o OUT.cmr] [INPUT...]",
+	"Encode image records (cmr-decode) and token records (cmr-caption-ingest) into embedding\n"
+	"records with a CLIP checkpoint in Hugging Face's layout: MODEL_DIR/config.json and\n"
+	"MODEL_DIR/model.safetensors (fp32, fp16 or bf16), and preprocessor_config.json for the\n"
+	"image mean and std when present. Each tower is loaded on first use, memory-mapped.\n"
+	"Embeddings keep the input's keys and order; metadata records are passed along and the\n"
+	"model's name and content hash are added to the provenance.\n"
+	"\nOptions:\n"
+	"  -m, --model DIR       the checkpoint directory (required)\n"
+	"  -b, --batch N         samples per forward pass (default 32)\n"
+	"      --backend NAME    blas (default: OpenBLAS sgemm) or ref (plain loops, slow, the\n"
+	"                        reference the fast one is tested against)\n"
+	"  -t, --threads N       BLAS threads (default: the number of cores)\n"
+	"      --no-normalize    keep raw projections (default: unit L2 norm)\n"
+	"      --dtype f32|f16   element type of the embeddings (default f32)\n"
+	"  -z, --compress N      zstd level 1-19 for payloads (default 0, stored)\n"
+	"  -o, --output FILE     write here instead of standard output\n",
+};
+
+struct opts {
+	const char *model;
+	int batch;
+	const cmr_ops *ops;
+	int threads;
+	int normalize;
+	int dtype;
+	int level;
+	const char *output;
+	char **inputs;
+	int ninputs;
+	int argc;
+	char **argv;
+};
+
+enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE };
+
+static void parse_cmdline(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"model", required_argument, NULL, 'm'},
+		{"batch", required_argument, NULL, 'b'},
+		{"backend", required_argument, NULL, OPT_BACKEND},
+		{"threads", required_argument, NULL, 't'},
+		{"no-normalize", no_argument, NULL, OPT_NONORM},
+		{"dtype", required_argument, NULL, OPT_DTYPE},
+		{"compress", required_argument, NULL, 'z'},
+		{"output", required_argument, NULL, 'o'},
+		CMR_COMMON_LONGOPTS,
+		{NULL, 0, NULL, 0},
+	};
+	memset(o, 0, sizeof *o);
+	o->batch = 32;
+	o->ops = &cmr_ops_blas;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	o->threads = ncpu > 0 ? (int)ncpu : 1;
+	o->normalize = 1;
+	o->dtype = CMR_DTYPE_F32;
+	int c;
+	while ((c = getopt_long(argc, argv, "m:b:t:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->model = optarg; break;
+		case 'b': o->batch = (int)cmr_parse_int("--batch", optarg, 1, 4096); break;
+		case OPT_BACKEND:
+			if (!(o->ops = cmr_ops_find(optarg)))
+				cmr_usage_error("--backend: '%s' is not blas or ref", optarg);
+			break;
+		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 256); break;
+		case OPT_NONORM: o->normalize = 0; break;
+		case OPT_DTYPE:
+			if (strcmp(optarg, "f32") == 0)
+				o->dtype = CMR_DTYPE_F32;
+			else if (strcmp(optarg, "f16") == 0)
+				o->dtype = CMR_DTYPE_F16;
+			else
+				cmr_usage_error("--dtype: '%s' is not f32 or f16", optarg);
+			break;
+		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
+		case 'o': o->output = optarg; break;
+		default:
+			if (!cmr_common_option(c))
+				cmr_usage_error("unhandled option");
+		}
+	}
+	if (!o->model)
+		cmr_usage_error("a model is needed: -m MODEL_DIR");
+	o->inputs = argv + optind;
+	o->ninputs = argc - optind;
+	o->argc = argc;
+	o->argv = argv;
+}
+
+/* ---- state ---- */
+typedef struct {
+	char key[CMR_KEY_MAX + 1];
+	void *data; /* copy of the record's payload */
+	int len;    /* tokens: count */
+	char where[CMR_KEY_MAX + 600];
+} sample;
+
+static struct {
+	struct opts *o;
+	cmr_clip_tower *tower[2];
+	cmr_clip_ws *ws[2];
+	int prov_done;
+	cmr_writer *w;
+	sample *pending;
+	int npending, pending_kind; /* CMR_TOWER_* of the pending samples */
+	float *emb;
+	uint16_t *emb16;
+	uint64_t written;
+} g;
+
+static char *provenance(int kind)
+{
+	char *base = cmr_provenance(g.o->argc, g.o->argv, (const char *const *)g.o->inputs, g.o->ninputs);
+	json_t *j = json_loads(base, 0, NULL);
+	free(base);
+	const cmr_clip_tower *t = g.tower[kind];
+	char hash[17];
+	snprintf(hash, sizeof hash, "%016" PRIx64, t->hash);
+	json_object_set_new(j, "model", json_pack("{s:s, s:s, s:s, s:s, s:i}", "name", t->name, "path", g.o->model,
+						 "tower", kind == CMR_TOWER_VISION ? "vision" : "text", "xxh3", hash,
+						 "dim", t->proj));
+	json_object_set_new(j, "normalized", json_boolean(g.o->normalize));
+	json_object_set_new(j, "backend", json_string(g.o->ops->name));
+	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(j);
+	return s;
+}
+
+static void load(int kind)
+{
+	if (g.tower[kind])
+		return;
+	char err[1024];
+	g.tower[kind] = cmr_clip_tower_load(g.o->model, kind, err, sizeof err);
+	if (!g.tower[kind])
+		cmr_die("%s", err);
+	const cmr_tower_cfg *c = &g.tower[kind]->cfg;
+	g.ws[kind] = cmr_clip_ws_new(g.tower[kind], g.o->batch, g.o->batch * c->context);
+	if (!g.ws[kind])
+		cmr_die("out of memory for a batch of %d", g.o->batch);
+	cmr_info("%s: %s tower: width %d, %d layers, %d heads; projection %d", g.o->model,
+		 kind == CMR_TOWER_VISION ? "vision" : "text", c->width, c->layers, c->heads, g.tower[kind]->proj);
+	char *p = provenance(kind);
+	if (!g.prov_done) {
+		cmr_writer_set_provenance(g.w, tool.name, p);
+		g.prov_done = 1;
+	} else { /* the second tower of a mixed stream: its own provenance record, here */
+		cmr_record m;
+		memset(&m, 0, sizeof m);
+		m.type = CMR_TYPE_META;
+		m.kind = CMR_KIND_PROVENANCE;
+		m.dtype = CMR_DTYPE_U8;
+		m.rank = 1;
+		m.dims[0] = (uint32_t)strlen(p);
+		m.nbytes = strlen(p);
+		m.data = p;
+		strcpy(m.key, tool.name);
+		m.key_len = (uint16_t)strlen(tool.name);
+		if (cmr_writer_put(g.w, &m) < 0)
+			cmr_die_writer(g.w);
+	}
+	free(p);
+}
+
+static void flush(void)
+{
+	if (!g.npending)
+		return;
+	int kind = g.pending_kind, B = g.npending;
+	const cmr_clip_tower *t = g.tower[kind];
+	int dim = t->proj;
+	int rc;
+	if (kind == CMR_TOWER_VISION) {
+		const uint8_t *px[4096];
+		for (int b = 0; b < B; b++)
+			px[b] = g.pending[b].data;
+		rc = cmr_clip_encode_images(t, g.o->ops, g.ws[kind], px, B, g.emb);
+	} else {
+		const int32_t *ids[4096];
+		int lens[4096];
+		for (int b = 0; b < B; b++) {
+			ids[b] = g.pending[b].data;
+			lens[b] = g.pending[b].len;
+		}
+		rc = cmr_clip_encode_texts(t, g.o->ops, g.ws[kind], ids, lens, B, g.emb);
+	}
+	if (rc < 0)
+		cmr_die("%s: the batch could not be encoded", g.pending[0].where);
+	for (int b = 0; b < B; b++) {
+		float *e = g.emb + (size_t)b * dim;
+		if (g.o->normalize) {
+			double s = 0;
+			for (int d = 0; d < dim; d++)
+				s += (double)e[d] * e[d];
+			float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+			for (int d = 0; d < dim; d++)
+				e[d] *= inv;
+		}
+		cmr_record rec;
+		uint32_t dims[1] = {(uint32_t)dim};
+		const void *data = e;
+		if (g.o->dtype == CMR_DTYPE_F16) {
+			for (int d = 0; d < dim; d++)
+				g.emb16[d] = cmr_f32_to_f16(e[d]);
+			data = g.emb16;
+		}
+		cmr_record_tensor(&rec, CMR_KIND_EMBEDDING, g.o->dtype, 1, dims, g.pending[b].key, data);
+		if (cmr_writer_put(g.w, &rec) < 0)
+			cmr_die_writer(g.w);
+		g.written++;
+		free(g.pending[b].data);
+	}
+	g.npending = 0;
+}
+
+static void take(const cmr_record *rec, const char *input)
+{
+	char where[CMR_KEY_MAX + 600];
+	snprintf(where, sizeof where, "%s: record %" PRIu64 " (key '%s')", input, rec->index, rec->key);
+	int kind;
+	if (rec->kind == CMR_KIND_IMAGE)
+		kind = CMR_TOWER_VISION;
+	else if (rec->kind == CMR_KIND_TOKENS || rec->kind == CMR_KIND_DESC_TOKENS)
+		kind = CMR_TOWER_TEXT;
+	else {
+		const char *kn = cmr_kind_name(rec->kind);
+		cmr_die("%s: a record of kind %s cannot be encoded (images and tokens can)", where, kn ? kn : "unknown");
+	}
+	if (g.npending && kind != g.pending_kind)
+		flush();
+	load(kind);
+	const cmr_clip_tower *t = g.tower[kind];
+	int len = 0;
+	if (kind == CMR_TOWER_VISION) {
+		int S = t->cfg.image_size;
+		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[0] != (uint32_t)S ||
+		    rec->dims[1] != (uint32_t)S || rec->dims[2] != 3) {
+			cmr_error("%s: image is %s [%u,%u,%u], the model takes u8 [%d,%d,3]", where,
+				  cmr_dtype_name(rec->dtype), rec->dims[0], rec->dims[1], rec->dims[2], S, S);
+			cmr_hint("decode at the model's size: cmr-decode -s %d", S);
+			cmr_die("nothing more is written");
+		}
+	} else {
+		if (rec->dtype != CMR_DTYPE_I32 || rec->rank != 1 || rec->dims[0] < 1)
+			cmr_die("%s: tokens must be i32 [T]", where);
+		len = (int)rec->dims[0];
+		if (len > t->cfg.context)
+			cmr_die("%s: %d tokens, the model's context is %d (cmr-caption-ingest -c %d)", where, len,
+				t->cfg.context, t->cfg.context);
+		const int32_t *ids = rec->data;
+		for (int i = 0; i < len; i++)
+			if (ids[i] < 0 || ids[i] >= t->cfg.vocab)
+				cmr_die("%s: token %d is id %d, outside the vocabulary of %d", where, i, ids[i], t->cfg.vocab);
+	}
+	sample *s = &g.pending[g.npending++];
+	snprintf(s->key, sizeof s->key, "%s", rec->key);
+	snprintf(s->where, sizeof s->where, "%s", where);
+	s->len = len;
+	s->data = malloc(rec->nbytes ? rec->nbytes : 1);
+	if (!s->data)
+		cmr_die("out of memory");
+	memcpy(s->data, rec->data, rec->nbytes);
+	g.pending_kind = kind;
+	if (g.npending == g.o->batch)
+		flush();
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	cmr_init(argc, argv, &tool);
+	parse_cmdline(argc, argv, &o);
+	g.o = &o;
+	cmr_ops_set_threads(o.threads);
+	/* fail early on a model that cannot be read */
+	cmr_clip_cfg cfg;
+	char err[1024];
+	if (cmr_clip_cfg_load(o.model, &cfg, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	int maxdim = cfg.proj;
+	g.pending = calloc((size_t)o.batch, sizeof *g.pending);
+	g.emb = malloc((size_t)o.batch * maxdim * sizeof *g.emb);
+	g.emb16 = malloc((size_t)maxdim * sizeof *g.emb16);
+	if (!g.pending || !g.emb || !g.emb16)
+		cmr_die("out of memory");
+	cmr_output out;
+	cmr_output_open(&out, o.output, 1);
+	g.w = cmr_writer_new(out.f, out.name, o.level);
+	int n = o.ninputs ? o.ninputs : 1;
+	for (int i = 0; i < n; i++) {
+		const char *path = o.ninputs ? o.inputs[i] : "-";
+		FILE *f = cmr_open_input(path, 1);
+		cmr_reader *r = cmr_reader_new(f, cmr_input_name(path));
+		cmr_record rec;
+		int rc;
+		while ((rc = cmr_reader_next(r, &rec)) == 1) {
+			if (rec.type == CMR_TYPE_META) {
+				if (cmr_writer_put(g.w, &rec) < 0)
+					cmr_die_writer(g.w);
+				continue;
+			}
+			take(&rec, cmr_input_name(path));
+		}
+		if (rc < 0)
+			cmr_die_reader(r);
+		cmr_reader_free(r);
+		cmr_close_input(f, path);
+	}
+	flush();
+	if (!g.prov_done) { /* no tensor at all: say who we are anyway */
+		char *p = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
+		cmr_writer_set_provenance(g.w, tool.name, p);
+		free(p);
+	}
+	if (cmr_writer_finish(g.w) < 0)
+		cmr_die_writer(g.w);
+	cmr_writer_free(g.w);
+	cmr_output_commit(&out);
+	cmr_info("%" PRIu64 " embeddings", g.written);
+	for (int k = 0; k < 2; k++) {
+		cmr_clip_ws_free(g.ws[k]);
+		cmr_clip_tower_free(g.tower[k]);
+	}
+	free(g.pending);
+	free(g.emb);
+	free(g.emb16);
+	return cmr_exit(CMR_EXIT_OK);
+}

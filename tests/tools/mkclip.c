@@ -3,6 +3,7 @@
  * the same bytes on every machine (integer generator, no libm in the values).
  *
  *   mkclip model DIR tiny|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]
+ *                                [--drop text|vision]
  *   mkclip images N SIZE SEED > images.cmr     random u8 [SIZE, SIZE, 3] records
  *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77 */
 #include <stdio.h>
@@ -93,7 +94,7 @@ static int model(int argc, char **argv)
 {
 	if (argc < 4)
 		return 2;
-	const char *dir = argv[2], *preset = argv[3], *act = "quick_gelu";
+	const char *dir = argv[2], *preset = argv[3], *act = "quick_gelu", *drop = "";
 	uint64_t seed = 1;
 	for (int i = 4; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--seed") == 0)
@@ -102,6 +103,8 @@ static int model(int argc, char **argv)
 			out_dtype = strcmp(argv[i + 1], "f16") == 0 ? CMR_DTYPE_F16 : CMR_DTYPE_F32;
 		else if (strcmp(argv[i], "--act") == 0)
 			act = argv[i + 1];
+		else if (strcmp(argv[i], "--drop") == 0) /* leave out a tower's tensors: text|vision */
+			drop = argv[i + 1];
 	}
 	if (strcmp(preset, "tiny") == 0) {
 		cfg.v = (tw){32, 2, 4, 64};
@@ -149,6 +152,16 @@ static int model(int argc, char **argv)
 		*v = ls;
 		o->data = v;
 	}
+	/* the values are drawn for every tensor, so --drop leaves the others unchanged */
+	size_t kept = 0;
+	for (size_t i = 0; i < nout; i++) {
+		int text = strncmp(outs[i].name, "text_", 5) == 0, vision = strncmp(outs[i].name, "vision_", 7) == 0 ||
+								strncmp(outs[i].name, "visual_", 7) == 0;
+		if ((strcmp(drop, "text") == 0 && text) || (strcmp(drop, "vision") == 0 && vision))
+			continue;
+		outs[kept++] = outs[i];
+	}
+	nout = kept;
 	char path[4096], err[512];
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
 	if (cmr_st_write(path, outs, nout, "{\"format\": \"pt\"}", err, sizeof err) < 0) {

@@ -1,0 +1,110 @@
+# t90-encode.sh - cmr-encode against PyTorch goldens (tests/golden/encode, made by
+# tests/ref/clip_reference.py), both backends, batch sizes 1 and 7, tiny and ViT-B/32 shapes;
+# fp16 checkpoints; errors that name the tensor; one tower loaded without the other.
+. "$SRCDIR/tests/lib.sh"
+MK=$BUILD/tests/mkclip
+G=$SRCDIR/tests/golden/encode
+
+for preset in tiny b32; do
+	size=32
+	[ $preset = b32 ] && size=224
+	mkdir "$WORK/$preset"
+	"$MK" model "$WORK/$preset" $preset
+	"$MK" images 7 $size 3 >"$WORK/$preset-i.cmr"
+	"$MK" tokens 7 4 >"$WORK/$preset-t.cmr"
+	for backend in blas ref; do
+		for b in 1 7; do
+			begin "$preset, $backend backend, batch $b: image and text embeddings match PyTorch (relative error <= 1e-4)"
+			run cmr-encode -m "$WORK/$preset" --backend $backend -b $b -o "$WORK/e.cmr" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr"
+			expect_status 0
+			run cmr-dump diff --max-rel-norm 1e-4 "$G/$preset.cmr" "$WORK/e.cmr"
+			expect_status 0
+			[ "$(grep -c '^img' "$OUT")" -eq 14 ] || why "expected 14 embeddings compared"
+			end
+		done
+	done
+	begin "$preset: an fp16 checkpoint gives embeddings within 1e-3 of the fp32 one"
+	mkdir "$WORK/$preset-h"
+	"$MK" model "$WORK/$preset-h" $preset --dtype f16
+	cmr-encode -m "$WORK/$preset" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr" >"$WORK/f32.cmr"
+	cmr-encode -m "$WORK/$preset-h" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr" >"$WORK/f16.cmr"
+	run cmr-dump diff --max-abs 1e-3 "$WORK/f32.cmr" "$WORK/f16.cmr"
+	expect_status 0
+	end
+	rm -rf "$WORK/$preset-h"
+done
+rm -rf "$WORK/b32"
+
+begin "provenance names the model, the tower and a content hash; upstream metadata is kept"
+run_sh "cmr-encode -m '$WORK/tiny' '$WORK/tiny-i.cmr' | cmr-dump meta"
+expect_status 0
+expect_stdout_has '"tool":"cmr-encode"'
+expect_stdout_has '"model":{"name":"tiny"'
+expect_stdout_has '"tower":"vision","xxh3":"'
+run_sh "cmr-dump from-npy --key q '$SRCDIR/tests/fixtures/f64-scalar.npy' > '$WORK/m.cmr'; cmr-dump to-npy --meta '$WORK/meta.cmr' -o '$WORK/x.npy' '$WORK/m.cmr'; cat '$WORK/meta.cmr' '$WORK/tiny-t.cmr' | cmr-encode -m '$WORK/tiny' | cmr-dump meta"
+[ "$(grep -c '"tool"' "$OUT")" -eq 2 ] || why "upstream provenance not passed along: $(cat "$OUT")"
+head -1 "$OUT" | grep -q '"tool":"cmr-dump"' || why "upstream record is not first"
+end
+
+begin "a pipeline: cmr-decode | cmr-encode, keys kept, unit-norm embeddings"
+mkdir "$WORK/j"
+"$BUILD/tests/mkjpeg" rgb 64 48 "$WORK/j/a.jpg"
+"$BUILD/tests/mkjpeg" gray 48 64 "$WORK/j/b.jpg"
+run_sh "cmr-decode -s 32 '$WORK/j' | cmr-encode -m '$WORK/tiny' | cmr-dump show -a"
+expect_status 0
+expect_stdout_has "a	embedding	f32	[16]"
+expect_stdout_has "b	embedding	f32	[16]"
+awk 'NF == 16 { s = 0; for (i = 1; i <= NF; i++) s += $i * $i; if (s < 0.9999 || s > 1.0001) bad = 1 } END { exit bad }' "$OUT" ||
+	why "embeddings are not unit length"
+run_sh "cmr-decode -s 32 '$WORK/j' | cmr-encode --no-normalize --dtype f16 -m '$WORK/tiny' | cmr-dump list -H"
+expect_stdout_has "embedding   f16   [16]"
+end
+
+begin "one tower loads without the other's tensors"
+mkdir "$WORK/vonly"
+"$MK" model "$WORK/vonly" tiny --drop text
+run cmr-encode -m "$WORK/vonly" -o "$WORK/v.cmr" "$WORK/tiny-i.cmr"
+expect_status 0
+cmr-encode -m "$WORK/tiny" -o "$WORK/t.cmr" "$WORK/tiny-i.cmr"
+run cmr-dump diff --max-abs 0 "$WORK/t.cmr" "$WORK/v.cmr"
+expect_status 0
+run cmr-encode -m "$WORK/vonly" -o "$WORK/x.cmr" "$WORK/tiny-t.cmr"
+expect_status 1
+expect_stderr_has "model.safetensors: tensor 'text_model.embeddings.token_embedding.weight' is missing"
+expect_no_file "$WORK/x.cmr"
+end
+
+begin "a config that disagrees with the weights names the tensor and both shapes"
+mkdir "$WORK/bad"
+cp "$WORK/tiny/model.safetensors" "$WORK/bad/"
+sed 's/"projection_dim": 16/"projection_dim": 24/' "$WORK/tiny/config.json" >"$WORK/bad/config.json"
+run cmr-encode -m "$WORK/bad" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "tensor 'visual_projection.weight' has shape [16, 32], the config says [24, 32]"
+sed 's/"num_hidden_layers": 2, "num_attention_heads": 4,$/"num_hidden_layers": 3, "num_attention_heads": 4,/' "$WORK/tiny/config.json" >"$WORK/bad/config.json"
+run cmr-encode -m "$WORK/bad" "$WORK/tiny-t.cmr"
+expect_status 1
+expect_stderr_has "tensor 'text_model.encoder.layers.2.layer_norm1.weight' is missing"
+end
+
+begin "wrong inputs: image size, kind, missing model, truncated weights"
+run_sh "cmr-decode -s 48 '$WORK/j' | cmr-encode -m '$WORK/tiny' > /dev/null"
+expect_status 1
+expect_stderr_has "(key 'a'): image is u8 [48,48,3], the model takes u8 [32,32,3]"
+expect_stderr_has "hint: decode at the model's size: cmr-decode -s 32"
+run_sh "cmr-encode -m '$WORK/tiny' '$WORK/t.cmr' > /dev/null"
+expect_status 1
+expect_stderr_has "a record of kind embedding cannot be encoded"
+run cmr-encode -m "$WORK/nowhere" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "nowhere/config.json"
+mkdir "$WORK/trunc"
+cp "$WORK/tiny/config.json" "$WORK/trunc/"
+head -c 100000 "$WORK/tiny/model.safetensors" >"$WORK/trunc/model.safetensors"
+run cmr-encode -m "$WORK/trunc" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "do not hold its"
+run cmr-encode "$WORK/tiny-i.cmr"
+expect_status 2
+expect_stderr_has "a model is needed"
+end

@@ -111,7 +111,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 /* ---- state ---- */
 typedef struct {
 	char key[CMR_KEY_MAX + 1];
-	void *data; /* copy of the record's payload */
+	void *data; /* copy of the record's payload (a buffer kept from batch to batch) */
+	size_t cap;
 	int len;    /* tokens: count */
 	char where[CMR_KEY_MAX + 600];
 } sample;
@@ -229,7 +230,6 @@ static void flush(void)
 		if (cmr_writer_put(g.w, &rec) < 0)
 			cmr_die_writer(g.w);
 		g.written++;
-		free(g.pending[b].data);
 	}
 	g.npending = 0;
 }
@@ -277,9 +277,12 @@ static void take(const cmr_record *rec, const char *input)
 	snprintf(s->key, sizeof s->key, "%s", rec->key);
 	snprintf(s->where, sizeof s->where, "%s", where);
 	s->len = len;
-	s->data = malloc(rec->nbytes ? rec->nbytes : 1);
-	if (!s->data)
-		cmr_die("out of memory");
+	if (s->cap < rec->nbytes) { /* grows to the largest sample once, then is reused */
+		free(s->data);
+		s->cap = rec->nbytes;
+		if (!(s->data = malloc(s->cap)))
+			cmr_die("out of memory");
+	}
 	memcpy(s->data, rec->data, rec->nbytes);
 	g.pending_kind = kind;
 	if (g.npending == g.o->batch)
@@ -342,6 +345,8 @@ int main(int argc, char **argv)
 		cmr_clip_ws_free(g.ws[k]);
 		cmr_clip_tower_free(g.tower[k]);
 	}
+	for (int b = 0; b < o.batch; b++)
+		free(g.pending[b].data);
 	free(g.pending);
 	free(g.emb);
 	free(g.emb16);

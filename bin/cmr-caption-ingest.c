@@ -19,7 +19,7 @@
 static const cmr_tool tool = {
 	"cmr-caption-ingest",
 	"[-f FORMAT] [--split SPLIT] [--key-field F] [--text-field F] [--desc] [-c N]\n"
-	"[--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]",
+	"[--only LIST] [--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]",
 	"Tokenize captions with OpenAI CLIP's tokenizer into token records (i32 [T] with start\n"
 	"and end tokens, no padding; cmr-stream(5)). With no INPUT, or '-', standard input is\n"
 	"read (one caption per line when typed by a person). A caption's key is\n"
@@ -41,6 +41,8 @@ static const cmr_tool tool = {
 	"      --text-field F    tsv, jsonl, wds .json: the caption column (default caption)\n"
 	"      --desc            the texts are auxiliary descriptions made by a captioning\n"
 	"                        model, not ground truth: records of kind desc-tokens\n"
+	"      --only LIST       keep the captions of the images named in LIST, one file name or\n"
+	"                        key per line (e.g. Flickr8k's dev.txt)\n"
 	"  -c, --context N       context length: ids per caption with start and end (default 77)\n"
 	"      --strict          stop at the first bad caption (default: skip, count, exit 1)\n"
 	"      --max-bytes N     refuse captions longer than N bytes (default 16384)\n"
@@ -63,13 +65,14 @@ struct opts {
 	int strict;
 	long long max_bytes;
 	const char *bpe, *hf;
+	const char *only;
 	int level;
 	const char *output;
 	char **inputs;
 	int ninputs;
 };
 
-enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF };
+enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF, OPT_ONLY };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -84,6 +87,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"max-bytes", required_argument, NULL, OPT_MAXB},
 		{"bpe", required_argument, NULL, OPT_BPE},
 		{"hf", required_argument, NULL, OPT_HF},
+		{"only", required_argument, NULL, OPT_ONLY},
 		{"compress", required_argument, NULL, 'z'},
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -116,6 +120,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_MAXB: o->max_bytes = cmr_parse_int("--max-bytes", optarg, 1, 1 << 30); break;
 		case OPT_BPE: o->bpe = optarg; break;
 		case OPT_HF: o->hf = optarg; break;
+		case OPT_ONLY: o->only = optarg; break;
 		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
 		case 'o': o->output = optarg; break;
 		default:
@@ -135,7 +140,9 @@ static struct {
 	cmr_clip_tok *tok;
 	cmr_writer *w;
 	int32_t *ids;
-	uint64_t written, errors, truncated;
+	uint64_t written, errors, truncated, filtered;
+	char **only; /* sorted image keys of --only */
+	size_t nonly;
 } g;
 
 /* A bad caption (or file): reported, counted; with --strict the end. */
@@ -167,9 +174,31 @@ static void image_key(const char *name, size_t len, char *out, size_t cap)
 	out[n] = 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Is the image of this caption key in --only's list? */
+static int wanted(const char *key)
+{
+	if (!g.only)
+		return 1;
+	char ik[CMR_KEY_MAX + 1];
+	const char *hash = strrchr(key, '#');
+	size_t n = hash ? (size_t)(hash - key) : strlen(key);
+	snprintf(ik, sizeof ik, "%.*s", (int)n, key);
+	const char *k = ik;
+	return bsearch(&k, g.only, g.nonly, sizeof *g.only, cmp_str) != NULL;
+}
+
 /* Tokenizes one caption and writes its record. where names it in messages. */
 static void emit(const char *key, const char *text, size_t len, const char *where)
 {
+	if (!wanted(key)) {
+		g.filtered++;
+		return;
+	}
 	if ((long long)len > g.o->max_bytes) {
 		bad(where, "caption of %zu bytes is longer than --max-bytes %lld", len, g.o->max_bytes);
 		return;
@@ -727,6 +756,29 @@ int main(int argc, char **argv)
 	char *prov = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
 	cmr_writer_set_provenance(g.w, tool.name, prov);
 	free(prov);
+	if (o.only) {
+		FILE *f = cmr_open_input(o.only, 0);
+		char *line = NULL;
+		size_t cap = 0, n = 0;
+		ssize_t len;
+		while ((len = getline(&line, &cap, f)) >= 0) {
+			while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+				line[--len] = 0;
+			if (!len)
+				continue;
+			g.only = realloc(g.only, (n + 1) * sizeof *g.only);
+			char ik[CMR_KEY_MAX + 1];
+			image_key(line, (size_t)len, ik, sizeof ik);
+			if (!g.only || !(g.only[n++] = strdup(ik)))
+				cmr_die("out of memory");
+		}
+		free(line);
+		cmr_close_input(f, o.only);
+		g.nonly = n;
+		qsort(g.only, n, sizeof *g.only, cmp_str);
+		if (!n)
+			cmr_die("%s: no image names", o.only);
+	}
 	if (o.ninputs == 0)
 		ingest("-");
 	for (int i = 0; i < o.ninputs; i++)
@@ -738,6 +790,8 @@ int main(int argc, char **argv)
 	if (g.truncated)
 		cmr_info("%" PRIu64 " captions were cut to %d tokens", g.truncated, o.context);
 	cmr_info("%" PRIu64 " captions", g.written);
+	if (g.only)
+		cmr_info("%" PRIu64 " captions of other images left out (--only)", g.filtered);
 	cmr_clip_tok_free(g.tok);
 	free(g.ids);
 	if (g.errors) {

@@ -49,6 +49,14 @@ expect_stdout_has " 1000268201_693b08cb0e#0"
 expect_stdout_has " 1000268201_693b08cb0e#1"
 end
 
+begin "--only keeps the captions of the listed images"
+printf 'dir/1000268201_693b08cb0e.jpg\n' >"$WORK/only"
+printf '1000268201_693b08cb0e.jpg#0\ta\n1000268201_693b08cb0e.jpg#1\tb\n2000.jpg#0\tc\n' >"$WORK/o.token"
+run_sh "cmr-caption-ingest --only '$WORK/only' '$WORK/o.token' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+expect_status 0
+[ "$(cat "$OUT")" = "1000268201_693b08cb0e#0 1000268201_693b08cb0e#1 " ] || why "kept: $(cat "$OUT")"
+end
+
 begin "Karpathy JSON: splits, keys, counts"
 cat >"$WORK/k.json" <<'JSON'
 {"images": [

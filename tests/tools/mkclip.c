@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "half.h"
 #include "safetensors.h"
@@ -163,6 +164,13 @@ static int model(int argc, char **argv)
 	}
 	nout = kept;
 	char path[4096], err[512];
+	snprintf(path, sizeof path, "%s/", dir); /* mkdir -p */
+	for (char *q = path + 1; *q; q++)
+		if (*q == '/') {
+			*q = 0;
+			mkdir(path, 0777);
+			*q = '/';
+		}
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
 	if (cmr_st_write(path, outs, nout, "{\"format\": \"pt\"}", err, sizeof err) < 0) {
 		fprintf(stderr, "mkclip: %s\n", err);

@@ -1,0 +1,26 @@
+/* eval.h - retrieval metrics: ranks of the correct items for image->text and text->image
+ * queries, from embeddings, in chunks so memory stays bounded. Never prints or exits. */
+#ifndef CMR_EVAL_H
+#define CMR_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Ranks (1-based) from the similarity of unit vectors (dot products, computed with sgemm in
+ * chunks of rows). img [ni, d], txt [nt, d]; txt_img[t] is the image of text t.
+ * i2t_rank[i]: the best rank among image i's texts when image i queries all texts.
+ * t2i_rank[t]: the rank of text t's image when text t queries all images.
+ * Ties: an item scoring the same as the correct one counts above it when it comes earlier in
+ * input order (a stable sort by descending score). Returns 0, or -1 when out of memory or
+ * an image has no text (i2t_rank cannot be defined). */
+int cmr_eval_ranks(const float *img, size_t ni, const float *txt, size_t nt, int d,
+		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
+
+/* Recall@K in percent: the share of ranks <= k. */
+double cmr_recall(const uint32_t *rank, size_t n, uint32_t k);
+/* Median (the mean of the two middle values for an even count, as numpy.median) and mean
+ * of ranks. */
+double cmr_rank_median(const uint32_t *rank, size_t n);
+double cmr_rank_mean(const uint32_t *rank, size_t n);
+
+#endif

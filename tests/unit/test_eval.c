@@ -1,0 +1,72 @@
+/* test_eval.c - ranks and recalls on small cases computed by hand. */
+#include <math.h>
+
+#include "eval.h"
+#include "unit.h"
+
+/* 2-d unit vectors at angle a (degrees) */
+static void at(float *v, double a)
+{
+	v[0] = (float)cos(a * M_PI / 180);
+	v[1] = (float)sin(a * M_PI / 180);
+}
+
+TEST(eval_ranks_by_hand)
+{
+	/* images at 0, 90, 180 degrees; texts: t0 at 10 (image 0), t1 at 80 (image 0, but nearer
+	 * image 1), t2 at 100 (image 1), t3 at 170 (image 2) */
+	float img[6], txt[8];
+	at(img, 0), at(img + 2, 90), at(img + 4, 180);
+	at(txt, 10), at(txt + 2, 80), at(txt + 4, 100), at(txt + 6, 170);
+	uint32_t owner[4] = {0, 0, 1, 2}, i2t[3], t2i[4];
+	for (size_t chunk = 1; chunk <= 4; chunk++) {
+		CHECK(cmr_eval_ranks(img, 3, txt, 4, 2, owner, i2t, t2i, chunk) == 0);
+		/* t2i: t0 -> image 0 first; t1 -> images by similarity 1 (cos 10), 0 (cos 80): rank 2;
+		 * t2 -> 1 first; t3 -> 2 first */
+		CHECK(t2i[0] == 1 && t2i[1] == 2 && t2i[2] == 1 && t2i[3] == 1);
+		/* i2t: image 0 -> t0 first: 1; image 1 -> t1 (80) and t2 (100) tie at cos 10: t1
+		 * comes first in input order, so t2 is rank 2, and image 1 has only t2: rank 2;
+		 * image 2 -> t3 first */
+		CHECK(i2t[0] == 1 && i2t[1] == 2 && i2t[2] == 1);
+	}
+	CHECK(fabs(cmr_recall(t2i, 4, 1) - 75.0) < 1e-9);
+	CHECK(fabs(cmr_recall(i2t, 3, 1) - 100.0 * 2 / 3) < 1e-9);
+	CHECK(cmr_recall(t2i, 4, 10) == 100.0); /* K larger than N */
+	CHECK(cmr_rank_median(t2i, 4) == 1.0);
+	CHECK(cmr_rank_mean(t2i, 4) == 1.25);
+	CHECK(cmr_rank_median(i2t, 3) == 1.0);
+	uint32_t even[4] = {4, 1, 3, 2};
+	CHECK(cmr_rank_median(even, 4) == 2.5);
+}
+
+TEST(eval_all_ties_follow_input_order)
+{
+	/* every similarity equal: rank = 1 + number of earlier candidates */
+	float img[4] = {1, 0, 1, 0}, txt[6] = {1, 0, 1, 0, 1, 0};
+	uint32_t owner[3] = {1, 0, 1}, i2t[2], t2i[3];
+	CHECK(cmr_eval_ranks(img, 2, txt, 3, 2, owner, i2t, t2i, 2) == 0);
+	CHECK(t2i[0] == 2 && t2i[1] == 1 && t2i[2] == 2);
+	/* image 0's text is t1: one earlier text -> 2; image 1's texts t0 (rank 1), t2 (rank 3) */
+	CHECK(i2t[0] == 2 && i2t[1] == 1);
+}
+
+TEST(eval_several_captions_take_the_best)
+{
+	/* one image, three texts of it at 60, 0, 30 degrees plus a distractor text at 5 degrees
+	 * belonging to image 1 (at 90) */
+	float img[4], txt[8];
+	at(img, 0), at(img + 2, 90);
+	at(txt, 60), at(txt + 2, 0), at(txt + 4, 30), at(txt + 6, 5);
+	uint32_t owner[4] = {0, 0, 0, 1}, i2t[2], t2i[4];
+	CHECK(cmr_eval_ranks(img, 2, txt, 4, 2, owner, i2t, t2i, 3) == 0);
+	CHECK(i2t[0] == 1);
+	/* image 1 at 90: texts by similarity 60 (cos 30), 30, 5, 0: its text (5) is third */
+	CHECK(i2t[1] == 3);
+}
+
+TEST(eval_image_without_text_is_refused)
+{
+	float img[4] = {1, 0, 0, 1}, txt[2] = {1, 0};
+	uint32_t owner[1] = {0}, i2t[2], t2i[1];
+	CHECK(cmr_eval_ranks(img, 2, txt, 1, 2, owner, i2t, t2i, 4) == -1);
+}

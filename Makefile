@@ -50,7 +50,7 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c lib/clip_tok.c lib/safetensors.c \
-	lib/clip_model.c lib/ops_ref.c lib/ops_blas.c lib/eval.c
+	lib/clip_model.c lib/ops_ref.c lib/ops_blas.c lib/eval.c lib/index.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
@@ -60,11 +60,11 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
 
-TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval
+TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index cmr-query
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
-TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip
+TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip $(BUILD)/tests/mkvec
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
@@ -139,6 +139,10 @@ $(BUILD)/tests/mkhf: $(BUILD)/obj/tests/tools/mkhf.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
 
 $(BUILD)/tests/mkclip: $(BUILD)/obj/tests/tools/mkclip.o $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/mkvec: $(BUILD)/obj/tests/tools/mkvec.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 

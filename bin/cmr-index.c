@@ -1,0 +1,271 @@
+/* cmr-index - embedding streams to index files (exact or IVF, f32 or SQ8), adding to them,
+ * merging shards, and describing them. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "fe.h"
+#include "half.h"
+#include "index.h"
+#include "stream.h"
+
+static const cmr_tool tool = {
+	"cmr-index",
+	"[build] [--ivf NLIST] [--sq8] [--quantizer Q.idx] [--train-only] [--seed N]\n"
+	"[--iter N] [--sample N] -o OUT.idx [STREAM...]\n"
+	"add -o OUT.idx BASE.idx [STREAM...]\n"
+	"merge -o OUT.idx SHARD.idx...\n"
+	"info INDEX.idx",
+	"Build an index file (cmr-index(5)) from embedding records: exact search over every vector\n"
+	"(flat, the default) or an inverted file (--ivf) whose k-means lists cmr-query visits\n"
+	"--nprobe at a time; vectors stored as f32 or as 8-bit codes (--sq8). Vectors are made\n"
+	"unit length: scores are cosines. Keys and provenance are kept. The file is written under\n"
+	"a temporary name and renamed; it is read memory-mapped.\n"
+	"\nCommands:\n"
+	"  build    (the default) index the embeddings of the streams\n"
+	"  add      a new index with BASE's vectors and the streams', placed by BASE's quantizer\n"
+	"  merge    one index from shards built with the same quantizer (--quantizer); answers\n"
+	"           equal those of one index built from all the shards' streams in that order\n"
+	"  info     the header, list sizes and provenance of an index\n"
+	"\nOptions:\n"
+	"      --ivf NLIST       inverted file with NLIST k-means lists (about 4 sqrt(N) is usual)\n"
+	"      --sq8             store 8-bit scalar-quantised codes (a quarter of the memory)\n"
+	"      --quantizer Q     take the lists' centroids and the SQ8 ranges from index Q\n"
+	"                        instead of training: shards built so can be merged\n"
+	"      --train-only      write the quantizer alone (no vectors), for --quantizer\n"
+	"      --seed N          k-means seed (default 1)\n"
+	"      --iter N          k-means iterations (default 20)\n"
+	"      --sample N        k-means training vectors (default 256 per list)\n"
+	"  -o, --output FILE     the index to write (required)\n",
+};
+
+enum cmd { C_BUILD, C_ADD, C_MERGE, C_INFO };
+
+struct opts {
+	enum cmd cmd;
+	cmr_build_opts b;
+	const char *quantizer;
+	int train_only;
+	const char *output;
+	char **inputs;
+	int ninputs;
+};
+
+enum { OPT_IVF = 256, OPT_SQ8, OPT_Q, OPT_TRAIN, OPT_SEED, OPT_ITER, OPT_SAMPLE };
+
+static void parse_cmdline(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"ivf", required_argument, NULL, OPT_IVF},
+		{"sq8", no_argument, NULL, OPT_SQ8},
+		{"quantizer", required_argument, NULL, OPT_Q},
+		{"train-only", no_argument, NULL, OPT_TRAIN},
+		{"seed", required_argument, NULL, OPT_SEED},
+		{"iter", required_argument, NULL, OPT_ITER},
+		{"sample", required_argument, NULL, OPT_SAMPLE},
+		{"output", required_argument, NULL, 'o'},
+		CMR_COMMON_LONGOPTS,
+		{NULL, 0, NULL, 0},
+	};
+	memset(o, 0, sizeof *o);
+	o->b.kind = CMR_INDEX_FLAT;
+	o->b.code = CMR_CODE_F32;
+	o->b.seed = 1;
+	o->b.iters = 20;
+	int first = 1;
+	if (argc > 1) {
+		static const char *names[] = {"build", "add", "merge", "info"};
+		for (int i = 0; i < 4; i++)
+			if (strcmp(argv[1], names[i]) == 0) {
+				o->cmd = (enum cmd)i;
+				first = 2;
+			}
+	}
+	optind = first;
+	int c;
+	while ((c = getopt_long(argc, argv, "+o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_IVF:
+			o->b.kind = CMR_INDEX_IVF;
+			o->b.nlist = (uint32_t)cmr_parse_int("--ivf", optarg, 1, 1 << 22);
+			break;
+		case OPT_SQ8: o->b.code = CMR_CODE_SQ8; break;
+		case OPT_Q: o->quantizer = optarg; break;
+		case OPT_TRAIN: o->train_only = 1; break;
+		case OPT_SEED: o->b.seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
+		case OPT_ITER: o->b.iters = (int)cmr_parse_int("--iter", optarg, 1, 1000); break;
+		case OPT_SAMPLE: o->b.sample = (uint64_t)cmr_parse_int("--sample", optarg, 1, INT64_MAX); break;
+		case 'o': o->output = optarg; break;
+		default:
+			if (!cmr_common_option(c))
+				cmr_usage_error("unhandled option");
+		}
+	}
+	o->inputs = argv + optind;
+	o->ninputs = argc - optind;
+	if (o->cmd == C_INFO) {
+		if (o->ninputs != 1)
+			cmr_usage_error("info takes one index");
+		return;
+	}
+	if (!o->output || strcmp(o->output, "-") == 0)
+		cmr_usage_error("an index is a file: give -o FILE");
+	if (o->cmd == C_MERGE && o->ninputs < 1)
+		cmr_usage_error("merge needs at least one index");
+	if (o->cmd == C_ADD && o->ninputs < 1)
+		cmr_usage_error("add needs the base index");
+	if (o->quantizer && (o->b.kind != CMR_INDEX_FLAT || o->b.code != CMR_CODE_F32))
+		cmr_usage_error("--quantizer brings its own kind and code; leave out --ivf and --sq8");
+}
+
+static cmr_index *open_or_die(const char *path)
+{
+	char err[1024];
+	cmr_index *ix = cmr_index_open(path, err, sizeof err);
+	if (!ix)
+		cmr_die("%s", err);
+	return ix;
+}
+
+/* Reads embedding records of the streams into vs (unit length). */
+static void read_vectors(char **paths, int n, cmr_vecs *vs, uint32_t want_dim)
+{
+	int count = n ? n : 1;
+	float *buf = NULL;
+	for (int i = 0; i < count; i++) {
+		const char *path = n ? paths[i] : "-";
+		const char *name = cmr_input_name(path);
+		FILE *f = cmr_open_input(path, 1);
+		cmr_reader *r = cmr_reader_new(f, name);
+		cmr_record rec;
+		int rc;
+		while ((rc = cmr_reader_next(r, &rec)) == 1) {
+			if (rec.type != CMR_TYPE_TENSOR)
+				continue;
+			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1 || (rec.dtype != CMR_DTYPE_F32 && rec.dtype != CMR_DTYPE_F16))
+				cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
+			uint32_t d = rec.dims[0];
+			uint32_t expect = want_dim ? want_dim : vs->n ? vs->dim : d;
+			if (d != expect)
+				cmr_die("%s: record %" PRIu64 " (key '%s'): dimension %u, the index has %u", name, rec.index, rec.key, d,
+					expect);
+			if (!buf && !(buf = malloc(d * sizeof *buf)))
+				cmr_die("out of memory");
+			double s = 0;
+			for (uint32_t j = 0; j < d; j++) {
+				buf[j] = rec.dtype == CMR_DTYPE_F32 ? ((const float *)rec.data)[j] : cmr_f16_to_f32(((const uint16_t *)rec.data)[j]);
+				s += (double)buf[j] * buf[j];
+			}
+			if (!(s > 0) || !isfinite(s))
+				cmr_die("%s: record %" PRIu64 " (key '%s'): the embedding is zero or not finite", name, rec.index, rec.key);
+			for (uint32_t j = 0; j < d; j++)
+				buf[j] = (float)(buf[j] / sqrt(s));
+			if (cmr_vecs_push(vs, buf, d, rec.key) < 0)
+				cmr_die("out of memory");
+		}
+		if (rc < 0)
+			cmr_die_reader(r);
+		cmr_reader_free(r);
+		cmr_close_input(f, path);
+	}
+	free(buf);
+}
+
+static void write_or_die(cmr_index *ix, const char *path)
+{
+	char err[1024];
+	if (cmr_index_write(ix, path, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	cmr_info("%s: %" PRIu64 " vectors of dimension %u", path, ix->n, ix->dim);
+}
+
+static void info(const char *path)
+{
+	cmr_index *ix = open_or_die(path);
+	printf("index    %s\n", path);
+	printf("kind     %s\n", ix->kind == CMR_INDEX_IVF ? "ivf" : "flat");
+	printf("code     %s\n", ix->code == CMR_CODE_SQ8 ? "sq8" : "f32");
+	printf("dim      %u\n", ix->dim);
+	printf("vectors  %" PRIu64 "\n", ix->n);
+	if (ix->kind == CMR_INDEX_IVF) {
+		uint64_t mn = UINT64_MAX, mx = 0, empty = 0;
+		for (uint32_t l = 0; l < ix->nlist; l++) {
+			uint64_t s = ix->list_off[l + 1] - ix->list_off[l];
+			mn = s < mn ? s : mn;
+			mx = s > mx ? s : mx;
+			empty += s == 0;
+		}
+		printf("lists    %u (sizes %" PRIu64 " to %" PRIu64 ", %" PRIu64 " empty)\n", ix->nlist, mn, mx, empty);
+	}
+	if (ix->quantizer_hash)
+		printf("quantizer %016" PRIx64 "\n", ix->quantizer_hash);
+	if (ix->provenance)
+		printf("provenance %s\n", ix->provenance);
+	cmr_index_free(ix);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	cmr_init(argc, argv, &tool);
+	parse_cmdline(argc, argv, &o);
+	if (o.cmd == C_INFO) {
+		info(o.inputs[0]);
+		return cmr_exit(CMR_EXIT_OK);
+	}
+	char *prov = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
+	char err[1024];
+	cmr_index *out = NULL;
+	if (o.cmd == C_MERGE) {
+		cmr_index **ix = calloc((size_t)o.ninputs, sizeof *ix);
+		for (int i = 0; i < o.ninputs; i++)
+			ix[i] = open_or_die(o.inputs[i]);
+		out = cmr_index_merge((const cmr_index *const *)ix, o.ninputs, prov, err, sizeof err);
+		if (!out)
+			cmr_die("%s", err);
+		for (int i = 0; i < o.ninputs; i++)
+			cmr_index_free(ix[i]);
+		free(ix);
+	} else {
+		cmr_index *base = o.cmd == C_ADD ? open_or_die(o.inputs[0]) : NULL;
+		cmr_index *q = o.quantizer ? open_or_die(o.quantizer) : base;
+		cmr_vecs vs = {0};
+		if (!o.train_only || !q)
+			read_vectors(o.cmd == C_ADD ? o.inputs + 1 : o.inputs, o.cmd == C_ADD ? o.ninputs - 1 : o.ninputs, &vs,
+				     q ? q->dim : 0);
+		if (!vs.n && !q)
+			cmr_die("no embeddings to index");
+		o.b.quantizer = q;
+		cmr_index *built = cmr_index_build(&vs, &o.b, prov, err, sizeof err);
+		if (!built)
+			cmr_die("%s", err);
+		if (o.train_only) { /* the quantizer alone */
+			cmr_vecs none = {0};
+			none.dim = built->dim;
+			o.b.quantizer = built;
+			out = cmr_index_build(&none, &o.b, prov, err, sizeof err);
+			if (!out)
+				cmr_die("%s", err);
+			cmr_index_free(built);
+		} else if (base) {
+			const cmr_index *parts[2] = {base, built};
+			out = cmr_index_merge(parts, 2, prov, err, sizeof err);
+			if (!out)
+				cmr_die("%s", err);
+			cmr_index_free(built);
+		} else {
+			out = built;
+		}
+		cmr_vecs_free(&vs);
+		if (q && q != base)
+			cmr_index_free(q);
+		cmr_index_free(base);
+	}
+	write_or_die(out, o.output);
+	cmr_index_free(out);
+	free(prov);
+	return cmr_exit(CMR_EXIT_OK);
+}

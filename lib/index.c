@@ -1,0 +1,965 @@
+/* index.c - flat and IVF indexes: k-means (sgemm), SQ8 codes, the file format of
+ * formats/cmr-index.md (memory-mapped, XXH3 per section, zstd keys), threaded top-k search. */
+#include "index.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#define MAGIC "\x89" "CMRIDX\n"
+#define VERSION 1
+#define HEADER_LEN 128
+#define SECTION_LEN 32
+enum { S_CENTROIDS = 1, S_LIST_OFF, S_VECTORS, S_SQ, S_ORD, S_KEYS, S_PROV };
+
+typedef struct {
+	void *map;
+	size_t size;
+	/* owned arrays (built or merged indexes) */
+	float *centroids, *sq;
+	uint64_t *list_off, *ord;
+	void *vectors;
+	char *keyblob;
+} priv_t;
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int cmr_vecs_push(cmr_vecs *vs, const float *v, uint32_t dim, const char *key)
+{
+	if (vs->n == 0 && vs->cap == 0)
+		vs->dim = dim;
+	if (dim != vs->dim)
+		return -1;
+	if (vs->n == vs->cap) {
+		uint64_t cap = vs->cap ? 2 * vs->cap : 4096;
+		float *nv = realloc(vs->v, cap * dim * sizeof *nv);
+		if (!nv)
+			return -1;
+		vs->v = nv;
+		char **nk = realloc(vs->keys, cap * sizeof *nk);
+		if (!nk)
+			return -1;
+		vs->keys = nk;
+		vs->cap = cap;
+	}
+	memcpy(vs->v + vs->n * dim, v, dim * sizeof *v);
+	if (!(vs->keys[vs->n] = strdup(key)))
+		return -1;
+	vs->n++;
+	return 0;
+}
+
+void cmr_vecs_free(cmr_vecs *vs)
+{
+	for (uint64_t i = 0; i < vs->n; i++)
+		free(vs->keys[i]);
+	free(vs->keys);
+	free(vs->v);
+	memset(vs, 0, sizeof *vs);
+}
+
+static cmr_index *new_index(void)
+{
+	cmr_index *ix = calloc(1, sizeof *ix);
+	if (ix && !(ix->priv = calloc(1, sizeof(priv_t)))) {
+		free(ix);
+		return NULL;
+	}
+	return ix;
+}
+
+void cmr_index_free(cmr_index *ix)
+{
+	if (!ix)
+		return;
+	priv_t *p = ix->priv;
+	if (p) {
+		if (p->map && p->map != MAP_FAILED)
+			munmap(p->map, p->size);
+		free(p->centroids);
+		free(p->sq);
+		free(p->list_off);
+		free(p->ord);
+		free(p->vectors);
+		free(p->keyblob);
+		free(p);
+	}
+	free(ix->keys);
+	free(ix->provenance);
+	free(ix);
+}
+
+/* keys from a blob of n NUL-terminated strings */
+static int keys_from_blob(cmr_index *ix, char *blob, size_t len)
+{
+	ix->keys = malloc((ix->n + 1) * sizeof *ix->keys);
+	if (!ix->keys)
+		return -1;
+	size_t at = 0;
+	for (uint64_t i = 0; i < ix->n; i++) {
+		char *nul = at < len ? memchr(blob + at, 0, len - at) : NULL;
+		if (!nul)
+			return -1;
+		ix->keys[i] = blob + at;
+		at = (size_t)(nul - blob) + 1;
+	}
+	return at == len ? 0 : -1;
+}
+
+static int set_keys(cmr_index *ix, char *const *keys)
+{
+	priv_t *p = ix->priv;
+	size_t len = 0;
+	for (uint64_t i = 0; i < ix->n; i++)
+		len += strlen(keys[i]) + 1;
+	if (!(p->keyblob = malloc(len + 1)))
+		return -1;
+	size_t at = 0;
+	for (uint64_t i = 0; i < ix->n; i++) {
+		size_t l = strlen(keys[i]) + 1;
+		memcpy(p->keyblob + at, keys[i], l);
+		at += l;
+	}
+	return keys_from_blob(ix, p->keyblob, len);
+}
+
+static uint64_t quantizer_hash(const cmr_index *ix)
+{
+	if (ix->kind == CMR_INDEX_FLAT && ix->code == CMR_CODE_F32)
+		return 0;
+	XXH3_state_t *s = XXH3_createState();
+	XXH3_64bits_reset(s);
+	uint32_t h[4] = {ix->kind, ix->code, ix->dim, ix->nlist};
+	XXH3_64bits_update(s, h, sizeof h);
+	if (ix->centroids)
+		XXH3_64bits_update(s, ix->centroids, (size_t)ix->nlist * ix->dim * sizeof(float));
+	if (ix->sq)
+		XXH3_64bits_update(s, ix->sq, 2 * (size_t)ix->dim * sizeof(float));
+	uint64_t v = XXH3_64bits_digest(s);
+	XXH3_freeState(s);
+	return v;
+}
+
+void cmr_index_row(const cmr_index *ix, uint64_t r, float *out)
+{
+	if (ix->code == CMR_CODE_F32) {
+		memcpy(out, (const float *)ix->vectors + r * ix->dim, ix->dim * sizeof *out);
+	} else {
+		const uint8_t *c = (const uint8_t *)ix->vectors + r * ix->dim;
+		for (uint32_t d = 0; d < ix->dim; d++)
+			out[d] = ix->sq[d] + (float)c[d] * ix->sq[ix->dim + d];
+	}
+}
+
+/* ---- building ---- */
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+/* best[i] = argmax_c x_i . C_c over rows x [n, d], with the score in bestv */
+static int assign(const float *x, uint64_t n, const float *C, uint32_t k, uint32_t d, uint32_t *best, float *bestv)
+{
+	const uint64_t chunk = 4096;
+	float *s = malloc(chunk * k * sizeof *s);
+	if (!s)
+		return -1;
+	for (uint64_t i0 = 0; i0 < n; i0 += chunk) {
+		uint64_t m = n - i0 < chunk ? n - i0 : chunk;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)d, 1.0f, x + i0 * d, (int)d, C,
+			    (int)d, 0.0f, s, (int)k);
+		for (uint64_t i = 0; i < m; i++) {
+			const float *r = s + i * k;
+			uint32_t b = 0;
+			for (uint32_t c = 1; c < k; c++)
+				if (r[c] > r[b])
+					b = c;
+			best[i0 + i] = b;
+			if (bestv)
+				bestv[i0 + i] = r[b];
+		}
+	}
+	free(s);
+	return 0;
+}
+
+static void normalize(float *v, uint32_t d)
+{
+	double s = 0;
+	for (uint32_t i = 0; i < d; i++)
+		s += (double)v[i] * v[i];
+	if (s > 0)
+		for (uint32_t i = 0; i < d; i++)
+			v[i] = (float)(v[i] / sqrt(s));
+}
+
+/* spherical k-means on a sample of the rows */
+static float *kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, size_t errlen)
+{
+	uint32_t k = o->nlist, d = vs->dim;
+	uint64_t ns = o->sample ? o->sample : 256ull * k;
+	if (ns > vs->n)
+		ns = vs->n;
+	if (vs->n < k) {
+		fail(err, errlen, "%llu vectors cannot train %u lists", (unsigned long long)vs->n, k);
+		return NULL;
+	}
+	rng_state = o->seed * 0x9e3779b97f4a7c15ULL + 0x1234567;
+	uint64_t *perm = malloc(vs->n * sizeof *perm);
+	float *x = malloc(ns * d * sizeof *x), *C = malloc((size_t)k * d * sizeof *C), *sum = malloc((size_t)k * d * sizeof *sum);
+	uint32_t *a = malloc(ns * sizeof *a), *cnt = malloc(k * sizeof *cnt);
+	float *av = malloc(ns * sizeof *av);
+	if (!perm || !x || !C || !sum || !a || !cnt || !av) {
+		fail(err, errlen, "out of memory for k-means");
+		goto out;
+	}
+	for (uint64_t i = 0; i < vs->n; i++)
+		perm[i] = i;
+	for (uint64_t i = 0; i < ns; i++) { /* partial Fisher-Yates: a seeded sample */
+		uint64_t j = i + rnd() % (vs->n - i), t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+		memcpy(x + i * d, vs->v + perm[i] * d, d * sizeof *x);
+	}
+	for (uint32_t c = 0; c < k; c++) /* the first k of the sample */
+		memcpy(C + (size_t)c * d, x + (size_t)c * d, d * sizeof *C);
+	for (int it = 0; it < (o->iters ? o->iters : 20); it++) {
+		if (assign(x, ns, C, k, d, a, av) < 0) {
+			fail(err, errlen, "out of memory for k-means");
+			goto out;
+		}
+		memset(sum, 0, (size_t)k * d * sizeof *sum);
+		memset(cnt, 0, k * sizeof *cnt);
+		for (uint64_t i = 0; i < ns; i++) {
+			cnt[a[i]]++;
+			for (uint32_t j = 0; j < d; j++)
+				sum[(size_t)a[i] * d + j] += x[i * d + j];
+		}
+		for (uint32_t c = 0; c < k; c++) {
+			if (cnt[c] == 0) { /* empty: restart at the sample point worst served */
+				uint64_t w = 0;
+				for (uint64_t i = 1; i < ns; i++)
+					if (av[i] < av[w])
+						w = i;
+				memcpy(sum + (size_t)c * d, x + w * d, d * sizeof *sum);
+				av[w] = INFINITY;
+			}
+			normalize(sum + (size_t)c * d, d);
+		}
+		memcpy(C, sum, (size_t)k * d * sizeof *C);
+	}
+	free(perm), free(x), free(sum), free(a), free(cnt), free(av);
+	return C;
+out:
+	free(perm), free(x), free(C), free(sum), free(a), free(cnt), free(av);
+	return NULL;
+}
+
+cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance, char *err,
+			   size_t errlen)
+{
+	cmr_index *ix = new_index();
+	if (!ix) {
+		fail(err, errlen, "out of memory");
+		return NULL;
+	}
+	priv_t *p = ix->priv;
+	const cmr_index *q = o->quantizer;
+	ix->kind = q ? q->kind : o->kind;
+	ix->code = q ? q->code : o->code;
+	ix->nlist = ix->kind == CMR_INDEX_IVF ? (q ? q->nlist : o->nlist) : 0;
+	ix->dim = q ? q->dim : vs->dim;
+	ix->n = vs->n;
+	uint32_t d = ix->dim;
+	if (vs->n && vs->dim != d) {
+		fail(err, errlen, "vectors have dimension %u, the quantizer %u", vs->dim, d);
+		goto bad;
+	}
+	if (provenance && !(ix->provenance = strdup(provenance)))
+		goto oom;
+	/* coarse quantiser */
+	if (ix->kind == CMR_INDEX_IVF) {
+		p->centroids = malloc((size_t)ix->nlist * d * sizeof(float));
+		if (!p->centroids)
+			goto oom;
+		if (q) {
+			memcpy(p->centroids, q->centroids, (size_t)ix->nlist * d * sizeof(float));
+		} else {
+			float *C = kmeans(vs, o, err, errlen);
+			if (!C)
+				goto bad;
+			memcpy(p->centroids, C, (size_t)ix->nlist * d * sizeof(float));
+			free(C);
+		}
+		ix->centroids = p->centroids;
+	}
+	/* SQ8 parameters: per-dimension range */
+	if (ix->code == CMR_CODE_SQ8) {
+		p->sq = malloc(2 * (size_t)d * sizeof(float));
+		if (!p->sq)
+			goto oom;
+		if (q) {
+			memcpy(p->sq, q->sq, 2 * (size_t)d * sizeof(float));
+		} else {
+			for (uint32_t j = 0; j < d; j++) {
+				float lo = INFINITY, hi = -INFINITY;
+				for (uint64_t i = 0; i < vs->n; i++) {
+					float v = vs->v[i * d + j];
+					lo = v < lo ? v : lo;
+					hi = v > hi ? v : hi;
+				}
+				if (vs->n == 0)
+					lo = -1, hi = 1;
+				p->sq[j] = lo;
+				p->sq[d + j] = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+			}
+		}
+		ix->sq = p->sq;
+	}
+	/* rows grouped by list, in input order within a list */
+	uint32_t *list = calloc(vs->n + 1, sizeof *list);
+	p->ord = malloc((vs->n + 1) * sizeof *p->ord);
+	p->list_off = calloc((size_t)ix->nlist + 2, sizeof *p->list_off);
+	size_t esize = ix->code == CMR_CODE_F32 ? 4 : 1;
+	p->vectors = malloc(vs->n * d * esize + 1);
+	if (!list || !p->ord || !p->list_off || !p->vectors) {
+		free(list);
+		goto oom;
+	}
+	if (ix->kind == CMR_INDEX_IVF && vs->n && assign(vs->v, vs->n, ix->centroids, ix->nlist, d, list, NULL) < 0) {
+		free(list);
+		goto oom;
+	}
+	uint32_t nl = ix->kind == CMR_INDEX_IVF ? ix->nlist : 1;
+	for (uint64_t i = 0; i < vs->n; i++)
+		p->list_off[list[i] + 1]++;
+	for (uint32_t l = 0; l < nl; l++)
+		p->list_off[l + 1] += p->list_off[l];
+	uint64_t *fill = malloc((nl + 1) * sizeof *fill);
+	if (!fill) {
+		free(list);
+		goto oom;
+	}
+	memcpy(fill, p->list_off, nl * sizeof *fill);
+	for (uint64_t i = 0; i < vs->n; i++) {
+		uint64_t r = fill[list[i]]++;
+		p->ord[r] = i;
+		const float *v = vs->v + i * d;
+		if (ix->code == CMR_CODE_F32) {
+			memcpy((float *)p->vectors + r * d, v, d * sizeof(float));
+		} else {
+			uint8_t *c = (uint8_t *)p->vectors + r * d;
+			for (uint32_t j = 0; j < d; j++) {
+				float t = roundf((v[j] - p->sq[j]) / p->sq[d + j]);
+				c[j] = (uint8_t)(t < 0 ? 0 : t > 255 ? 255 : t);
+			}
+		}
+	}
+	free(fill);
+	free(list);
+	ix->vectors = p->vectors;
+	ix->ord = p->ord;
+	ix->list_off = ix->kind == CMR_INDEX_IVF ? p->list_off : NULL;
+	if (set_keys(ix, vs->keys) < 0)
+		goto oom;
+	ix->quantizer_hash = quantizer_hash(ix);
+	return ix;
+oom:
+	fail(err, errlen, "out of memory");
+bad:
+	cmr_index_free(ix);
+	return NULL;
+}
+
+cmr_index *cmr_index_merge(const cmr_index *const *in, int n, const char *provenance, char *err, size_t errlen)
+{
+	const cmr_index *a = in[0];
+	for (int j = 1; j < n; j++)
+		if (in[j]->kind != a->kind || in[j]->code != a->code || in[j]->dim != a->dim || in[j]->nlist != a->nlist ||
+		    in[j]->quantizer_hash != a->quantizer_hash) {
+			fail(err, errlen, "index %d differs from the first in kind, code, dimension or quantizer "
+				 "(build shards with --quantizer to merge them)", j + 1);
+			return NULL;
+		}
+	cmr_index *ix = new_index();
+	if (!ix) {
+		fail(err, errlen, "out of memory");
+		return NULL;
+	}
+	priv_t *p = ix->priv;
+	ix->kind = a->kind, ix->code = a->code, ix->dim = a->dim, ix->nlist = a->nlist;
+	for (int j = 0; j < n; j++)
+		ix->n += in[j]->n;
+	uint32_t d = ix->dim, nl = ix->kind == CMR_INDEX_IVF ? ix->nlist : 1;
+	size_t esize = ix->code == CMR_CODE_F32 ? 4 : 1;
+	p->vectors = malloc(ix->n * d * esize + 1);
+	p->ord = malloc((ix->n + 1) * sizeof *p->ord);
+	p->list_off = calloc((size_t)nl + 1, sizeof *p->list_off);
+	char **keys = malloc((ix->n + 1) * sizeof *keys);
+	if (!p->vectors || !p->ord || !p->list_off || !keys || (provenance && !(ix->provenance = strdup(provenance)))) {
+		free(keys);
+		cmr_index_free(ix);
+		fail(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (a->centroids) {
+		p->centroids = malloc((size_t)ix->nlist * d * sizeof(float));
+		memcpy(p->centroids, a->centroids, (size_t)ix->nlist * d * sizeof(float));
+		ix->centroids = p->centroids;
+	}
+	if (a->sq) {
+		p->sq = malloc(2 * (size_t)d * sizeof(float));
+		memcpy(p->sq, a->sq, 2 * (size_t)d * sizeof(float));
+		ix->sq = p->sq;
+	}
+	uint64_t r = 0, base = 0;
+	for (uint32_t l = 0; l < nl; l++) {
+		base = 0;
+		for (int j = 0; j < n; j++) {
+			uint64_t r0 = in[j]->list_off ? in[j]->list_off[l] : 0;
+			uint64_t r1 = in[j]->list_off ? in[j]->list_off[l + 1] : in[j]->n;
+			memcpy((char *)p->vectors + r * d * esize, (const char *)in[j]->vectors + r0 * d * esize, (r1 - r0) * d * esize);
+			for (uint64_t s = r0; s < r1; s++)
+				p->ord[r++] = base + in[j]->ord[s];
+			base += in[j]->n;
+		}
+		p->list_off[l + 1] = r;
+	}
+	base = 0;
+	for (int j = 0; j < n; j++) {
+		for (uint64_t i = 0; i < in[j]->n; i++)
+			keys[base + i] = in[j]->keys[i];
+		base += in[j]->n;
+	}
+	ix->vectors = p->vectors;
+	ix->ord = p->ord;
+	ix->list_off = ix->kind == CMR_INDEX_IVF ? p->list_off : NULL;
+	int rc = set_keys(ix, keys);
+	free(keys);
+	if (rc < 0) {
+		cmr_index_free(ix);
+		fail(err, errlen, "out of memory");
+		return NULL;
+	}
+	ix->quantizer_hash = quantizer_hash(ix);
+	return ix;
+}
+
+/* ---- file ---- */
+static void st32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static void st64(uint8_t *p, uint64_t v)
+{
+	st32(p, (uint32_t)v);
+	st32(p + 4, (uint32_t)(v >> 32));
+}
+static uint32_t ld32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t ld64(const uint8_t *p) { return ld32(p) | (uint64_t)ld32(p + 4) << 32; }
+
+int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t errlen)
+{
+	priv_t *p = ix->priv;
+	uint32_t d = ix->dim;
+	size_t keylen = 0;
+	for (uint64_t i = 0; i < ix->n; i++)
+		keylen += strlen(ix->keys[i]) + 1;
+	(void)p;
+	/* the keys, compressed */
+	size_t bound = ZSTD_compressBound(keylen);
+	void *zkeys = malloc(bound + 1);
+	char *blob = malloc(keylen + 1);
+	if (!zkeys || !blob) {
+		free(zkeys);
+		free(blob);
+		return fail(err, errlen, "out of memory");
+	}
+	size_t at = 0;
+	for (uint64_t i = 0; i < ix->n; i++) {
+		size_t l = strlen(ix->keys[i]) + 1;
+		memcpy(blob + at, ix->keys[i], l);
+		at += l;
+	}
+	size_t zlen = ZSTD_compress(zkeys, bound, blob, keylen, 3);
+	free(blob);
+	if (ZSTD_isError(zlen)) {
+		free(zkeys);
+		return fail(err, errlen, "zstd: %s", ZSTD_getErrorName(zlen));
+	}
+	typedef struct { uint32_t id, flags; const void *data; uint64_t len; } sec_t;
+	sec_t sec[8];
+	int ns = 0;
+	if (ix->centroids)
+		sec[ns++] = (sec_t){S_CENTROIDS, 0, ix->centroids, (uint64_t)ix->nlist * d * 4};
+	if (ix->list_off)
+		sec[ns++] = (sec_t){S_LIST_OFF, 0, ix->list_off, ((uint64_t)ix->nlist + 1) * 8};
+	sec[ns++] = (sec_t){S_VECTORS, 0, ix->vectors, ix->n * d * (ix->code == CMR_CODE_F32 ? 4 : 1)};
+	if (ix->sq)
+		sec[ns++] = (sec_t){S_SQ, 0, ix->sq, 2ull * d * 4};
+	sec[ns++] = (sec_t){S_ORD, 0, ix->ord, ix->n * 8};
+	sec[ns++] = (sec_t){S_KEYS, 1, zkeys, zlen};
+	if (ix->provenance)
+		sec[ns++] = (sec_t){S_PROV, 0, ix->provenance, strlen(ix->provenance)};
+	size_t tlen = HEADER_LEN + (size_t)ns * SECTION_LEN;
+	uint8_t *hdr = calloc(1, tlen);
+	if (!hdr) {
+		free(zkeys);
+		return fail(err, errlen, "out of memory");
+	}
+	memcpy(hdr, MAGIC, 8);
+	st32(hdr + 8, VERSION);
+	st32(hdr + 12, HEADER_LEN);
+	st32(hdr + 16, ix->kind);
+	st32(hdr + 20, ix->code);
+	st32(hdr + 24, d);
+	st32(hdr + 28, ix->nlist);
+	st64(hdr + 32, ix->n);
+	st32(hdr + 40, 1); /* metric: inner product */
+	st32(hdr + 44, (uint32_t)ns);
+	st64(hdr + 48, ix->quantizer_hash);
+	uint64_t off = (tlen + 63) / 64 * 64;
+	for (int i = 0; i < ns; i++) {
+		uint8_t *e = hdr + HEADER_LEN + i * SECTION_LEN;
+		st32(e, sec[i].id);
+		st32(e + 4, sec[i].flags);
+		st64(e + 8, off);
+		st64(e + 16, sec[i].len);
+		st64(e + 24, XXH3_64bits(sec[i].data, sec[i].len));
+		off = (off + sec[i].len + 63) / 64 * 64;
+	}
+	/* the header checksum covers bytes 0..119 and the section table */
+	XXH3_state_t *xs = XXH3_createState();
+	XXH3_64bits_reset(xs);
+	XXH3_64bits_update(xs, hdr, 120);
+	XXH3_64bits_update(xs, hdr + HEADER_LEN, (size_t)ns * SECTION_LEN);
+	st64(hdr + 120, XXH3_64bits_digest(xs));
+	XXH3_freeState(xs);
+	size_t plen = strlen(path);
+	char *tmp = malloc(plen + 16);
+	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+	int fd = mkstemp(tmp);
+	FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+	int bad = !f;
+	static const uint8_t zero[64];
+	if (f) {
+		uint64_t pos = tlen;
+		bad |= fwrite(hdr, 1, tlen, f) != tlen;
+		for (int i = 0; i < ns && !bad; i++) {
+			uint64_t want = ld64(hdr + HEADER_LEN + i * SECTION_LEN + 8);
+			bad |= want > pos && fwrite(zero, 1, want - pos, f) != want - pos;
+			bad |= sec[i].len && fwrite(sec[i].data, 1, sec[i].len, f) != sec[i].len;
+			pos = want + sec[i].len;
+		}
+		bad |= fclose(f) != 0;
+	}
+	int e = errno;
+	free(hdr);
+	free(zkeys);
+	if (bad || rename(tmp, path) < 0) {
+		if (!bad)
+			e = errno;
+		unlink(tmp);
+		free(tmp);
+		return fail(err, errlen, "%s: %s", path, strerror(e));
+	}
+	mode_t um = umask(0);
+	umask(um);
+	chmod(path, 0666 & ~um);
+	free(tmp);
+	return 0;
+}
+
+cmr_index *cmr_index_open(const char *path, char *err, size_t errlen)
+{
+	cmr_index *ix = new_index();
+	if (!ix) {
+		fail(err, errlen, "out of memory");
+		return NULL;
+	}
+	priv_t *p = ix->priv;
+	int fd = open(path, O_RDONLY);
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		fail(err, errlen, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto bad;
+	}
+	p->size = (size_t)sb.st_size;
+	if (p->size < HEADER_LEN) {
+		close(fd);
+		fail(err, errlen, "%s: %zu bytes: truncated (a header is %d)", path, p->size, HEADER_LEN);
+		goto bad;
+	}
+	p->map = mmap(NULL, p->size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (p->map == MAP_FAILED) {
+		fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+		goto bad;
+	}
+	const uint8_t *h = p->map;
+	if (memcmp(h, MAGIC, 8) != 0) {
+		fail(err, errlen, "%s: not a cmr index (bad magic)", path);
+		goto bad;
+	}
+	uint32_t version = ld32(h + 8), hlen = ld32(h + 12);
+	if (version != VERSION) {
+		fail(err, errlen, "%s: unsupported index version %u (this reader knows %d)", path, version, VERSION);
+		goto bad;
+	}
+	ix->kind = ld32(h + 16), ix->code = ld32(h + 20), ix->dim = ld32(h + 24), ix->nlist = ld32(h + 28);
+	ix->n = ld64(h + 32);
+	uint32_t metric = ld32(h + 40), ns = ld32(h + 44);
+	ix->quantizer_hash = ld64(h + 48);
+	if (hlen < HEADER_LEN || ns > 64 || (uint64_t)hlen + (uint64_t)ns * SECTION_LEN > p->size) {
+		fail(err, errlen, "%s: truncated or corrupt header", path);
+		goto bad;
+	}
+	XXH3_state_t *xs = XXH3_createState();
+	XXH3_64bits_reset(xs);
+	XXH3_64bits_update(xs, h, 120);
+	XXH3_64bits_update(xs, h + hlen, (size_t)ns * SECTION_LEN);
+	uint64_t sum = XXH3_64bits_digest(xs);
+	XXH3_freeState(xs);
+	if (sum != ld64(h + 120)) {
+		fail(err, errlen, "%s: header checksum mismatch: the file is corrupt", path);
+		goto bad;
+	}
+	if ((ix->kind != CMR_INDEX_FLAT && ix->kind != CMR_INDEX_IVF) || (ix->code != CMR_CODE_F32 && ix->code != CMR_CODE_SQ8) ||
+	    metric != 1 || ix->dim == 0 || ix->dim > 65536 || (ix->kind == CMR_INDEX_IVF) != (ix->nlist > 0) ||
+	    ix->n > (1ull << 40)) {
+		fail(err, errlen, "%s: unknown kind %u, code %u or metric %u, or bad dimension %u", path, ix->kind, ix->code,
+		     metric, ix->dim);
+		goto bad;
+	}
+	uint64_t want[8] = {0, (uint64_t)ix->nlist * ix->dim * 4, ((uint64_t)ix->nlist + 1) * 8,
+			    ix->n * ix->dim * (ix->code == CMR_CODE_F32 ? 4 : 1), 2ull * ix->dim * 4, ix->n * 8, 0, 0};
+	const void *data[8] = {0};
+	uint64_t len[8] = {0};
+	for (uint32_t i = 0; i < ns; i++) {
+		const uint8_t *e = h + hlen + i * SECTION_LEN;
+		uint32_t id = ld32(e), flags = ld32(e + 4);
+		uint64_t off = ld64(e + 8), l = ld64(e + 16);
+		if (off > p->size || l > p->size - off) {
+			fail(err, errlen, "%s: section %u lies beyond the end of the file (%zu bytes): truncated", path, id, p->size);
+			goto bad;
+		}
+		if (XXH3_64bits(h + off, l) != ld64(e + 24)) {
+			fail(err, errlen, "%s: section %u checksum mismatch: the file is corrupt", path, id);
+			goto bad;
+		}
+		if (id >= 8 || id == 0)
+			continue; /* a later version's section */
+		if ((flags & 1) != (id == S_KEYS) || (want[id] && l != want[id])) {
+			fail(err, errlen, "%s: section %u has %llu bytes, %llu expected", path, id, (unsigned long long)l,
+			     (unsigned long long)want[id]);
+			goto bad;
+		}
+		data[id] = h + off;
+		len[id] = l;
+	}
+	if (!data[S_VECTORS] || !data[S_ORD] || !data[S_KEYS] || (ix->kind == CMR_INDEX_IVF && (!data[S_CENTROIDS] || !data[S_LIST_OFF])) ||
+	    (ix->code == CMR_CODE_SQ8 && !data[S_SQ])) {
+		fail(err, errlen, "%s: a required section is missing", path);
+		goto bad;
+	}
+	ix->centroids = data[S_CENTROIDS];
+	ix->list_off = data[S_LIST_OFF];
+	ix->vectors = data[S_VECTORS];
+	ix->sq = data[S_SQ];
+	ix->ord = data[S_ORD];
+	if (ix->list_off) {
+		for (uint32_t l = 0; l < ix->nlist; l++)
+			if (ix->list_off[l] > ix->list_off[l + 1])
+				break;
+		if (ix->list_off[0] != 0 || ix->list_off[ix->nlist] != ix->n) {
+			fail(err, errlen, "%s: inverted lists do not cover the %llu vectors", path, (unsigned long long)ix->n);
+			goto bad;
+		}
+	}
+	for (uint64_t r = 0; r < ix->n; r++)
+		if (ix->ord[r] >= ix->n) {
+			fail(err, errlen, "%s: row %llu has ordinal %llu, beyond %llu", path, (unsigned long long)r,
+			     (unsigned long long)ix->ord[r], (unsigned long long)ix->n);
+			goto bad;
+		}
+	unsigned long long raw = ZSTD_getFrameContentSize(data[S_KEYS], len[S_KEYS]);
+	if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN || raw > (1ull << 34) ||
+	    !(p->keyblob = malloc(raw + 1)) ||
+	    ZSTD_decompress(p->keyblob, raw, data[S_KEYS], len[S_KEYS]) != raw || keys_from_blob(ix, p->keyblob, raw) < 0) {
+		fail(err, errlen, "%s: the keys section is corrupt", path);
+		goto bad;
+	}
+	if (data[S_PROV] && (ix->provenance = malloc(len[S_PROV] + 1))) {
+		memcpy(ix->provenance, data[S_PROV], len[S_PROV]);
+		ix->provenance[len[S_PROV]] = 0;
+	}
+	return ix;
+bad:
+	cmr_index_free(ix);
+	return NULL;
+}
+
+/* ---- search ---- */
+typedef struct {
+	float *s;
+	uint64_t *o;
+	int n, k;
+} heap;
+
+/* a is worse than b: lower score, or equal score and larger ordinal */
+static int worse(float sa, uint64_t oa, float sb, uint64_t ob) { return sa < sb || (sa == sb && oa > ob); }
+
+static void heap_push(heap *h, float s, uint64_t o)
+{
+	if (!(s == s))
+		return; /* NaN */
+	if (h->n == h->k) {
+		if (!worse(h->s[0], h->o[0], s, o))
+			return;
+		/* replace the root and sift down */
+		int i = 0;
+		for (;;) {
+			int l = 2 * i + 1, r = l + 1, m = i;
+			float ms = s;
+			uint64_t mo = o;
+			if (l < h->n && worse(h->s[l], h->o[l], ms, mo))
+				m = l, ms = h->s[l], mo = h->o[l];
+			if (r < h->n && worse(h->s[r], h->o[r], ms, mo))
+				m = r;
+			if (m == i)
+				break;
+			h->s[i] = h->s[m];
+			h->o[i] = h->o[m];
+			i = m;
+		}
+		h->s[i] = s;
+		h->o[i] = o;
+		return;
+	}
+	int i = h->n++;
+	while (i > 0) {
+		int parent = (i - 1) / 2;
+		if (!worse(s, o, h->s[parent], h->o[parent]))
+			break;
+		h->s[i] = h->s[parent];
+		h->o[i] = h->o[parent];
+		i = parent;
+	}
+	h->s[i] = s;
+	h->o[i] = o;
+}
+
+typedef struct {
+	const cmr_index *ix;
+	const float *q;
+	uint64_t q0, q1;
+	int k, nprobe;
+	uint64_t *ho;
+	float *hs;
+	int rc;
+} job_t;
+
+/* Writes the heap's hits best first (insertion sort: k is small), then the missing ones. */
+static void finish(heap *h, uint64_t *ho, float *hs)
+{
+	int n = h->n;
+	for (int i = 0; i < n; i++) {
+		float s = h->s[i];
+		uint64_t o = h->o[i];
+		int at = i;
+		while (at > 0 && worse(hs[at - 1], ho[at - 1], s, o)) {
+			hs[at] = hs[at - 1];
+			ho[at] = ho[at - 1];
+			at--;
+		}
+		hs[at] = s;
+		ho[at] = o;
+	}
+	for (int i = n; i < h->k; i++) {
+		ho[i] = UINT64_MAX;
+		hs[i] = -INFINITY;
+	}
+	h->n = 0;
+}
+
+static float sq8_dot(const cmr_index *ix, const float *qs, float qmin, uint64_t r)
+{
+	const uint8_t *c = (const uint8_t *)ix->vectors + r * ix->dim;
+	float s = qmin;
+	for (uint32_t d = 0; d < ix->dim; d++)
+		s += qs[d] * (float)c[d];
+	return s;
+}
+
+static void *search_job(void *arg)
+{
+	job_t *j = arg;
+	const cmr_index *ix = j->ix;
+	uint32_t d = ix->dim;
+	const uint64_t chunk = 4096;
+	uint64_t nq = j->q1 - j->q0;
+	heap h = {malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
+	float *buf = malloc((chunk > ix->nlist ? chunk : ix->nlist) * (ix->code == CMR_CODE_F32 && ix->kind == CMR_INDEX_FLAT ? 64 : 1) * sizeof(float) + 64);
+	float *qs = malloc(d * sizeof(float));
+	int *probe = malloc(((size_t)j->nprobe + 1) * sizeof *probe);
+	if (!h.s || !h.o || !buf || !qs || !probe) {
+		j->rc = -1;
+		goto out;
+	}
+	if (ix->kind == CMR_INDEX_FLAT && ix->code == CMR_CODE_F32) {
+		/* blocks of up to 64 queries against chunks of rows, sgemm; one heap per query */
+		for (uint64_t b0 = 0; b0 < nq; b0 += 64) {
+			uint64_t m = nq - b0 < 64 ? nq - b0 : 64;
+			heap *hs = calloc(m, sizeof *hs);
+			int ok = hs != NULL;
+			for (uint64_t i = 0; ok && i < m; i++) {
+				hs[i] = (heap){malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
+				ok = hs[i].s && hs[i].o;
+			}
+			for (uint64_t r0 = 0; ok && r0 < ix->n; r0 += chunk) {
+				uint64_t rows = ix->n - r0 < chunk ? ix->n - r0 : chunk;
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)d, 1.0f,
+					    j->q + (j->q0 + b0) * d, (int)d, (const float *)ix->vectors + r0 * d, (int)d, 0.0f, buf, (int)rows);
+				for (uint64_t i = 0; i < m; i++)
+					for (uint64_t r = 0; r < rows; r++)
+						heap_push(&hs[i], buf[i * rows + r], ix->ord[r0 + r]);
+			}
+			for (uint64_t i = 0; i < m; i++) {
+				if (ok)
+					finish(&hs[i], j->ho + (j->q0 + b0 + i) * j->k, j->hs + (j->q0 + b0 + i) * j->k);
+				if (hs) {
+					free(hs[i].s);
+					free(hs[i].o);
+				}
+			}
+			free(hs);
+			if (!ok) {
+				j->rc = -1;
+				goto out;
+			}
+		}
+		goto out;
+	}
+	for (uint64_t qi = j->q0; qi < j->q1; qi++) {
+		const float *q = j->q + qi * d;
+		h.n = 0;
+		float qmin = 0;
+		if (ix->code == CMR_CODE_SQ8)
+			for (uint32_t e = 0; e < d; e++) {
+				qs[e] = q[e] * ix->sq[d + e];
+				qmin += q[e] * ix->sq[e];
+			}
+		uint32_t nl = ix->kind == CMR_INDEX_IVF ? ix->nlist : 1;
+		int np = 1;
+		if (ix->kind == CMR_INDEX_IVF) {
+			/* the nprobe lists whose centroids score highest */
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nl, (int)d, 1.0f, ix->centroids, (int)d, q, 1, 0.0f, buf, 1);
+			np = 0;
+			for (uint32_t l = 0; l < nl; l++) {
+				if (np == j->nprobe && buf[l] <= buf[probe[np - 1]])
+					continue;
+				int at = np < j->nprobe ? np++ : np - 1;
+				while (at > 0 && buf[probe[at - 1]] < buf[l]) {
+					probe[at] = probe[at - 1];
+					at--;
+				}
+				probe[at] = (int)l;
+			}
+		} else {
+			probe[0] = 0;
+		}
+		for (int pi = 0; pi < np; pi++) {
+			uint64_t r0 = ix->list_off ? ix->list_off[probe[pi]] : 0, r1 = ix->list_off ? ix->list_off[probe[pi] + 1] : ix->n;
+			if (ix->code == CMR_CODE_F32) {
+				for (uint64_t c0 = r0; c0 < r1; c0 += chunk) {
+					uint64_t rows = r1 - c0 < chunk ? r1 - c0 : chunk;
+					cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rows, (int)d, 1.0f, (const float *)ix->vectors + c0 * d,
+						    (int)d, q, 1, 0.0f, buf, 1);
+					for (uint64_t r = 0; r < rows; r++)
+						heap_push(&h, buf[r], ix->ord[c0 + r]);
+				}
+			} else {
+				for (uint64_t r = r0; r < r1; r++)
+					heap_push(&h, sq8_dot(ix, qs, qmin, r), ix->ord[r]);
+			}
+		}
+		finish(&h, j->ho + qi * j->k, j->hs + qi * j->k);
+	}
+out:
+	free(h.s);
+	free(h.o);
+	free(buf);
+	free(qs);
+	free(probe);
+	return NULL;
+}
+
+int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, int nprobe, int threads,
+		     uint64_t *hits_ord, float *hits_score)
+{
+	if (k < 1)
+		return -1;
+	if (nprobe < 1)
+		nprobe = 1;
+	if (ix->kind == CMR_INDEX_IVF && (uint32_t)nprobe > ix->nlist)
+		nprobe = (int)ix->nlist;
+	if (threads < 1)
+		threads = 1;
+	if ((uint64_t)threads > nq)
+		threads = nq ? (int)nq : 1;
+	job_t *jobs = calloc((size_t)threads, sizeof *jobs);
+	pthread_t *th = calloc((size_t)threads, sizeof *th);
+	if (!jobs || !th) {
+		free(jobs);
+		free(th);
+		return -1;
+	}
+	for (int t = 0; t < threads; t++) {
+		jobs[t] = (job_t){ix, q, nq * (uint64_t)t / (uint64_t)threads, nq * (uint64_t)(t + 1) / (uint64_t)threads, k, nprobe,
+				  hits_ord, hits_score, 0};
+		if (t > 0 && pthread_create(&th[t], NULL, search_job, &jobs[t]) != 0)
+			jobs[t].rc = -2;
+	}
+	search_job(&jobs[0]);
+	int rc = jobs[0].rc;
+	for (int t = 1; t < threads; t++) {
+		if (jobs[t].rc == -2) {
+			search_job(&jobs[t]); /* no thread: do it here */
+		} else {
+			pthread_join(th[t], NULL);
+		}
+		rc |= jobs[t].rc;
+	}
+	free(jobs);
+	free(th);
+	return rc ? -1 : 0;
+}

@@ -1,0 +1,69 @@
+/* index.h - embedding indexes (formats/cmr-index.md): exact (flat) and inverted-file (IVF)
+ * with a k-means coarse quantiser, vectors stored as f32 or 8-bit scalar-quantised codes;
+ * building, adding, merging, writing atomically, memory-mapped reading, batched search.
+ * Never prints or exits. */
+#ifndef CMR_INDEX_H
+#define CMR_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { CMR_INDEX_FLAT = 1, CMR_INDEX_IVF = 2 };
+enum { CMR_CODE_F32 = 1, CMR_CODE_SQ8 = 2 };
+
+typedef struct cmr_index {
+	uint32_t kind, code, dim, nlist;
+	uint64_t n;
+	const float *centroids;  /* [nlist, dim], unit rows (IVF) */
+	const uint64_t *list_off; /* [nlist + 1]: rows of list l are [list_off[l], list_off[l+1]) */
+	const void *vectors;     /* [n, dim] f32 or u8, rows grouped by list (IVF) */
+	const float *sq;         /* [2, dim]: per-dimension minimum and step (SQ8) */
+	const uint64_t *ord;     /* [n]: the input ordinal of each stored row */
+	char **keys;             /* [n] keys by ordinal */
+	char *provenance;        /* JSON text, or NULL */
+	uint64_t quantizer_hash; /* XXH3 of centroids and SQ parameters: equal quantisers merge */
+	void *priv;
+} cmr_index;
+
+/* Vectors to build from: n rows of dim floats, unit length, with their keys. */
+typedef struct {
+	float *v;
+	char **keys;
+	uint64_t n, cap;
+	uint32_t dim;
+} cmr_vecs;
+
+int cmr_vecs_push(cmr_vecs *vs, const float *v, uint32_t dim, const char *key);
+void cmr_vecs_free(cmr_vecs *vs);
+
+typedef struct {
+	uint32_t kind, code, nlist;
+	uint64_t seed;
+	int iters;        /* k-means iterations (default 20) */
+	uint64_t sample;  /* k-means training sample, 0: 256 per list */
+	const cmr_index *quantizer; /* reuse its centroids and SQ parameters instead of training */
+} cmr_build_opts;
+
+/* Builds an index in memory from vs (which keeps ownership of its arrays). */
+cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance,
+			   char *err, size_t errlen);
+/* Concatenates indexes of one kind, code and dimension (vectors of b after those of a, and so
+ * on); IVF and SQ8 indexes must share their quantiser (same quantizer_hash). */
+cmr_index *cmr_index_merge(const cmr_index *const *ix, int n, const char *provenance, char *err,
+			   size_t errlen);
+/* The stored vector of row r as floats. */
+void cmr_index_row(const cmr_index *ix, uint64_t r, float *out);
+
+int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t errlen);
+/* Maps and checks a file (magic, version, checksums, bounds). */
+cmr_index *cmr_index_open(const char *path, char *err, size_t errlen);
+void cmr_index_free(cmr_index *ix);
+
+/* Top-k by inner product for nq queries [nq, dim] (unit length): hits_ord [nq, k] ordinals
+ * and hits_score [nq, k], best first; ties go to the smaller ordinal; missing hits (fewer
+ * than k vectors reachable) have ordinal UINT64_MAX and score -inf. nprobe: lists visited
+ * (IVF). threads: worker threads. Returns 0 or -1 (out of memory). */
+int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, int nprobe, int threads,
+		     uint64_t *hits_ord, float *hits_score);
+
+#endif

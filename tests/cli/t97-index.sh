@@ -1,0 +1,141 @@
+# t97-index.sh - cmr-index and cmr-query: output formats, IVF recall against exact search on
+# 100k clustered vectors, merge and add equal one build, contact sheets, bad index files.
+. "$SRCDIR/tests/lib.sh"
+MV=$BUILD/tests/mkvec
+recall() { # recall of the hits in $2 against the exact ones in $1 (TSV)
+	awk -F'\t' 'NR == FNR { a[$1 " " $3] = 1; next } ($1 " " $3) in a { h++ } END { printf "%.4f", h / FNR }' "$1" "$2"
+}
+
+"$MV" 2000 32 40 1.0 7 >"$WORK/v.cmr"
+"$MV" 2050 32 40 1.0 7 v 2000 >"$WORK/q.cmr"
+cmr-index -o "$WORK/flat.idx" "$WORK/v.cmr"
+
+begin "TSV, JSON Lines and hit records say the same, best first"
+run cmr-query -k 5 "$WORK/flat.idx" "$WORK/q.cmr"
+expect_status 0
+[ "$(wc -l <"$OUT")" -eq 250 ] || why "$(wc -l <"$OUT") lines, expected 50 queries x 5"
+awk -F'\t' '$1 == p && $4 > s + 1e-7 { bad = 1 } { p = $1; s = $4 } END { exit bad }' "$OUT" || why "scores not descending"
+cp "$OUT" "$WORK/hits.tsv"
+run cmr-query -k 5 -f jsonl "$WORK/flat.idx" "$WORK/q.cmr"
+expect_status 0
+first=$(head -1 "$WORK/hits.tsv" | cut -f3)
+head -1 "$OUT" | grep -q "\"query\":\"v2000\",\"hits\":\[{\"key\":\"$first\"" || why "jsonl differs: $(head -c 200 "$OUT")"
+run_sh "cmr-query -k 5 -f stream '$WORK/flat.idx' '$WORK/q.cmr' | cmr-dump list -H"
+expect_status 0
+expect_stdout_has "tensor hits"
+[ "$(grep -c 'tensor hits' "$OUT")" -eq 50 ] || why "expected 50 hit records"
+end
+
+begin "IVF recall@10 against exact search on 100k clustered vectors >= 0.95 at nprobe 16"
+"$MV" 100000 128 500 1.4 1 >"$WORK/big.cmr"
+"$MV" 100200 128 500 1.4 1 v 100000 >"$WORK/bigq.cmr"
+cmr-index -o "$WORK/big-flat.idx" "$WORK/big.cmr"
+cmr-index --ivf 256 -o "$WORK/big-ivf.idx" "$WORK/big.cmr"
+cmr-query "$WORK/big-flat.idx" "$WORK/bigq.cmr" >"$WORK/exact.tsv"
+cmr-query --nprobe 16 "$WORK/big-ivf.idx" "$WORK/bigq.cmr" >"$WORK/ivf.tsv"
+r=$(recall "$WORK/exact.tsv" "$WORK/ivf.tsv")
+echo "  recall@10 at nprobe 16: $r"
+awk -v r="$r" 'BEGIN { exit !(r >= 0.95) }' || why "recall@10 $r < 0.95"
+cmr-query --nprobe 256 "$WORK/big-ivf.idx" "$WORK/bigq.cmr" >"$WORK/all.tsv"
+# the same hits in the same order; scores may differ in the last digit (sgemv and sgemm sum
+# in different orders)
+cut -f1-3 "$WORK/exact.tsv" >"$WORK/e3"
+cut -f1-3 "$WORK/all.tsv" >"$WORK/a3"
+cmp -s "$WORK/e3" "$WORK/a3" || why "visiting every list is not exact"
+end
+
+begin "SQ8 codes: recall@10 against exact >= 0.9, a quarter of the vector bytes"
+cmr-index --ivf 256 --sq8 --quantizer "$WORK/big-ivf.idx" -o "$WORK/big-sq.idx" "$WORK/big.cmr" 2>"$ERR"
+expect_status 0
+cmr-index --ivf 256 --sq8 -o "$WORK/big-sq.idx" "$WORK/big.cmr"
+cmr-query --nprobe 256 "$WORK/big-sq.idx" "$WORK/bigq.cmr" >"$WORK/sq.tsv"
+r=$(recall "$WORK/exact.tsv" "$WORK/sq.tsv")
+awk -v r="$r" 'BEGIN { exit !(r >= 0.9) }' || why "recall@10 $r < 0.9"
+[ "$(stat -c %s "$WORK/big-sq.idx")" -lt $(($(stat -c %s "$WORK/big-ivf.idx") / 3)) ] || why "not smaller"
+end
+rm -f "$WORK"/big*
+
+begin "merged shards answer as one index built from both streams (flat and IVF)"
+"$MV" 1000 32 40 1.0 7 a >"$WORK/a.cmr"
+"$MV" 1000 32 40 1.0 8 b >"$WORK/b.cmr"
+cat "$WORK/a.cmr" "$WORK/b.cmr" >"$WORK/ab.cmr"
+cmr-index -o "$WORK/a.idx" "$WORK/a.cmr"
+cmr-index -o "$WORK/b.idx" "$WORK/b.cmr"
+cmr-index merge -o "$WORK/m.idx" "$WORK/a.idx" "$WORK/b.idx"
+cmr-index -o "$WORK/one.idx" "$WORK/ab.cmr"
+cmr-query -k 20 "$WORK/m.idx" "$WORK/q.cmr" >"$WORK/m.tsv"
+cmr-query -k 20 "$WORK/one.idx" "$WORK/q.cmr" >"$WORK/one.tsv"
+expect_same "$WORK/one.tsv" "$WORK/m.tsv"
+cmr-index --ivf 16 --train-only -o "$WORK/quant.idx" "$WORK/v.cmr"
+cmr-index --quantizer "$WORK/quant.idx" -o "$WORK/a.ivf" "$WORK/a.cmr"
+cmr-index --quantizer "$WORK/quant.idx" -o "$WORK/b.ivf" "$WORK/b.cmr"
+cmr-index merge -o "$WORK/m.ivf" "$WORK/a.ivf" "$WORK/b.ivf"
+cmr-index --quantizer "$WORK/quant.idx" -o "$WORK/one.ivf" "$WORK/ab.cmr"
+cmr-query -k 20 --nprobe 3 "$WORK/m.ivf" "$WORK/q.cmr" >"$WORK/m.tsv"
+cmr-query -k 20 --nprobe 3 "$WORK/one.ivf" "$WORK/q.cmr" >"$WORK/one.tsv"
+expect_same "$WORK/one.tsv" "$WORK/m.tsv"
+run cmr-index merge -o "$WORK/x.idx" "$WORK/a.ivf" "$WORK/big-none.idx"
+expect_status 1
+cmr-index --ivf 16 -o "$WORK/other.ivf" "$WORK/b.cmr"
+run cmr-index merge -o "$WORK/x.idx" "$WORK/a.ivf" "$WORK/other.ivf"
+expect_status 1
+expect_stderr_has "build shards with --quantizer"
+expect_no_file "$WORK/x.idx"
+end
+
+begin "add: an index plus new vectors answers as one build"
+cmr-index add -o "$WORK/added.ivf" "$WORK/a.ivf" "$WORK/b.cmr"
+cmr-query -k 20 --nprobe 3 "$WORK/added.ivf" "$WORK/q.cmr" >"$WORK/added.tsv"
+expect_same "$WORK/one.tsv" "$WORK/added.tsv"
+end
+
+begin "bad index files and queries: a clear error, nothing written"
+"$MV" 5 16 2 0.1 1 >"$WORK/d16.cmr"
+run cmr-query "$WORK/flat.idx" "$WORK/d16.cmr"
+expect_status 1
+expect_stderr_has "dimension 16, the index"
+expect_stderr_has "has 32: not the same model?"
+head -c 1000 "$WORK/flat.idx" >"$WORK/trunc.idx"
+run cmr-query "$WORK/trunc.idx" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "trunc.idx: section"
+expect_stderr_has "truncated"
+cp "$WORK/flat.idx" "$WORK/ver.idx"
+printf '\002' | dd of="$WORK/ver.idx" bs=1 seek=8 conv=notrunc 2>/dev/null
+run cmr-query "$WORK/ver.idx" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "unsupported index version 2 (this reader knows 1)"
+cp "$WORK/flat.idx" "$WORK/flip.idx"
+size=$(stat -c %s "$WORK/flip.idx")
+printf '\377' | dd of="$WORK/flip.idx" bs=1 seek=$((size / 2)) conv=notrunc 2>/dev/null
+run cmr-query "$WORK/flip.idx" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "checksum mismatch: the file is corrupt"
+printf 'garbage' >"$WORK/junk.idx"
+run cmr-query "$WORK/junk.idx" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "junk.idx"
+run cmr-index "$WORK/v.cmr"
+expect_status 2
+expect_stderr_has "an index is a file: give -o FILE"
+run cmr-index -o "$WORK/e.idx" "$WORK/d16.cmr" "$WORK/v.cmr"
+expect_status 1
+expect_stderr_has "dimension 32, the index has 16"
+expect_no_file "$WORK/e.idx"
+end
+
+begin "a contact sheet: one row per query, the hits' images from the archive"
+mkdir "$WORK/img"
+for k in rgb gray marked progressive; do "$BUILD/tests/mkjpeg" $k 64 48 "$WORK/img/$k.jpg"; done
+(cd "$WORK/img" && tar cf "$WORK/img.tar" *.jpg)
+"$BUILD/tests/mkclip" model "$WORK/tiny" tiny
+cmr-decode -s 32 "$WORK/img.tar" | cmr-encode -m "$WORK/tiny" >"$WORK/ie.cmr"
+cmr-index -o "$WORK/img.idx" "$WORK/ie.cmr"
+run cmr-query -k 3 --sheet "$WORK/sheet.jpg" --images "$WORK/img.tar" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr"
+expect_status 0
+expect_stdout_has "rgb	1	rgb	1.000000"
+run_sh "cmr-decode --resize none '$WORK/sheet.jpg' | cmr-dump list -H"
+expect_status 0
+# 3 hits of 32 px with 4 px gaps: 3 * 36 + 4 = 112 wide; 4 queries: 148 high
+expect_stdout_has "[148,112,3]"
+end

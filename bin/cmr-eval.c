@@ -12,6 +12,7 @@
 #include "fe.h"
 #include "half.h"
 #include "stream.h"
+#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-eval",
@@ -111,8 +112,7 @@ static void read_embs(const char *path, embs *e)
 	while ((rc = cmr_reader_next(r, &rec)) == 1) {
 		if (rec.type != CMR_TYPE_TENSOR)
 			continue;
-		if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1 ||
-		    (rec.dtype != CMR_DTYPE_F32 && rec.dtype != CMR_DTYPE_F16))
+		if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1)
 			cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
 		int d = (int)rec.dims[0];
 		if (e->n == 0)
@@ -127,17 +127,9 @@ static void read_embs(const char *path, embs *e)
 			if (!e->keys || !e->v)
 				cmr_die("out of memory");
 		}
-		float *dst = e->v + e->n * (size_t)d;
-		double s = 0;
-		for (int i = 0; i < d; i++) {
-			dst[i] = rec.dtype == CMR_DTYPE_F32 ? ((const float *)rec.data)[i]
-							 : cmr_f16_to_f32(((const uint16_t *)rec.data)[i]);
-			s += (double)dst[i] * dst[i];
-		}
-		if (!(s > 0) || !isfinite(s))
-			cmr_die("%s: record %" PRIu64 " (key '%s'): the embedding is zero or not finite", name, rec.index, rec.key);
-		for (int i = 0; i < d; i++)
-			dst[i] = (float)(dst[i] / sqrt(s));
+		const char *why;
+		if (cmr_unit_embedding(&rec, e->v + e->n * (size_t)d, &why) < 0)
+			cmr_die("%s: record %" PRIu64 " (key '%s'): %s", name, rec.index, rec.key, why);
 		if (!(e->keys[e->n++] = strdup(rec.key)))
 			cmr_die("out of memory");
 	}

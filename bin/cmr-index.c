@@ -11,6 +11,7 @@
 #include "half.h"
 #include "index.h"
 #include "stream.h"
+#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-index",
@@ -145,24 +146,18 @@ static void read_vectors(char **paths, int n, cmr_vecs *vs, uint32_t want_dim)
 		while ((rc = cmr_reader_next(r, &rec)) == 1) {
 			if (rec.type != CMR_TYPE_TENSOR)
 				continue;
-			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1 || (rec.dtype != CMR_DTYPE_F32 && rec.dtype != CMR_DTYPE_F16))
+			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1)
 				cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
 			uint32_t d = rec.dims[0];
 			uint32_t expect = want_dim ? want_dim : vs->n ? vs->dim : d;
 			if (d != expect)
 				cmr_die("%s: record %" PRIu64 " (key '%s'): dimension %u, the index has %u", name, rec.index, rec.key, d,
 					expect);
+			const char *why;
 			if (!buf && !(buf = malloc(d * sizeof *buf)))
 				cmr_die("out of memory");
-			double s = 0;
-			for (uint32_t j = 0; j < d; j++) {
-				buf[j] = rec.dtype == CMR_DTYPE_F32 ? ((const float *)rec.data)[j] : cmr_f16_to_f32(((const uint16_t *)rec.data)[j]);
-				s += (double)buf[j] * buf[j];
-			}
-			if (!(s > 0) || !isfinite(s))
-				cmr_die("%s: record %" PRIu64 " (key '%s'): the embedding is zero or not finite", name, rec.index, rec.key);
-			for (uint32_t j = 0; j < d; j++)
-				buf[j] = (float)(buf[j] / sqrt(s));
+			if (cmr_unit_embedding(&rec, buf, &why) < 0)
+				cmr_die("%s: record %" PRIu64 " (key '%s'): %s", name, rec.index, rec.key, why);
 			if (cmr_vecs_push(vs, buf, d, rec.key) < 0)
 				cmr_die("out of memory");
 		}

@@ -18,6 +18,7 @@
 #include "image.h"
 #include "index.h"
 #include "stream.h"
+#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-query",
@@ -292,7 +293,7 @@ int main(int argc, char **argv)
 		while ((rc = cmr_reader_next(r, &rec)) == 1) {
 			if (rec.type != CMR_TYPE_TENSOR)
 				continue;
-			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1 || (rec.dtype != CMR_DTYPE_F32 && rec.dtype != CMR_DTYPE_F16))
+			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1)
 				cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
 			if (rec.dims[0] != ix->dim)
 				cmr_die("%s: record %" PRIu64 " (key '%s'): dimension %u, the index %s has %u: not the same model?",
@@ -304,16 +305,9 @@ int main(int argc, char **argv)
 				if (!q || !qkeys)
 					cmr_die("out of memory");
 			}
-			float *v = q + nq * ix->dim;
-			double s = 0;
-			for (uint32_t j = 0; j < ix->dim; j++) {
-				v[j] = rec.dtype == CMR_DTYPE_F32 ? ((const float *)rec.data)[j] : cmr_f16_to_f32(((const uint16_t *)rec.data)[j]);
-				s += (double)v[j] * v[j];
-			}
-			if (!(s > 0) || !isfinite(s))
-				cmr_die("%s: record %" PRIu64 " (key '%s'): the query is zero or not finite", name, rec.index, rec.key);
-			for (uint32_t j = 0; j < ix->dim; j++)
-				v[j] = (float)(v[j] / sqrt(s));
+			const char *why;
+			if (cmr_unit_embedding(&rec, q + nq * ix->dim, &why) < 0)
+				cmr_die("%s: record %" PRIu64 " (key '%s'): %s", name, rec.index, rec.key, why);
 			if (!(qkeys[nq++] = strdup(rec.key)))
 				cmr_die("out of memory");
 		}

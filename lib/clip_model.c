@@ -1,5 +1,6 @@
 /* clip_model.c - CLIP towers from Hugging Face checkpoints, and their forward passes written
  * once over the backend's operation table. Shapes are noted as [rows, columns]. */
+#include "util.h"
 #include "clip_model.h"
 
 #include <math.h>
@@ -15,14 +16,7 @@
 #include "safetensors.h"
 #include "stream.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define fail cmr_errf
 
 /* ---- config ---- */
 static int get_int(json_t *o, const char *k, int dflt)

@@ -1,5 +1,6 @@
 /* clip_tok.c - OpenAI CLIP's tokenizer (simple_tokenizer.py) in C, with utf8proc for Unicode
  * properties and normalisation. The reference it is tested against is tests/ref/clip_tokenizer.py. */
+#include "util.h"
 #include "clip_tok.h"
 
 #include <pthread.h>
@@ -27,14 +28,7 @@ __asm__(".section .rodata\n"
 	".previous\n");
 extern const unsigned char cmr_clip_vocab_gz[], cmr_clip_vocab_gz_end[];
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define fail cmr_errf
 
 /* ---- code point buffers ---- */
 typedef struct {

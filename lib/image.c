@@ -1,4 +1,5 @@
 /* image.c - JPEG decoding, EXIF orientation, PIL-exact bicubic resampling, CLIP preprocessing. */
+#include "util.h"
 #include "image.h"
 
 #include <math.h>
@@ -18,14 +19,7 @@ void cmr_image_free(cmr_image *im)
 	im->w = im->h = 0;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define fail cmr_errf
 
 /* ---- resampling: the algorithm of PIL's Resample.c (ImagingResample, BICUBIC) ---- */
 

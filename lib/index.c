@@ -1,5 +1,6 @@
 /* index.c - flat and IVF indexes: k-means (sgemm), SQ8 codes, the file format of
  * formats/cmr-index.md (memory-mapped, XXH3 per section, zstd keys), threaded top-k search. */
+#include "util.h"
 #include "index.h"
 
 #include <errno.h>
@@ -34,14 +35,7 @@ typedef struct {
 	char *keyblob;
 } priv_t;
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define fail cmr_errf
 
 int cmr_vecs_push(cmr_vecs *vs, const float *v, uint32_t dim, const char *key)
 {
@@ -469,21 +463,10 @@ cmr_index *cmr_index_merge(const cmr_index *const *in, int n, const char *proven
 }
 
 /* ---- file ---- */
-static void st32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static void st64(uint8_t *p, uint64_t v)
-{
-	st32(p, (uint32_t)v);
-	st32(p + 4, (uint32_t)(v >> 32));
-}
-static uint32_t ld32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t ld64(const uint8_t *p) { return ld32(p) | (uint64_t)ld32(p + 4) << 32; }
+#define st32 cmr_st32
+#define st64 cmr_st64
+#define ld32 cmr_ld32
+#define ld64 cmr_ld64
 
 int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t errlen)
 {

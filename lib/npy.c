@@ -1,4 +1,5 @@
 /* npy.c - NumPy .npy preamble parser and writer (the format of numpy.lib.format). */
+#include "util.h"
 #include "npy.h"
 
 #include <errno.h>
@@ -23,14 +24,7 @@ const char *cmr_npy_descr(int dtype)
 	return NULL;
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define fail cmr_errf
 
 /* descr -> dtype; byte order '<', '|', '=' (this host is little-endian) or '>' (swap). */
 static int parse_descr(const char *s, int *dtype, int *swap)

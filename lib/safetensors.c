@@ -1,4 +1,5 @@
 /* safetensors.c - memory-mapped reader and writer of Hugging Face .safetensors files. */
+#include "util.h"
 #include "safetensors.h"
 
 #include <errno.h>
@@ -24,14 +25,7 @@ struct cmr_st {
 	json_t *header; /* owns the name strings */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
+#define fail cmr_errf
 
 static const struct { const char *name; int dtype; } st_dtypes[] = {
 	{"F32", CMR_DTYPE_F32}, {"F16", CMR_DTYPE_F16}, {"BF16", CMR_DTYPE_BF16},

@@ -1,5 +1,6 @@
 /* stream.c - reader and writer of the cmr tensor stream format, version 1 (formats/cmr-stream.md). */
 #include "stream.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -10,24 +11,13 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-/* ---- little-endian field access (the format is little-endian on every host) ---- */
-static uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t ld32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t ld64(const uint8_t *p) { return (uint64_t)ld32(p) | (uint64_t)ld32(p + 4) << 32; }
-static void st16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void st32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-static void st64(uint8_t *p, uint64_t v)
-{
-	st32(p, (uint32_t)v);
-	st32(p + 4, (uint32_t)(v >> 32));
-}
+/* fields are little-endian on every host (util.h) */
+#define ld16 cmr_ld16
+#define ld32 cmr_ld32
+#define ld64 cmr_ld64
+#define st16 cmr_st16
+#define st32 cmr_st32
+#define st64 cmr_st64
 
 static int host_is_le(void)
 {

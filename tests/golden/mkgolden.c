@@ -8,6 +8,7 @@
 
 #include "examples.h"
 #include "stream.h"
+#include "util.h"
 
 static const char *dir;
 
@@ -38,17 +39,8 @@ static uint8_t *copy(const uint8_t *p, size_t n)
 	return q;
 }
 
-static void st32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void st64(uint8_t *p, uint64_t v)
-{
-	st32(p, (uint32_t)v);
-	st32(p + 4, (uint32_t)(v >> 32));
-}
+#define st32 cmr_st32
+#define st64 cmr_st64
 
 int main(int argc, char **argv)
 {

@@ -1,0 +1,40 @@
+/* util.c - helpers shared by the library layers (see util.h). */
+#include "util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "half.h"
+
+int cmr_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int cmr_unit_embedding(const cmr_record *rec, float *out, const char **why)
+{
+	if (rec->kind != CMR_KIND_EMBEDDING || rec->rank != 1 ||
+	    (rec->dtype != CMR_DTYPE_F32 && rec->dtype != CMR_DTYPE_F16)) {
+		*why = "not an f32 or f16 embedding [D]";
+		return -1;
+	}
+	uint32_t d = rec->dims[0];
+	double s = 0;
+	for (uint32_t i = 0; i < d; i++) {
+		out[i] = rec->dtype == CMR_DTYPE_F32 ? ((const float *)rec->data)[i]
+						     : cmr_f16_to_f32(((const uint16_t *)rec->data)[i]);
+		s += (double)out[i] * out[i];
+	}
+	if (!(s > 0) || !isfinite(s)) {
+		*why = "the embedding is zero or not finite";
+		return -1;
+	}
+	for (uint32_t i = 0; i < d; i++)
+		out[i] = (float)(out[i] / sqrt(s));
+	return (int)d;
+}

@@ -1,0 +1,40 @@
+/* util.h - small helpers shared by the library layers: little-endian fields, error buffers,
+ * embedding records as unit vectors. */
+#ifndef CMR_UTIL_H
+#define CMR_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stream.h"
+
+static inline uint16_t cmr_ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t cmr_ld32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t cmr_ld64(const uint8_t *p) { return (uint64_t)cmr_ld32(p) | (uint64_t)cmr_ld32(p + 4) << 32; }
+static inline void cmr_st16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline void cmr_st32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void cmr_st64(uint8_t *p, uint64_t v)
+{
+	cmr_st32(p, (uint32_t)v);
+	cmr_st32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Formats a message into err (the library layers' way to fail); returns -1. */
+int cmr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The embedding of rec (kind embedding, f32 or f16 [D]) as a unit-length f32 vector in out
+ * (D floats). Returns D, or -1 with the reason in *why. */
+int cmr_unit_embedding(const cmr_record *rec, float *out, const char **why);
+
+#endif

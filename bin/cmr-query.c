@@ -164,7 +164,6 @@ static void read_images(const char *path, int size)
 	archive_read_support_format_tar(a);
 	archive_read_support_format_gnutar(a);
 	archive_read_support_format_zip(a);
-	archive_read_disk_set_standard_lookup(a);
 	struct archive *disk = NULL;
 	int rc = archive_read_open_filename(a, path, 1 << 16);
 	if (rc != ARCHIVE_OK) { /* perhaps a directory */
@@ -241,6 +240,7 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 		}
 	if (missing)
 		cmr_warn("%zu hits have no image in the --images given (left blank)", missing);
+	cmr_info("%s: %zu of %zu images found", o->sheet, nthumbs - missing, nthumbs);
 	(void)qkeys;
 	cmr_output out;
 	cmr_output_open(&out, o->sheet, 1);

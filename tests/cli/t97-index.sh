@@ -134,8 +134,15 @@ cmr-index -o "$WORK/img.idx" "$WORK/ie.cmr"
 run cmr-query -k 3 --sheet "$WORK/sheet.jpg" --images "$WORK/img.tar" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr"
 expect_status 0
 expect_stdout_has "rgb	1	rgb	1.000000"
+expect_stderr_empty # every hit's image was found
 run_sh "cmr-decode --resize none '$WORK/sheet.jpg' | cmr-dump list -H"
 expect_status 0
 # 3 hits of 32 px with 4 px gaps: 3 * 36 + 4 = 112 wide; 4 queries: 148 high
 expect_stdout_has "[148,112,3]"
+# the first hit of the first query (gray, itself) is drawn: a grey pixel, not the background
+run_sh "cmr-decode --resize none '$WORK/sheet.jpg' | cmr-dump show -a | sed -n '2,\$p' | awk 'NR == 4 + 112 * 20 + 20 { if (\$1 == 40 && \$2 == 40) exit 1; if (\$1 != \$2 || \$2 != \$3) exit 2 }'"
+expect_status 0
+run cmr-query -k 3 --sheet "$WORK/s2.jpg" --images "$WORK/img" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr"
+expect_status 0
+expect_stderr_empty # from a directory too
 end

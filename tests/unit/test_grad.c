@@ -1,0 +1,209 @@
+/* test_grad.c - every backward pass against central finite differences of the forward
+ * operation (the plain backend), and AdamW against a hand-computed step. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "grad.h"
+#include "unit.h"
+
+static int which; /* the loss under test: 0 InfoNCE, 1 VSE++ */
+
+static float frand(unsigned *s)
+{
+	*s = *s * 1103515245u + 12345u;
+	return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static void fill(float *a, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		a[i] = frand(&seed);
+}
+
+/* compares an analytic gradient with a numeric one; reports the worst element */
+static int close_enough(const float *a, const double *num, size_t n, const char *what)
+{
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs(a[i] - num[i]), m = fmax(fabs(a[i]), fabs(num[i]));
+		if (d > 2e-3 + 2e-2 * m) {
+			fprintf(stderr, "  %s[%zu]: analytic %.6g, numeric %.6g (loss %d)\n", what, i, (double)a[i], num[i], which);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* numeric d/dp of L = sum(w . f()) for each element of p (length n), f evaluated by fn */
+typedef double (*loss_fn)(void *ctx);
+static float eps = 1e-2f; /* the finite-difference step */
+static void numeric(float *p, size_t n, loss_fn f, void *ctx, double *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		float keep = p[i];
+		p[i] = keep + eps;
+		double a = f(ctx);
+		p[i] = keep - eps;
+		double b = f(ctx);
+		p[i] = keep;
+		out[i] = (a - b) / (2 * eps);
+	}
+}
+
+static double dotw(const float *y, const float *w, size_t n)
+{
+	double s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += (double)y[i] * w[i];
+	return s;
+}
+
+/* ---- linear ---- */
+enum { M = 3, K = 5, N = 4 };
+static float lx[M * K], lW[N * K], lb[N], ly[M * N], lw[M * N];
+static double lin_loss(void *ctx)
+{
+	(void)ctx;
+	cmr_ops_ref.linear(lx, lW, lb, ly, M, K, N);
+	return dotw(ly, lw, M * N);
+}
+
+TEST(grad_linear)
+{
+	fill(lx, M * K, 1), fill(lW, N * K, 2), fill(lb, N, 3), fill(lw, M * N, 4);
+	float dx[M * K] = {0}, dW[N * K] = {0}, db[N] = {0};
+	double nx[M * K], nW[N * K], nb[N];
+	cmr_linear_backward(lx, lW, lw, dx, dW, db, M, K, N);
+	numeric(lx, M * K, lin_loss, NULL, nx);
+	numeric(lW, N * K, lin_loss, NULL, nW);
+	numeric(lb, N, lin_loss, NULL, nb);
+	CHECK(close_enough(dx, nx, M * K, "dx"));
+	CHECK(close_enough(dW, nW, N * K, "dW"));
+	CHECK(close_enough(db, nb, N, "db"));
+}
+
+/* ---- layernorm ---- */
+enum { LM = 3, LD = 7 };
+static float nx_[LM * LD], ng[LD], nb_[LD], ny[LM * LD], nw[LM * LD];
+static double ln_loss(void *ctx)
+{
+	(void)ctx;
+	cmr_ops_ref.layernorm(nx_, ng, nb_, ny, LM, LD, 1e-5f);
+	return dotw(ny, nw, LM * LD);
+}
+
+TEST(grad_layernorm)
+{
+	fill(nx_, LM * LD, 5), fill(ng, LD, 6), fill(nb_, LD, 7), fill(nw, LM * LD, 8);
+	float dx[LM * LD] = {0}, dg[LD] = {0}, db[LD] = {0};
+	double n1[LM * LD], n2[LD], n3[LD];
+	cmr_layernorm_backward(nx_, ng, nw, dx, dg, db, LM, LD, 1e-5f);
+	numeric(nx_, LM * LD, ln_loss, NULL, n1);
+	numeric(ng, LD, ln_loss, NULL, n2);
+	numeric(nb_, LD, ln_loss, NULL, n3);
+	CHECK(close_enough(dx, n1, LM * LD, "dx"));
+	CHECK(close_enough(dg, n2, LD, "dg"));
+	CHECK(close_enough(db, n3, LD, "db"));
+}
+
+/* ---- activations ---- */
+static float ax[40], ay[40], aw[40];
+static int akind;
+static double act_loss(void *ctx)
+{
+	(void)ctx;
+	memcpy(ay, ax, sizeof ax);
+	cmr_ops_ref.act(ay, 40, akind);
+	return dotw(ay, aw, 40);
+}
+
+TEST(grad_activations)
+{
+	for (akind = 0; akind < 2; akind++) {
+		fill(ax, 40, 9);
+		for (int i = 0; i < 40; i++)
+			ax[i] *= 3; /* cover the curved part */
+		fill(aw, 40, 10);
+		float dx[40] = {0};
+		double n[40];
+		cmr_act_backward(ax, aw, dx, 40, akind);
+		numeric(ax, 40, act_loss, NULL, n);
+		CHECK(close_enough(dx, n, 40, akind ? "gelu" : "quick_gelu"));
+	}
+}
+
+/* ---- attention: two segments (lengths 3 and 4), 2 heads of 3 ---- */
+enum { AR = 7, AH = 2, ADh = 3, AD = AH * ADh };
+static float q[AR * AD], k[AR * AD], v[AR * AD], o[AR * AD], ow[AR * AD], sc[64];
+static int st[2] = {0, 3}, ln[2] = {3, 4}, causal;
+static double att_loss(void *ctx)
+{
+	(void)ctx;
+	cmr_ops_ref.attention(q, k, v, o, 2, st, ln, AH, ADh, causal, sc);
+	return dotw(o, ow, AR * AD);
+}
+
+TEST(grad_attention)
+{
+	for (causal = 0; causal < 2; causal++) {
+		fill(q, AR * AD, 11), fill(k, AR * AD, 12), fill(v, AR * AD, 13), fill(ow, AR * AD, 14);
+		float dq[AR * AD] = {0}, dk[AR * AD] = {0}, dv[AR * AD] = {0};
+		double n1[AR * AD], n2[AR * AD], n3[AR * AD];
+		cmr_attention_backward(q, k, v, ow, dq, dk, dv, 2, st, ln, AH, ADh, causal, sc);
+		numeric(q, AR * AD, att_loss, NULL, n1);
+		numeric(k, AR * AD, att_loss, NULL, n2);
+		numeric(v, AR * AD, att_loss, NULL, n3);
+		CHECK(close_enough(dq, n1, AR * AD, "dq"));
+		CHECK(close_enough(dk, n2, AR * AD, "dk"));
+		CHECK(close_enough(dv, n3, AR * AD, "dv"));
+	}
+}
+
+/* ---- losses ---- */
+enum { B = 5, P = 6 };
+static float ei[B * P], et[B * P], lt;
+static double loss_of(void *ctx)
+{
+	(void)ctx;
+	return which ? cmr_vse_hardest(ei, et, B, P, 0.2f, NULL, NULL) : cmr_infonce(ei, et, B, P, lt, NULL, NULL, NULL);
+}
+
+TEST(grad_contrastive_losses)
+{
+	for (which = 0; which < 2; which++) {
+		fill(ei, B * P, 15), fill(et, B * P, 16);
+		lt = 1.0f;
+		/* the hinge and the choice of the hardest negative have kinks: a smaller step */
+		eps = which ? 1e-3f : 1e-2f;
+		float di[B * P] = {0}, dt[B * P] = {0}, dl = 0;
+		double n1[B * P], n2[B * P], n3[1];
+		double L = which ? cmr_vse_hardest(ei, et, B, P, 0.2f, di, dt) : cmr_infonce(ei, et, B, P, lt, di, dt, &dl);
+		CHECK(L > 0);
+		numeric(ei, B * P, loss_of, NULL, n1);
+		numeric(et, B * P, loss_of, NULL, n2);
+		CHECK(close_enough(di, n1, B * P, "dimg"));
+		CHECK(close_enough(dt, n2, B * P, "dtxt"));
+		if (!which) {
+			numeric(&lt, 1, loss_of, NULL, n3);
+			CHECK(close_enough(&dl, n3, 1, "dt"));
+		}
+	}
+	eps = 1e-2f;
+	/* perfectly aligned orthogonal pairs at a large scale: loss near 0; the scale clamps */
+	float a[4] = {1, 0, 0, 1}, dt2 = 0;
+	CHECK(cmr_infonce(a, a, 2, 2, 4.6f, NULL, NULL, &dt2) < 1e-3);
+	CHECK(dt2 == 0); /* exp(4.6) > 100: clamped, no gradient */
+	/* one pair: nothing to contrast */
+	CHECK(fabs(cmr_infonce(a, a, 1, 2, 1.0f, NULL, NULL, NULL)) < 1e-12);
+}
+
+TEST(adamw_first_step_by_hand)
+{
+	float p[2] = {1.0f, -2.0f}, g[2] = {0.5f, -0.25f}, m[2] = {0}, s2[2] = {0};
+	cmr_adamw(p, g, m, s2, 2, 0.1f, 0.9f, 0.999f, 1e-8f, 0.01f, 1);
+	/* step 1: m-hat = g, v-hat = g^2: p -= lr * (wd * p + sign(g)) (up to eps) */
+	CHECK(fabsf(p[0] - (1.0f - 0.1f * (0.01f * 1.0f + 1.0f))) < 1e-6f);
+	CHECK(fabsf(p[1] - (-2.0f - 0.1f * (0.01f * -2.0f - 1.0f))) < 1e-6f);
+	CHECK(fabsf(m[0] - 0.05f) < 1e-7f && fabsf(s2[0] - 0.00025f) < 1e-7f);
+}

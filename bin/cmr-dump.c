@@ -175,32 +175,6 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	}
 }
 
-/* Iterates over every record of every input. fn returns 0 to go on, 1 to stop. */
-typedef int (*record_fn)(const cmr_record *rec, const char *input, void *ctx);
-
-static void each_record(struct opts *o, record_fn fn, void *ctx)
-{
-	int n = o->ninputs ? o->ninputs : 1;
-	for (int i = 0; i < n; i++) {
-		const char *path = o->ninputs ? o->inputs[i] : "-";
-		FILE *f = cmr_open_input(path, 1);
-		cmr_reader *r = cmr_reader_new(f, cmr_input_name(path));
-		if (!r)
-			cmr_die("out of memory");
-		cmr_record rec;
-		int rc, stop = 0;
-		while (!stop && (rc = cmr_reader_next(r, &rec)) == 1)
-			stop = fn(&rec, cmr_input_name(path), ctx);
-		if (!stop && rc < 0)
-			cmr_die_reader(r);
-		if (cmr_reader_skipped(r))
-			cmr_info("%s: skipped %" PRIu64 " records of unknown types",
-				 cmr_input_name(path), cmr_reader_skipped(r));
-		cmr_reader_free(r);
-		cmr_close_input(f, path);
-	}
-}
-
 static int key_selected(const struct opts *o, const cmr_record *rec)
 {
 	if (!o->nkeys)
@@ -395,7 +369,7 @@ static void to_npy(struct opts *o)
 		cmr_output_open(&t.meta, o->meta_file, 1);
 		t.meta_w = cmr_writer_new(t.meta.f, t.meta.name, 0);
 	}
-	each_record(o, to_npy_one, &t);
+	cmr_each_record(o->inputs, o->ninputs, to_npy_one, &t);
 	if (t.n == 0)
 		cmr_die("no tensor records%s%s%s", o->nkeys ? " with key '" : "",
 			o->nkeys ? o->keys[0] : "", o->nkeys ? "'" : "");
@@ -682,12 +656,12 @@ int main(int argc, char **argv)
 		if (!o.no_header)
 			printf("%6s %10s %-6s %-11s %-5s %-18s %10s %10s %s\n", "#", "offset", "type",
 			       "kind", "dtype", "shape", "bytes", "stored", "key");
-		each_record(&o, list_one, &o);
+		cmr_each_record(o.inputs, o.ninputs, list_one, &o);
 		break;
-	case CMD_SHOW: each_record(&o, show_one, &o); break;
-	case CMD_META: each_record(&o, meta_one, &o); break;
+	case CMD_SHOW: cmr_each_record(o.inputs, o.ninputs, show_one, &o); break;
+	case CMD_META: cmr_each_record(o.inputs, o.ninputs, meta_one, &o); break;
 	case CMD_VERIFY:
-		each_record(&o, count_one, &count);
+		cmr_each_record(o.inputs, o.ninputs, count_one, &count);
 		printf("%" PRIu64 " records ok\n", count);
 		break;
 	case CMD_DIFF: status = diff(&o); break;

@@ -234,8 +234,15 @@ static void flush(void)
 	g.npending = 0;
 }
 
-static void take(const cmr_record *rec, const char *input)
+/* Passes metadata along; queues an image or token record for its tower's next batch. */
+static int take(const cmr_record *rec, const char *input, void *ctx)
 {
+	(void)ctx;
+	if (rec->type == CMR_TYPE_META) {
+		if (cmr_writer_put(g.w, rec) < 0)
+			cmr_die_writer(g.w);
+		return 0;
+	}
 	char where[CMR_KEY_MAX + 600];
 	snprintf(where, sizeof where, "%s: record %" PRIu64 " (key '%s')", input, rec->index, rec->key);
 	int kind;
@@ -287,6 +294,7 @@ static void take(const cmr_record *rec, const char *input)
 	g.pending_kind = kind;
 	if (g.npending == g.o->batch)
 		flush();
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -310,26 +318,7 @@ int main(int argc, char **argv)
 	cmr_output out;
 	cmr_output_open(&out, o.output, 1);
 	g.w = cmr_writer_new(out.f, out.name, o.level);
-	int n = o.ninputs ? o.ninputs : 1;
-	for (int i = 0; i < n; i++) {
-		const char *path = o.ninputs ? o.inputs[i] : "-";
-		FILE *f = cmr_open_input(path, 1);
-		cmr_reader *r = cmr_reader_new(f, cmr_input_name(path));
-		cmr_record rec;
-		int rc;
-		while ((rc = cmr_reader_next(r, &rec)) == 1) {
-			if (rec.type == CMR_TYPE_META) {
-				if (cmr_writer_put(g.w, &rec) < 0)
-					cmr_die_writer(g.w);
-				continue;
-			}
-			take(&rec, cmr_input_name(path));
-		}
-		if (rc < 0)
-			cmr_die_reader(r);
-		cmr_reader_free(r);
-		cmr_close_input(f, path);
-	}
+	cmr_each_record(o.inputs, o.ninputs, take, NULL);
 	flush();
 	if (!g.prov_done) { /* no tensor at all: say who we are anyway */
 		char *p = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);

@@ -10,9 +10,7 @@
 
 #include "eval.h"
 #include "fe.h"
-#include "half.h"
 #include "stream.h"
-#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-eval",
@@ -95,50 +93,12 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 }
 
 /* ---- reading embeddings ---- */
-typedef struct {
-	char **keys;
-	float *v; /* [n, d], unit length */
-	size_t n, cap;
-	int d;
-} embs;
-
-static void read_embs(const char *path, embs *e)
+static void read_embs(const char *path, cmr_vecs *e)
 {
-	FILE *f = cmr_open_input(path, 1);
-	const char *name = cmr_input_name(path);
-	cmr_reader *r = cmr_reader_new(f, name);
-	cmr_record rec;
-	int rc;
-	while ((rc = cmr_reader_next(r, &rec)) == 1) {
-		if (rec.type != CMR_TYPE_TENSOR)
-			continue;
-		if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1)
-			cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
-		int d = (int)rec.dims[0];
-		if (e->n == 0)
-			e->d = d;
-		else if (d != e->d)
-			cmr_die("%s: record %" PRIu64 " (key '%s'): dimension %d, the first record's is %d", name,
-				rec.index, rec.key, d, e->d);
-		if (e->n == e->cap) {
-			e->cap = e->cap ? 2 * e->cap : 1024;
-			e->keys = realloc(e->keys, e->cap * sizeof *e->keys);
-			e->v = realloc(e->v, e->cap * (size_t)d * sizeof *e->v);
-			if (!e->keys || !e->v)
-				cmr_die("out of memory");
-		}
-		const char *why;
-		if (cmr_unit_embedding(&rec, e->v + e->n * (size_t)d, &why) < 0)
-			cmr_die("%s: record %" PRIu64 " (key '%s'): %s", name, rec.index, rec.key, why);
-		if (!(e->keys[e->n++] = strdup(rec.key)))
-			cmr_die("out of memory");
-	}
-	if (rc < 0)
-		cmr_die_reader(r);
-	cmr_reader_free(r);
-	cmr_close_input(f, path);
+	char *in[1] = {(char *)path};
+	cmr_read_embeddings(in, 1, 0, "the first record", e);
 	if (e->n == 0)
-		cmr_die("%s: no embeddings", name);
+		cmr_die("%s: no embeddings", cmr_input_name(path));
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -237,11 +197,11 @@ int main(int argc, char **argv)
 	struct opts o;
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
-	embs im = {0}, tx = {0};
+	cmr_vecs im = {0}, tx = {0};
 	read_embs(o.images, &im);
 	read_embs(o.texts, &tx);
-	if (im.d != tx.d)
-		cmr_die("images have dimension %d, texts %d: not from one model", im.d, tx.d);
+	if (im.dim != tx.dim)
+		cmr_die("images have dimension %d, texts %d: not from one model", im.dim, tx.dim);
 	/* image keys: unique, sorted for lookup (index into im via a permutation) */
 	char **sorted = malloc(im.n * sizeof *sorted);
 	if (!sorted)
@@ -286,7 +246,7 @@ int main(int argc, char **argv)
 			cmr_die("%s: image '%s' has no caption in %s; its image->text rank is undefined",
 				cmr_input_name(o.images), im.keys[i], cmr_input_name(o.texts));
 	uint32_t *i2t = malloc(im.n * sizeof *i2t), *t2i = malloc(tx.n * sizeof *t2i);
-	if (!i2t || !t2i || cmr_eval_ranks(im.v, im.n, tx.v, tx.n, im.d, owner, i2t, t2i, o.chunk) < 0)
+	if (!i2t || !t2i || cmr_eval_ranks(im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk) < 0)
 		cmr_die("out of memory");
 	uint32_t cmin = UINT32_MAX, cmax = 0;
 	for (size_t i = 0; i < im.n; i++) {
@@ -309,7 +269,7 @@ int main(int argc, char **argv)
 		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:f, s:i}", "images", (json_int_t)im.n, "texts",
 				      (json_int_t)tx.n, "captions_per_image_min", (json_int_t)cmin,
 				      "captions_per_image_max", (json_int_t)cmax, "captions_per_image_mean",
-				      (double)tx.n / (double)im.n, "dim", im.d);
+				      (double)tx.n / (double)im.n, "dim", im.dim);
 		for (int s = 0; s < 2; s++) {
 			json_t *d = json_object();
 			for (int k = 0; k < o.nk; k++) {
@@ -333,7 +293,7 @@ int main(int argc, char **argv)
 		json_decref(j);
 	} else {
 		printf("%zu images, %zu texts (%u to %u captions per image, %.2f on average), dimension %d\n",
-		       im.n, tx.n, cmin, cmax, (double)tx.n / (double)im.n, im.d);
+		       im.n, tx.n, cmin, cmax, (double)tx.n / (double)im.n, im.dim);
 		printf("%-12s", "direction");
 		for (int k = 0; k < o.nk; k++) {
 			char h[16];
@@ -362,14 +322,8 @@ int main(int argc, char **argv)
 		cmr_die_write("standard output", errno);
 	if (o.plot)
 		plot(o.plot, i2t, im.n, t2i, tx.n);
-	for (size_t i = 0; i < im.n; i++)
-		free(im.keys[i]);
-	for (size_t i = 0; i < tx.n; i++)
-		free(tx.keys[i]);
-	free(im.keys);
-	free(tx.keys);
-	free(im.v);
-	free(tx.v);
+	cmr_vecs_free(&im);
+	cmr_vecs_free(&tx);
 	free(sorted);
 	free(pos);
 	free(owner);

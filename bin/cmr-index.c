@@ -8,10 +8,8 @@
 #include <jansson.h>
 
 #include "fe.h"
-#include "half.h"
 #include "index.h"
 #include "stream.h"
-#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-index",
@@ -131,44 +129,6 @@ static cmr_index *open_or_die(const char *path)
 	return ix;
 }
 
-/* Reads embedding records of the streams into vs (unit length). */
-static void read_vectors(char **paths, int n, cmr_vecs *vs, uint32_t want_dim)
-{
-	int count = n ? n : 1;
-	float *buf = NULL;
-	for (int i = 0; i < count; i++) {
-		const char *path = n ? paths[i] : "-";
-		const char *name = cmr_input_name(path);
-		FILE *f = cmr_open_input(path, 1);
-		cmr_reader *r = cmr_reader_new(f, name);
-		cmr_record rec;
-		int rc;
-		while ((rc = cmr_reader_next(r, &rec)) == 1) {
-			if (rec.type != CMR_TYPE_TENSOR)
-				continue;
-			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1)
-				cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
-			uint32_t d = rec.dims[0];
-			uint32_t expect = want_dim ? want_dim : vs->n ? vs->dim : d;
-			if (d != expect)
-				cmr_die("%s: record %" PRIu64 " (key '%s'): dimension %u, the index has %u", name, rec.index, rec.key, d,
-					expect);
-			const char *why;
-			if (!buf && !(buf = malloc(d * sizeof *buf)))
-				cmr_die("out of memory");
-			if (cmr_unit_embedding(&rec, buf, &why) < 0)
-				cmr_die("%s: record %" PRIu64 " (key '%s'): %s", name, rec.index, rec.key, why);
-			if (cmr_vecs_push(vs, buf, d, rec.key) < 0)
-				cmr_die("out of memory");
-		}
-		if (rc < 0)
-			cmr_die_reader(r);
-		cmr_reader_free(r);
-		cmr_close_input(f, path);
-	}
-	free(buf);
-}
-
 static void write_or_die(cmr_index *ix, const char *path)
 {
 	char err[1024];
@@ -229,8 +189,8 @@ int main(int argc, char **argv)
 		cmr_index *q = o.quantizer ? open_or_die(o.quantizer) : base;
 		cmr_vecs vs = {0};
 		if (!o.train_only || !q)
-			read_vectors(o.cmd == C_ADD ? o.inputs + 1 : o.inputs, o.cmd == C_ADD ? o.ninputs - 1 : o.ninputs, &vs,
-				     q ? q->dim : 0);
+			cmr_read_embeddings(o.cmd == C_ADD ? o.inputs + 1 : o.inputs, o.cmd == C_ADD ? o.ninputs - 1 : o.ninputs,
+					    q ? q->dim : 0, "the index", &vs);
 		if (!vs.n && !q)
 			cmr_die("no embeddings to index");
 		o.b.quantizer = q;

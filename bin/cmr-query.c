@@ -14,11 +14,9 @@
 #include <jpeglib.h>
 
 #include "fe.h"
-#include "half.h"
 #include "image.h"
 #include "index.h"
 #include "stream.h"
-#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-query",
@@ -279,43 +277,13 @@ int main(int argc, char **argv)
 	if (!ix)
 		cmr_die("%s", err);
 	/* the queries */
-	float *q = NULL;
-	char **qkeys = NULL;
-	uint64_t nq = 0, cap = 0;
-	int n = o.ninputs ? o.ninputs : 1;
-	for (int i = 0; i < n; i++) {
-		const char *path = o.ninputs ? o.inputs[i] : "-";
-		const char *name = cmr_input_name(path);
-		FILE *f = cmr_open_input(path, 1);
-		cmr_reader *r = cmr_reader_new(f, name);
-		cmr_record rec;
-		int rc;
-		while ((rc = cmr_reader_next(r, &rec)) == 1) {
-			if (rec.type != CMR_TYPE_TENSOR)
-				continue;
-			if (rec.kind != CMR_KIND_EMBEDDING || rec.rank != 1)
-				cmr_die("%s: record %" PRIu64 " (key '%s'): not an f32 or f16 embedding [D]", name, rec.index, rec.key);
-			if (rec.dims[0] != ix->dim)
-				cmr_die("%s: record %" PRIu64 " (key '%s'): dimension %u, the index %s has %u: not the same model?",
-					name, rec.index, rec.key, rec.dims[0], o.index, ix->dim);
-			if (nq == cap) {
-				cap = cap ? 2 * cap : 256;
-				q = realloc(q, cap * ix->dim * sizeof *q);
-				qkeys = realloc(qkeys, cap * sizeof *qkeys);
-				if (!q || !qkeys)
-					cmr_die("out of memory");
-			}
-			const char *why;
-			if (cmr_unit_embedding(&rec, q + nq * ix->dim, &why) < 0)
-				cmr_die("%s: record %" PRIu64 " (key '%s'): %s", name, rec.index, rec.key, why);
-			if (!(qkeys[nq++] = strdup(rec.key)))
-				cmr_die("out of memory");
-		}
-		if (rc < 0)
-			cmr_die_reader(r);
-		cmr_reader_free(r);
-		cmr_close_input(f, path);
-	}
+	cmr_vecs qv = {0};
+	char owner[4200];
+	snprintf(owner, sizeof owner, "the index %s", o.index);
+	cmr_read_embeddings(o.inputs, o.ninputs, ix->dim, owner, &qv);
+	const float *q = qv.v;
+	char **qkeys = qv.keys;
+	uint64_t nq = qv.n;
 	int k = o.k;
 	uint64_t *ord = malloc((nq * (uint64_t)k + 1) * sizeof *ord);
 	float *score = malloc((nq * (uint64_t)k + 1) * sizeof *score);
@@ -390,10 +358,7 @@ int main(int argc, char **argv)
 	cmr_output_commit(&out);
 	if (o.sheet)
 		sheet(&o, qkeys, ord, ix, nq);
-	for (uint64_t i = 0; i < nq; i++)
-		free(qkeys[i]);
-	free(qkeys);
-	free(q);
+	cmr_vecs_free(&qv);
 	free(ord);
 	free(score);
 	free(payload);

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "backend.h"
+#include "util.h"
 
 const char *cmr_progname = "cmr";
 int cmr_verbose;
@@ -368,12 +369,70 @@ int cmr_exit(int status)
 
 void cmr_die_reader(cmr_reader *r) { cmr_die("%s", cmr_reader_error(r)); }
 
+void cmr_each_record(char *const *inputs, int n, cmr_record_fn fn, void *ctx)
+{
+	for (int i = 0; i < (n ? n : 1); i++) {
+		const char *path = n ? inputs[i] : "-";
+		FILE *f = cmr_open_input(path, 1);
+		cmr_reader *r = cmr_reader_new(f, cmr_input_name(path));
+		if (!r)
+			cmr_die("out of memory");
+		cmr_record rec;
+		int rc, stop = 0;
+		while (!stop && (rc = cmr_reader_next(r, &rec)) == 1)
+			stop = fn(&rec, cmr_input_name(path), ctx);
+		if (!stop && rc < 0)
+			cmr_die_reader(r);
+		if (cmr_reader_skipped(r))
+			cmr_info("%s: skipped %llu records of unknown types", cmr_input_name(path),
+				 (unsigned long long)cmr_reader_skipped(r));
+		cmr_reader_free(r);
+		cmr_close_input(f, path);
+	}
+}
+
 void cmr_die_writer(cmr_writer *w)
 {
 	int err = errno;
 	if (err == EPIPE)
 		cmr_die_write("standard output", err);
 	cmr_die("%s", cmr_writer_error(w));
+}
+
+struct read_emb {
+	uint32_t want;
+	const char *owner;
+	cmr_vecs *vs;
+	float *buf;
+};
+
+static int take_embedding(const cmr_record *rec, const char *input, void *ctx)
+{
+	struct read_emb *e = ctx;
+	if (rec->type != CMR_TYPE_TENSOR)
+		return 0;
+	const char *why = "not an f32 or f16 embedding [D]";
+	if (rec->kind != CMR_KIND_EMBEDDING || rec->rank != 1)
+		cmr_die("%s: record %llu (key '%s'): %s", input, (unsigned long long)rec->index, rec->key, why);
+	uint32_t d = rec->dims[0];
+	uint32_t want = e->want ? e->want : e->vs->n ? e->vs->dim : d;
+	if (d != want)
+		cmr_die("%s: record %llu (key '%s'): dimension %u, %s has %u: not the same model?", input,
+			(unsigned long long)rec->index, rec->key, d, e->owner, want);
+	if (!e->buf && !(e->buf = malloc(d * sizeof *e->buf)))
+		cmr_die("out of memory");
+	if (cmr_unit_embedding(rec, e->buf, &why) < 0)
+		cmr_die("%s: record %llu (key '%s'): %s", input, (unsigned long long)rec->index, rec->key, why);
+	if (cmr_vecs_push(e->vs, e->buf, d, rec->key) < 0)
+		cmr_die("out of memory");
+	return 0;
+}
+
+void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs)
+{
+	struct read_emb e = {want, owner, vs, NULL};
+	cmr_each_record(inputs, n, take_embedding, &e);
+	free(e.buf);
 }
 
 /* ---- provenance ---- */

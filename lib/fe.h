@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "index.h"
 #include "stream.h"
 
 #define CMR_VERSION_STRING "0.1.0"
@@ -95,10 +96,23 @@ void cmr_output_abort(cmr_output *out);
 int cmr_exit(int status);
 
 /* ---- streams on top of files ---- */
+/* Called for each record; returns nonzero to stop reading this input. */
+typedef int (*cmr_record_fn)(const cmr_record *rec, const char *input, void *ctx);
+/* Reads every record of every input in turn (standard input when n is 0), checking each,
+ * and calls fn; dies naming the stream, record and offset on a bad one. Records of unknown
+ * types are skipped (and counted with -v). */
+void cmr_each_record(char *const *inputs, int n, cmr_record_fn fn, void *ctx);
+
 /* Dies with the reader's message. */
 _Noreturn void cmr_die_reader(cmr_reader *r);
 /* Dies with the writer's message (quietly on EPIPE). */
 _Noreturn void cmr_die_writer(cmr_writer *w);
+
+/* Reads the embedding records of the inputs (standard input when n is 0) into vs as unit
+ * vectors, skipping metadata. Every embedding must have dimension want (or, when want is 0,
+ * that of the first); owner says whose dimension it is in the message ("the index"). Dies
+ * naming the stream, record and key on anything else. */
+void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs);
 
 /* ---- provenance (JSON, built with jansson) ---- */
 /* Builds this tool's provenance record: {"tool","version","args","inputs"}. Returns a

@@ -4,6 +4,7 @@
 # module) on the same captions in the same run. Best of 3. Writes its section of
 # bench/RESULTS.md. Needs ../shared, python3-regex, and a built tree.
 set -eu
+. bench/lib.sh
 C=../shared/data/flickr8k/captions.token.txt
 [ -f "$C" ] || { echo "caption.sh: $C is missing" >&2; exit 1; }
 PATH=$PWD/build/bin:$PATH
@@ -40,13 +41,4 @@ regex module, with its word cache) on the same captions, in the same run.
 | cmr-caption-ingest -f text | $ct |
 | Python reference | $p |
 <!-- caption:end -->"
-R=bench/RESULTS.md
-[ -f "$R" ] || printf '# Benchmark results\n\nWritten by the scripts in bench/; each owns one section.\n' >"$R"
-if grep -q '<!-- caption:begin -->' "$R"; then
-	awk -v s="$section" '/<!-- caption:begin -->/{print s; skip=1} /<!-- caption:end -->/{skip=0; next} !skip' "$R" >"$R.tmp"
-else
-	cp "$R" "$R.tmp"
-	printf '\n%s\n' "$section" >>"$R.tmp"
-fi
-mv "$R.tmp" "$R"
-sed -n '/<!-- caption:begin -->/,/<!-- caption:end -->/p' "$R"
+write_section caption "$section"

@@ -4,6 +4,7 @@
 # decode + bicubic resize + crop in the same run. Best of 3 runs each. Writes its section of
 # bench/RESULTS.md. Needs ../shared and a built tree (make). Run from the top of the tree.
 set -eu
+. bench/lib.sh
 S=../shared/data
 [ -d "$S" ] || { echo "decode.sh: ../shared/data is missing" >&2; exit 1; }
 PATH=$PWD/build/bin:$PATH
@@ -47,13 +48,4 @@ archive read included). Peer: PIL $(/usr/bin/python3 -c 'import PIL; print(PIL._
 | archive | cmr-decode -j 1 | cmr-decode -j 2 | PIL, 1 process | PIL, 2 processes |
 |---|---|---|---|---|
 $rows<!-- decode:end -->"
-R=bench/RESULTS.md
-[ -f "$R" ] || printf '# Benchmark results\n\nWritten by the scripts in bench/; each owns one section.\n' >"$R"
-if grep -q '<!-- decode:begin -->' "$R"; then
-	awk -v s="$section" '/<!-- decode:begin -->/{print s; skip=1} /<!-- decode:end -->/{skip=0; next} !skip' "$R" >"$R.tmp"
-else
-	cp "$R" "$R.tmp"
-	printf '\n%s\n' "$section" >>"$R.tmp"
-fi
-mv "$R.tmp" "$R"
-sed -n '/<!-- decode:begin -->/,/<!-- decode:end -->/p' "$R"
+write_section decode "$section"

@@ -5,6 +5,7 @@
 # in PyTorch on the CPU (Debian python3-torch, same threads) in the same run. Writes its
 # section of bench/RESULTS.md. Needs a built tree (make check builds mkclip) and python3-torch.
 set -eu
+. bench/lib.sh
 PATH=$PWD/build/bin:$PATH
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -86,13 +87,4 @@ OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set to the thread count as well).
 | threads | sgemm peak GFLOP/s | cmr images/s | cmr image GFLOP/s (of peak) | cmr captions/s | cmr caption GFLOP/s (of peak) | PyTorch images/s | PyTorch captions/s |
 |---|---|---|---|---|---|---|---|
 $rows<!-- encode:end -->"
-R=bench/RESULTS.md
-[ -f "$R" ] || printf '# Benchmark results\n\nWritten by the scripts in bench/; each owns one section.\n' >"$R"
-if grep -q '<!-- encode:begin -->' "$R"; then
-	awk -v s="$section" '/<!-- encode:begin -->/{print s; skip=1} /<!-- encode:end -->/{skip=0; next} !skip' "$R" >"$R.tmp"
-else
-	cp "$R" "$R.tmp"
-	printf '\n%s\n' "$section" >>"$R.tmp"
-fi
-mv "$R.tmp" "$R"
-sed -n '/<!-- encode:begin -->/,/<!-- encode:end -->/p' "$R"
+write_section encode "$section"

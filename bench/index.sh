@@ -5,6 +5,7 @@
 # training sample, k-means iterations and threads, in the same run. Writes its section of
 # bench/RESULTS.md. Needs a built tree (make check builds mkvec) and python3-faiss.
 set -eu
+. bench/lib.sh
 PATH=$PWD/build/bin:$PATH
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -57,13 +58,4 @@ and iterations, $TH OpenMP threads, search call timed, in the same run.
 | vectors | index | cmr queries/s | cmr recall@10 | FAISS queries/s | FAISS recall@10 |
 |---|---|---|---|---|---|
 $rows<!-- index:end -->"
-R=bench/RESULTS.md
-[ -f "$R" ] || printf '# Benchmark results\n\nWritten by the scripts in bench/; each owns one section.\n' >"$R"
-if grep -q '<!-- index:begin -->' "$R"; then
-	awk -v s="$section" '/<!-- index:begin -->/{print s; skip=1} /<!-- index:end -->/{skip=0; next} !skip' "$R" >"$R.tmp"
-else
-	cp "$R" "$R.tmp"
-	printf '\n%s\n' "$section" >>"$R.tmp"
-fi
-mv "$R.tmp" "$R"
-sed -n '/<!-- index:begin -->/,/<!-- index:end -->/p' "$R"
+write_section index "$section"

@@ -166,20 +166,9 @@ static void load(int kind)
 	if (!g.prov_done) {
 		cmr_writer_set_provenance(g.w, tool.name, p);
 		g.prov_done = 1;
-	} else { /* the second tower of a mixed stream: its own provenance record, here */
-		cmr_record m;
-		memset(&m, 0, sizeof m);
-		m.type = CMR_TYPE_META;
-		m.kind = CMR_KIND_PROVENANCE;
-		m.dtype = CMR_DTYPE_U8;
-		m.rank = 1;
-		m.dims[0] = (uint32_t)strlen(p);
-		m.nbytes = strlen(p);
-		m.data = p;
-		strcpy(m.key, tool.name);
-		m.key_len = (uint16_t)strlen(tool.name);
-		if (cmr_writer_put(g.w, &m) < 0)
-			cmr_die_writer(g.w);
+	} else if (cmr_writer_put_provenance(g.w, tool.name, p) < 0) {
+		/* the second tower of a mixed stream: its own provenance record, here */
+		cmr_die_writer(g.w);
 	}
 	free(p);
 }

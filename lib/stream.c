@@ -592,28 +592,41 @@ static int put_record(cmr_writer *w, const cmr_record *rec)
 	return rc;
 }
 
-static int put_provenance(cmr_writer *w)
+/* A provenance metadata record: key, JSON text. */
+static int put_meta(cmr_writer *w, const char *key, const char *json)
 {
-	if (!w->prov)
-		return 0;
 	cmr_record m;
 	memset(&m, 0, sizeof m);
 	m.type = CMR_TYPE_META;
 	m.kind = CMR_KIND_PROVENANCE;
 	m.dtype = CMR_DTYPE_U8;
 	m.rank = 1;
-	size_t n = strlen(w->prov);
+	size_t n = strlen(json), kl = strlen(key);
 	if (n > CMR_META_MAX)
 		return wfail(w, NULL, "provenance is larger than 16 MiB");
+	if (kl > CMR_KEY_MAX)
+		return wfail(w, NULL, "provenance key is too long");
 	m.dims[0] = (uint32_t)n;
 	m.nbytes = n;
-	m.data = w->prov;
-	m.key_len = (uint16_t)strlen(w->prov_key);
-	memcpy(m.key, w->prov_key, m.key_len + 1u);
-	int rc = put_record(w, &m);
+	m.data = json;
+	m.key_len = (uint16_t)kl;
+	memcpy(m.key, key, kl + 1);
+	return put_record(w, &m);
+}
+
+static int put_provenance(cmr_writer *w)
+{
+	if (!w->prov)
+		return 0;
+	int rc = put_meta(w, w->prov_key, w->prov);
 	free(w->prov);
 	w->prov = NULL;
 	return rc;
+}
+
+int cmr_writer_put_provenance(cmr_writer *w, const char *key, const char *json)
+{
+	return put_meta(w, key, json);
 }
 
 int cmr_writer_put(cmr_writer *w, const cmr_record *rec)

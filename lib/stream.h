@@ -133,6 +133,8 @@ int cmr_writer_put(cmr_writer *w, const cmr_record *rec);
  * name) just before the first tensor record, or by cmr_writer_finish if no tensor record
  * was written. */
 int cmr_writer_set_provenance(cmr_writer *w, const char *key, const char *json);
+/* Writes a provenance record now (for provenance learnt mid-stream). Returns 0 or -1. */
+int cmr_writer_put_provenance(cmr_writer *w, const char *key, const char *json);
 /* Writes pending provenance and flushes. Returns 0 or -1. */
 int cmr_writer_finish(cmr_writer *w);
 const char *cmr_writer_error(const cmr_writer *w);

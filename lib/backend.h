@@ -19,6 +19,18 @@ typedef struct cmr_ops {
 			  const int *start, const int *len, int H, int Dh, int causal, float *scratch);
 	/* x = act(x) in place: 0 quick_gelu x * sigmoid(1.702 x), 1 gelu (erf) */
 	void (*act)(float *x, size_t n, int kind);
+
+	/* Backward passes (training), accumulating (+=) into the d* arrays; any may be NULL.
+	 * Their semantics are grad.h's; the plain backend uses those functions. */
+	void (*linear_bw)(const float *x, const float *W, const float *dy, float *dx, float *dW, float *db,
+			  int M, int K, int N);
+	void (*layernorm_bw)(const float *x, const float *g, const float *dy, float *dx, float *dg, float *db,
+			     int M, int D, float eps);
+	/* scratch holds at least 2 * maxlen * maxlen floats */
+	void (*attention_bw)(const float *q, const float *k, const float *v, const float *dout, float *dq,
+			     float *dk, float *dv, int nseg, const int *start, const int *len, int H, int Dh,
+			     int causal, float *scratch);
+	void (*act_bw)(const float *x, const float *dy, float *dx, size_t n, int kind);
 } cmr_ops;
 
 extern const cmr_ops cmr_ops_ref;  /* plain loops, double accumulation: obviously correct */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "grad.h"
 
 /* y[M, N] = x[M, K] . W[N, K]^T + b */
 static void ref_linear(const float *x, const float *W, const float *b, float *y, int M, int K, int N)
@@ -74,4 +75,12 @@ static void ref_act(float *x, size_t n, int kind)
 	}
 }
 
-const cmr_ops cmr_ops_ref = {"ref", ref_linear, ref_layernorm, ref_attention, ref_act};
+const cmr_ops cmr_ops_ref = {"ref",
+			     ref_linear,
+			     ref_layernorm,
+			     ref_attention,
+			     ref_act,
+			     cmr_linear_backward,
+			     cmr_layernorm_backward,
+			     cmr_attention_backward,
+			     cmr_act_backward};

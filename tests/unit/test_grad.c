@@ -207,3 +207,69 @@ TEST(adamw_first_step_by_hand)
 	CHECK(fabsf(p[1] - (-2.0f - 0.1f * (0.01f * -2.0f - 1.0f))) < 1e-6f);
 	CHECK(fabsf(m[0] - 0.05f) < 1e-7f && fabsf(s2[0] - 0.00025f) < 1e-7f);
 }
+
+/* ---- the fast backend's backward passes against the plain ones ---- */
+static int same(const float *a, const float *b, size_t n, double tol, const char *what)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++) {
+		num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+		den += (double)b[i] * b[i];
+	}
+	if (sqrt(num) > tol * sqrt(den) + 1e-12) {
+		fprintf(stderr, "  %s: |blas - ref| / |ref| = %.3g\n", what, sqrt(num / (den > 0 ? den : 1)));
+		return 0;
+	}
+	return 1;
+}
+
+TEST(blas_backward_matches_ref)
+{
+	enum { BM = 37, BK = 48, BN = 29, BH = 4, BDh = 12, BD = BH * BDh };
+	const cmr_ops *f = &cmr_ops_blas, *r = &cmr_ops_ref;
+	float *x = malloc(BM * BK * 4), *W = malloc(BN * BK * 4), *dy = malloc(BM * BN * 4);
+	float *a[6], *b[6];
+	for (int i = 0; i < 6; i++) {
+		a[i] = calloc(BM * BK * 2, 4);
+		b[i] = calloc(BM * BK * 2, 4);
+	}
+	fill(x, BM * BK, 31), fill(W, BN * BK, 32), fill(dy, BM * BN, 33);
+	/* linear: accumulates onto what is there */
+	fill(a[0], BM * BK, 34), memcpy(b[0], a[0], BM * BK * 4);
+	f->linear_bw(x, W, dy, a[0], a[1], a[2], BM, BK, BN);
+	r->linear_bw(x, W, dy, b[0], b[1], b[2], BM, BK, BN);
+	CHECK(same(a[0], b[0], BM * BK, 1e-5, "linear dx") && same(a[1], b[1], BN * BK, 1e-5, "linear dW") &&
+	      same(a[2], b[2], BN, 1e-5, "linear db"));
+	/* layernorm, rows of BK */
+	float *g = malloc(BK * 4), *dz = malloc(BM * BK * 4);
+	fill(g, BK, 35), fill(dz, BM * BK, 36);
+	for (int i = 0; i < 3; i++)
+		memset(a[i], 0, BM * BK * 8), memset(b[i], 0, BM * BK * 8);
+	f->layernorm_bw(x, g, dz, a[0], a[1], a[2], BM, BK, 1e-5f);
+	r->layernorm_bw(x, g, dz, b[0], b[1], b[2], BM, BK, 1e-5f);
+	CHECK(same(a[0], b[0], BM * BK, 1e-5, "layernorm dx") && same(a[1], b[1], BK, 1e-5, "layernorm dg") &&
+	      same(a[2], b[2], BK, 1e-5, "layernorm db"));
+	/* activations, both kinds */
+	for (int kind = 0; kind < 2; kind++) {
+		memset(a[0], 0, BM * BK * 4), memset(b[0], 0, BM * BK * 4);
+		f->act_bw(x, dz, a[0], BM * BK, kind);
+		r->act_bw(x, dz, b[0], BM * BK, kind);
+		CHECK(same(a[0], b[0], BM * BK, 1e-5, kind ? "gelu" : "quick_gelu"));
+	}
+	/* attention over two segments of 17 and 13 rows [30, BD], causal and not */
+	int st[2] = {0, 17}, ln[2] = {17, 13};
+	float *q = malloc(30 * BD * 4), *k = malloc(30 * BD * 4), *v = malloc(30 * BD * 4), *d = malloc(30 * BD * 4);
+	float *sc = malloc(2 * 17 * 17 * 4);
+	fill(q, 30 * BD, 37), fill(k, 30 * BD, 38), fill(v, 30 * BD, 39), fill(d, 30 * BD, 40);
+	for (int causal = 0; causal < 2; causal++) {
+		for (int i = 0; i < 6; i++)
+			memset(a[i], 0, BM * BK * 8), memset(b[i], 0, BM * BK * 8);
+		f->attention_bw(q, k, v, d, a[0], a[1], a[2], 2, st, ln, BH, BDh, causal, sc);
+		r->attention_bw(q, k, v, d, b[0], b[1], b[2], 2, st, ln, BH, BDh, causal, sc);
+		CHECK(same(a[0], b[0], 30 * BD, 1e-5, "attention dq") && same(a[1], b[1], 30 * BD, 1e-5, "attention dk") &&
+		      same(a[2], b[2], 30 * BD, 1e-5, "attention dv"));
+	}
+	for (int i = 0; i < 6; i++)
+		free(a[i]), free(b[i]);
+	free(x), free(W), free(dy), free(g), free(dz), free(q), free(k), free(v), free(d), free(sc);
+}

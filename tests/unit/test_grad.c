@@ -257,19 +257,19 @@ TEST(blas_backward_matches_ref)
 		CHECK(same(a[0], b[0], BM * BK, 1e-5, kind ? "gelu" : "quick_gelu"));
 	}
 	/* attention over two segments of 17 and 13 rows [30, BD], causal and not */
-	int st[2] = {0, 17}, ln[2] = {17, 13};
-	float *q = malloc(30 * BD * 4), *k = malloc(30 * BD * 4), *v = malloc(30 * BD * 4), *d = malloc(30 * BD * 4);
-	float *sc = malloc(2 * 17 * 17 * 4);
-	fill(q, 30 * BD, 37), fill(k, 30 * BD, 38), fill(v, 30 * BD, 39), fill(d, 30 * BD, 40);
-	for (int causal = 0; causal < 2; causal++) {
+	int st2[2] = {0, 17}, ln2[2] = {17, 13};
+	float *q2 = malloc(30 * BD * 4), *k2 = malloc(30 * BD * 4), *v2 = malloc(30 * BD * 4), *d = malloc(30 * BD * 4);
+	float *sc2 = malloc(2 * 17 * 17 * 4);
+	fill(q2, 30 * BD, 37), fill(k2, 30 * BD, 38), fill(v2, 30 * BD, 39), fill(d, 30 * BD, 40);
+	for (int cz = 0; cz < 2; cz++) {
 		for (int i = 0; i < 6; i++)
 			memset(a[i], 0, BM * BK * 8), memset(b[i], 0, BM * BK * 8);
-		f->attention_bw(q, k, v, d, a[0], a[1], a[2], 2, st, ln, BH, BDh, causal, sc);
-		r->attention_bw(q, k, v, d, b[0], b[1], b[2], 2, st, ln, BH, BDh, causal, sc);
+		f->attention_bw(q2, k2, v2, d, a[0], a[1], a[2], 2, st2, ln2, BH, BDh, cz, sc2);
+		r->attention_bw(q2, k2, v2, d, b[0], b[1], b[2], 2, st2, ln2, BH, BDh, cz, sc2);
 		CHECK(same(a[0], b[0], 30 * BD, 1e-5, "attention dq") && same(a[1], b[1], 30 * BD, 1e-5, "attention dk") &&
 		      same(a[2], b[2], 30 * BD, 1e-5, "attention dv"));
 	}
 	for (int i = 0; i < 6; i++)
 		free(a[i]), free(b[i]);
-	free(x), free(W), free(dy), free(g), free(dz), free(q), free(k), free(v), free(d), free(sc);
+	free(x), free(W), free(dy), free(g), free(dz), free(q2), free(k2), free(v2), free(d), free(sc2);
 }

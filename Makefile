@@ -50,7 +50,8 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS)
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c lib/clip_tok.c lib/safetensors.c \
-	lib/clip_model.c lib/ops_ref.c lib/ops_blas.c lib/eval.c lib/index.c lib/util.c lib/grad.c
+	lib/clip_model.c lib/ops_ref.c lib/ops_blas.c lib/eval.c lib/index.c lib/util.c lib/grad.c \
+	lib/clip_train.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
@@ -64,7 +65,8 @@ TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
-TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip $(BUILD)/tests/mkvec
+TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip $(BUILD)/tests/mkvec \
+	$(BUILD)/tests/traincheck
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
@@ -143,6 +145,10 @@ $(BUILD)/tests/mkclip: $(BUILD)/obj/tests/tools/mkclip.o $(LIBCMR)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 
 $(BUILD)/tests/mkvec: $(BUILD)/obj/tests/tools/mkvec.o $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/traincheck: $(BUILD)/obj/tests/tools/traincheck.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 

@@ -375,6 +375,24 @@ static void transformer(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws
 	}
 }
 
+void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out)
+{
+	const cmr_tower_cfg *c = &t->cfg;
+	int S = c->image_size, P = c->patch_size, g = S / P, np = g * g, K = 3 * P * P;
+	/* patches [B * np, 3 * P * P], in the conv weight's (channel, y, x) order, normalised */
+	for (int b = 0; b < B; b++)
+		for (int py = 0; py < g; py++)
+			for (int px = 0; px < g; px++) {
+				float *row = out + ((size_t)b * np + (size_t)py * g + px) * K;
+				for (int ch = 0; ch < 3; ch++)
+					for (int y = 0; y < P; y++)
+						for (int x = 0; x < P; x++) {
+							uint8_t v = pixels[b][((size_t)(py * P + y) * S + (px * P + x)) * 3 + ch];
+							row[(ch * P + y) * P + x] = ((float)v / 255.0f - t->mean[ch]) / t->std[ch];
+						}
+			}
+}
+
 int cmr_clip_encode_images(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			   const uint8_t *const *pixels, int B, float *out)
 {
@@ -383,18 +401,7 @@ int cmr_clip_encode_images(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip
 		return -1;
 	int S = c->image_size, P = c->patch_size, g = S / P, np = g * g, D = c->width, K = 3 * P * P;
 	int seq = np + 1;
-	/* patches [B * np, 3 * P * P], in the conv weight's (channel, y, x) order, normalised */
-	for (int b = 0; b < B; b++)
-		for (int py = 0; py < g; py++)
-			for (int px = 0; px < g; px++) {
-				float *row = ws->patches + ((size_t)b * np + (size_t)py * g + px) * K;
-				for (int ch = 0; ch < 3; ch++)
-					for (int y = 0; y < P; y++)
-						for (int x = 0; x < P; x++) {
-							uint8_t v = pixels[b][((size_t)(py * P + y) * S + (px * P + x)) * 3 + ch];
-							row[(ch * P + y) * P + x] = ((float)v / 255.0f - t->mean[ch]) / t->std[ch];
-						}
-			}
+	cmr_clip_patches(t, pixels, B, ws->patches);
 	/* patch embeddings [B * np, D] (the conv has no bias), into ws->h */
 	ops->linear(ws->patches, t->patch_w, NULL, ws->h, B * np, K, D);
 	/* x [B * seq, D] = [class; patches] + positions */

@@ -70,6 +70,9 @@ void cmr_clip_ws_free(cmr_clip_ws *ws);
  * [B, proj]. Returns 0 or -1. */
 int cmr_clip_encode_images(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			   const uint8_t *const *pixels, int B, float *out);
+/* The normalised patches of B images as rows [B * g * g, 3 * P * P] in the patch
+ * convolution's (channel, y, x) order: the convolution is then a linear layer. */
+void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out);
 /* Text embeddings: B token sequences (lens[b] ids each, with start and end tokens); each is
  * pooled at its first end-of-text token (the largest id, as CLIP's argmax). out [B, proj]. */
 int cmr_clip_encode_texts(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws,

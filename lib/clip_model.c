@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <jansson.h>
 #include <xxhash.h>
@@ -47,7 +48,9 @@ static int get_act(json_t *o, int *act, char *err, size_t errlen, const char *wh
 int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen)
 {
 	char path[4096];
-	snprintf(path, sizeof path, "%s/config.json", dir);
+	struct stat sb;
+	int is_file = stat(dir, &sb) == 0 && S_ISREG(sb.st_mode); /* a config.json itself */
+	snprintf(path, sizeof path, is_file ? "%s" : "%s/config.json", dir);
 	json_error_t jerr;
 	json_t *j = json_load_file(path, 0, &jerr);
 	if (!j)
@@ -98,6 +101,8 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
 	static const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 	memcpy(cfg->mean, mean, sizeof mean);
 	memcpy(cfg->std, std, sizeof std);
+	if (is_file)
+		return 0;
 	snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
 	json_t *p = json_load_file(path, 0, &jerr);
 	if (p) {

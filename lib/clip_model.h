@@ -30,7 +30,7 @@ typedef struct cmr_clip_cfg {
 } cmr_clip_cfg;
 
 /* Reads DIR/config.json (and DIR/preprocessor_config.json for mean/std); OpenAI's values
- * for what is absent. Returns 0 or -1 with a message. */
+ * for what is absent. dir may also be a config.json file itself (OpenAI's mean and std). Returns 0 or -1 with a message. */
 int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen);
 
 /* One layer's weights, fp32, PyTorch Linear layout (out, in). */

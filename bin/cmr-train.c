@@ -1,0 +1,744 @@
+/* cmr-train - contrastive training of a CLIP model on the CPU: from a checkpoint or from a
+ * config's random initialisation, on paired image and token records, writing checkpoints in
+ * Hugging Face's layout (what cmr-encode reads) and a resumable training state. */
+#include <errno.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "clip_train.h"
+#include "eval.h"
+#include "fe.h"
+#include "safetensors.h"
+#include "stream.h"
+#include "util.h"
+
+static const cmr_tool tool = {
+	"cmr-train",
+	"(-m MODEL_DIR | --config CONFIG.json | --resume OUT_DIR) -o OUT_DIR [-b N]\n"
+	"[--epochs N | --steps N] [--lr X] [--warmup N] [--loss infonce|vse] [--freeze GLOB]...\n"
+	"[--train GLOB]... [--eval STREAM]... [--log FILE] [STREAM...]",
+	"Train a CLIP model with a contrastive loss on pairs of image records (cmr-decode, at the\n"
+	"model's image size) and token records (cmr-caption-ingest), paired by key: the caption\n"
+	"<image key>#<n> goes with the image <image key>. Each step takes B images in a seeded\n"
+	"shuffled order and one of each image's captions, drawn per step. The model is written to\n"
+	"OUT_DIR in Hugging Face's layout (config.json, preprocessor_config.json,\n"
+	"model.safetensors), which cmr-encode -m reads, with train-state.safetensors (optimizer\n"
+	"moments, step) for --resume. Every file is written under a temporary name and renamed.\n"
+	"\nModel:\n"
+	"  -m, --init DIR        start from this checkpoint\n"
+	"      --config FILE     start from random weights for this config.json, initialised as\n"
+	"                        transformers does (--seed)\n"
+	"      --resume DIR      go on from the checkpoint and training state in DIR (the data,\n"
+	"                        --batch, --seed and the schedule must be those of the first run)\n"
+	"  -o, --output DIR      where checkpoints go (default with --resume: DIR)\n"
+	"\nSchedule:\n"
+	"  -b, --batch N         pairs per step (default 64)\n"
+	"      --epochs N        passes over the images (default 1)\n"
+	"      --steps N         steps in all, instead of --epochs\n"
+	"      --max-steps N     stop after this step, saving, as if interrupted (the schedule\n"
+	"                        still spans --steps or --epochs)\n"
+	"      --lr X            peak learning rate (default 5e-4)\n"
+	"      --min-lr X        learning rate at the end of the cosine (default 0)\n"
+	"      --warmup N        linear warm-up steps (default: a tenth of the steps)\n"
+	"      --wd X            AdamW weight decay of matrices and embeddings (default 0.2)\n"
+	"      --beta1 X, --beta2 X, --adam-eps X\n"
+	"                        AdamW's constants (default 0.9, 0.98, 1e-6, as CLIP)\n"
+	"      --clip-grad X     clip the global gradient norm to X (default 1; 0: off)\n"
+	"      --loss NAME       infonce (default: CLIP's symmetric loss with the learnt\n"
+	"                        temperature) or vse (VSE++ hinge on the hardest negatives)\n"
+	"      --margin X        the vse margin (default 0.2)\n"
+	"      --freeze GLOB     keep the parameters whose names match GLOB (fnmatch, e.g.\n"
+	"                        'vision_model.*') unchanged; may be repeated\n"
+	"      --train GLOB      train only the parameters matching GLOB; may be repeated\n"
+	"      --seed N          seed of the initialisation, the order and the captions (default 1)\n"
+	"\nOutput:\n"
+	"      --save-every N    write a checkpoint every N steps (default: at the end)\n"
+	"      --eval STREAM     held-out image and token records: Recall@1,5,10 both ways\n"
+	"                        (cmr-eval's protocol) every --eval-every steps and at the end;\n"
+	"                        may be repeated\n"
+	"      --eval-every N    (default: at the end only)\n"
+	"      --log FILE        JSON lines: one per step, one per evaluation (appended on --resume)\n"
+	"      --log-every N     a progress line on standard error every N steps (default 50;\n"
+	"                        a line kept up to date on a terminal)\n"
+	"      --backend NAME    blas (default) or ref (plain loops, slow: the reference)\n"
+	"  -t, --threads N       BLAS threads (default: the number of cores)\n",
+};
+
+#define MAXGLOB 32
+
+struct opts {
+	const char *init, *config, *resume, *output, *log;
+	int batch, epochs, threads, loss;
+	int64_t steps, max_steps, warmup, save_every, eval_every, log_every;
+	double lr, min_lr, wd, beta1, beta2, eps, clip, margin;
+	uint64_t seed;
+	const char *freeze[MAXGLOB], *train[MAXGLOB];
+	int nfreeze, ntrain;
+	char *evals[MAXGLOB];
+	int nevals;
+	const cmr_ops *ops;
+	char **inputs;
+	int ninputs;
+};
+
+enum {
+	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
+	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
+	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND
+};
+
+static double parse_num(const char *opt, const char *s, double min, double max)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= min && v <= max))
+		cmr_usage_error("%s: '%s' is not a number in [%g, %g]", opt, s, min, max);
+	return v;
+}
+
+static void parse_cmdline(int argc, char **argv, struct opts *o)
+{
+	static const struct option longopts[] = {
+		{"init", required_argument, NULL, 'm'},
+		{"config", required_argument, NULL, OPT_CONFIG},
+		{"resume", required_argument, NULL, OPT_RESUME},
+		{"output", required_argument, NULL, 'o'},
+		{"batch", required_argument, NULL, 'b'},
+		{"epochs", required_argument, NULL, OPT_EPOCHS},
+		{"steps", required_argument, NULL, OPT_STEPS},
+		{"max-steps", required_argument, NULL, OPT_MAXSTEPS},
+		{"lr", required_argument, NULL, OPT_LR},
+		{"min-lr", required_argument, NULL, OPT_MINLR},
+		{"warmup", required_argument, NULL, OPT_WARMUP},
+		{"wd", required_argument, NULL, OPT_WD},
+		{"beta1", required_argument, NULL, OPT_B1},
+		{"beta2", required_argument, NULL, OPT_B2},
+		{"adam-eps", required_argument, NULL, OPT_EPS},
+		{"clip-grad", required_argument, NULL, OPT_CLIP},
+		{"loss", required_argument, NULL, OPT_LOSS},
+		{"margin", required_argument, NULL, OPT_MARGIN},
+		{"freeze", required_argument, NULL, OPT_FREEZE},
+		{"train", required_argument, NULL, OPT_TRAIN},
+		{"seed", required_argument, NULL, OPT_SEED},
+		{"save-every", required_argument, NULL, OPT_SAVE},
+		{"eval", required_argument, NULL, OPT_EVAL},
+		{"eval-every", required_argument, NULL, OPT_EVALEVERY},
+		{"log", required_argument, NULL, OPT_LOG},
+		{"log-every", required_argument, NULL, OPT_LOGEVERY},
+		{"backend", required_argument, NULL, OPT_BACKEND},
+		{"threads", required_argument, NULL, 't'},
+		CMR_COMMON_LONGOPTS,
+		{NULL, 0, NULL, 0},
+	};
+	memset(o, 0, sizeof *o);
+	o->batch = 64;
+	o->warmup = -1;
+	o->lr = 5e-4;
+	o->wd = 0.2;
+	o->beta1 = 0.9, o->beta2 = 0.98, o->eps = 1e-6;
+	o->clip = 1.0;
+	o->margin = 0.2;
+	o->seed = 1;
+	o->log_every = 50;
+	o->ops = &cmr_ops_blas;
+	int c;
+	while ((c = getopt_long(argc, argv, "m:o:b:t:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->init = optarg; break;
+		case OPT_CONFIG: o->config = optarg; break;
+		case OPT_RESUME: o->resume = optarg; break;
+		case 'o': o->output = optarg; break;
+		case 'b': o->batch = (int)cmr_parse_int("--batch", optarg, 2, 1 << 16); break;
+		case OPT_EPOCHS: o->epochs = (int)cmr_parse_int("--epochs", optarg, 1, 1 << 30); break;
+		case OPT_STEPS: o->steps = cmr_parse_int("--steps", optarg, 1, INT64_MAX / 2); break;
+		case OPT_MAXSTEPS: o->max_steps = cmr_parse_int("--max-steps", optarg, 1, INT64_MAX / 2); break;
+		case OPT_LR: o->lr = parse_num("--lr", optarg, 0, 10); break;
+		case OPT_MINLR: o->min_lr = parse_num("--min-lr", optarg, 0, 10); break;
+		case OPT_WARMUP: o->warmup = cmr_parse_int("--warmup", optarg, 0, INT64_MAX / 2); break;
+		case OPT_WD: o->wd = parse_num("--wd", optarg, 0, 10); break;
+		case OPT_B1: o->beta1 = parse_num("--beta1", optarg, 0, 0.999999); break;
+		case OPT_B2: o->beta2 = parse_num("--beta2", optarg, 0, 0.999999); break;
+		case OPT_EPS: o->eps = parse_num("--adam-eps", optarg, 1e-30, 1); break;
+		case OPT_CLIP: o->clip = parse_num("--clip-grad", optarg, 0, 1e30); break;
+		case OPT_LOSS:
+			if (strcmp(optarg, "infonce") == 0)
+				o->loss = CMR_LOSS_INFONCE;
+			else if (strcmp(optarg, "vse") == 0)
+				o->loss = CMR_LOSS_VSE;
+			else
+				cmr_usage_error("--loss: '%s' is not infonce or vse", optarg);
+			break;
+		case OPT_MARGIN: o->margin = parse_num("--margin", optarg, 0, 2); break;
+		case OPT_FREEZE:
+		case OPT_TRAIN:
+			if ((c == OPT_FREEZE ? o->nfreeze : o->ntrain) == MAXGLOB)
+				cmr_usage_error("at most %d --freeze and %d --train patterns", MAXGLOB, MAXGLOB);
+			if (c == OPT_FREEZE)
+				o->freeze[o->nfreeze++] = optarg;
+			else
+				o->train[o->ntrain++] = optarg;
+			break;
+		case OPT_SEED: o->seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
+		case OPT_SAVE: o->save_every = cmr_parse_int("--save-every", optarg, 1, INT64_MAX / 2); break;
+		case OPT_EVAL:
+			if (o->nevals == MAXGLOB)
+				cmr_usage_error("at most %d --eval streams", MAXGLOB);
+			o->evals[o->nevals++] = optarg;
+			break;
+		case OPT_EVALEVERY: o->eval_every = cmr_parse_int("--eval-every", optarg, 1, INT64_MAX / 2); break;
+		case OPT_LOG: o->log = optarg; break;
+		case OPT_LOGEVERY: o->log_every = cmr_parse_int("--log-every", optarg, 1, INT64_MAX / 2); break;
+		case OPT_BACKEND:
+			if (!(o->ops = cmr_ops_find(optarg)))
+				cmr_usage_error("--backend: '%s' is not blas or ref", optarg);
+			break;
+		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 1024); break;
+		default:
+			if (!cmr_common_option(c))
+				cmr_usage_error("unhandled option");
+		}
+	}
+	o->inputs = argv + optind;
+	o->ninputs = argc - optind;
+	if (!!o->init + !!o->config + !!o->resume != 1)
+		cmr_usage_error("give one of -m DIR, --config FILE and --resume DIR");
+	if (o->resume && !o->output)
+		o->output = o->resume;
+	if (!o->output)
+		cmr_usage_error("give the checkpoint directory: -o DIR");
+	if (o->epochs && o->steps)
+		cmr_usage_error("give --epochs or --steps, not both");
+	if (o->eval_every && !o->nevals)
+		cmr_usage_error("--eval-every needs --eval STREAM");
+	if (o->min_lr > o->lr)
+		cmr_usage_error("--min-lr %g is above --lr %g", o->min_lr, o->lr);
+	if (!o->epochs && !o->steps)
+		o->epochs = 1;
+}
+
+/* ---- data ---- */
+typedef struct {
+	char *key;
+	uint8_t *px;
+	int *cap; /* caption indices */
+	int ncap;
+} image_t;
+
+typedef struct {
+	image_t *img;
+	size_t nimg, capimg;
+	int32_t **tok;
+	int *len;
+	char **tkey;
+	size_t ntok, captok;
+	int size; /* the model's image size */
+	int context;
+	const char *what; /* "training" or "evaluation" */
+} data_t;
+
+static int on_record(const cmr_record *rec, const char *input, void *ctx)
+{
+	data_t *d = ctx;
+	if (rec->type != CMR_TYPE_TENSOR)
+		return 0;
+	if (rec->kind == CMR_KIND_IMAGE) {
+		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[2] != 3 || rec->dims[0] != (uint32_t)d->size ||
+		    rec->dims[1] != (uint32_t)d->size)
+			cmr_die("%s: record %" PRIu64 " (key '%s'): the image is %s [%u, %u, %u]; the model takes u8 [%d, %d, "
+				"3] (cmr-decode -s %d)",
+				input, rec->index, rec->key, cmr_dtype_name(rec->dtype), rec->dims[0], rec->rank > 1 ? rec->dims[1] : 0,
+				rec->rank > 2 ? rec->dims[2] : 0, d->size, d->size, d->size);
+		if (d->nimg == d->capimg) {
+			d->capimg = d->capimg ? 2 * d->capimg : 1024;
+			if (!(d->img = realloc(d->img, d->capimg * sizeof *d->img)))
+				cmr_die("out of memory");
+		}
+		image_t *im = &d->img[d->nimg++];
+		memset(im, 0, sizeof *im);
+		im->key = strdup(rec->key);
+		im->px = malloc(rec->nbytes);
+		if (!im->key || !im->px)
+			cmr_die("out of memory");
+		memcpy(im->px, rec->data, rec->nbytes);
+	} else if (rec->kind == CMR_KIND_TOKENS) {
+		if (rec->dtype != CMR_DTYPE_I32 || rec->rank != 1 || rec->dims[0] < 2 || rec->dims[0] > (uint32_t)d->context)
+			cmr_die("%s: record %" PRIu64 " (key '%s'): tokens must be i32 [2..%d] (the model's context)", input,
+				rec->index, rec->key, d->context);
+		if (d->ntok == d->captok) {
+			d->captok = d->captok ? 2 * d->captok : 4096;
+			d->tok = realloc(d->tok, d->captok * sizeof *d->tok);
+			d->len = realloc(d->len, d->captok * sizeof *d->len);
+			d->tkey = realloc(d->tkey, d->captok * sizeof *d->tkey);
+			if (!d->tok || !d->len || !d->tkey)
+				cmr_die("out of memory");
+		}
+		d->tok[d->ntok] = malloc(rec->nbytes);
+		d->tkey[d->ntok] = strdup(rec->key);
+		if (!d->tok[d->ntok] || !d->tkey[d->ntok])
+			cmr_die("out of memory");
+		memcpy(d->tok[d->ntok], rec->data, rec->nbytes);
+		d->len[d->ntok++] = (int)rec->dims[0];
+	}
+	return 0;
+}
+
+static int cmp_image(const void *a, const void *b)
+{
+	return strcmp(((const image_t *)a)->key, ((const image_t *)b)->key);
+}
+
+/* reads the streams, pairs captions with images; images without captions are dropped */
+static void load_data(data_t *d, char *const *inputs, int n)
+{
+	cmr_each_record(inputs, n, on_record, d);
+	if (!d->nimg || !d->ntok)
+		cmr_die("the %s streams hold %zu image and %zu token records; both are needed", d->what, d->nimg, d->ntok);
+	/* sorted by key for the lookup; the input order is kept as the tie-break (stable via index) */
+	image_t *sorted = malloc(d->nimg * sizeof *sorted);
+	size_t *order = malloc(d->nimg * sizeof *order);
+	if (!sorted || !order)
+		cmr_die("out of memory");
+	memcpy(sorted, d->img, d->nimg * sizeof *sorted);
+	qsort(sorted, d->nimg, sizeof *sorted, cmp_image);
+	for (size_t i = 1; i < d->nimg; i++)
+		if (strcmp(sorted[i].key, sorted[i - 1].key) == 0)
+			cmr_die("the %s streams hold two images with the key '%s'", d->what, sorted[i].key);
+	size_t orphans = 0;
+	for (size_t t = 0; t < d->ntok; t++) {
+		char key[CMR_KEY_MAX + 1];
+		snprintf(key, sizeof key, "%s", d->tkey[t]);
+		char *hash = strrchr(key, '#');
+		if (hash)
+			*hash = 0;
+		image_t probe = {.key = key};
+		image_t *im = bsearch(&probe, sorted, d->nimg, sizeof *sorted, cmp_image);
+		if (!im) {
+			orphans++;
+			continue;
+		}
+		if (!(im->cap = realloc(im->cap, (size_t)(im->ncap + 1) * sizeof *im->cap)))
+			cmr_die("out of memory");
+		im->cap[im->ncap++] = (int)t;
+	}
+	/* back to input order, keeping the images that have captions */
+	for (size_t i = 0; i < d->nimg; i++) {
+		image_t probe = {.key = d->img[i].key};
+		image_t *im = bsearch(&probe, sorted, d->nimg, sizeof *sorted, cmp_image);
+		d->img[i].cap = im->cap;
+		d->img[i].ncap = im->ncap;
+	}
+	size_t kept = 0, dropped = 0;
+	for (size_t i = 0; i < d->nimg; i++) {
+		if (d->img[i].ncap)
+			d->img[kept++] = d->img[i];
+		else {
+			free(d->img[i].px);
+			free(d->img[i].key);
+			dropped++;
+		}
+	}
+	d->nimg = kept;
+	free(sorted);
+	free(order);
+	if (orphans || dropped)
+		cmr_warn("%s data: %zu captions without an image and %zu images without a caption left out", d->what,
+			 orphans, dropped);
+	if (!kept)
+		cmr_die("no caption of the %s streams names one of their images (keys <image key>#<n>)", d->what);
+}
+
+/* ---- randomness: pure functions of (seed, what), so that a resumed run draws the same ---- */
+static uint64_t mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static void shuffle(size_t *perm, size_t n, uint64_t seed, int64_t epoch)
+{
+	for (size_t i = 0; i < n; i++)
+		perm[i] = i;
+	uint64_t s = mix(seed ^ mix((uint64_t)epoch + 1));
+	for (size_t i = n - 1; i > 0; i--) {
+		s = mix(s);
+		size_t j = (size_t)(s % (i + 1));
+		size_t t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+}
+
+/* ---- files ---- */
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	for (;;) {
+		if (n + 4096 > cap && !(buf = realloc(buf, cap = 2 * cap + 8192)))
+			cmr_die("out of memory");
+		size_t r = fread(buf + n, 1, cap - n - 1, f);
+		n += r;
+		if (r == 0)
+			break;
+	}
+	int bad = ferror(f);
+	fclose(f);
+	if (bad) {
+		free(buf);
+		return NULL;
+	}
+	buf[n] = 0;
+	*len = n;
+	return buf;
+}
+
+static void write_text(const char *dir, const char *name, const char *text, size_t len)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	cmr_output out;
+	cmr_output_open(&out, path, 0);
+	if (fwrite(text, 1, len, out.f) != len)
+		cmr_die_write(path, errno);
+	cmr_output_commit(&out);
+}
+
+typedef struct {
+	struct opts *o;
+	cmr_clip_model *m;
+	float *mom, *vel;
+	char *config_text;
+	size_t config_len;
+	char *pre_text;
+	size_t pre_len;
+	char *prov;
+	int64_t total, spe;
+	size_t npairs;
+	FILE *log;
+} run_t;
+
+static void save(run_t *r, int64_t step)
+{
+	char path[4096], err[1024];
+	struct opts *o = r->o;
+	if (mkdir(o->output, 0777) < 0 && errno != EEXIST)
+		cmr_die("%s: %s", o->output, strerror(errno));
+	write_text(o->output, "config.json", r->config_text, r->config_len);
+	write_text(o->output, "preprocessor_config.json", r->pre_text, r->pre_len);
+	/* the state first: a model newer than its state is refused on --resume, not used */
+	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
+	cmr_st_out t[3] = {
+		{"exp_avg", CMR_DTYPE_F32, 1, {(int64_t)r->m->total}, r->mom},
+		{"exp_avg_sq", CMR_DTYPE_F32, 1, {(int64_t)r->m->total}, r->vel},
+		{"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st},
+	};
+	snprintf(path, sizeof path, "%s/train-state.safetensors", o->output);
+	if (cmr_st_write(path, t, 3, "{\"format\": \"cmr-train\"}", err, sizeof err) < 0)
+		cmr_die("%s", err);
+	json_t *meta = json_pack("{s:s, s:s, s:s}", "format", "pt", "cmr-train", r->prov, "step",
+				 (snprintf(path, sizeof path, "%" PRId64, step), path));
+	char *mj = json_dumps(meta, JSON_COMPACT);
+	snprintf(path, sizeof path, "%s/model.safetensors", o->output);
+	if (!mj || cmr_clip_model_save(r->m, path, mj, err, sizeof err) < 0)
+		cmr_die("%s", mj ? err : "out of memory");
+	free(mj);
+	json_decref(meta);
+	cmr_info("%s: checkpoint at step %" PRId64, o->output, step);
+}
+
+/* ---- evaluation ---- */
+static void unit_rows(float *a, size_t n, int P)
+{
+	for (size_t i = 0; i < n; i++) {
+		double s = 0;
+		for (int p = 0; p < P; p++)
+			s += (double)a[i * P + p] * a[i * P + p];
+		float inv = s > 0 ? (float)(1 / sqrt(s)) : 0;
+		for (int p = 0; p < P; p++)
+			a[i * P + p] *= inv;
+	}
+}
+
+static void evaluate(run_t *r, data_t *ev, int64_t step)
+{
+	cmr_clip_model *m = r->m;
+	int P = m->cfg.proj, B = r->o->batch;
+	float *ei = malloc(ev->nimg * (size_t)P * sizeof *ei), *et = malloc(ev->ntok * (size_t)P * sizeof *et);
+	uint32_t *ti = malloc(ev->ntok * sizeof *ti), *ri = malloc(ev->nimg * sizeof *ri), *rt = malloc(ev->ntok * sizeof *rt);
+	cmr_clip_ws *wi = cmr_clip_ws_new(&m->tower[CMR_TOWER_VISION], B, 0);
+	cmr_clip_ws *wt = cmr_clip_ws_new(&m->tower[CMR_TOWER_TEXT], B, B * m->cfg.text.context);
+	const uint8_t **px = malloc((size_t)B * sizeof *px);
+	if (!ei || !et || !ti || !ri || !rt || !wi || !wt || !px)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < ev->nimg; i += (size_t)B) {
+		int n = (int)(ev->nimg - i < (size_t)B ? ev->nimg - i : (size_t)B);
+		for (int b = 0; b < n; b++)
+			px[b] = ev->img[i + b].px;
+		cmr_clip_encode_images(&m->tower[CMR_TOWER_VISION], r->o->ops, wi, px, n, ei + i * P);
+	}
+	/* texts in caption order; each text's image */
+	size_t nt = 0;
+	for (size_t i = 0; i < ev->nimg; i++)
+		for (int c = 0; c < ev->img[i].ncap; c++)
+			ti[nt++] = (uint32_t)i;
+	const int32_t **ids = malloc((size_t)B * sizeof *ids);
+	int *lens = malloc((size_t)B * sizeof *lens);
+	size_t t = 0;
+	for (size_t i = 0; i < ev->nimg; i++)
+		for (int c = 0; c < ev->img[i].ncap; c++) {
+			int at = (int)(t % (size_t)B);
+			ids[at] = ev->tok[ev->img[i].cap[c]];
+			lens[at] = ev->len[ev->img[i].cap[c]];
+			t++;
+			if (at == B - 1 || t == nt)
+				cmr_clip_encode_texts(&m->tower[CMR_TOWER_TEXT], r->o->ops, wt, ids, lens, at + 1,
+						      et + (t - (size_t)at - 1) * P);
+		}
+	unit_rows(ei, ev->nimg, P);
+	unit_rows(et, nt, P);
+	if (cmr_eval_ranks(ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
+		cmr_die("out of memory");
+	static const uint32_t ks[3] = {1, 5, 10};
+	double rec[2][3];
+	for (int k = 0; k < 3; k++) {
+		rec[0][k] = cmr_recall(ri, ev->nimg, ks[k]);
+		rec[1][k] = cmr_recall(rt, nt, ks[k]);
+	}
+	if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: eval at step %" PRId64 " (%zu images, %zu texts): image->text R@1 %.1f R@5 %.1f R@10 %.1f, "
+				"text->image R@1 %.1f R@5 %.1f R@10 %.1f\n",
+			cmr_progname, step, ev->nimg, nt, rec[0][0], rec[0][1], rec[0][2], rec[1][0], rec[1][1], rec[1][2]);
+	if (r->log) {
+		fprintf(r->log, "{\"step\": %" PRId64 ", \"eval\": {\"images\": %zu, \"texts\": %zu, \"image_to_text\": "
+				"{\"R@1\": %.2f, \"R@5\": %.2f, \"R@10\": %.2f}, \"text_to_image\": {\"R@1\": %.2f, \"R@5\": "
+				"%.2f, \"R@10\": %.2f}}}\n",
+			step, ev->nimg, nt, rec[0][0], rec[0][1], rec[0][2], rec[1][0], rec[1][1], rec[1][2]);
+		fflush(r->log);
+	}
+	free(ei), free(et), free(ti), free(ri), free(rt), free(px), free(ids), free(lens);
+	cmr_clip_ws_free(wi);
+	cmr_clip_ws_free(wt);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* resume: the state file of DIR, checked against this run */
+static int64_t load_state(run_t *r, const char *dir)
+{
+	char path[4096], err[1024];
+	snprintf(path, sizeof path, "%s/train-state.safetensors", dir);
+	cmr_st *st = cmr_st_open(path, err, sizeof err);
+	if (!st)
+		cmr_die("%s", err);
+	const cmr_st_tensor *m = cmr_st_get(st, "exp_avg"), *v = cmr_st_get(st, "exp_avg_sq");
+	const cmr_st_tensor *s = cmr_st_get(st, "step_seed_batch_pairs_total");
+	if (!m || !v || !s || m->dtype != CMR_DTYPE_F32 || v->dtype != CMR_DTYPE_F32 || s->dtype != CMR_DTYPE_I64 ||
+	    s->nbytes != 40 || m->nbytes != r->m->total * 4 || v->nbytes != r->m->total * 4)
+		cmr_die("%s: not the training state of this model (moments or step missing or of another size)", path);
+	int64_t x[5];
+	memcpy(x, s->data, sizeof x);
+	memcpy(r->mom, m->data, m->nbytes);
+	memcpy(r->vel, v->data, v->nbytes);
+	cmr_st_close(st);
+	struct opts *o = r->o;
+	if ((uint64_t)x[1] != o->seed || x[2] != o->batch || (size_t)x[3] != r->npairs || x[4] != r->total)
+		cmr_die("%s: the run being resumed had --seed %" PRId64 ", --batch %" PRId64 ", %" PRId64
+			" images and %" PRId64 " steps; this one has %" PRIu64 ", %d, %zu and %" PRId64
+			": give the same data and options",
+			path, x[1], x[2], x[3], x[4], o->seed, o->batch, r->npairs, r->total);
+	return x[0];
+}
+
+static void run(struct opts *o, int argc, char **argv)
+{
+	char err[1024], path[4096];
+	const char *src = o->init ? o->init : o->resume ? o->resume : o->config;
+	cmr_clip_cfg cfg;
+	if (cmr_clip_cfg_load(src, &cfg, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	run_t r = {.o = o};
+	/* the config travels verbatim; the preprocessor config too when there is one */
+	if (o->config)
+		snprintf(path, sizeof path, "%s", o->config);
+	else
+		snprintf(path, sizeof path, "%s/config.json", src);
+	if (!(r.config_text = slurp(path, &r.config_len)))
+		cmr_die("%s: %s", path, strerror(errno));
+	if (!o->config) {
+		snprintf(path, sizeof path, "%s/preprocessor_config.json", src);
+		r.pre_text = slurp(path, &r.pre_len);
+	}
+	if (!r.pre_text) {
+		json_t *p = json_pack("{s:i, s:b, s:b, s:b, s:[f,f,f], s:[f,f,f], s:i, s:i}", "crop_size", cfg.vision.image_size,
+				      "do_center_crop", 1, "do_normalize", 1, "do_resize", 1, "image_mean", (double)cfg.mean[0],
+				      (double)cfg.mean[1], (double)cfg.mean[2], "image_std", (double)cfg.std[0], (double)cfg.std[1],
+				      (double)cfg.std[2], "resample", 3, "size", cfg.vision.image_size);
+		r.pre_text = json_dumps(p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		r.pre_len = strlen(r.pre_text);
+		json_decref(p);
+	}
+	if (!(r.m = cmr_clip_model_new(&cfg)))
+		cmr_die("out of memory for the model");
+	cmr_clip_model *m = r.m;
+	if (o->config) {
+		cmr_clip_model_init(m, o->seed);
+	} else {
+		snprintf(path, sizeof path, "%s/model.safetensors", src);
+		if (cmr_clip_model_load(m, path, err, sizeof err) < 0)
+			cmr_die("%s", err);
+	}
+	/* freezing */
+	size_t ntrain = 0;
+	for (int i = 0; i < m->nparam; i++) {
+		cmr_param *p = &m->param[i];
+		int fz = o->ntrain > 0;
+		for (int j = 0; j < o->ntrain; j++)
+			if (fnmatch(o->train[j], p->name, 0) == 0)
+				fz = 0;
+		for (int j = 0; j < o->nfreeze; j++)
+			if (fnmatch(o->freeze[j], p->name, 0) == 0)
+				fz = 1;
+		p->frozen = fz;
+		ntrain += fz ? 0 : p->n;
+	}
+	if (!ntrain)
+		cmr_die("--freeze and --train leave no parameter to train");
+	size_t nall = 0;
+	for (int i = 0; i < m->nparam; i++)
+		nall += m->param[i].n;
+	/* data */
+	data_t d = {.size = cfg.vision.image_size, .context = cfg.text.context, .what = "training"};
+	load_data(&d, o->inputs, o->ninputs);
+	data_t ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .what = "evaluation"};
+	if (o->nevals)
+		load_data(&ev, o->evals, o->nevals);
+	int B = o->batch;
+	if ((size_t)B > d.nimg)
+		cmr_die("--batch %d is more than the %zu images with captions; give a smaller -b", B, d.nimg);
+	r.npairs = d.nimg;
+	r.spe = (int64_t)(d.nimg / (size_t)B);
+	r.total = o->steps ? o->steps : (int64_t)o->epochs * r.spe;
+	int64_t warmup = o->warmup >= 0 ? o->warmup : r.total / 10;
+	r.mom = calloc(m->total, sizeof *r.mom);
+	r.vel = calloc(m->total, sizeof *r.vel);
+	if (!r.mom || !r.vel)
+		cmr_die("out of memory for the optimizer state");
+	int64_t step = 0;
+	if (o->resume) {
+		step = load_state(&r, o->resume);
+		if (step >= r.total)
+			cmr_die("%s: the run is already complete (step %" PRId64 " of %" PRId64 ")", o->resume, step, r.total);
+	}
+	int64_t stop = o->max_steps && o->max_steps < r.total ? o->max_steps : r.total;
+	r.prov = cmr_provenance(argc, argv, (const char *const *)o->inputs, o->ninputs);
+	if (o->log && !(r.log = fopen(o->log, o->resume ? "a" : "w")))
+		cmr_die("%s: %s", o->log, strerror(errno));
+	if (o->threads)
+		cmr_ops_set_threads(o->threads);
+	int maxlen = 0;
+	for (size_t t = 0; t < d.ntok; t++)
+		maxlen = d.len[t] > maxlen ? d.len[t] : maxlen;
+	cmr_train_ws *wi = cmr_train_ws_new(m, CMR_TOWER_VISION, B, 0);
+	cmr_train_ws *wt = cmr_train_ws_new(m, CMR_TOWER_TEXT, B, B * maxlen);
+	float *emb = malloc(4 * (size_t)B * cfg.proj * sizeof *emb);
+	size_t *perm = malloc(d.nimg * sizeof *perm);
+	const uint8_t **px = malloc((size_t)B * sizeof *px);
+	const int32_t **ids = malloc((size_t)B * sizeof *ids);
+	int *lens = malloc((size_t)B * sizeof *lens);
+	if (!wi || !wt || !emb || !perm || !px || !ids || !lens)
+		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
+	if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
+				"(%" PRId64 " per epoch)%s\n",
+			cmr_progname, d.nimg, d.ntok, (snprintf(err, 64, "%.2fM", nall / 1e6), err),
+			(snprintf(path, 64, "%.2fM", ntrain / 1e6), path), r.total, B, r.spe, o->resume ? ", resumed" : "");
+	int tty = isatty(2);
+	int64_t perm_epoch = -1;
+	double t0 = now(), tlog = t0;
+	int64_t since = 0;
+	for (; step < stop; step++) {
+		int64_t epoch = step / r.spe, at = step % r.spe;
+		if (epoch != perm_epoch) {
+			shuffle(perm, d.nimg, o->seed, epoch);
+			perm_epoch = epoch;
+		}
+		for (int b = 0; b < B; b++) {
+			const image_t *im = &d.img[perm[at * B + b]];
+			int c = im->ncap == 1 ? 0 : (int)(mix(o->seed ^ mix((uint64_t)step * 0x10001 + (uint64_t)b)) % (uint64_t)im->ncap);
+			px[b] = im->px;
+			ids[b] = d.tok[im->cap[c]];
+			lens[b] = d.len[im->cap[c]];
+		}
+		memset(m->g, 0, m->total * sizeof *m->g);
+		double loss = cmr_clip_batch_grad(m, o->ops, wi, wt, px, ids, lens, B, o->loss, (float)o->margin, emb);
+		if (!isfinite(loss))
+			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
+				loss, step);
+		double gnorm = cmr_clip_grad_norm(m, o->clip);
+		double lr = cmr_lr_cosine(step, warmup, r.total, o->lr, o->min_lr);
+		cmr_clip_adamw_step(m, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
+		since++;
+		double t = now();
+		if (r.log)
+			fprintf(r.log, "{\"step\": %" PRId64 ", \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
+					"\"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
+				step + 1, (double)(step + 1) / r.spe, loss, lr, gnorm, exp(m->w[m->logit_off]),
+				B / ((t - t0) / (double)since));
+		if (cmr_verbose >= 0 && (tty || (step + 1) % o->log_every == 0 || step + 1 == stop)) {
+			if (!tty || t - tlog > 0.2 || step + 1 == stop || (step + 1) % o->log_every == 0) {
+				fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s%s",
+					tty ? "\r" : "", step + 1, r.total, (double)(step + 1) / r.spe, loss, lr,
+					exp(m->w[m->logit_off]), B * since / (t - t0), tty && (step + 1) % o->log_every ? "  " : "\n");
+				tlog = t;
+			}
+		}
+		if (o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop)
+			save(&r, step + 1);
+		if (o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop)
+			evaluate(&r, &ev, step + 1);
+	}
+	if (tty && cmr_verbose >= 0)
+		fputc('\n', stderr);
+	save(&r, step);
+	if (o->nevals)
+		evaluate(&r, &ev, step);
+	if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: %s: step %" PRId64 " of %" PRId64 " in %.1f s%s\n", cmr_progname, o->output, step,
+			r.total, now() - t0, step < r.total ? " (resume with --resume)" : "");
+	if (r.log && fclose(r.log) != 0)
+		cmr_die("%s: %s", o->log, strerror(errno));
+	cmr_train_ws_free(wi);
+	cmr_train_ws_free(wt);
+	free(emb), free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel), free(r.prov);
+	free(r.config_text), free(r.pre_text);
+	cmr_clip_model_free(m);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	cmr_init(argc, argv, &tool);
+	parse_cmdline(argc, argv, &o);
+	run(&o, argc, argv);
+	return cmr_exit(0);
+}

@@ -3,6 +3,7 @@
 #   make                     build the tools into $(BUILD)/bin
 #   make deps                install the Debian packages it needs (apt-get, as root/sudo)
 #   make example             build and run the bundled example pipeline
+#   make demo                train a tiny model on synthetic shapes, then index, query, evaluate
 #   make check               build and run the test suite (C unit tests, CLI tests, man lint)
 #   make check-asan          the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz                libFuzzer targets (clang) into $(BUILD)/fuzz
@@ -73,7 +74,7 @@ MAN5 := $(wildcard man/*.5)
 MAN7 := $(wildcard man/*.7)
 
 .SECONDARY:
-.PHONY: all check check-asan fuzz install uninstall clean config deps example
+.PHONY: all check check-asan fuzz install uninstall clean config deps example demo
 all: $(TOOL_BIN)
 
 # Debian packages cmr needs to build and test (make deps installs them; run as root or
@@ -88,6 +89,14 @@ deps:
 
 example: $(TOOL_BIN)
 	sh examples/roundtrip.sh
+
+# train a tiny CLIP from scratch on synthetic shapes, index, query, evaluate (a few minutes)
+demo: $(TOOL_BIN) $(BUILD)/examples/mkshapes
+	BUILD=$(BUILD) sh examples/demo.sh
+
+$(BUILD)/examples/mkshapes: $(BUILD)/obj/examples/mkshapes.o
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
 
 config:
 	@echo "CC=$(CC) CFLAGS=$(CFLAGS) SAN=$(SAN) WERROR=$(WERROR)"

@@ -24,3 +24,91 @@ run "$BUILD/tests/traincheck" "$WORK/gelu" "$WORK/i.cmr" "$WORK/t.cmr" "$G/tiny-
 expect_status 1
 expect_stdout_has "FAIL: grad "
 end
+
+# ---- cmr-train ----
+"$MK" images 40 32 7 >"$WORK/ti.cmr"
+"$MK" tokens 40 8 >"$WORK/tt.cmr"
+TINY=$WORK/quick_gelu
+
+begin "cmr-train: a run lowers the loss, writes a checkpoint cmr-encode reads, logs JSON lines, evaluates"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/out" -b 8 --epochs 6 --lr 1e-3 --log "$WORK/log.jsonl" --eval "$WORK/ti.cmr" --eval "$WORK/tt.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+for f in config.json preprocessor_config.json model.safetensors train-state.safetensors; do
+	[ -s "$WORK/out/$f" ] || why "no $f"
+done
+[ "$(grep -c '"loss"' "$WORK/log.jsonl")" -eq 30 ] || why "expected 30 step lines in the log"
+first=$(grep '"loss"' "$WORK/log.jsonl" | head -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+last=$(grep '"loss"' "$WORK/log.jsonl" | tail -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a * 0.8) }' || why "loss $first -> $last did not fall by a fifth"
+grep -q '"eval": {"images": 40, "texts": 40' "$WORK/log.jsonl" || why "no evaluation in the log"
+cmp -s "$TINY/config.json" "$WORK/out/config.json" || why "config.json not kept verbatim"
+end
+
+begin "cmr-train: its --eval figures are cmr-eval's on cmr-encode's embeddings of the checkpoint"
+cmr-encode -m "$WORK/out" -o "$WORK/ei.cmr" "$WORK/ti.cmr" && cmr-encode -m "$WORK/out" -o "$WORK/et.cmr" "$WORK/tt.cmr"
+run cmr-eval --json "$WORK/ei.cmr" "$WORK/et.cmr"
+expect_status 0
+r1=$(grep '"eval"' "$WORK/log.jsonl" | sed 's/.*"text_to_image": {"R@1": \([0-9.]*\).*/\1/')
+grep -q "\"R@1\": $(printf '%.2f' "$r1" | sed 's/\.\?0*$//')" "$OUT" || why "text->image R@1 $r1 not in cmr-eval's $(tr -d '\n ' <"$OUT" | head -c 300)"
+end
+
+begin "cmr-train: interrupted with --max-steps and resumed gives the model of an uninterrupted run"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/half" -b 8 --epochs 6 --lr 1e-3 --max-steps 13 "$WORK/ti.cmr" "$WORK/tt.cmr"
+run cmr-train -q -t 1 --resume "$WORK/half" -b 8 --epochs 6 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -m "$WORK/half" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/h.cmr"
+cmr-encode -m "$WORK/out" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/f.cmr"
+run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/h.cmr"
+expect_status 0
+end
+
+begin "cmr-train: --resume refuses a different batch, naming what differs"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/r2" -b 8 --epochs 6 --max-steps 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
+run cmr-train --resume "$WORK/r2" -b 4 --epochs 6 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "--batch 8"
+end
+
+begin "cmr-train: --freeze keeps the matching tensors bit-identical and trains the rest"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/fz" -b 8 --steps 3 --freeze 'vision_model.*' --freeze visual_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -m "$TINY" "$WORK/ti.cmr" >"$WORK/a.cmr"
+cmr-encode -m "$WORK/fz" "$WORK/ti.cmr" >"$WORK/b.cmr"
+cmr-dump diff --max-abs 0 "$WORK/a.cmr" "$WORK/b.cmr" >/dev/null || why "image embeddings changed with the vision tower frozen"
+cmr-encode -m "$TINY" "$WORK/tt.cmr" >"$WORK/a.cmr"
+cmr-encode -m "$WORK/fz" "$WORK/tt.cmr" >"$WORK/b.cmr"
+cmr-dump diff --max-abs 0 "$WORK/a.cmr" "$WORK/b.cmr" >/dev/null && why "text embeddings did not change"
+end
+
+begin "cmr-train: from --config (random init) with the VSE++ loss"
+sed 's/"hidden_act": "quick_gelu"/"hidden_act": "gelu"/g' "$TINY/config.json" >"$WORK/cfg.json"
+run cmr-train -q -t 1 --config "$WORK/cfg.json" -o "$WORK/vse" -b 8 --steps 4 --loss vse --log "$WORK/v.jsonl" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+[ "$(grep -c '"loss"' "$WORK/v.jsonl")" -eq 4 ] || why "expected 4 steps"
+run cmr-encode -m "$WORK/vse" "$WORK/ti.cmr"
+expect_status 0
+end
+
+begin "cmr-train: an image of the wrong size is refused, naming stream, record and key, and nothing is written"
+"$MK" images 3 64 1 >"$WORK/big.cmr"
+run cmr-train -m "$TINY" -o "$WORK/bad" -b 2 "$WORK/big.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "big.cmr: record 1 (key 'img000')"
+expect_stderr_has "cmr-decode -s 32"
+expect_no_file "$WORK/bad"
+end
+
+begin "cmr-train: usage errors exit 2"
+run cmr-train -o "$WORK/x" "$WORK/ti.cmr"
+expect_status 2
+run cmr-train -m "$TINY" "$WORK/ti.cmr"
+expect_status 2
+run cmr-train -m "$TINY" -o "$WORK/x" --loss hinge "$WORK/ti.cmr"
+expect_status 2
+end
+
+begin "cmr-train: a batch larger than the data is a clear error"
+run cmr-train -m "$TINY" -o "$WORK/x" -b 64 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "--batch 64 is more than the 40 images"
+end

@@ -254,9 +254,9 @@ static int on_record(const cmr_record *rec, const char *input, void *ctx)
 	if (rec->kind == CMR_KIND_IMAGE) {
 		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[2] != 3 || rec->dims[0] != (uint32_t)d->size ||
 		    rec->dims[1] != (uint32_t)d->size)
-			cmr_die("%s: record %" PRIu64 " (key '%s'): the image is %s [%u, %u, %u]; the model takes u8 [%d, %d, "
-				"3] (cmr-decode -s %d)",
-				input, rec->index, rec->key, cmr_dtype_name(rec->dtype), rec->dims[0], rec->rank > 1 ? rec->dims[1] : 0,
+			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": the image is %s [%u, %u, %u]; the model "
+				"takes u8 [%d, %d, 3] (cmr-decode -s %d)",
+				input, rec->index, rec->key, rec->offset, cmr_dtype_name(rec->dtype), rec->dims[0], rec->rank > 1 ? rec->dims[1] : 0,
 				rec->rank > 2 ? rec->dims[2] : 0, d->size, d->size, d->size);
 		if (d->nimg == d->capimg) {
 			d->capimg = d->capimg ? 2 * d->capimg : 1024;
@@ -272,8 +272,9 @@ static int on_record(const cmr_record *rec, const char *input, void *ctx)
 		memcpy(im->px, rec->data, rec->nbytes);
 	} else if (rec->kind == CMR_KIND_TOKENS) {
 		if (rec->dtype != CMR_DTYPE_I32 || rec->rank != 1 || rec->dims[0] < 2 || rec->dims[0] > (uint32_t)d->context)
-			cmr_die("%s: record %" PRIu64 " (key '%s'): tokens must be i32 [2..%d] (the model's context)", input,
-				rec->index, rec->key, d->context);
+			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": tokens must be i32 [2..%d] (the model's "
+				"context; cmr-caption-ingest -c %d)",
+				input, rec->index, rec->key, rec->offset, d->context, d->context);
 		if (d->ntok == d->captok) {
 			d->captok = d->captok ? 2 * d->captok : 4096;
 			d->tok = realloc(d->tok, d->captok * sizeof *d->tok);

@@ -93,7 +93,7 @@ begin "cmr-train: an image of the wrong size is refused, naming stream, record a
 "$MK" images 3 64 1 >"$WORK/big.cmr"
 run cmr-train -m "$TINY" -o "$WORK/bad" -b 2 "$WORK/big.cmr" "$WORK/tt.cmr"
 expect_status 1
-expect_stderr_has "big.cmr: record 1 (key 'img000')"
+expect_stderr_has "big.cmr: record 0 (key 'img000'), byte 0: the image is u8 [64, 64, 3]"
 expect_stderr_has "cmr-decode -s 32"
 expect_no_file "$WORK/bad"
 end

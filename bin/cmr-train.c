@@ -304,10 +304,9 @@ static void load_data(data_t *d, char *const *inputs, int n)
 	cmr_each_record(inputs, n, on_record, d);
 	if (!d->nimg || !d->ntok)
 		cmr_die("the %s streams hold %zu image and %zu token records; both are needed", d->what, d->nimg, d->ntok);
-	/* sorted by key for the lookup; the input order is kept as the tie-break (stable via index) */
+	/* a copy sorted by key for the lookup */
 	image_t *sorted = malloc(d->nimg * sizeof *sorted);
-	size_t *order = malloc(d->nimg * sizeof *order);
-	if (!sorted || !order)
+	if (!sorted)
 		cmr_die("out of memory");
 	memcpy(sorted, d->img, d->nimg * sizeof *sorted);
 	qsort(sorted, d->nimg, sizeof *sorted, cmp_image);
@@ -350,12 +349,20 @@ static void load_data(data_t *d, char *const *inputs, int n)
 	}
 	d->nimg = kept;
 	free(sorted);
-	free(order);
 	if (orphans || dropped)
 		cmr_warn("%s data: %zu captions without an image and %zu images without a caption left out", d->what,
 			 orphans, dropped);
 	if (!kept)
 		cmr_die("no caption of the %s streams names one of their images (keys <image key>#<n>)", d->what);
+}
+
+static void free_data(data_t *d)
+{
+	for (size_t i = 0; i < d->nimg; i++)
+		free(d->img[i].key), free(d->img[i].px), free(d->img[i].cap);
+	for (size_t t = 0; t < d->ntok; t++)
+		free(d->tok[t]), free(d->tkey[t]);
+	free(d->img), free(d->tok), free(d->len), free(d->tkey);
 }
 
 /* ---- randomness: pure functions of (seed, what), so that a resumed run draws the same ---- */
@@ -732,6 +739,8 @@ static void run(struct opts *o, int argc, char **argv)
 	cmr_train_ws_free(wt);
 	free(emb), free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel), free(r.prov);
 	free(r.config_text), free(r.pre_text);
+	free_data(&d);
+	free_data(&ev);
 	cmr_clip_model_free(m);
 }
 

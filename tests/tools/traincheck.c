@@ -139,12 +139,14 @@ int main(int argc, char **argv)
 			snprintf(what, sizeof what, "rows.%s", p->name);
 			const cmr_st_tensor *rt = cmr_st_get(dbg, what);
 			int64_t D = p->shape[1], nr = rt ? rt->shape[0] : 0;
-			const int64_t *rows = rt ? rt->data : NULL;
+			const unsigned char *rows = rt ? rt->data : NULL; /* i64, maybe not 8-aligned */
 			char *used = calloc((size_t)p->shape[0], 1);
 			for (int64_t r = 0; r < nr; r++) {
-				used[rows[r]] = 1;
+				int64_t id;
+				memcpy(&id, rows + 8 * r, 8);
+				used[id] = 1;
 				for (int64_t d = 0; d < D; d++) {
-					double a = gc[rows[r] * D + d], b = gr[r * D + d];
+					double a = gc[id * D + d], b = gr[r * D + d];
 					num += (a - b) * (a - b);
 					den += b * b;
 				}

@@ -558,6 +558,9 @@ static int64_t load_state(run_t *r, const char *dir)
 	cmr_st *st = cmr_st_open(path, err, sizeof err);
 	if (!st)
 		cmr_die("%s", err);
+	const char *fmt = cmr_st_metadata(st, "format");
+	if (!fmt || strcmp(fmt, "cmr-train") != 0)
+		cmr_die("%s: not a cmr-train state (metadata format '%s'; see cmr-checkpoint(5))", path, fmt ? fmt : "");
 	const cmr_st_tensor *m = cmr_st_get(st, "exp_avg"), *v = cmr_st_get(st, "exp_avg_sq");
 	const cmr_st_tensor *s = cmr_st_get(st, "step_seed_batch_pairs_total");
 	if (!m || !v || !s || m->dtype != CMR_DTYPE_F32 || v->dtype != CMR_DTYPE_F32 || s->dtype != CMR_DTYPE_I64 ||
@@ -565,6 +568,19 @@ static int64_t load_state(run_t *r, const char *dir)
 		cmr_die("%s: not the training state of this model (moments or step missing or of another size)", path);
 	int64_t x[5];
 	memcpy(x, s->data, sizeof x);
+	/* the model must be the one saved with this state */
+	char mpath[4096];
+	snprintf(mpath, sizeof mpath, "%s/model.safetensors", dir);
+	cmr_st *ms = cmr_st_open(mpath, err, sizeof err);
+	if (!ms)
+		cmr_die("%s", err);
+	const char *ms_step = cmr_st_metadata(ms, "step");
+	char want[32];
+	snprintf(want, sizeof want, "%" PRId64, x[0]);
+	if (!ms_step || strcmp(ms_step, want) != 0)
+		cmr_die("%s is at step %s, %s at step %s (interrupted while saving?): not resumable", mpath,
+			ms_step ? ms_step : "(none recorded)", path, want);
+	cmr_st_close(ms);
 	memcpy(r->mom, m->data, m->nbytes);
 	memcpy(r->vel, v->data, v->nbytes);
 	cmr_st_close(st);

@@ -175,6 +175,12 @@ const cmr_st_tensor *cmr_st_get(const cmr_st *st, const char *name)
 
 size_t cmr_st_count(const cmr_st *st) { return st->n; }
 const cmr_st_tensor *cmr_st_at(const cmr_st *st, size_t i) { return i < st->n ? &st->t[i] : NULL; }
+const char *cmr_st_metadata(const cmr_st *st, const char *key)
+{
+	json_t *v = json_object_get(json_object_get(st->header, "__metadata__"), key);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
 const char *cmr_st_path(const cmr_st *st) { return st->path; }
 
 int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *metadata_json, char *err,

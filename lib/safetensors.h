@@ -29,6 +29,8 @@ const cmr_st_tensor *cmr_st_get(const cmr_st *st, const char *name); /* NULL if 
 size_t cmr_st_count(const cmr_st *st);
 const cmr_st_tensor *cmr_st_at(const cmr_st *st, size_t i);
 const char *cmr_st_path(const cmr_st *st);
+/* The string value of key in the header's __metadata__, or NULL. */
+const char *cmr_st_metadata(const cmr_st *st, const char *key);
 
 /* Writing: tensors are given all at once (name, dtype, shape, data), written in order. */
 typedef struct cmr_st_out {

@@ -69,6 +69,14 @@ expect_status 1
 expect_stderr_has "--batch 8"
 end
 
+begin "cmr-train: --resume refuses a model saved at another step than its training state"
+cp "$WORK/half/model.safetensors" "$WORK/r2/model.safetensors"
+run cmr-train --resume "$WORK/r2" -b 8 --epochs 6 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "model.safetensors is at step 30"
+expect_stderr_has "train-state.safetensors at step 2"
+end
+
 begin "cmr-train: --freeze keeps the matching tensors bit-identical and trains the rest"
 run cmr-train -q -t 1 -m "$TINY" -o "$WORK/fz" -b 8 --steps 3 --freeze 'vision_model.*' --freeze visual_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 0

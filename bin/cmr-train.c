@@ -543,6 +543,29 @@ static void evaluate(run_t *r, data_t *ev, int64_t step)
 	cmr_clip_ws_free(wt);
 }
 
+/* SIGINT, SIGTERM, SIGHUP during training: finish the step, save, exit 128 + signal; a second
+ * signal gets the usual handling (temporary files removed, killed) */
+static volatile sig_atomic_t stop_signal;
+static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+static struct sigaction saved_sa[3];
+
+static void on_stop(int sig)
+{
+	stop_signal = sig;
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &saved_sa[i], NULL);
+}
+
+static void catch_stop(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &sa, &saved_sa[i]);
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -593,7 +616,7 @@ static int64_t load_state(run_t *r, const char *dir)
 	return x[0];
 }
 
-static void run(struct opts *o, int argc, char **argv)
+static int run(struct opts *o, int argc, char **argv)
 {
 	char err[1024], path[4096];
 	const char *src = o->init ? o->init : o->resume ? o->resume : o->config;
@@ -698,6 +721,7 @@ static void run(struct opts *o, int argc, char **argv)
 			(snprintf(path, 64, "%.2fM", ntrain / 1e6), path), r.total, B, r.spe, o->resume ? ", resumed" : "");
 	int tty = isatty(2);
 	int64_t perm_epoch = -1;
+	catch_stop();
 	double t0 = now(), tlog = t0;
 	int64_t since = 0;
 	for (; step < stop; step++) {
@@ -740,15 +764,23 @@ static void run(struct opts *o, int argc, char **argv)
 			save(&r, step + 1);
 		if (o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop)
 			evaluate(&r, &ev, step + 1);
+		if (stop_signal) {
+			step++;
+			break;
+		}
 	}
 	if (tty && cmr_verbose >= 0)
 		fputc('\n', stderr);
 	save(&r, step);
-	if (o->nevals)
+	int sig = stop_signal;
+	if (o->nevals && !sig)
 		evaluate(&r, &ev, step);
-	if (cmr_verbose >= 0)
+	if (sig)
+		cmr_error("interrupted by signal %d at step %" PRId64 " of %" PRId64 "; the checkpoint is saved: go on with "
+			  "--resume %s", sig, step, r.total, o->output);
+	else if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: %s: step %" PRId64 " of %" PRId64 " in %.1f s%s\n", cmr_progname, o->output, step,
-			r.total, now() - t0, step < r.total ? " (resume with --resume)" : "");
+			r.total, now() - t0, step < r.total ? " (go on with --resume)" : "");
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
 	cmr_train_ws_free(wi);
@@ -758,6 +790,7 @@ static void run(struct opts *o, int argc, char **argv)
 	free_data(&d);
 	free_data(&ev);
 	cmr_clip_model_free(m);
+	return sig ? 128 + sig : 0;
 }
 
 int main(int argc, char **argv)
@@ -765,6 +798,5 @@ int main(int argc, char **argv)
 	struct opts o;
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
-	run(&o, argc, argv);
-	return cmr_exit(0);
+	return cmr_exit(run(&o, argc, argv));
 }

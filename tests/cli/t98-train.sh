@@ -77,6 +77,22 @@ expect_stderr_has "model.safetensors is at step 30"
 expect_stderr_has "train-state.safetensors at step 2"
 end
 
+begin "cmr-train: SIGTERM mid-run finishes the step, saves a resumable checkpoint, exits 143"
+cmr-train -t 1 -m "$TINY" -o "$WORK/sig" -b 8 --epochs 100000 "$WORK/ti.cmr" "$WORK/tt.cmr" 2>"$WORK/sig.err" &
+pid=$!
+sleep 1
+kill -TERM $pid
+wait $pid
+STATUS=$?
+expect_status 143
+grep -q "interrupted by signal 15 at step [1-9][0-9]* of 500000; the checkpoint is saved" "$WORK/sig.err" || why "stderr: $(cat "$WORK/sig.err")"
+n=$(sed -n 's/.*at step \([0-9]*\) of.*/\1/p' "$WORK/sig.err")
+run cmr-train -q -t 1 --resume "$WORK/sig" -b 8 --epochs 100000 --max-steps $((n + 2)) --log "$WORK/sig.jsonl" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+grep -q "^{\"step\": $((n + 2)), " "$WORK/sig.jsonl" || why "the resumed run did not take steps $((n + 1)) and $((n + 2))"
+[ "$(grep -c '"loss"' "$WORK/sig.jsonl")" -eq 2 ] || why "expected 2 steps after resuming"
+end
+
 begin "cmr-train: --freeze keeps the matching tensors bit-identical and trains the rest"
 run cmr-train -q -t 1 -m "$TINY" -o "$WORK/fz" -b 8 --steps 3 --freeze 'vision_model.*' --freeze visual_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 0

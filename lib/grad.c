@@ -285,7 +285,10 @@ void cmr_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr,
 	       float eps, float weight_decay, int64_t t)
 {
 	double c1 = 1.0 - pow(beta1, (double)t), c2 = 1.0 - pow(beta2, (double)t);
-	for (size_t i = 0; i < n; i++) {
+	long long N = (long long)n;
+	/* elementwise: the same result on any number of threads */
+#pragma omp parallel for schedule(static) if (N >= 65536)
+	for (long long i = 0; i < N; i++) {
 		m[i] = beta1 * m[i] + (1 - beta1) * g[i];
 		v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
 		double mh = m[i] / c1, vh = v[i] / c2;

@@ -4,22 +4,68 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "backend.h"
+#include "grad.h"
+
+/* Threads: one pool, OpenMP's. The sgemms are split into row blocks, one per thread, each
+ * a single-threaded OpenBLAS call; the row loops and the (segment, head) pairs of attention
+ * are shared out the same way. (OpenBLAS's own pool and OpenMP's would spin against each
+ * other between the many small calls of a training step.) Every output element is computed
+ * by one thread, in the same order whatever the thread count, so results do not depend on
+ * it. Without OpenMP, OpenBLAS's pool does the threading. */
+static int n_threads = 0; /* 0: the number of cores */
+
+static int threads(void)
+{
+#ifdef _OPENMP
+	static int once;
+	if (!once) {
+		openblas_set_num_threads(1);
+		once = 1;
+	}
+	return n_threads ? n_threads : omp_get_max_threads();
+#else
+	return 1;
+#endif
+}
+
+/* threads for a loop of n rows of work w each: at least 16k multiply-adds per thread */
+static int split(long long n, long long w)
+{
+	int t = threads();
+	long long most = n * w / 16384;
+	if (most < t)
+		t = most > 1 ? (int)most : 1;
+	if (t > n)
+		t = n > 1 ? (int)n : 1;
+	return t;
+}
 
 /* y[M, N] = x[M, K] . W[N, K]^T + b: bias first, then sgemm accumulates onto it */
 static void blas_linear(const float *x, const float *W, const float *b, float *y, int M, int K, int N)
 {
-	if (b)
-		for (int m = 0; m < M; m++)
-			memcpy(y + (size_t)m * N, b, (size_t)N * sizeof *y);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+	int nt = split(M, (long long)K * N);
+#pragma omp parallel for num_threads(nt) schedule(static)
+	for (int t = 0; t < nt; t++) {
+		int m0 = (int)((long long)M * t / nt), m1 = (int)((long long)M * (t + 1) / nt);
+		if (b)
+			for (int m = m0; m < m1; m++)
+				memcpy(y + (size_t)m * N, b, (size_t)N * sizeof *y);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m1 - m0, N, K, 1.0f, x + (size_t)m0 * K, K, W, K,
+			    b ? 1.0f : 0.0f, y + (size_t)m0 * N, N);
+	}
 }
 
 /* one pass for mean and variance (Welford would be slower; two sums in double are exact
  * enough for D <= 4096), then the scaled row */
 static void blas_layernorm(const float *x, const float *g, const float *b, float *y, int M, int D, float eps)
 {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (M >= 64)
 	for (int m = 0; m < M; m++) {
 		const float *r = x + (size_t)m * D;
 		float *o = y + (size_t)m * D;
@@ -35,73 +81,142 @@ static void blas_layernorm(const float *x, const float *g, const float *b, float
 	}
 }
 
+/* one (segment, head): scores, fused mask + softmax into P [L, L], out = P v */
+static void attend(const float *q, const float *k, const float *v, float *out, int L, int D, int Dh, int causal,
+		   float *P)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, Dh, 1.0f, q, D, k, D, 0.0f, P, L);
+	for (int i = 0; i < L; i++) {
+		float *r = P + (size_t)i * L;
+		int n = causal ? i + 1 : L;
+		float mx = r[0];
+		for (int j = 1; j < n; j++)
+			mx = r[j] > mx ? r[j] : mx;
+		float sum = 0;
+		for (int j = 0; j < n; j++) {
+			r[j] = expf(r[j] - mx);
+			sum += r[j];
+		}
+		float inv = 1.0f / sum;
+		for (int j = 0; j < n; j++)
+			r[j] *= inv;
+		for (int j = n; j < L; j++)
+			r[j] = 0;
+	}
+	if (out)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, Dh, L, 1.0f, P, L, v, D, 0.0f, out, D);
+}
+
+/* runs the body over the nseg * H (segment, head) pairs on the OpenMP threads, each with its
+ * own scratch of per floats (the caller's when there is one thread) */
+#define FOR_PAIRS(per, ...)                                                                    \
+	do {                                                                                   \
+		int nt_ = threads(), np_ = nseg * H;                                           \
+		if (nt_ > np_)                                                                 \
+			nt_ = np_;                                                             \
+		float *many_ = nt_ > 1 ? malloc((size_t)nt_ * (per) * sizeof(float)) : NULL;   \
+		if (!many_)                                                                    \
+			nt_ = 1;                                                               \
+		_Pragma("omp parallel num_threads(nt_)")                                       \
+		{                                                                              \
+			float *sc_ = scratch;                                                  \
+			if (nt_ > 1)                                                           \
+				sc_ = many_ + (size_t)omp_thread() * (per);                    \
+			_Pragma("omp for schedule(static)")                                    \
+			for (int p_ = 0; p_ < np_; p_++) {                                     \
+				int s = p_ / H, h = p_ % H;                                    \
+				__VA_ARGS__                                                    \
+			}                                                                      \
+		}                                                                              \
+		free(many_);                                                                   \
+	} while (0)
+
+static int omp_thread(void)
+{
+#ifdef _OPENMP
+	return omp_get_thread_num();
+#else
+	return 0;
+#endif
+}
+
+static int max_len(const int *len, int nseg)
+{
+	int m = 0;
+	for (int s = 0; s < nseg; s++)
+		m = len[s] > m ? len[s] : m;
+	return m;
+}
+
 static void blas_attention(const float *q, const float *k, const float *v, float *out, int nseg,
 			   const int *start, const int *len, int H, int Dh, int causal, float *scratch)
 {
-	int D = H * Dh;
-	for (int s = 0; s < nseg; s++) {
-		int L = len[s];
-		for (int h = 0; h < H; h++) {
-			const float *qs = q + (size_t)start[s] * D + h * Dh;
-			const float *ks = k + (size_t)start[s] * D + h * Dh;
-			const float *vs = v + (size_t)start[s] * D + h * Dh;
-			/* scores[L, L] = q_h . k_h^T */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, Dh, 1.0f, qs, D, ks, D, 0.0f, scratch, L);
-			for (int i = 0; i < L; i++) { /* fused mask + softmax */
-				float *r = scratch + (size_t)i * L;
-				int n = causal ? i + 1 : L;
-				float mx = r[0];
-				for (int j = 1; j < n; j++)
-					mx = r[j] > mx ? r[j] : mx;
-				float sum = 0;
-				for (int j = 0; j < n; j++) {
-					r[j] = expf(r[j] - mx);
-					sum += r[j];
-				}
-				float inv = 1.0f / sum;
-				for (int j = 0; j < n; j++)
-					r[j] *= inv;
-				for (int j = n; j < L; j++)
-					r[j] = 0;
-			}
-			/* out_h[L, Dh] = P . v_h */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, Dh, L, 1.0f, scratch, L, vs, D, 0.0f,
-				    out + (size_t)start[s] * D + h * Dh, D);
-		}
-	}
+	int D = H * Dh, ml = max_len(len, nseg);
+	FOR_PAIRS((size_t)ml * ml, {
+		size_t o = (size_t)start[s] * D + (size_t)h * Dh;
+		attend(q + o, k + o, v + o, out + o, len[s], D, Dh, causal, sc_);
+	});
 }
 
 static void blas_act(float *x, size_t n, int kind)
 {
-	if (kind == 0)
-		for (size_t i = 0; i < n; i++)
+	long long N = (long long)n;
+	if (kind == 0) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (N >= 65536)
+		for (long long i = 0; i < N; i++)
 			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-	else
-		for (size_t i = 0; i < n; i++)
+	} else {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (N >= 65536)
+		for (long long i = 0; i < N; i++)
 			x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+	}
 }
 
 /* ---- backward ---- */
 
 /* dx += dy . W [M, K]; dW += dy^T . x [N, K]; db += column sums of dy */
+/* dx += dy . W [M, K] in blocks of rows; dW += dy^T . x [N, K] and db in blocks of
+ * output features */
 static void blas_linear_bw(const float *x, const float *W, const float *dy, float *dx, float *dW, float *db,
 			   int M, int K, int N)
 {
-	if (dx)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, W, K, 1.0f, dx, K);
-	if (dW)
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K, 1.0f, dW, K);
-	if (db)
-		for (int m = 0; m < M; m++) {
-			const float *r = dy + (size_t)m * N;
-			for (int n = 0; n < N; n++)
-				db[n] += r[n];
+	if (dx) {
+		int nt = split(M, (long long)K * N);
+#pragma omp parallel for num_threads(nt) schedule(static)
+		for (int t = 0; t < nt; t++) {
+			int m0 = (int)((long long)M * t / nt), m1 = (int)((long long)M * (t + 1) / nt);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1 - m0, K, N, 1.0f, dy + (size_t)m0 * N, N, W,
+				    K, 1.0f, dx + (size_t)m0 * K, K);
 		}
+	}
+	if (dW || db) {
+		int nt = split(N, (long long)K * M);
+#pragma omp parallel for num_threads(nt) schedule(static)
+		for (int t = 0; t < nt; t++) {
+			int n0 = (int)((long long)N * t / nt), n1 = (int)((long long)N * (t + 1) / nt);
+			if (dW)
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n1 - n0, K, M, 1.0f, dy + n0, N, x, K, 1.0f,
+					    dW + (size_t)n0 * K, K);
+			if (db)
+				for (int m = 0; m < M; m++) {
+					const float *r = dy + (size_t)m * N;
+					for (int n = n0; n < n1; n++)
+						db[n] += r[n];
+				}
+		}
+	}
 }
 
+/* dx row by row; dg and db column by column (each summed over the rows in order) */
 static void blas_layernorm_bw(const float *x, const float *g, const float *dy, float *dx, float *dg, float *db,
 			      int M, int D, float eps)
 {
+	float *st = malloc(2 * (size_t)M * sizeof *st + 1); /* mean and 1/sd of each row */
+	if (!st) {
+		cmr_layernorm_backward(x, g, dy, dx, dg, db, M, D, eps);
+		return;
+	}
+#pragma omp parallel for num_threads(threads()) schedule(static) if (M >= 64)
 	for (int m = 0; m < M; m++) {
 		const float *r = x + (size_t)m * D, *d = dy + (size_t)m * D;
 		double s = 0, s2 = 0;
@@ -111,83 +226,85 @@ static void blas_layernorm_bw(const float *x, const float *g, const float *dy, f
 		}
 		double mean = s / D, var = s2 / D - mean * mean;
 		float inv = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps)), mu = (float)mean;
+		st[2 * m] = mu;
+		st[2 * m + 1] = inv;
+		if (!dx)
+			continue;
 		float s1 = 0, sx = 0;
 		for (int i = 0; i < D; i++) {
 			float xh = (r[i] - mu) * inv, dxh = d[i] * g[i];
 			s1 += dxh;
 			sx += dxh * xh;
-			if (dg)
-				dg[i] += d[i] * xh;
-			if (db)
-				db[i] += d[i];
 		}
 		s1 /= (float)D;
 		sx /= (float)D;
-		if (dx) {
-			float *o = dx + (size_t)m * D;
-			for (int i = 0; i < D; i++)
-				o[i] += inv * (d[i] * g[i] - s1 - (r[i] - mu) * inv * sx);
+		float *o = dx + (size_t)m * D;
+		for (int i = 0; i < D; i++)
+			o[i] += inv * (d[i] * g[i] - s1 - (r[i] - mu) * inv * sx);
+	}
+	if (dg || db) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (M >= 64)
+		for (int i = 0; i < D; i++) {
+			float a = 0, c = 0;
+			for (int m = 0; m < M; m++) {
+				float d = dy[(size_t)m * D + i];
+				a += d * (x[(size_t)m * D + i] - st[2 * m]) * st[2 * m + 1];
+				c += d;
+			}
+			if (dg)
+				dg[i] += a;
+			if (db)
+				db[i] += c;
 		}
 	}
+	free(st);
 }
 
+/* per segment and head: P = softmax(q k^T) recomputed, dv += P^T dout, dP = dout v^T,
+ * dS = P * (dP - rowsum(P * dP)), dq += dS k, dk += dS^T q */
 /* per segment and head: P = softmax(q k^T) recomputed, dv += P^T dout, dP = dout v^T,
  * dS = P * (dP - rowsum(P * dP)), dq += dS k, dk += dS^T q */
 static void blas_attention_bw(const float *q, const float *k, const float *v, const float *dout, float *dq,
 			      float *dk, float *dv, int nseg, const int *start, const int *len, int H, int Dh,
 			      int causal, float *scratch)
 {
-	int D = H * Dh;
-	for (int s = 0; s < nseg; s++) {
+	int D = H * Dh, ml = max_len(len, nseg);
+	FOR_PAIRS(2 * (size_t)ml * ml, {
 		int L = len[s];
-		float *P = scratch, *dP = scratch + (size_t)L * L;
-		for (int h = 0; h < H; h++) {
-			size_t o = (size_t)start[s] * D + (size_t)h * Dh;
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, Dh, 1.0f, q + o, D, k + o, D, 0.0f, P, L);
-			for (int i = 0; i < L; i++) {
-				float *r = P + (size_t)i * L;
-				int n = causal ? i + 1 : L;
-				float mx = r[0], sum = 0;
-				for (int j = 1; j < n; j++)
-					mx = r[j] > mx ? r[j] : mx;
-				for (int j = 0; j < n; j++) {
-					r[j] = expf(r[j] - mx);
-					sum += r[j];
-				}
-				float inv = 1.0f / sum;
-				for (int j = 0; j < n; j++)
-					r[j] *= inv;
-				for (int j = n; j < L; j++)
-					r[j] = 0;
-			}
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, Dh, L, 1.0f, P, L, dout + o, D, 1.0f, dv + o, D);
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, Dh, 1.0f, dout + o, D, v + o, D, 0.0f, dP, L);
-			for (int i = 0; i < L; i++) {
-				float *p = P + (size_t)i * L, *d = dP + (size_t)i * L, pd = 0;
-				for (int j = 0; j < L; j++)
-					pd += p[j] * d[j];
-				for (int j = 0; j < L; j++)
-					d[j] = p[j] * (d[j] - pd);
-			}
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, Dh, L, 1.0f, dP, L, k + o, D, 1.0f, dq + o, D);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, Dh, L, 1.0f, dP, L, q + o, D, 1.0f, dk + o, D);
+		float *P = sc_, *dP = sc_ + (size_t)L * L;
+		size_t o = (size_t)start[s] * D + (size_t)h * Dh;
+		attend(q + o, k + o, NULL, NULL, L, D, Dh, causal, P);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, Dh, L, 1.0f, P, L, dout + o, D, 1.0f, dv + o, D);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, Dh, 1.0f, dout + o, D, v + o, D, 0.0f, dP, L);
+		for (int i = 0; i < L; i++) {
+			float *pp = P + (size_t)i * L, *d = dP + (size_t)i * L, pd = 0;
+			for (int j = 0; j < L; j++)
+				pd += pp[j] * d[j];
+			for (int j = 0; j < L; j++)
+				d[j] = pp[j] * (d[j] - pd);
 		}
-	}
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, Dh, L, 1.0f, dP, L, k + o, D, 1.0f, dq + o, D);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, Dh, L, 1.0f, dP, L, q + o, D, 1.0f, dk + o, D);
+	});
 }
 
 static void blas_act_bw(const float *x, const float *dy, float *dx, size_t n, int kind)
 {
-	if (kind == 0)
-		for (size_t i = 0; i < n; i++) {
+	long long N = (long long)n;
+	if (kind == 0) {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (N >= 65536)
+		for (long long i = 0; i < N; i++) {
 			float s = 1.0f / (1.0f + expf(-1.702f * x[i]));
 			dx[i] += dy[i] * (s + x[i] * 1.702f * s * (1.0f - s));
 		}
-	else
-		for (size_t i = 0; i < n; i++) {
+	} else {
+#pragma omp parallel for num_threads(threads()) schedule(static) if (N >= 65536)
+		for (long long i = 0; i < N; i++) {
 			float t = x[i];
 			dx[i] += dy[i] * (0.5f * (1.0f + erff(t * 0.70710678118654752f)) +
 					  t * expf(-0.5f * t * t) * 0.39894228040143268f);
 		}
+	}
 }
 
 const cmr_ops cmr_ops_blas = {"blas",
@@ -203,7 +320,13 @@ const cmr_ops cmr_ops_blas = {"blas",
 
 void cmr_ops_set_threads(int n)
 {
+	n_threads = n;
+#ifdef _OPENMP
+	omp_set_num_threads(n); /* also for the loops outside the backend (AdamW) */
+	(void)threads();
+#else
 	openblas_set_num_threads(n);
+#endif
 }
 
 const cmr_ops *cmr_ops_find(const char *name)

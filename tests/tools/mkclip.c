@@ -158,8 +158,11 @@ static int model(int argc, char **argv)
 	for (size_t i = 0; i < nout; i++) {
 		int text = strncmp(outs[i].name, "text_", 5) == 0, vision = strncmp(outs[i].name, "vision_", 7) == 0 ||
 								strncmp(outs[i].name, "visual_", 7) == 0;
-		if ((strcmp(drop, "text") == 0 && text) || (strcmp(drop, "vision") == 0 && vision))
+		if ((strcmp(drop, "text") == 0 && text) || (strcmp(drop, "vision") == 0 && vision)) {
+			free((void *)outs[i].data);
+			free((void *)outs[i].name);
 			continue;
+		}
 		outs[kept++] = outs[i];
 	}
 	nout = kept;

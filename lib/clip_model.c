@@ -297,7 +297,7 @@ void cmr_clip_tower_free(cmr_clip_tower *t)
 struct cmr_clip_ws {
 	int max_rows, max_batch, max_len;
 	float *x, *h, *q, *k, *v, *a, *f, *scratch, *pooled, *patches;
-	int *start, *len;
+	int *start, *len, *pool;
 };
 
 void cmr_clip_ws_free(cmr_clip_ws *ws)
@@ -316,6 +316,7 @@ void cmr_clip_ws_free(cmr_clip_ws *ws)
 	free(ws->patches);
 	free(ws->start);
 	free(ws->len);
+	free(ws->pool);
 	free(ws);
 }
 
@@ -342,10 +343,11 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip_tower *t, int max_batch, int max_tok
 	ws->pooled = malloc((size_t)max_batch * D * 2 * sizeof(float));
 	ws->start = malloc((size_t)max_batch * sizeof(int));
 	ws->len = malloc((size_t)max_batch * sizeof(int));
+	ws->pool = malloc((size_t)max_batch * sizeof(int));
 	if (t->kind == CMR_TOWER_VISION)
 		ws->patches = malloc((size_t)max_batch * g * g * 3 * c->patch_size * c->patch_size * sizeof(float));
 	if (!ws->x || !ws->h || !ws->q || !ws->k || !ws->v || !ws->a || !ws->f || !ws->scratch ||
-	    !ws->pooled || !ws->start || !ws->len || (t->kind == CMR_TOWER_VISION && !ws->patches)) {
+	    !ws->pooled || !ws->start || !ws->len || !ws->pool || (t->kind == CMR_TOWER_VISION && !ws->patches)) {
 		cmr_clip_ws_free(ws);
 		return NULL;
 	}
@@ -398,70 +400,90 @@ void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int
 			}
 }
 
+void cmr_clip_embed_images(const cmr_clip_tower *t, const cmr_ops *ops, const uint8_t *const *pixels, int B,
+			   float *patches, float *tmp, float *x, int *start, int *len)
+{
+	const cmr_tower_cfg *c = &t->cfg;
+	int P = c->patch_size, g = c->image_size / P, np = g * g, D = c->width, K = 3 * P * P, seq = np + 1;
+	cmr_clip_patches(t, pixels, B, patches);
+	/* patch embeddings [B * np, D] (the conv has no bias) */
+	ops->linear(patches, t->patch_w, NULL, tmp, B * np, K, D);
+	/* x [B * seq, D] = [class; patches] + positions */
+	for (int b = 0; b < B; b++) {
+		float *xb = x + (size_t)b * seq * D;
+		for (int d = 0; d < D; d++)
+			xb[d] = t->class_emb[d] + t->pos_emb[d];
+		for (int i = 0; i < np; i++)
+			for (int d = 0; d < D; d++)
+				xb[(size_t)(i + 1) * D + d] = tmp[((size_t)b * np + i) * D + d] + t->pos_emb[(size_t)(i + 1) * D + d];
+		start[b] = b * seq;
+		len[b] = seq;
+	}
+}
+
+int cmr_clip_embed_texts(const cmr_clip_tower *t, const int32_t *const *ids, const int *lens, int B, int max_rows,
+			 float *x, int *start, int *len, int *pool)
+{
+	const cmr_tower_cfg *c = &t->cfg;
+	int D = c->width, rows = 0;
+	for (int b = 0; b < B; b++) {
+		if (lens[b] < 1 || lens[b] > c->context || rows + lens[b] > max_rows)
+			return -1;
+		start[b] = rows;
+		len[b] = lens[b];
+		int at = 0; /* the first occurrence of the largest id: the end token, as CLIP's argmax */
+		for (int i = 0; i < lens[b]; i++) {
+			int32_t id = ids[b][i];
+			if (id < 0 || id >= c->vocab)
+				return -1;
+			if (id > ids[b][at])
+				at = i;
+			for (int d = 0; d < D; d++)
+				x[(size_t)(rows + i) * D + d] = t->tok_emb[(size_t)id * D + d] + t->pos_emb[(size_t)i * D + d];
+		}
+		pool[b] = rows + at;
+		rows += lens[b];
+	}
+	return rows;
+}
+
+void cmr_clip_head(const cmr_clip_tower *t, const cmr_ops *ops, const float *x, const int *pool, int B,
+		   float *pooled, float *pooled_ln, float *out)
+{
+	int D = t->cfg.width, vision = t->kind == CMR_TOWER_VISION;
+	for (int b = 0; b < B; b++)
+		memcpy(pooled + (size_t)b * D, x + (size_t)pool[b] * D, (size_t)D * sizeof(float));
+	ops->layernorm(pooled, vision ? t->post_ln_w : t->final_ln_w, vision ? t->post_ln_b : t->final_ln_b, pooled_ln,
+		       B, D, t->cfg.eps);
+	ops->linear(pooled_ln, t->proj_w, NULL, out, B, D, t->proj);
+}
+
 int cmr_clip_encode_images(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			   const uint8_t *const *pixels, int B, float *out)
 {
 	const cmr_tower_cfg *c = &t->cfg;
 	if (t->kind != CMR_TOWER_VISION || B > ws->max_batch)
 		return -1;
-	int S = c->image_size, P = c->patch_size, g = S / P, np = g * g, D = c->width, K = 3 * P * P;
-	int seq = np + 1;
-	cmr_clip_patches(t, pixels, B, ws->patches);
-	/* patch embeddings [B * np, D] (the conv has no bias), into ws->h */
-	ops->linear(ws->patches, t->patch_w, NULL, ws->h, B * np, K, D);
-	/* x [B * seq, D] = [class; patches] + positions */
-	for (int b = 0; b < B; b++) {
-		float *xb = ws->x + (size_t)b * seq * D;
-		for (int d = 0; d < D; d++)
-			xb[d] = t->class_emb[d] + t->pos_emb[d];
-		for (int i = 0; i < np; i++)
-			for (int d = 0; d < D; d++)
-				xb[(size_t)(i + 1) * D + d] = ws->h[((size_t)b * np + i) * D + d] + t->pos_emb[(size_t)(i + 1) * D + d];
-		ws->start[b] = b * seq;
-		ws->len[b] = seq;
-	}
+	int g = c->image_size / c->patch_size, seq = g * g + 1, D = c->width;
+	cmr_clip_embed_images(t, ops, pixels, B, ws->patches, ws->h, ws->x, ws->start, ws->len);
 	ops->layernorm(ws->x, t->pre_ln_w, t->pre_ln_b, ws->x, B * seq, D, c->eps);
 	transformer(t, ops, ws, B * seq, B, 0);
-	/* pooled = post_layernorm(class token), out = pooled . proj^T */
 	for (int b = 0; b < B; b++)
-		memcpy(ws->pooled + (size_t)b * D, ws->x + (size_t)b * seq * D, (size_t)D * sizeof(float));
-	ops->layernorm(ws->pooled, t->post_ln_w, t->post_ln_b, ws->pooled + (size_t)B * D, B, D, c->eps);
-	ops->linear(ws->pooled + (size_t)B * D, t->proj_w, NULL, out, B, D, t->proj);
+		ws->pool[b] = b * seq; /* the class token */
+	cmr_clip_head(t, ops, ws->x, ws->pool, B, ws->pooled, ws->pooled + (size_t)B * D, out);
 	return 0;
 }
 
 int cmr_clip_encode_texts(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			  const int32_t *const *ids, const int *lens, int B, float *out)
 {
-	const cmr_tower_cfg *c = &t->cfg;
-	int D = c->width, rows = 0;
 	if (t->kind != CMR_TOWER_TEXT || B > ws->max_batch)
 		return -1;
-	for (int b = 0; b < B; b++) {
-		if (lens[b] < 1 || lens[b] > c->context || rows + lens[b] > ws->max_rows)
-			return -1;
-		ws->start[b] = rows;
-		ws->len[b] = lens[b];
-		for (int i = 0; i < lens[b]; i++) {
-			int32_t id = ids[b][i];
-			if (id < 0 || id >= c->vocab)
-				return -1;
-			for (int d = 0; d < D; d++)
-				ws->x[(size_t)(rows + i) * D + d] = t->tok_emb[(size_t)id * D + d] + t->pos_emb[(size_t)i * D + d];
-		}
-		rows += lens[b];
-	}
+	int rows = cmr_clip_embed_texts(t, ids, lens, B, ws->max_rows, ws->x, ws->start, ws->len, ws->pool);
+	if (rows < 0)
+		return -1;
 	transformer(t, ops, ws, rows, B, 1);
-	/* pool at the first occurrence of the largest id (the end token), final layernorm */
-	for (int b = 0; b < B; b++) {
-		int at = 0;
-		for (int i = 1; i < lens[b]; i++)
-			if (ids[b][i] > ids[b][at])
-				at = i;
-		memcpy(ws->pooled + (size_t)b * D, ws->x + (size_t)(ws->start[b] + at) * D, (size_t)D * sizeof(float));
-	}
-	ops->layernorm(ws->pooled, t->final_ln_w, t->final_ln_b, ws->pooled + (size_t)B * D, B, D, c->eps);
-	ops->linear(ws->pooled + (size_t)B * D, t->proj_w, NULL, out, B, D, t->proj);
+	cmr_clip_head(t, ops, ws->x, ws->pool, B, ws->pooled, ws->pooled + (size_t)B * t->cfg.width, out);
 	return 0;
 }
 

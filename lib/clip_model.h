@@ -73,6 +73,24 @@ int cmr_clip_encode_images(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip
 /* The normalised patches of B images as rows [B * g * g, 3 * P * P] in the patch
  * convolution's (channel, y, x) order: the convolution is then a linear layer. */
 void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out);
+/* The steps both forward passes share (this file's and clip_train.c's), so that training
+ * and inference run the same code:
+ * the vision transformer's input rows before pre_layrnorm, x [B * seq, D] = [class; patch
+ * embeddings] + positions (patches [B * g * g, 3 * P * P] and tmp [B * g * g, D] are work
+ * space), with each sample's segment in start and len; */
+void cmr_clip_embed_images(const cmr_clip_tower *t, const cmr_ops *ops, const uint8_t *const *pixels, int B,
+			   float *patches, float *tmp, float *x, int *start, int *len);
+/* the text transformer's input rows, token plus position embeddings, with the segments and
+ * the row pooled per sample (its first end token, the largest id, as CLIP's argmax); returns
+ * the number of rows, or -1 for a sequence that is empty, longer than the context, beyond
+ * max_rows in all, or with an id outside the vocabulary; */
+int cmr_clip_embed_texts(const cmr_clip_tower *t, const int32_t *const *ids, const int *lens, int B, int max_rows,
+			 float *x, int *start, int *len, int *pool);
+/* and the head: the pooled rows of x [B, D], their final layernorm pooled_ln, and the
+ * projection out [B, proj]. */
+void cmr_clip_head(const cmr_clip_tower *t, const cmr_ops *ops, const float *x, const int *pool, int B,
+		   float *pooled, float *pooled_ln, float *out);
+
 /* Text embeddings: B token sequences (lens[b] ids each, with start and end tokens); each is
  * pooled at its first end-of-text token (the largest id, as CLIP's argmax). out [B, proj]. */
 int cmr_clip_encode_texts(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws,

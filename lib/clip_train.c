@@ -426,18 +426,6 @@ static void layers_forward(const cmr_clip_tower *t, const cmr_ops *ops, cmr_trai
 	}
 }
 
-/* pool the rows ws->pool of the last layer's output, final layernorm, projection */
-static void head_forward(const cmr_clip_tower *t, const cmr_ops *ops, cmr_train_ws *ws, const float *ln_w,
-			 const float *ln_b, float *out)
-{
-	int D = t->cfg.width;
-	const float *x = ws->xin + (size_t)t->cfg.layers * ws->max_rows * D;
-	for (int b = 0; b < ws->B; b++)
-		memcpy(ws->pooled + (size_t)b * D, x + (size_t)ws->pool[b] * D, (size_t)D * sizeof(float));
-	ops->layernorm(ws->pooled, ln_w, ln_b, ws->pooled_ln, ws->B, D, t->cfg.eps);
-	ops->linear(ws->pooled_ln, t->proj_w, NULL, out, ws->B, D, t->proj);
-}
-
 int cmr_train_forward_images(const cmr_clip_model *m, const cmr_ops *ops, cmr_train_ws *ws,
 			     const uint8_t *const *pixels, int B, float *out)
 {
@@ -445,25 +433,16 @@ int cmr_train_forward_images(const cmr_clip_model *m, const cmr_ops *ops, cmr_tr
 	const cmr_tower_cfg *c = &t->cfg;
 	if (ws->tower != CMR_TOWER_VISION || B > ws->max_batch || B < 1)
 		return -1;
-	int P = c->patch_size, g = c->image_size / P, np = g * g, D = c->width, K = 3 * P * P, seq = np + 1;
+	int g = c->image_size / c->patch_size, seq = g * g + 1, D = c->width;
 	ws->B = B;
 	ws->rows = B * seq;
-	cmr_clip_patches(t, pixels, B, ws->patches);
-	ops->linear(ws->patches, t->patch_w, NULL, ws->dh, B * np, K, D);
-	for (int b = 0; b < B; b++) {
-		float *e = ws->emb + (size_t)b * seq * D;
-		for (int d = 0; d < D; d++)
-			e[d] = t->class_emb[d] + t->pos_emb[d];
-		for (int i = 0; i < np; i++)
-			for (int d = 0; d < D; d++)
-				e[(size_t)(i + 1) * D + d] = ws->dh[((size_t)b * np + i) * D + d] + t->pos_emb[(size_t)(i + 1) * D + d];
-		ws->start[b] = b * seq;
-		ws->len[b] = seq;
+	cmr_clip_embed_images(t, ops, pixels, B, ws->patches, ws->dh, ws->emb, ws->start, ws->len);
+	for (int b = 0; b < B; b++)
 		ws->pool[b] = b * seq;
-	}
 	ops->layernorm(ws->emb, t->pre_ln_w, t->pre_ln_b, ws->xin, ws->rows, D, c->eps);
 	layers_forward(t, ops, ws, 0);
-	head_forward(t, ops, ws, t->post_ln_w, t->post_ln_b, out);
+	cmr_clip_head(t, ops, ws->xin + (size_t)c->layers * ws->max_rows * D, ws->pool, B, ws->pooled, ws->pooled_ln,
+		      out);
 	return 0;
 }
 
@@ -472,34 +451,24 @@ int cmr_train_forward_texts(const cmr_clip_model *m, const cmr_ops *ops, cmr_tra
 {
 	const cmr_clip_tower *t = &m->tower[CMR_TOWER_TEXT];
 	const cmr_tower_cfg *c = &t->cfg;
-	int D = c->width, rows = 0;
+	int D = c->width;
 	if (ws->tower != CMR_TOWER_TEXT || B > ws->max_batch || B < 1)
 		return -1;
-	for (int b = 0; b < B; b++) {
-		if (lens[b] < 1 || lens[b] > c->context || rows + lens[b] > ws->max_rows)
-			return -1;
-		ws->start[b] = rows;
-		ws->len[b] = lens[b];
-		int at = 0;
+	int rows = cmr_clip_embed_texts(t, ids, lens, B, ws->max_rows, ws->emb, ws->start, ws->len, ws->pool);
+	if (rows < 0)
+		return -1;
+	/* each row's token and position, for the embeddings' backward pass */
+	for (int b = 0; b < B; b++)
 		for (int i = 0; i < lens[b]; i++) {
-			int32_t id = ids[b][i];
-			if (id < 0 || id >= c->vocab)
-				return -1;
-			if (id > ids[b][at])
-				at = i;
-			ws->tok[rows + i] = id;
-			ws->pos[rows + i] = i;
-			for (int d = 0; d < D; d++)
-				ws->emb[(size_t)(rows + i) * D + d] = t->tok_emb[(size_t)id * D + d] + t->pos_emb[(size_t)i * D + d];
+			ws->tok[ws->start[b] + i] = ids[b][i];
+			ws->pos[ws->start[b] + i] = i;
 		}
-		ws->pool[b] = rows + at;
-		rows += lens[b];
-	}
 	ws->B = B;
 	ws->rows = rows;
 	memcpy(ws->xin, ws->emb, (size_t)rows * D * sizeof(float));
 	layers_forward(t, ops, ws, 1);
-	head_forward(t, ops, ws, t->final_ln_w, t->final_ln_b, out);
+	cmr_clip_head(t, ops, ws->xin + (size_t)c->layers * ws->max_rows * D, ws->pool, B, ws->pooled, ws->pooled_ln,
+		      out);
 	return 0;
 }
 

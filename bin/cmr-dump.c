@@ -80,11 +80,7 @@ enum { OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY, OPT_TMAX
 
 static double parse_tol(const char *opt, const char *s)
 {
-	char *end;
-	double v = strtod(s, &end);
-	if (end == s || *end || !(v >= 0))
-		cmr_usage_error("%s: '%s' is not a number >= 0", opt, s);
-	return v;
+	return cmr_parse_double(opt, s, 0, HUGE_VAL);
 }
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)

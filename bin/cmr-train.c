@@ -96,16 +96,6 @@ enum {
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND
 };
 
-static double parse_num(const char *opt, const char *s, double min, double max)
-{
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= min && v <= max))
-		cmr_usage_error("%s: '%s' is not a number in [%g, %g]", opt, s, min, max);
-	return v;
-}
-
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
@@ -162,14 +152,14 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_EPOCHS: o->epochs = (int)cmr_parse_int("--epochs", optarg, 1, 1 << 30); break;
 		case OPT_STEPS: o->steps = cmr_parse_int("--steps", optarg, 1, INT64_MAX / 2); break;
 		case OPT_MAXSTEPS: o->max_steps = cmr_parse_int("--max-steps", optarg, 1, INT64_MAX / 2); break;
-		case OPT_LR: o->lr = parse_num("--lr", optarg, 0, 10); break;
-		case OPT_MINLR: o->min_lr = parse_num("--min-lr", optarg, 0, 10); break;
+		case OPT_LR: o->lr = cmr_parse_double("--lr", optarg, 0, 10); break;
+		case OPT_MINLR: o->min_lr = cmr_parse_double("--min-lr", optarg, 0, 10); break;
 		case OPT_WARMUP: o->warmup = cmr_parse_int("--warmup", optarg, 0, INT64_MAX / 2); break;
-		case OPT_WD: o->wd = parse_num("--wd", optarg, 0, 10); break;
-		case OPT_B1: o->beta1 = parse_num("--beta1", optarg, 0, 0.999999); break;
-		case OPT_B2: o->beta2 = parse_num("--beta2", optarg, 0, 0.999999); break;
-		case OPT_EPS: o->eps = parse_num("--adam-eps", optarg, 1e-30, 1); break;
-		case OPT_CLIP: o->clip = parse_num("--clip-grad", optarg, 0, 1e30); break;
+		case OPT_WD: o->wd = cmr_parse_double("--wd", optarg, 0, 10); break;
+		case OPT_B1: o->beta1 = cmr_parse_double("--beta1", optarg, 0, 0.999999); break;
+		case OPT_B2: o->beta2 = cmr_parse_double("--beta2", optarg, 0, 0.999999); break;
+		case OPT_EPS: o->eps = cmr_parse_double("--adam-eps", optarg, 1e-30, 1); break;
+		case OPT_CLIP: o->clip = cmr_parse_double("--clip-grad", optarg, 0, 1e30); break;
 		case OPT_LOSS:
 			if (strcmp(optarg, "infonce") == 0)
 				o->loss = CMR_LOSS_INFONCE;
@@ -178,7 +168,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			else
 				cmr_usage_error("--loss: '%s' is not infonce or vse", optarg);
 			break;
-		case OPT_MARGIN: o->margin = parse_num("--margin", optarg, 0, 2); break;
+		case OPT_MARGIN: o->margin = cmr_parse_double("--margin", optarg, 0, 2); break;
 		case OPT_FREEZE:
 		case OPT_TRAIN:
 			if ((c == OPT_FREEZE ? o->nfreeze : o->ntrain) == MAXGLOB)

@@ -253,6 +253,18 @@ long long cmr_parse_int(const char *opt, const char *s, long long min, long long
 	return v;
 }
 
+double cmr_parse_double(const char *opt, const char *s, double min, double max)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || v != v)
+		cmr_usage_error("%s: '%s' is not a number", opt, s);
+	if (v < min || v > max)
+		cmr_usage_error("%s: %g is outside %g..%g", opt, v, min, max);
+	return v;
+}
+
 /* ---- files ---- */
 const char *cmr_input_name(const char *path)
 {

@@ -68,6 +68,8 @@ int cmr_common_option(int c);
 
 /* Parses a whole decimal integer in [min, max] or fails with a usage error naming opt. */
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max);
+/* The same for a decimal number (strtod's syntax) in [min, max]. */
+double cmr_parse_double(const char *opt, const char *s, double min, double max);
 
 /* ---- files ---- */
 /* Opens an input: NULL or "-" is standard input. A binary input on a terminal is refused. */

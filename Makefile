@@ -102,9 +102,9 @@ example: $(TOOL_BIN)
 demo: $(TOOL_BIN) $(BUILD)/examples/mkshapes
 	BUILD=$(BUILD) sh examples/demo.sh
 
-$(BUILD)/examples/mkshapes: $(BUILD)/obj/examples/mkshapes.o
+$(BUILD)/examples/mkshapes: $(BUILD)/obj/examples/mkshapes.o $(LIBCMR)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 
 config:
 	@echo "CC=$(CC) CFLAGS=$(CFLAGS) SAN=$(SAN) WERROR=$(WERROR)"

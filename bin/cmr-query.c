@@ -11,7 +11,6 @@
 #include <archive_entry.h>
 #include <cblas.h>
 #include <jansson.h>
-#include <jpeglib.h>
 
 #include "fe.h"
 #include "image.h"
@@ -240,26 +239,16 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 		cmr_warn("%zu hits have no image in the --images given (left blank)", missing);
 	cmr_info("%s: %zu of %zu images found", o->sheet, nthumbs - missing, nthumbs);
 	(void)qkeys;
+	char err[1024];
+	size_t len;
+	unsigned char *jpg = cmr_jpeg_encode(canvas, W, H, 90, &len, err, sizeof err);
+	if (!jpg)
+		cmr_die("%s: %s", o->sheet, err);
 	cmr_output out;
 	cmr_output_open(&out, o->sheet, 1);
-	struct jpeg_compress_struct c;
-	struct jpeg_error_mgr jerr;
-	c.err = jpeg_std_error(&jerr);
-	jpeg_create_compress(&c);
-	jpeg_stdio_dest(&c, out.f);
-	c.image_width = (JDIMENSION)W;
-	c.image_height = (JDIMENSION)H;
-	c.input_components = 3;
-	c.in_color_space = JCS_RGB;
-	jpeg_set_defaults(&c);
-	jpeg_set_quality(&c, 90, TRUE);
-	jpeg_start_compress(&c, TRUE);
-	while (c.next_scanline < c.image_height) {
-		JSAMPROW row = canvas + (size_t)c.next_scanline * W * 3;
-		jpeg_write_scanlines(&c, &row, 1);
-	}
-	jpeg_finish_compress(&c);
-	jpeg_destroy_compress(&c);
+	if (fwrite(jpg, 1, len, out.f) != len)
+		cmr_die_write(o->sheet, errno);
+	free(jpg);
 	cmr_output_commit(&out);
 	free(canvas);
 	for (size_t i = 0; i < nthumbs; i++)

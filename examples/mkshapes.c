@@ -3,7 +3,7 @@
  * small or large, in one of five places (top left, top right, bottom left, bottom right,
  * centre), jittered, on a noisy dark background; its captions say so in several templates.
  * Written as a webdataset tar (KEY.jpg, KEY.txt with a caption per line) with libarchive and
- * libjpeg-turbo, from a seed: the same bytes on every machine.
+ * lib/image.c's JPEG encoder (libjpeg-turbo), from a seed: the same bytes on every machine.
  *
  *   mkshapes [--distinct] [--size S] [--prefix P] N SEED > shards.tar
  *
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jpeglib.h>
+#include "image.h"
 
 static const char *shapes[] = {"circle", "square", "triangle", "cross"};
 static const char *colours[] = {"red", "green", "blue", "yellow", "purple", "white"};
@@ -45,29 +45,6 @@ static int inside(int shape, int x, int y, int cx, int cy, int r)
 	case 2: return dy <= r * 4 / 5 && dy >= -r && 2 * ax <= dy + r; /* apex up */
 	default: return (ax <= r / 3 && ay <= r) || (ay <= r / 3 && ax <= r);
 	}
-}
-
-static unsigned char *jpeg(const unsigned char *px, int S, unsigned long *len)
-{
-	struct jpeg_compress_struct c;
-	struct jpeg_error_mgr err;
-	unsigned char *buf = NULL;
-	c.err = jpeg_std_error(&err);
-	jpeg_create_compress(&c);
-	jpeg_mem_dest(&c, &buf, len);
-	c.image_width = c.image_height = (JDIMENSION)S;
-	c.input_components = 3;
-	c.in_color_space = JCS_RGB;
-	jpeg_set_defaults(&c);
-	jpeg_set_quality(&c, 90, TRUE);
-	jpeg_start_compress(&c, TRUE);
-	while (c.next_scanline < c.image_height) {
-		JSAMPROW row = (JSAMPROW)(px + (size_t)c.next_scanline * S * 3);
-		jpeg_write_scanlines(&c, &row, 1);
-	}
-	jpeg_finish_compress(&c);
-	jpeg_destroy_compress(&c);
-	return buf;
 }
 
 static void put(struct archive *a, const char *name, const void *data, size_t len)
@@ -152,8 +129,13 @@ int main(int argc, char **argv)
 			}
 		char key[64], name[80], txt[1024];
 		snprintf(key, sizeof key, "%s%05d", prefix, k);
-		unsigned long len = 0;
-		unsigned char *jp = jpeg(px, S, &len);
+		size_t len = 0;
+		char err[256];
+		unsigned char *jp = cmr_jpeg_encode(px, S, S, 90, &len, err, sizeof err);
+		if (!jp) {
+			fprintf(stderr, "mkshapes: %s\n", err);
+			return 1;
+		}
 		snprintf(name, sizeof name, "%s.jpg", key);
 		put(a, name, jp, len);
 		free(jp);

@@ -356,6 +356,41 @@ static void on_message(j_common_ptr cinfo, int level)
 		(*cinfo->err->format_message)(cinfo, e->msg);
 }
 
+unsigned char *cmr_jpeg_encode(const uint8_t *rgb, int w, int h, int quality, size_t *len, char *err, size_t errlen)
+{
+	struct jpeg_compress_struct c;
+	jerr_t jerr;
+	memset(&jerr, 0, sizeof jerr);
+	/* volatile: modified between setjmp and longjmp */
+	unsigned char *volatile buf = NULL;
+	unsigned long n = 0;
+	c.err = jpeg_std_error(&jerr.pub);
+	jerr.pub.error_exit = on_error;
+	if (setjmp(jerr.jb)) {
+		cmr_errf(err, errlen, "JPEG encoding: %s", jerr.msg);
+		jpeg_destroy_compress(&c);
+		free(buf);
+		return NULL;
+	}
+	jpeg_create_compress(&c);
+	jpeg_mem_dest(&c, (unsigned char **)&buf, &n);
+	c.image_width = (JDIMENSION)w;
+	c.image_height = (JDIMENSION)h;
+	c.input_components = 3;
+	c.in_color_space = JCS_RGB;
+	jpeg_set_defaults(&c);
+	jpeg_set_quality(&c, quality, TRUE);
+	jpeg_start_compress(&c, TRUE);
+	while (c.next_scanline < c.image_height) {
+		JSAMPROW row = (JSAMPROW)(rgb + (size_t)c.next_scanline * w * 3);
+		jpeg_write_scanlines(&c, &row, 1);
+	}
+	jpeg_finish_compress(&c);
+	jpeg_destroy_compress(&c);
+	*len = n;
+	return buf;
+}
+
 int cmr_jpeg_decode(const void *buf, size_t len, const cmr_jpeg_opts *o, cmr_image *out,
 		    int *scale_m, int *orientation, char *err, size_t errlen)
 {

@@ -38,6 +38,10 @@ int cmr_is_jpeg(const void *buf, size_t len);
 int cmr_jpeg_decode(const void *buf, size_t len, const cmr_jpeg_opts *o, cmr_image *out,
 		    int *scale_m, int *orientation, char *err, size_t errlen);
 
+/* Encodes RGB pixels [h, w, 3] as a baseline JPEG of the given quality (1..100). Returns the
+ * file's bytes (free() them) and their number in *len, or NULL with a message in err. */
+unsigned char *cmr_jpeg_encode(const uint8_t *rgb, int w, int h, int quality, size_t *len, char *err, size_t errlen);
+
 /* Applies an EXIF orientation (1..8) in place (may swap w and h). Returns 0 or -1. */
 int cmr_image_orient(cmr_image *im, int orientation);
 

@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "clip_model.h"
 #include "fe.h"
+#include "util.h"
 #include "half.h"
 #include "stream.h"
 
@@ -199,14 +200,8 @@ static void flush(void)
 		cmr_die("%s: the batch could not be encoded", g.pending[0].where);
 	for (int b = 0; b < B; b++) {
 		float *e = g.emb + (size_t)b * dim;
-		if (g.o->normalize) {
-			double s = 0;
-			for (int d = 0; d < dim; d++)
-				s += (double)e[d] * e[d];
-			float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
-			for (int d = 0; d < dim; d++)
-				e[d] *= inv;
-		}
+		if (g.o->normalize)
+			cmr_unit_rows(e, 1, dim);
 		cmr_record rec;
 		uint32_t dims[1] = {(uint32_t)dim};
 		const void *data = e;

@@ -460,18 +460,6 @@ static void save(run_t *r, int64_t step)
 }
 
 /* ---- evaluation ---- */
-static void unit_rows(float *a, size_t n, int P)
-{
-	for (size_t i = 0; i < n; i++) {
-		double s = 0;
-		for (int p = 0; p < P; p++)
-			s += (double)a[i * P + p] * a[i * P + p];
-		float inv = s > 0 ? (float)(1 / sqrt(s)) : 0;
-		for (int p = 0; p < P; p++)
-			a[i * P + p] *= inv;
-	}
-}
-
 static void evaluate(run_t *r, data_t *ev, int64_t step)
 {
 	cmr_clip_model *m = r->m;
@@ -507,8 +495,8 @@ static void evaluate(run_t *r, data_t *ev, int64_t step)
 				cmr_clip_encode_texts(&m->tower[CMR_TOWER_TEXT], r->o->ops, wt, ids, lens, at + 1,
 						      et + (t - (size_t)at - 1) * P);
 		}
-	unit_rows(ei, ev->nimg, P);
-	unit_rows(et, nt, P);
+	cmr_unit_rows(ei, ev->nimg, P);
+	cmr_unit_rows(et, nt, P);
 	if (cmr_eval_ranks(ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
 		cmr_die("out of memory");
 	static const uint32_t ks[3] = {1, 5, 10};

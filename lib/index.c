@@ -200,16 +200,6 @@ static int assign(const float *x, uint64_t n, const float *C, uint32_t k, uint32
 	return 0;
 }
 
-static void normalize(float *v, uint32_t d)
-{
-	double s = 0;
-	for (uint32_t i = 0; i < d; i++)
-		s += (double)v[i] * v[i];
-	if (s > 0)
-		for (uint32_t i = 0; i < d; i++)
-			v[i] = (float)(v[i] / sqrt(s));
-}
-
 /* spherical k-means on a sample of the rows */
 static float *kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, size_t errlen)
 {
@@ -261,7 +251,7 @@ static float *kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, siz
 				memcpy(sum + (size_t)c * d, x + w * d, d * sizeof *sum);
 				av[w] = INFINITY;
 			}
-			normalize(sum + (size_t)c * d, d);
+			cmr_unit_rows(sum + (size_t)c * d, 1, (int)d);
 		}
 		memcpy(C, sum, (size_t)k * d * sizeof *C);
 	}

@@ -38,3 +38,16 @@ int cmr_unit_embedding(const cmr_record *rec, float *out, const char **why)
 		out[i] = (float)(out[i] / sqrt(s));
 	return (int)d;
 }
+
+void cmr_unit_rows(float *a, size_t n, int d)
+{
+	for (size_t r = 0; r < n; r++) {
+		float *e = a + r * (size_t)d;
+		double s = 0;
+		for (int i = 0; i < d; i++)
+			s += (double)e[i] * e[i];
+		float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+		for (int i = 0; i < d; i++)
+			e[i] *= inv;
+	}
+}

@@ -36,5 +36,7 @@ int cmr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((form
 /* The embedding of rec (kind embedding, f32 or f16 [D]) as a unit-length f32 vector in out
  * (D floats). Returns D, or -1 with the reason in *why. */
 int cmr_unit_embedding(const cmr_record *rec, float *out, const char **why);
+/* Scales each of the n rows of a [n, d] to unit L2 norm (a zero row becomes zero). */
+void cmr_unit_rows(float *a, size_t n, int d);
 
 #endif

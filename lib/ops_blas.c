@@ -61,21 +61,28 @@ static void blas_linear(const float *x, const float *W, const float *b, float *y
 	}
 }
 
-/* one pass for mean and variance (Welford would be slower; two sums in double are exact
- * enough for D <= 4096), then the scaled row */
+/* a row's mean and 1 / sqrt(variance + eps), in one pass (Welford would be slower; two sums
+ * in double are exact enough for D <= 4096) */
+static void row_stats(const float *r, int D, float eps, float *mu, float *inv)
+{
+	double s = 0, s2 = 0;
+	for (int d = 0; d < D; d++) {
+		s += r[d];
+		s2 += (double)r[d] * r[d];
+	}
+	double mean = s / D, var = s2 / D - mean * mean;
+	*mu = (float)mean;
+	*inv = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps));
+}
+
 static void blas_layernorm(const float *x, const float *g, const float *b, float *y, int M, int D, float eps)
 {
 #pragma omp parallel for num_threads(threads()) schedule(static) if (M >= 64)
 	for (int m = 0; m < M; m++) {
 		const float *r = x + (size_t)m * D;
 		float *o = y + (size_t)m * D;
-		double s = 0, s2 = 0;
-		for (int d = 0; d < D; d++) {
-			s += r[d];
-			s2 += (double)r[d] * r[d];
-		}
-		double mean = s / D, var = s2 / D - mean * mean;
-		float inv = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps)), mu = (float)mean;
+		float mu, inv;
+		row_stats(r, D, eps, &mu, &inv);
 		for (int d = 0; d < D; d++)
 			o[d] = (r[d] - mu) * inv * g[d] + b[d];
 	}
@@ -219,13 +226,8 @@ static void blas_layernorm_bw(const float *x, const float *g, const float *dy, f
 #pragma omp parallel for num_threads(threads()) schedule(static) if (M >= 64)
 	for (int m = 0; m < M; m++) {
 		const float *r = x + (size_t)m * D, *d = dy + (size_t)m * D;
-		double s = 0, s2 = 0;
-		for (int i = 0; i < D; i++) {
-			s += r[i];
-			s2 += (double)r[i] * r[i];
-		}
-		double mean = s / D, var = s2 / D - mean * mean;
-		float inv = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps)), mu = (float)mean;
+		float mu, inv;
+		row_stats(r, D, eps, &mu, &inv);
 		st[2 * m] = mu;
 		st[2 * m + 1] = inv;
 		if (!dx)

@@ -9,10 +9,10 @@
 #include <jansson.h>
 
 #include "backend.h"
-#include "clip_model.h"
 #include "fe.h"
 #include "util.h"
 #include "half.h"
+#include "model/clip.h"
 #include "stream.h"
 
 static const cmr_tool tool = {
@@ -120,7 +120,8 @@ typedef struct {
 
 static struct {
 	struct opts *o;
-	cmr_clip_tower *tower[2];
+	cmr_clip *m;            /* the towers are loaded as their first record comes */
+	const cmr_clip_tower *tower[2];
 	cmr_clip_ws *ws[2];
 	int prov_done;
 	cmr_writer *w;
@@ -153,12 +154,17 @@ static void load(int kind)
 {
 	if (g.tower[kind])
 		return;
-	char err[1024];
-	g.tower[kind] = cmr_clip_tower_load(g.o->model, kind, err, sizeof err);
-	if (!g.tower[kind])
+	char err[1024], path[4096];
+	if (!g.m)
+		g.m = cmr_clip_open(g.o->model, 1u << kind, err, sizeof err);
+	else if (snprintf(path, sizeof path, "%s/model.safetensors", g.o->model),
+		 cmr_clip_load(g.m, path, 1u << kind, 0, err, sizeof err) < 0)
 		cmr_die("%s", err);
+	if (!g.m)
+		cmr_die("%s", err);
+	g.tower[kind] = &g.m->tower[kind];
 	const cmr_tower_cfg *c = &g.tower[kind]->cfg;
-	g.ws[kind] = cmr_clip_ws_new(g.tower[kind], g.o->batch, g.o->batch * c->context);
+	g.ws[kind] = cmr_clip_ws_new(g.m, kind, g.o->batch, g.o->batch * c->context, 0);
 	if (!g.ws[kind])
 		cmr_die("out of memory for a batch of %d", g.o->batch);
 	cmr_info("%s: %s tower: width %d, %d layers, %d heads; projection %d", g.o->model,
@@ -186,7 +192,7 @@ static void flush(void)
 		const uint8_t *px[4096];
 		for (int b = 0; b < B; b++)
 			px[b] = g.pending[b].data;
-		rc = cmr_clip_encode_images(t, g.o->ops, g.ws[kind], px, B, g.emb);
+		rc = cmr_clip_encode_images(g.m, g.o->ops, g.ws[kind], px, B, g.emb);
 	} else {
 		const int32_t *ids[4096];
 		int lens[4096];
@@ -194,7 +200,7 @@ static void flush(void)
 			ids[b] = g.pending[b].data;
 			lens[b] = g.pending[b].len;
 		}
-		rc = cmr_clip_encode_texts(t, g.o->ops, g.ws[kind], ids, lens, B, g.emb);
+		rc = cmr_clip_encode_texts(g.m, g.o->ops, g.ws[kind], ids, lens, B, g.emb);
 	}
 	if (rc < 0)
 		cmr_die("%s: the batch could not be encoded", g.pending[0].where);
@@ -314,10 +320,9 @@ int main(int argc, char **argv)
 	cmr_writer_free(g.w);
 	cmr_output_commit(&out);
 	cmr_info("%" PRIu64 " embeddings", g.written);
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < 2; k++)
 		cmr_clip_ws_free(g.ws[k]);
-		cmr_clip_tower_free(g.tower[k]);
-	}
+	cmr_clip_free(g.m);
 	for (int b = 0; b < o.batch; b++)
 		free(g.pending[b].data);
 	free(g.pending);

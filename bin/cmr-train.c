@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "clip_train.h"
+#include "model/train.h"
 #include "eval.h"
 #include "fe.h"
 #include "safetensors.h"
@@ -77,7 +77,8 @@ static const cmr_tool tool = {
 
 struct opts {
 	const char *init, *config, *resume, *output, *log;
-	int batch, epochs, threads, loss;
+	int batch, epochs, threads;
+	const cmr_loss *loss;
 	int64_t steps, max_steps, warmup, save_every, eval_every, log_every;
 	double lr, min_lr, wd, beta1, beta2, eps, clip, margin;
 	uint64_t seed;
@@ -138,6 +139,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->beta1 = 0.9, o->beta2 = 0.98, o->eps = 1e-6;
 	o->clip = 1.0;
 	o->margin = 0.2;
+	o->loss = cmr_loss_find("infonce");
 	o->seed = 1;
 	o->log_every = 50;
 	o->ops = &cmr_ops_blas;
@@ -161,11 +163,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_EPS: o->eps = cmr_parse_double("--adam-eps", optarg, 1e-30, 1); break;
 		case OPT_CLIP: o->clip = cmr_parse_double("--clip-grad", optarg, 0, 1e30); break;
 		case OPT_LOSS:
-			if (strcmp(optarg, "infonce") == 0)
-				o->loss = CMR_LOSS_INFONCE;
-			else if (strcmp(optarg, "vse") == 0)
-				o->loss = CMR_LOSS_VSE;
-			else
+			if (!(o->loss = cmr_loss_find(optarg)))
 				cmr_usage_error("--loss: '%s' is not infonce or vse", optarg);
 			break;
 		case OPT_MARGIN: o->margin = cmr_parse_double("--margin", optarg, 0, 2); break;
@@ -418,8 +416,8 @@ static void write_text(const char *dir, const char *name, const char *text, size
 
 typedef struct {
 	struct opts *o;
-	cmr_clip_model *m;
-	float *mom, *vel;
+	cmr_clip *m;
+	float *mom, *vel; /* AdamW's moments of the trainable parameters, m->ntrain each */
 	char *config_text;
 	size_t config_len;
 	char *pre_text;
@@ -440,19 +438,35 @@ static void save(run_t *r, int64_t step)
 	write_text(o->output, "preprocessor_config.json", r->pre_text, r->pre_len);
 	/* the state first: a model newer than its state is refused on --resume, not used */
 	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
-	cmr_st_out t[3] = {
-		{"exp_avg", CMR_DTYPE_F32, 1, {(int64_t)r->m->total}, r->mom},
-		{"exp_avg_sq", CMR_DTYPE_F32, 1, {(int64_t)r->m->total}, r->vel},
-		{"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st},
-	};
+	/* the moments of each trainable parameter, under its name */
+	const cmr_clip *m = r->m;
+	cmr_st_out *t = calloc(2 * (size_t)m->nparam + 1, sizeof *t);
+	char (*names)[128] = calloc(2 * (size_t)m->nparam, sizeof *names);
+	if (!t || !names)
+		cmr_die("out of memory");
+	size_t nt = 0;
+	for (int i = 0; i < m->nparam; i++) {
+		const cmr_param *p = &m->param[i];
+		if (!p->g)
+			continue;
+		for (int k = 0; k < 2; k++) {
+			snprintf(names[nt], sizeof names[nt], "%s/%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+			t[nt] = (cmr_st_out){names[nt], CMR_DTYPE_F32, p->ndim, {0}, (k ? r->vel : r->mom) + p->at};
+			memcpy(t[nt].shape, p->shape, sizeof p->shape);
+			nt++;
+		}
+	}
+	t[nt++] = (cmr_st_out){"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st};
 	snprintf(path, sizeof path, "%s/train-state.safetensors", o->output);
-	if (cmr_st_write(path, t, 3, "{\"format\": \"cmr-train\"}", err, sizeof err) < 0)
+	if (cmr_st_write(path, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err) < 0)
 		cmr_die("%s", err);
+	free(t);
+	free(names);
 	json_t *meta = json_pack("{s:s, s:s, s:s}", "format", "pt", "cmr-train", r->prov, "step",
 				 (snprintf(path, sizeof path, "%" PRId64, step), path));
 	char *mj = json_dumps(meta, JSON_COMPACT);
 	snprintf(path, sizeof path, "%s/model.safetensors", o->output);
-	if (!mj || cmr_clip_model_save(r->m, path, mj, err, sizeof err) < 0)
+	if (!mj || cmr_clip_save(r->m, path, mj, err, sizeof err) < 0)
 		cmr_die("%s", mj ? err : "out of memory");
 	free(mj);
 	json_decref(meta);
@@ -462,12 +476,12 @@ static void save(run_t *r, int64_t step)
 /* ---- evaluation ---- */
 static void evaluate(run_t *r, data_t *ev, int64_t step)
 {
-	cmr_clip_model *m = r->m;
+	cmr_clip *m = r->m;
 	int P = m->cfg.proj, B = r->o->batch;
 	float *ei = malloc(ev->nimg * (size_t)P * sizeof *ei), *et = malloc(ev->ntok * (size_t)P * sizeof *et);
 	uint32_t *ti = malloc(ev->ntok * sizeof *ti), *ri = malloc(ev->nimg * sizeof *ri), *rt = malloc(ev->ntok * sizeof *rt);
-	cmr_clip_ws *wi = cmr_clip_ws_new(&m->tower[CMR_TOWER_VISION], B, 0);
-	cmr_clip_ws *wt = cmr_clip_ws_new(&m->tower[CMR_TOWER_TEXT], B, B * m->cfg.text.context);
+	cmr_clip_ws *wi = cmr_clip_ws_new(m, CMR_TOWER_VISION, B, 0, 0);
+	cmr_clip_ws *wt = cmr_clip_ws_new(m, CMR_TOWER_TEXT, B, B * m->cfg.text.context, 0);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
 	if (!ei || !et || !ti || !ri || !rt || !wi || !wt || !px)
 		cmr_die("out of memory");
@@ -475,7 +489,7 @@ static void evaluate(run_t *r, data_t *ev, int64_t step)
 		int n = (int)(ev->nimg - i < (size_t)B ? ev->nimg - i : (size_t)B);
 		for (int b = 0; b < n; b++)
 			px[b] = ev->img[i + b].px;
-		cmr_clip_encode_images(&m->tower[CMR_TOWER_VISION], r->o->ops, wi, px, n, ei + i * P);
+		cmr_clip_encode_images(m, r->o->ops, wi, px, n, ei + i * P);
 	}
 	/* texts in caption order; each text's image */
 	size_t nt = 0;
@@ -492,7 +506,7 @@ static void evaluate(run_t *r, data_t *ev, int64_t step)
 			lens[at] = ev->len[ev->img[i].cap[c]];
 			t++;
 			if (at == B - 1 || t == nt)
-				cmr_clip_encode_texts(&m->tower[CMR_TOWER_TEXT], r->o->ops, wt, ids, lens, at + 1,
+				cmr_clip_encode_texts(m, r->o->ops, wt, ids, lens, at + 1,
 						      et + (t - (size_t)at - 1) * P);
 		}
 	cmr_unit_rows(ei, ev->nimg, P);
@@ -554,23 +568,42 @@ static double now(void)
 /* resume: the state file of DIR, checked against this run */
 static int64_t load_state(run_t *r, const char *dir)
 {
-	char path[4096], err[1024];
+	char path[4096], err[1024], mpath[4096];
 	snprintf(path, sizeof path, "%s/train-state.safetensors", dir);
 	cmr_st *st = cmr_st_open(path, err, sizeof err);
 	if (!st)
 		cmr_die("%s", err);
 	const char *fmt = cmr_st_metadata(st, "format");
-	if (!fmt || strcmp(fmt, "cmr-train") != 0)
-		cmr_die("%s: not a cmr-train state (metadata format '%s'; see cmr-checkpoint(5))", path, fmt ? fmt : "");
-	const cmr_st_tensor *m = cmr_st_get(st, "exp_avg"), *v = cmr_st_get(st, "exp_avg_sq");
+	if (!fmt || strcmp(fmt, "cmr-train-2") != 0)
+		cmr_die("%s: not a cmr-train state of this version (metadata format '%s', this cmr-train reads "
+			"'cmr-train-2'; see cmr-checkpoint(5))", path, fmt ? fmt : "");
 	const cmr_st_tensor *s = cmr_st_get(st, "step_seed_batch_pairs_total");
-	if (!m || !v || !s || m->dtype != CMR_DTYPE_F32 || v->dtype != CMR_DTYPE_F32 || s->dtype != CMR_DTYPE_I64 ||
-	    s->nbytes != 40 || m->nbytes != r->m->total * 4 || v->nbytes != r->m->total * 4)
-		cmr_die("%s: not the training state of this model (moments or step missing or of another size)", path);
+	if (!s || s->dtype != CMR_DTYPE_I64 || s->nbytes != 40)
+		cmr_die("%s: not a training state (step_seed_batch_pairs_total missing or of another type)", path);
+	/* the moments of exactly the parameters this run trains */
+	size_t have = 0;
+	for (int i = 0; i < r->m->nparam; i++) {
+		const cmr_param *p = &r->m->param[i];
+		if (!p->g)
+			continue;
+		for (int k = 0; k < 2; k++) {
+			snprintf(mpath, sizeof mpath, "%s/%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+			const cmr_st_tensor *t = cmr_st_get(st, mpath);
+			if (!t)
+				cmr_die("%s: no '%s': the run being resumed did not train %s (give the same --train and "
+					"--freeze)", path, mpath, p->name);
+			if (t->dtype != CMR_DTYPE_F32 || t->nbytes != p->n * 4)
+				cmr_die("%s: '%s' is not F32 of %zu values", path, mpath, p->n);
+			memcpy((k ? r->vel : r->mom) + p->at, t->data, t->nbytes);
+			have++;
+		}
+	}
+	if (have + 1 != cmr_st_count(st))
+		cmr_die("%s: the run being resumed trained %zu parameter tensors, this one %zu (give the same --train "
+			"and --freeze)", path, (cmr_st_count(st) - 1) / 2, have / 2);
 	int64_t x[5];
 	memcpy(x, s->data, sizeof x);
 	/* the model must be the one saved with this state */
-	char mpath[4096];
 	snprintf(mpath, sizeof mpath, "%s/model.safetensors", dir);
 	cmr_st *ms = cmr_st_open(mpath, err, sizeof err);
 	if (!ms)
@@ -582,8 +615,6 @@ static int64_t load_state(run_t *r, const char *dir)
 		cmr_die("%s is at step %s, %s at step %s (interrupted while saving?): not resumable", mpath,
 			ms_step ? ms_step : "(none recorded)", path, want);
 	cmr_st_close(ms);
-	memcpy(r->mom, m->data, m->nbytes);
-	memcpy(r->vel, v->data, v->nbytes);
 	cmr_st_close(st);
 	struct opts *o = r->o;
 	if ((uint64_t)x[1] != o->seed || x[2] != o->batch || (size_t)x[3] != r->npairs || x[4] != r->total)
@@ -622,17 +653,10 @@ static int run(struct opts *o, int argc, char **argv)
 		r.pre_len = strlen(r.pre_text);
 		json_decref(p);
 	}
-	if (!(r.m = cmr_clip_model_new(&cfg)))
+	if (!(r.m = cmr_clip_new(&cfg)))
 		cmr_die("out of memory for the model");
-	cmr_clip_model *m = r.m;
-	if (o->config) {
-		cmr_clip_model_init(m, o->seed);
-	} else {
-		snprintf(path, sizeof path, "%s/model.safetensors", src);
-		if (cmr_clip_model_load(m, path, err, sizeof err) < 0)
-			cmr_die("%s", err);
-	}
-	/* freezing */
+	cmr_clip *m = r.m;
+	/* what is trained: flags before loading, so that frozen weights stay in the mapping */
 	size_t ntrain = 0;
 	for (int i = 0; i < m->nparam; i++) {
 		cmr_param *p = &m->param[i];
@@ -643,11 +667,22 @@ static int run(struct opts *o, int argc, char **argv)
 		for (int j = 0; j < o->nfreeze; j++)
 			if (fnmatch(o->freeze[j], p->name, 0) == 0)
 				fz = 1;
-		p->frozen = fz;
+		if (!fz)
+			p->flags |= CMR_PARAM_TRAIN;
 		ntrain += fz ? 0 : p->n;
 	}
 	if (!ntrain)
 		cmr_die("--freeze and --train leave no parameter to train");
+	if (o->config) {
+		if (cmr_clip_init(m, o->seed, err, sizeof err) < 0)
+			cmr_die("%s", err);
+	} else {
+		snprintf(path, sizeof path, "%s/model.safetensors", src);
+		if (cmr_clip_load(m, path, CMR_TOWERS_BOTH, o->seed, err, sizeof err) < 0)
+			cmr_die("%s", err);
+	}
+	if (cmr_clip_grads(m) < 0)
+		cmr_die("out of memory for the gradients");
 	size_t nall = 0;
 	for (int i = 0; i < m->nparam; i++)
 		nall += m->param[i].n;
@@ -664,8 +699,8 @@ static int run(struct opts *o, int argc, char **argv)
 	r.spe = (int64_t)(d.nimg / (size_t)B);
 	r.total = o->steps ? o->steps : (int64_t)o->epochs * r.spe;
 	int64_t warmup = o->warmup >= 0 ? o->warmup : r.total / 10;
-	r.mom = calloc(m->total, sizeof *r.mom);
-	r.vel = calloc(m->total, sizeof *r.vel);
+	r.mom = calloc(m->ntrain + 1, sizeof *r.mom);
+	r.vel = calloc(m->ntrain + 1, sizeof *r.vel);
 	if (!r.mom || !r.vel)
 		cmr_die("out of memory for the optimizer state");
 	int64_t step = 0;
@@ -683,14 +718,13 @@ static int run(struct opts *o, int argc, char **argv)
 	int maxlen = 0;
 	for (size_t t = 0; t < d.ntok; t++)
 		maxlen = d.len[t] > maxlen ? d.len[t] : maxlen;
-	cmr_train_ws *wi = cmr_train_ws_new(m, CMR_TOWER_VISION, B, 0);
-	cmr_train_ws *wt = cmr_train_ws_new(m, CMR_TOWER_TEXT, B, B * maxlen);
-	float *emb = malloc(4 * (size_t)B * cfg.proj * sizeof *emb);
+	cmr_step_ws *sw = cmr_step_ws_new(m, B, B * maxlen);
+	cmr_loss_term term = {o->loss, 1.0, (float)o->margin};
 	size_t *perm = malloc(d.nimg * sizeof *perm);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
 	const int32_t **ids = malloc((size_t)B * sizeof *ids);
 	int *lens = malloc((size_t)B * sizeof *lens);
-	if (!wi || !wt || !emb || !perm || !px || !ids || !lens)
+	if (!sw || !perm || !px || !ids || !lens)
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
 	if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
@@ -715,8 +749,9 @@ static int run(struct opts *o, int argc, char **argv)
 			ids[b] = d.tok[im->cap[c]];
 			lens[b] = d.len[im->cap[c]];
 		}
-		memset(m->g, 0, m->total * sizeof *m->g);
-		double loss = cmr_clip_batch_grad(m, o->ops, wi, wt, px, ids, lens, B, o->loss, (float)o->margin, emb);
+		cmr_clip_zero_grad(m);
+		cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, lens};
+		double loss = cmr_clip_batch_grad(m, o->ops, sw, &bi, &bt, &term, 1);
 		if (!isfinite(loss))
 			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
 				loss, step);
@@ -728,13 +763,13 @@ static int run(struct opts *o, int argc, char **argv)
 		if (r.log)
 			fprintf(r.log, "{\"step\": %" PRId64 ", \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
 					"\"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
-				step + 1, (double)(step + 1) / r.spe, loss, lr, gnorm, exp(m->w[m->logit_off]),
+				step + 1, (double)(step + 1) / r.spe, loss, lr, gnorm, exp(m->param[m->logit].w[0]),
 				B / ((t - t0) / (double)since));
 		if (cmr_verbose >= 0 && (tty || (step + 1) % o->log_every == 0 || step + 1 == stop)) {
 			if (!tty || t - tlog > 0.2 || step + 1 == stop || (step + 1) % o->log_every == 0) {
 				fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s%s",
 					tty ? "\r" : "", step + 1, r.total, (double)(step + 1) / r.spe, loss, lr,
-					exp(m->w[m->logit_off]), B * since / (t - t0), tty && (step + 1) % o->log_every ? "  " : "\n");
+					exp(m->param[m->logit].w[0]), B * since / (t - t0), tty && (step + 1) % o->log_every ? "  " : "\n");
 				tlog = t;
 			}
 		}
@@ -761,13 +796,12 @@ static int run(struct opts *o, int argc, char **argv)
 			r.total, now() - t0, step < r.total ? " (go on with --resume)" : "");
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
-	cmr_train_ws_free(wi);
-	cmr_train_ws_free(wt);
-	free(emb), free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel), free(r.prov);
+	cmr_step_ws_free(sw);
+	free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel), free(r.prov);
 	free(r.config_text), free(r.pre_text);
 	free_data(&d);
 	free_data(&ev);
-	cmr_clip_model_free(m);
+	cmr_clip_free(m);
 	return sig ? 128 + sig : 0;
 }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "half.h"
+#include "model/clip.h"
 #include "safetensors.h"
 #include "stream.h"
 
@@ -59,35 +60,37 @@ static void add(const char *name, int ndim, const int64_t *shape, float centre, 
 	o->data = data;
 }
 
-#define A1(nm, a, c, s) do { int64_t s_[1] = {a}; add(nm, 1, s_, c, s); } while (0)
-#define A2(nm, a, b, c, s) do { int64_t s_[2] = {a, b}; add(nm, 2, s_, c, s); } while (0)
-
-static void layers(const char *pre, tw t)
+/* The values of a parameter of the table (model/clip.h): layer norms near 1 and 0, weights
+ * ~ U(-sqrt(3/in), sqrt(3/in)) (unit variance through each linear layer), small biases. */
+static void values(const cmr_param *p, float *centre, float *spread)
 {
-	char nm[256];
-	float sd = 1.0f / (float)t.width, sm = 1.0f / (float)t.mlp;
-	/* weights ~ U(-sqrt(3/in), sqrt(3/in)): unit variance through each linear layer */
-	float wd = 1.7320508f, kd = 0;
-	for (int l = 0; l < t.layers; l++) {
-#define N(s) (snprintf(nm, sizeof nm, "%s.encoder.layers.%d.%s", pre, l, s), nm)
-		A1(N("layer_norm1.weight"), t.width, 1.0f, 0.1f);
-		A1(N("layer_norm1.bias"), t.width, 0.0f, 0.1f);
-		const char *proj[4] = {"q_proj", "k_proj", "v_proj", "out_proj"};
-		for (int i = 0; i < 4; i++) {
-			char w[64], b[64];
-			snprintf(w, sizeof w, "self_attn.%s.weight", proj[i]);
-			snprintf(b, sizeof b, "self_attn.%s.bias", proj[i]);
-			kd = wd * (float)__builtin_sqrt(sd);
-			A2(N(w), t.width, t.width, 0.0f, kd);
-			A1(N(b), t.width, 0.0f, 0.02f);
+	const float wd = 1.7320508f;
+	*centre = 0;
+	if (p->layer >= 0) {
+		switch (p->slot) {
+		case CMR_L_LN1_W:
+		case CMR_L_LN2_W: *centre = 1.0f; *spread = 0.1f; return;
+		case CMR_L_LN1_B:
+		case CMR_L_LN2_B: *spread = 0.1f; return;
+		case CMR_L_Q_W: case CMR_L_K_W: case CMR_L_V_W: case CMR_L_O_W: case CMR_L_FC1_W: case CMR_L_FC2_W: {
+			float in = 1.0f / (float)p->shape[1];
+			*spread = wd * (float)__builtin_sqrt(in);
+			return;
 		}
-		A1(N("layer_norm2.weight"), t.width, 1.0f, 0.1f);
-		A1(N("layer_norm2.bias"), t.width, 0.0f, 0.1f);
-		A2(N("mlp.fc1.weight"), t.mlp, t.width, 0.0f, wd * (float)__builtin_sqrt(sd));
-		A1(N("mlp.fc1.bias"), t.mlp, 0.0f, 0.02f);
-		A2(N("mlp.fc2.weight"), t.width, t.mlp, 0.0f, wd * (float)__builtin_sqrt(sm));
-		A1(N("mlp.fc2.bias"), t.width, 0.0f, 0.02f);
-#undef N
+		default: *spread = 0.02f; return; /* biases */
+		}
+	}
+	switch (p->slot) {
+	case CMR_T_PRE_LN_W:
+	case CMR_T_FINAL_LN_W: *centre = 1.0f; *spread = 0.1f; return;
+	case CMR_T_PRE_LN_B:
+	case CMR_T_FINAL_LN_B: *spread = 0.1f; return;
+	case CMR_T_TOKEN:
+	case CMR_T_CLASS: *spread = 0.5f; return;
+	case CMR_T_POS: *spread = 0.2f; return;
+	case CMR_T_PATCH: *spread = wd / (float)__builtin_sqrt(3.0 * cfg.patch * cfg.patch); return;
+	case CMR_T_PROJ: *spread = wd / (float)__builtin_sqrt((double)p->shape[1]); return;
+	default: *spread = 0; return;
 	}
 }
 
@@ -120,39 +123,34 @@ static int model(int argc, char **argv)
 		return 2;
 	}
 	rng_state = seed * 0x9e3779b97f4a7c15ULL + 1;
-	int g = cfg.image / cfg.patch;
-	/* text tower first, then vision: the order of transformers' state dict does not matter */
-	A2("text_model.embeddings.token_embedding.weight", cfg.vocab, cfg.t.width, 0.0f, 0.5f);
-	A2("text_model.embeddings.position_embedding.weight", cfg.ctx, cfg.t.width, 0.0f, 0.2f);
-	layers("text_model", cfg.t);
-	A1("text_model.final_layer_norm.weight", cfg.t.width, 1.0f, 0.1f);
-	A1("text_model.final_layer_norm.bias", cfg.t.width, 0.0f, 0.1f);
-	A1("vision_model.embeddings.class_embedding", cfg.v.width, 0.0f, 0.5f);
-	{
-		int64_t s[4] = {cfg.v.width, 3, cfg.patch, cfg.patch};
-		add("vision_model.embeddings.patch_embedding.weight", 4, s, 0.0f,
-		    1.7320508f / (float)__builtin_sqrt(3.0 * cfg.patch * cfg.patch));
+	/* the tensors are the model core's table, in its (transformers' state-dict) order */
+	cmr_clip_cfg cc;
+	memset(&cc, 0, sizeof cc);
+	cc.vision = (cmr_tower_cfg){cfg.v.width, cfg.v.layers, cfg.v.heads, cfg.v.mlp, 0, 1e-5f, cfg.image, cfg.patch, 0, 0};
+	cc.text = (cmr_tower_cfg){cfg.t.width, cfg.t.layers, cfg.t.heads, cfg.t.mlp, 0, 1e-5f, 0, 0, cfg.vocab, cfg.ctx};
+	cc.proj = cfg.proj;
+	cmr_clip *m = cmr_clip_new(&cc);
+	if (!m) {
+		fprintf(stderr, "mkclip: out of memory\n");
+		return 1;
 	}
-	A2("vision_model.embeddings.position_embedding.weight", g * g + 1, cfg.v.width, 0.0f, 0.2f);
-	A1("vision_model.pre_layrnorm.weight", cfg.v.width, 1.0f, 0.1f);
-	A1("vision_model.pre_layrnorm.bias", cfg.v.width, 0.0f, 0.1f);
-	layers("vision_model", cfg.v);
-	A1("vision_model.post_layernorm.weight", cfg.v.width, 1.0f, 0.1f);
-	A1("vision_model.post_layernorm.bias", cfg.v.width, 0.0f, 0.1f);
-	A2("visual_projection.weight", cfg.proj, cfg.v.width, 0.0f, 1.7320508f / (float)__builtin_sqrt(cfg.v.width));
-	A2("text_projection.weight", cfg.proj, cfg.t.width, 0.0f, 1.7320508f / (float)__builtin_sqrt(cfg.t.width));
-	{
-		int64_t s0[1] = {0};
-		(void)s0;
-		float ls = 2.6592f; /* log(1 / 0.07), a 0-d tensor */
-		cmr_st_out *o = &outs[nout++];
-		o->name = "logit_scale";
-		o->dtype = CMR_DTYPE_F32;
-		o->ndim = 0;
-		float *v = malloc(sizeof *v);
-		*v = ls;
-		o->data = v;
+	for (int i = 0; i < m->nparam; i++) {
+		const cmr_param *p = &m->param[i];
+		if (i == m->logit) { /* log(1 / 0.07), a 0-d tensor; always F32 */
+			cmr_st_out *o = &outs[nout++];
+			o->name = strdup(p->name);
+			o->dtype = CMR_DTYPE_F32;
+			o->ndim = 0;
+			float *v = malloc(sizeof *v);
+			*v = p->init_val;
+			o->data = v;
+			continue;
+		}
+		float centre, spread;
+		values(p, &centre, &spread);
+		add(p->name, p->ndim, p->shape, centre, spread);
 	}
+	cmr_clip_free(m);
 	/* the values are drawn for every tensor, so --drop leaves the others unchanged */
 	size_t kept = 0;
 	for (size_t i = 0; i < nout; i++) {
@@ -206,8 +204,10 @@ static int model(int argc, char **argv)
 		   " \"image_mean\": [0.48145466, 0.4578275, 0.40821073], \"image_std\": [0.26862954, 0.26130258, 0.27577711],\n"
 		   " \"resample\": 3, \"size\": %d}\n", cfg.image, cfg.image);
 	fclose(f);
-	for (size_t i = 0; i < nout; i++)
+	for (size_t i = 0; i < nout; i++) {
 		free((void *)outs[i].data);
+		free((void *)outs[i].name);
+	}
 	return 0;
 }
 

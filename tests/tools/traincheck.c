@@ -1,6 +1,6 @@
 /* traincheck.c - cmr-train's numerics against the committed PyTorch debug state, as llm.c's
  * test_gpt2.c: for a checkpoint and a batch of paired image and token records it checks
- *   - the training forward pass against the inference one (cmr_clip_encode_*),
+ *   - the forward pass keeping activations against the inference one (identical: max abs 0),
  *   - the loss and every parameter's gradient against tests/ref/train_reference.py's:
  *     |c - ref| / max(|ref|, 1e-3 |all ref|) <= 1e-3 per tensor (L2 norms; the floor is for
  *     gradients that are zero in exact arithmetic, as the key bias's: softmax does not see a
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clip_train.h"
+#include "model/train.h"
 #include "safetensors.h"
 #include "stream.h"
 
@@ -75,44 +75,47 @@ int main(int argc, char **argv)
 		fprintf(stderr, "traincheck: %s\n", ops ? err : "unknown backend");
 		return 1;
 	}
-	cmr_clip_model *m = cmr_clip_model_new(&cfg);
+	cmr_clip *m = cmr_clip_new(&cfg);
 	snprintf(path, sizeof path, "%s/model.safetensors", argv[1]);
-	if (!m || cmr_clip_model_load(m, path, err, sizeof err) < 0) {
+	for (int i = 0; m && i < m->nparam; i++)
+		m->param[i].flags |= CMR_PARAM_TRAIN;
+	if (!m || cmr_clip_load(m, path, CMR_TOWERS_BOTH, 0, err, sizeof err) < 0 || cmr_clip_grads(m) < 0) {
 		fprintf(stderr, "traincheck: %s\n", m ? err : "out of memory");
 		return 1;
 	}
 	void **imgs, **toks;
 	int *ilen, *tlen;
-	int B = read_all(argv[2], &imgs, &ilen), bt = read_all(argv[3], &toks, &tlen);
+	int B = read_all(argv[2], &imgs, &ilen), ntok = read_all(argv[3], &toks, &tlen);
 	cmr_st *dbg = cmr_st_open(argv[4], err, sizeof err);
-	if (B != bt || B < 1 || !dbg) {
+	if (B != ntok || B < 1 || !dbg) {
 		fprintf(stderr, "traincheck: %s\n", dbg ? "the streams do not pair up" : err);
 		return 1;
 	}
 	int P = cfg.proj, total_tokens = 0;
 	for (int b = 0; b < B; b++)
 		total_tokens += tlen[b];
-	cmr_train_ws *wi = cmr_train_ws_new(m, CMR_TOWER_VISION, B, 0);
-	cmr_train_ws *wt = cmr_train_ws_new(m, CMR_TOWER_TEXT, B, total_tokens);
+	cmr_step_ws *sw = cmr_step_ws_new(m, B, total_tokens);
 	float *emb = malloc(4 * (size_t)B * P * sizeof *emb), *e2 = malloc(2 * (size_t)B * P * sizeof *e2);
 	const uint8_t *const *px = (const uint8_t *const *)imgs;
 	const int32_t *const *ids = (const int32_t *const *)toks;
 
 	/* the training forward pass is the inference one */
-	cmr_clip_ws *ci = cmr_clip_ws_new(&m->tower[CMR_TOWER_VISION], B, 0);
-	cmr_clip_ws *ct = cmr_clip_ws_new(&m->tower[CMR_TOWER_TEXT], B, total_tokens);
-	cmr_clip_encode_images(&m->tower[CMR_TOWER_VISION], ops, ci, px, B, e2);
-	cmr_clip_encode_texts(&m->tower[CMR_TOWER_TEXT], ops, ct, ids, tlen, B, e2 + (size_t)B * P);
-	cmr_train_forward_images(m, ops, wi, px, B, emb);
-	cmr_train_forward_texts(m, ops, wt, ids, tlen, B, emb + (size_t)B * P);
+	cmr_clip_ws *ci = cmr_clip_ws_new(m, CMR_TOWER_VISION, B, 0, 0);
+	cmr_clip_ws *ct = cmr_clip_ws_new(m, CMR_TOWER_TEXT, B, total_tokens, 0);
+	cmr_clip_encode_images(m, ops, ci, px, B, e2);
+	cmr_clip_encode_texts(m, ops, ct, ids, tlen, B, e2 + (size_t)B * P);
+	cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, tlen};
+	cmr_clip_forward(m, CMR_TOWER_VISION, ops, sw->ws[CMR_TOWER_VISION], &bi, emb);
+	cmr_clip_forward(m, CMR_TOWER_TEXT, ops, sw->ws[CMR_TOWER_TEXT], &bt, emb + (size_t)B * P);
 	double md = 0;
 	for (size_t i = 0; i < 2 * (size_t)B * P; i++)
 		md = fmax(md, fabs(emb[i] - e2[i]));
-	check(md <= 1e-5, "%-10.3g (<= %g)", "training forward = inference forward (max abs diff)", md, 1e-5);
+	check(md == 0, "%-10.3g (== %g)", "forward keeping activations = inference forward (max abs diff)", md, 0);
+	cmr_loss_term term = {cmr_loss_find("infonce"), 1.0, 0};
 
 	/* loss and gradients */
-	memset(m->g, 0, m->total * sizeof *m->g);
-	double L = cmr_clip_batch_grad(m, ops, wi, wt, px, ids, tlen, B, CMR_LOSS_INFONCE, 0, emb);
+	cmr_clip_zero_grad(m);
+	double L = cmr_clip_batch_grad(m, ops, sw, &bi, &bt, &term, 1);
 	const cmr_st_tensor *t = cmr_st_get(dbg, "loss");
 	double Lr = *(const float *)t->data;
 	check(fabs(L - Lr) <= 1e-5 * fabs(Lr), "%-10.3g (<= %g)", "loss (relative error)", fabs(L - Lr) / fabs(Lr), 1e-5);
@@ -133,7 +136,7 @@ int main(int argc, char **argv)
 			check(0, "", what, 0, 0);
 			continue;
 		}
-		const float *gr = t->data, *gc = m->g + p->off;
+		const float *gr = t->data, *gc = p->g;
 		double num = 0, den = 0;
 		if (strcmp(p->name, "text_model.embeddings.token_embedding.weight") == 0) {
 			snprintf(what, sizeof what, "rows.%s", p->name);
@@ -177,10 +180,10 @@ int main(int argc, char **argv)
 	/* 10 AdamW steps on the same batch */
 	t = cmr_st_get(dbg, "losses");
 	const float *lr10 = t ? t->data : NULL;
-	float *mom = calloc(m->total, sizeof *mom), *vel = calloc(m->total, sizeof *vel);
+	float *mom = calloc(m->ntrain, sizeof *mom), *vel = calloc(m->ntrain, sizeof *vel);
 	for (int step = 0; step < 10 && lr10; step++) {
-		memset(m->g, 0, m->total * sizeof *m->g);
-		L = cmr_clip_batch_grad(m, ops, wi, wt, px, ids, tlen, B, CMR_LOSS_INFONCE, 0, emb);
+		cmr_clip_zero_grad(m);
+		L = cmr_clip_batch_grad(m, ops, sw, &bi, &bt, &term, 1);
 		cmr_clip_grad_norm(m, 1.0);
 		cmr_clip_adamw_step(m, mom, vel, step + 1, cmr_lr_cosine(step, 2, 10, 1e-3, 0), 0.9, 0.98, 1e-6, 0.2);
 		double rel = fabs(L - lr10[step]) / fabs(lr10[step]);
@@ -193,9 +196,8 @@ int main(int argc, char **argv)
 	cmr_st_close(dbg);
 	cmr_clip_ws_free(ci);
 	cmr_clip_ws_free(ct);
-	cmr_train_ws_free(wi);
-	cmr_train_ws_free(wt);
-	cmr_clip_model_free(m);
+	cmr_step_ws_free(sw);
+	cmr_clip_free(m);
 	for (int b = 0; b < B; b++)
 		free(imgs[b]), free(toks[b]);
 	free(imgs), free(toks), free(ilen), free(tlen), free(emb), free(e2), free(mom), free(vel);

@@ -1,0 +1,55 @@
+#!/bin/sh
+# tune.sh - what tuning a few tensors of a frozen model costs next to fine-tuning all of it:
+# cmr-train on a ViT-B/32-shaped CLIP (tests/tools/mkclip b32, 151M parameters), batch 32,
+# captions of 20 tokens, training only the two projections vs every parameter: peak RSS
+# (GNU time's maximum resident set) and the mean step time (steps 3..N from the log's
+# clock), in the same run. Writes its section of bench/RESULTS.md. Needs a built tree (make
+# check builds mkclip), /usr/bin/time, python3-numpy.
+set -eu
+. bench/lib.sh
+PATH=$PWD/build/bin:$PATH
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+B=32
+STEPS=${STEPS:-3}
+TH=${TH:-2}
+build/tests/mkclip model "$T/b32" b32
+build/tests/mkclip images $B 224 1 >"$T/i.cmr"
+awk -v n=$B 'BEGIN { srand(3); for (i = 0; i < n; i++) { printf "49406"; for (j = 0; j < 18; j++) printf " %d", int(rand() * 49000); print " 49407" } }' >"$T/ids.txt"
+/usr/bin/python3 -c "
+import numpy as np
+np.save('$T/ids.npy', np.loadtxt('$T/ids.txt', dtype=np.int32))"
+awk -v n=$B 'BEGIN { for (i = 0; i < n; i++) printf "img%03d#0\n", i }' >"$T/keys"
+cmr-dump from-npy --kind tokens --keys "$T/keys" "$T/ids.npy" >"$T/t.cmr"
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+measure() { # label, cmr-train options...
+	label=$1
+	shift
+	/usr/bin/time -f %M -o "$T/rss" cmr-train -q -t $TH -m "$T/b32" -o "$T/out" -b $B --steps $((STEPS + 2)) \
+		--log "$T/log" "$@" "$T/i.cmr" "$T/t.cmr"
+	ms=$(awk -v s=$STEPS -v b=$B -F '"pairs_per_s": ' '/"loss"/ { n++; split($2, a, "}"); r[n] = a[1] }
+		END { t2 = 2 * b / r[2]; tn = n * b / r[n]; printf "%.0f", 1000 * (tn - t2) / s }' "$T/log")
+	rss=$(awk '{ printf "%.2f", $1 / 1048576 }' "$T/rss")
+	echo "$label $ms $rss"
+}
+set -- $(measure proj --train visual_projection.weight --train text_projection.weight) \
+	$(measure full)
+ratio=$(echo "$2 / $5" | bc -l | cut -c1-4)
+section="<!-- tune:begin -->
+## cmr-train: tuning the projections of a frozen ViT-B/32 vs fine-tuning all of it
+
+Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load
+before the run $load. Date: $(date -u +%Y-%m-%d). Command: \`sh bench/tune.sh\` (STEPS=$STEPS, TH=$TH).
+Model: mkclip's b32 (ViT-B/32 shape: vision 12 x 768, text 12 x 512, 151M parameters, F32
+safetensors), batch $B, 224x224 images, captions of 20 tokens, $TH threads, InfoNCE. Step time:
+mean of steps 3 to $((STEPS + 2)) (cmr-train's log); peak RSS: GNU time's maximum resident set
+of the whole run (the mapped checkpoint's pages count).
+
+| what is trained | ms/step | peak RSS (GiB) |
+|---|---|---|
+| \`visual_projection.weight\`, \`text_projection.weight\` (0.66M) | $2 | $3 |
+| every parameter (151M) | $5 | $6 |
+
+Step time of the projections-only run: $ratio of the full one.
+<!-- tune:end -->"
+write_section tune "$section"

@@ -1,0 +1,247 @@
+/* model/clip.h - the CLIP model core: one parameter table (the only description of the
+ * architecture), one loader, initialiser and writer, and one forward pass (inference is the
+ * training forward without keeping activations) with one backward pass, over a batch
+ * layout computed once, with hook points where optional modules add their contribution.
+ * Written over the backend table (backend.h). Never prints or exits. The design is
+ * formats/cmr-model-core.md. */
+#ifndef CMR_MODEL_CLIP_H
+#define CMR_MODEL_CLIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+enum cmr_act { CMR_ACT_QUICK_GELU, CMR_ACT_GELU };
+enum cmr_tower { CMR_TOWER_VISION, CMR_TOWER_TEXT };
+#define CMR_TOWERS_BOTH ((1u << CMR_TOWER_VISION) | (1u << CMR_TOWER_TEXT))
+
+typedef struct cmr_tower_cfg {
+	int width;      /* hidden_size */
+	int layers;     /* num_hidden_layers */
+	int heads;      /* num_attention_heads */
+	int mlp;        /* intermediate_size */
+	int act;        /* enum cmr_act */
+	float eps;      /* layer_norm_eps */
+	int image_size, patch_size; /* vision (0 for text) */
+	int vocab, context;         /* text: vocab_size, max_position_embeddings (0 for vision) */
+} cmr_tower_cfg;
+
+typedef struct cmr_clip_cfg {
+	cmr_tower_cfg vision, text;
+	int proj;              /* projection_dim */
+	float mean[3], std[3]; /* image normalisation */
+} cmr_clip_cfg;
+
+/* Reads DIR/config.json (and DIR/preprocessor_config.json for mean/std); OpenAI's values
+ * for what is absent. dir may also be a config.json file itself (OpenAI's mean and std).
+ * Every field is set. Returns 0 or -1 with a message. */
+int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen);
+/* Rows of a vision sequence without extra rows: the class token and the patches. */
+int cmr_clip_vision_seq(const cmr_tower_cfg *c);
+
+/* ---- the parameter table ---- */
+/* What a parameter belongs to: selection by group (--train, tools), reporting. */
+enum cmr_group { CMR_GROUP_VISION, CMR_GROUP_TEXT, CMR_GROUP_HEAD, CMR_GROUP_PROMPT, CMR_GROUP_ADAPTER, CMR_NGROUP };
+const char *cmr_group_name(int group);
+
+enum {
+	CMR_PARAM_TRAIN = 1,    /* trained: gets a gradient and optimiser moments, owned writable copy */
+	CMR_PARAM_OPTIONAL = 2, /* may be absent from a checkpoint: then initialised */
+	CMR_PARAM_DECAY = 4,    /* AdamW's weight decay applies (matrices and embeddings) */
+};
+
+/* The tensors of a tower outside its layers, and of a layer: a parameter is bound to one of
+ * these slots of its tower's view (or to none: slot -1, used by a module through its own
+ * pointer). */
+enum {
+	CMR_T_CLASS, CMR_T_PATCH, CMR_T_PRE_LN_W, CMR_T_PRE_LN_B, /* vision embeddings */
+	CMR_T_TOKEN,                                              /* text embeddings */
+	CMR_T_POS,                                                /* both */
+	CMR_T_FINAL_LN_W, CMR_T_FINAL_LN_B,                       /* post_layernorm / final_layer_norm */
+	CMR_T_PROJ,                                               /* visual_ / text_projection */
+	CMR_T_PREFIX,                                             /* extra prefix rows [n, width] */
+	CMR_T_N
+};
+enum {
+	CMR_L_LN1_W, CMR_L_LN1_B, CMR_L_Q_W, CMR_L_Q_B, CMR_L_K_W, CMR_L_K_B, CMR_L_V_W, CMR_L_V_B, CMR_L_O_W,
+	CMR_L_O_B, CMR_L_LN2_W, CMR_L_LN2_B, CMR_L_FC1_W, CMR_L_FC1_B, CMR_L_FC2_W, CMR_L_FC2_B, CMR_L_N
+};
+
+typedef struct cmr_param {
+	char name[112];   /* the state dict's name */
+	int group;        /* enum cmr_group */
+	int tower;        /* the tower whose forward pass reads it, or -1 (the loss's logit scale) */
+	int layer, slot;  /* its place in the tower's view: layer -1 for the tower's own tensors */
+	int ndim;
+	int64_t shape[4];
+	size_t n;
+	unsigned flags;   /* CMR_PARAM_* */
+	float init_std;   /* initial values: normal with this deviation when > 0, else init_val */
+	float init_val;
+	float *w;         /* the values (NULL until loaded); in the checkpoint's mapping when frozen F32 */
+	float *g;         /* the gradient: trainable parameters only, after cmr_clip_grads */
+	size_t at;        /* offset of g in m->grad (and of the moments in an optimiser's arrays) */
+	int owned;        /* w is ours to free */
+} cmr_param;
+
+/* One layer's weights and gradients (NULL where frozen), PyTorch Linear layout (out, in). */
+typedef struct cmr_layer {
+	const float *w[CMR_L_N];
+	float *g[CMR_L_N];
+} cmr_layer;
+
+typedef struct cmr_hook cmr_hook;
+
+/* A tower as the forward pass reads it: views into the parameter table. */
+typedef struct cmr_clip_tower {
+	int kind; /* enum cmr_tower */
+	cmr_tower_cfg cfg;
+	int proj;
+	float mean[3], std[3];
+	const float *w[CMR_T_N];
+	float *g[CMR_T_N];
+	cmr_layer *layer;
+	int nprefix;      /* extra prefix rows (CMR_T_PREFIX), 0 without */
+	cmr_hook *hooks;  /* modules attached to this tower's layers, or NULL */
+	int grad_from;    /* the lowest depth a gradient is needed at (see cmr_clip_grads) */
+	char name[256];   /* model directory's last component */
+	uint64_t hash;    /* XXH3-64 of the config and of this tower's tensors */
+} cmr_clip_tower;
+
+typedef struct cmr_clip {
+	cmr_clip_cfg cfg;
+	cmr_param *param;
+	int nparam, cap;
+	unsigned towers;  /* the towers loaded (1 << enum cmr_tower) */
+	int logit;        /* index of logit_scale */
+	size_t ntrain;    /* floats in trainable parameters: the size of grad and of the moments */
+	float *grad;
+	cmr_clip_tower tower[2];
+	void *priv;       /* mappings */
+} cmr_clip;
+
+/* The table of a model with this config (text tower, vision tower, projections, logit scale:
+ * transformers' state-dict order); no values yet. NULL when out of memory. */
+cmr_clip *cmr_clip_new(const cmr_clip_cfg *cfg);
+void cmr_clip_free(cmr_clip *m);
+/* Adds a parameter (before values exist): extra groups such as prompts and adapters. Its
+ * name must be new. Returns its index or -1. */
+int cmr_clip_add(cmr_clip *m, const char *name, int group, int tower, int layer, int slot, int ndim,
+		 const int64_t *shape, unsigned flags, float init_std, float init_val);
+/* The parameter called name, or NULL. */
+cmr_param *cmr_clip_param(cmr_clip *m, const char *name);
+
+/* Values for the parameters of the towers in mask (and the logit scale when both) from a
+ * safetensors file (F32, F16, BF16): frozen F32 tensors are used in place in the mapping,
+ * others converted or copied. Optional parameters that are absent are initialised
+ * (cmr_clip_init's values, with seed). A tensor of the file that the table does not know
+ * is an error (a tuning this model was not told about), except HF's position_ids buffers.
+ * Computes each loaded tower's hash. Returns 0, or -1 naming the tensor. */
+int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, char *err, size_t errlen);
+/* transformers' CLIPPreTrainedModel._init_weights (factor 1) for every parameter, from a
+ * seeded generator, each tensor its own stream (so the same seed gives the same model on
+ * every machine, and adding a tensor does not change the others). */
+int cmr_clip_init(cmr_clip *m, uint64_t seed, char *err, size_t errlen);
+/* Config, table and load of DIR (config.json, model.safetensors) for the towers in mask. */
+cmr_clip *cmr_clip_open(const char *dir, unsigned mask, char *err, size_t errlen);
+/* Writes every loaded parameter as F32 in table order, atomically. */
+int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, char *err, size_t errlen);
+
+/* Gradient arrays for the trainable parameters (zeroed), and each tower's grad_from: the
+ * lowest depth whose gradient is needed (CMR_DEPTH_EMBED, CMR_DEPTH_PRE_LN, a layer, or
+ * the number of layers for the head only). Call after setting the flags and loading. */
+enum { CMR_DEPTH_EMBED = -2, CMR_DEPTH_PRE_LN = -1 };
+int cmr_clip_grads(cmr_clip *m);
+void cmr_clip_zero_grad(cmr_clip *m);
+/* 1 if a parameter read by tower is trainable (its backward pass is needed). */
+int cmr_clip_tower_trains(const cmr_clip *m, int tower);
+
+/* ---- hooks: optional modules on the layers ---- */
+/* Where a module reads and where it adds, in layer l of its tower:
+ *   CMR_HOOK_ATTN   reads the attention block's input (after layer_norm1) and adds to its
+ *                   output (before the residual sum): a parallel adapter on attention;
+ *   CMR_HOOK_MLP    the same around the MLP block;
+ *   CMR_HOOK_RESID  reads the residual stream entering the layer and adds to it (beside the
+ *                   attention block's output). */
+enum { CMR_HOOK_ATTN, CMR_HOOK_MLP, CMR_HOOK_RESID };
+
+typedef struct cmr_hook_io {
+	const cmr_ops *ops;
+	int layer, rows, width;
+	const float *in; /* [rows, width] */
+	float *out;      /* forward: out += f(in) */
+	const float *dout;
+	float *din;      /* backward: din += J^T dout (may be NULL: not needed), parameters' g += */
+	float *scratch;  /* hook_scratch floats per row, kept per layer when training */
+} cmr_hook_io;
+
+struct cmr_hook {
+	int point;       /* CMR_HOOK_* */
+	int layer_min;   /* the lowest layer it is attached to (it decides per layer with io.layer) */
+	size_t scratch;  /* floats per row it keeps between its forward and backward passes, per layer */
+	int (*applies)(const cmr_hook *h, int layer);
+	void (*forward)(const cmr_hook *h, const cmr_hook_io *io);
+	void (*backward)(const cmr_hook *h, const cmr_hook_io *io);
+	int trains;      /* it has trainable parameters */
+	void *self;
+	cmr_hook *next;
+};
+/* Attaches h to a tower (kept by the caller, who frees it after the model). */
+void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
+
+/* ---- one forward pass, one backward pass ---- */
+/* The layout of a batch, computed once per batch: for sample b its rows [start[b], start[b]
+ * + len[b]) of the tower's row arrays, laid out as
+ *   row 0: the class token (vision) or the start token (text),
+ *   rows 1..nprefix: the tower's extra prefix rows (vision: no position embedding; text: they
+ *   take positions 1..nprefix and the tokens after them shift),
+ *   the rest: the patches (vision) or the remaining tokens (text),
+ * its segment (the attention sees only its own rows; text is causal) and its pooling row
+ * pool[b] (the class token; the first end token, the largest id, as CLIP's argmax). tok[r]
+ * and pos[r] are each row's token id (-1 for other rows) and position row (-1 for none). */
+typedef struct cmr_layout {
+	int B, rows;
+	int *start, *len, *pool;
+	int32_t *tok, *pos;
+} cmr_layout;
+
+/* Work space of one tower for batches up to max_batch samples (text: up to max_tokens
+ * tokens in all). keep: keep what the backward pass needs (from the tower's grad_from up);
+ * 0 for inference. */
+typedef struct cmr_clip_ws cmr_clip_ws;
+cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int max_tokens, int keep);
+void cmr_clip_ws_free(cmr_clip_ws *ws);
+const cmr_layout *cmr_clip_ws_layout(const cmr_clip_ws *ws);
+
+/* The batch: B images u8 [H, W, 3] (H = W = image_size), or B token sequences (lens[b] ids
+ * each, with start and end tokens). */
+typedef struct cmr_batch {
+	int B;
+	const uint8_t *const *pixels;
+	const int32_t *const *ids;
+	const int *lens;
+} cmr_batch;
+
+/* The forward pass: out [B, proj] (raw projections, not normalised). Returns 0, or -1 for a
+ * batch that does not fit ws (longer than the context, more rows), an empty sequence or a
+ * token id outside the vocabulary. */
+int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const cmr_batch *in,
+		     float *out);
+/* The backward pass of the last forward pass on ws (made with keep), from dout [B, proj]:
+ * accumulates into the trainable parameters' g; walks back no lower than grad_from, and
+ * computes no gradient for a frozen weight. */
+void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const float *dout);
+
+/* Inference helpers over cmr_clip_forward. */
+int cmr_clip_encode_images(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const uint8_t *const *pixels,
+			   int B, float *out);
+int cmr_clip_encode_texts(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const int32_t *const *ids,
+			  const int *lens, int B, float *out);
+/* The normalised patches of B images as rows [B * g * g, 3 * P * P] in the patch
+ * convolution's (channel, y, x) order: the convolution is then a linear layer. */
+void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out);
+/* Multiply-adds of one sample's forward pass (for GFLOP/s). */
+double cmr_clip_flops(const cmr_clip_tower *t, int tokens);
+
+#endif

@@ -1,0 +1,459 @@
+/* model/forward.c - the one forward pass of a CLIP tower (inference is it without keeping
+ * activations) and its one backward pass, over the batch layout, with the hook points of
+ * model/clip.h. Shapes are noted as [rows, columns]. */
+#include "model/clip.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cmr_clip_ws {
+	int tower, max_batch, max_rows, keep;
+	int kfrom, nk;   /* activations of layers kfrom.. are kept, in nk sets (1 when not keeping) */
+	cmr_layout lay;
+	float *patches;  /* vision [B * np, 3 * P * P] */
+	float *emb;      /* vision: the rows before pre_layrnorm [R, D] */
+	float *x;        /* the residual stream: layer l's input is X(l) (nk + 1 slots when keeping) */
+	float *h1, *q, *k, *v, *a, *xmid, *h2, *fpre, *fact; /* nk x [R, D] ([R, F] for f*) */
+	float *tmp;      /* a block's output [R, D] */
+	float *hs;       /* the hooks' scratch, nk x [R, hsz] */
+	size_t hsz;
+	float *scratch;  /* attention */
+	float *pooled, *pooled_ln; /* [B, D] */
+	float *dx, *dh, *dq, *dk, *dv, *da, *df, *df2, *dpool, *dpool_ln;
+};
+
+void cmr_clip_ws_free(cmr_clip_ws *ws)
+{
+	if (!ws)
+		return;
+	void *p[] = {ws->lay.start, ws->lay.len, ws->lay.pool, ws->lay.tok, ws->lay.pos, ws->patches, ws->emb, ws->x,
+		     ws->h1, ws->q, ws->k, ws->v, ws->a, ws->xmid, ws->h2, ws->fpre, ws->fact, ws->tmp, ws->hs,
+		     ws->scratch, ws->pooled, ws->pooled_ln, ws->dx, ws->dh, ws->dq, ws->dk, ws->dv, ws->da, ws->df,
+		     ws->df2, ws->dpool, ws->dpool_ln};
+	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+		free(p[i]);
+	free(ws);
+}
+
+const cmr_layout *cmr_clip_ws_layout(const cmr_clip_ws *ws) { return &ws->lay; }
+
+cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int max_tokens, int keep)
+{
+	cmr_clip_ws *ws = calloc(1, sizeof *ws);
+	if (!ws)
+		return NULL;
+	const cmr_clip_tower *t = &m->tower[tower];
+	const cmr_tower_cfg *c = &t->cfg;
+	int vision = tower == CMR_TOWER_VISION, L = c->layers;
+	int seq = vision ? cmr_clip_vision_seq(c) + t->nprefix : c->context;
+	ws->tower = tower;
+	ws->max_batch = max_batch;
+	ws->keep = keep;
+	ws->max_rows = vision ? max_batch * seq : max_tokens + max_batch * t->nprefix;
+	ws->kfrom = keep ? (t->grad_from < 0 ? 0 : t->grad_from > L ? L : t->grad_from) : L;
+	ws->nk = keep && L - ws->kfrom > 0 ? L - ws->kfrom : 1;
+	for (const cmr_hook *h = t->hooks; h; h = h->next)
+		ws->hsz += h->scratch;
+	size_t R = (size_t)ws->max_rows, D = (size_t)c->width, F = (size_t)c->mlp, K = (size_t)ws->nk;
+	size_t RD = R * D * sizeof(float), RF = R * F * sizeof(float), BD = (size_t)max_batch * D * sizeof(float);
+	int ok = 1;
+#define ALLOC(f, bytes) ok &= ((ws->f = malloc((bytes) + 1)) != NULL)
+	ALLOC(lay.start, (size_t)max_batch * sizeof(int));
+	ALLOC(lay.len, (size_t)max_batch * sizeof(int));
+	ALLOC(lay.pool, (size_t)max_batch * sizeof(int));
+	ALLOC(lay.tok, R * sizeof(int32_t));
+	ALLOC(lay.pos, R * sizeof(int32_t));
+	ALLOC(x, (keep ? K + 1 : 1) * RD);
+	ALLOC(h1, K * RD);
+	ALLOC(q, K * RD);
+	ALLOC(k, K * RD);
+	ALLOC(v, K * RD);
+	ALLOC(a, K * RD);
+	ALLOC(h2, K * RD);
+	ALLOC(fpre, K * RF);
+	ALLOC(tmp, RD);
+	ALLOC(scratch, 2 * (size_t)seq * seq * sizeof(float));
+	ALLOC(pooled, BD);
+	ALLOC(pooled_ln, BD);
+	ALLOC(hs, K * R * ws->hsz * sizeof(float));
+	if (keep) {
+		ALLOC(xmid, K * RD);
+		ALLOC(fact, K * RF);
+		ALLOC(dx, RD);
+		ALLOC(dh, RD);
+		ALLOC(dq, RD);
+		ALLOC(dk, RD);
+		ALLOC(dv, RD);
+		ALLOC(da, RD);
+		ALLOC(df, RF);
+		ALLOC(df2, RF);
+		ALLOC(dpool, BD);
+		ALLOC(dpool_ln, BD);
+	}
+	if (vision) {
+		int P = c->patch_size, np = cmr_clip_vision_seq(c) - 1;
+		ALLOC(patches, (size_t)max_batch * np * 3 * P * P * sizeof(float));
+		ALLOC(emb, RD);
+	}
+#undef ALLOC
+	if (!ok) {
+		cmr_clip_ws_free(ws);
+		return NULL;
+	}
+	return ws;
+}
+
+/* ---- the layout ---- */
+static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, int B, int max_rows)
+{
+	int seq = cmr_clip_vision_seq(&t->cfg) + t->nprefix;
+	if (B * seq > max_rows)
+		return -1;
+	lay->B = B;
+	lay->rows = B * seq;
+	for (int b = 0; b < B; b++) {
+		int s = b * seq;
+		lay->start[b] = s;
+		lay->len[b] = seq;
+		lay->pool[b] = s; /* the class token */
+		for (int i = 0; i < seq; i++) {
+			lay->tok[s + i] = -1;
+			/* class: position 0; prefix rows: none; patch i: position 1 + i */
+			lay->pos[s + i] = i == 0 ? 0 : i <= t->nprefix ? -1 : i - t->nprefix;
+		}
+	}
+	return 0;
+}
+
+static int layout_texts(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batch *in, int max_rows)
+{
+	const cmr_tower_cfg *c = &t->cfg;
+	int rows = 0, np = t->nprefix;
+	for (int b = 0; b < in->B; b++) {
+		int n = in->lens[b];
+		if (n < 1 || n + np > c->context || rows + n + np > max_rows)
+			return -1;
+		lay->start[b] = rows;
+		lay->len[b] = n + np;
+		int at = 0; /* the first occurrence of the largest id: the end token, as CLIP's argmax */
+		for (int i = 0; i < n; i++) {
+			int32_t id = in->ids[b][i];
+			if (id < 0 || id >= c->vocab)
+				return -1;
+			if (id > in->ids[b][at])
+				at = i;
+			int r = rows + (i ? i + np : 0); /* the start token, the prefix rows, the others */
+			lay->tok[r] = id;
+			lay->pos[r] = i ? i + np : 0;
+		}
+		for (int i = 1; i <= np; i++) {
+			lay->tok[rows + i] = -1;
+			lay->pos[rows + i] = i;
+		}
+		lay->pool[b] = rows + (at ? at + np : 0);
+		rows += n + np;
+	}
+	lay->B = in->B;
+	lay->rows = rows;
+	return 0;
+}
+
+void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out)
+{
+	const cmr_tower_cfg *c = &t->cfg;
+	int S = c->image_size, P = c->patch_size, g = S / P, np = g * g, K = 3 * P * P;
+	/* patches [B * np, 3 * P * P], in the conv weight's (channel, y, x) order, normalised */
+	for (int b = 0; b < B; b++)
+		for (int py = 0; py < g; py++)
+			for (int px = 0; px < g; px++) {
+				float *row = out + ((size_t)b * np + (size_t)py * g + px) * K;
+				for (int ch = 0; ch < 3; ch++)
+					for (int y = 0; y < P; y++)
+						for (int x = 0; x < P; x++) {
+							uint8_t v = pixels[b][((size_t)(py * P + y) * S + (px * P + x)) * 3 + ch];
+							row[(ch * P + y) * P + x] = ((float)v / 255.0f - t->mean[ch]) / t->std[ch];
+						}
+			}
+}
+
+/* the embedding rows x [rows, D]: [class; prefix; patches] + positions, or tokens + positions */
+static void embed(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws, const cmr_batch *in, float *x)
+{
+	const cmr_layout *lay = &ws->lay;
+	int D = t->cfg.width, np = t->nprefix;
+	const float *pos = t->w[CMR_T_POS], *pre = t->w[CMR_T_PREFIX];
+	if (t->kind == CMR_TOWER_VISION) {
+		const cmr_tower_cfg *c = &t->cfg;
+		int P = c->patch_size, npatch = cmr_clip_vision_seq(c) - 1, K = 3 * P * P;
+		cmr_clip_patches(t, in->pixels, lay->B, ws->patches);
+		/* patch embeddings [B * npatch, D] (the conv has no bias) */
+		ops->linear(ws->patches, t->w[CMR_T_PATCH], NULL, ws->tmp, lay->B * npatch, K, D);
+		for (int b = 0; b < lay->B; b++) {
+			float *xb = x + (size_t)lay->start[b] * D;
+			for (int d = 0; d < D; d++)
+				xb[d] = t->w[CMR_T_CLASS][d] + pos[d];
+			for (int i = 0; i < np; i++)
+				memcpy(xb + (size_t)(1 + i) * D, pre + (size_t)i * D, (size_t)D * sizeof(float));
+			for (int i = 0; i < npatch; i++)
+				for (int d = 0; d < D; d++)
+					xb[(size_t)(1 + np + i) * D + d] = ws->tmp[((size_t)b * npatch + i) * D + d] +
+									   pos[(size_t)(i + 1) * D + d];
+		}
+		return;
+	}
+	const float *tok = t->w[CMR_T_TOKEN];
+	for (int b = 0; b < lay->B; b++)
+		for (int i = 0; i < lay->len[b]; i++) {
+			int r = lay->start[b] + i;
+			const float *src = lay->tok[r] >= 0 ? tok + (size_t)lay->tok[r] * D : pre + (size_t)(i - 1) * D;
+			for (int d = 0; d < D; d++)
+				x[(size_t)r * D + d] = src[d] + pos[(size_t)lay->pos[r] * D + d];
+		}
+}
+
+/* the activations of layer l: its kept set, or the shared one */
+typedef struct {
+	float *xin, *xout, *h1, *q, *k, *v, *a, *xmid, *h2, *fpre, *fact, *hs;
+} acts;
+
+static acts layer_acts(const cmr_clip_ws *ws, int l, int D, int F)
+{
+	size_t RD = (size_t)ws->max_rows * D, RF = (size_t)ws->max_rows * F;
+	int kept = ws->keep && l >= ws->kfrom;
+	size_t s = kept ? (size_t)(l - ws->kfrom) : 0;
+	acts A;
+	A.xin = ws->x + (kept ? s : 0) * RD;
+	A.xout = kept ? A.xin + RD : A.xin;
+	A.h1 = ws->h1 + s * RD;
+	A.q = ws->q + s * RD;
+	A.k = ws->k + s * RD;
+	A.v = ws->v + s * RD;
+	A.a = ws->a + s * RD;
+	A.xmid = kept ? ws->xmid + s * RD : A.xin;
+	A.h2 = ws->h2 + s * RD;
+	A.fpre = ws->fpre + s * RF;
+	A.fact = kept ? ws->fact + s * RF : A.fpre;
+	A.hs = ws->hs + s * (size_t)ws->max_rows * ws->hsz;
+	return A;
+}
+
+/* the hooks at point in layer l: out += f(in) */
+static void hooks_forward(const cmr_clip_tower *t, const cmr_ops *ops, const cmr_clip_ws *ws, int point, int l,
+			  const float *in, float *out, float *hs)
+{
+	size_t off = 0;
+	for (const cmr_hook *h = t->hooks; h; off += h->scratch, h = h->next)
+		if (h->point == point && h->applies(h, l)) {
+			cmr_hook_io io = {ops, l, ws->lay.rows, t->cfg.width, in, out, NULL, NULL,
+					  hs + off * (size_t)ws->max_rows};
+			h->forward(h, &io);
+		}
+}
+
+static void hooks_backward(const cmr_clip_tower *t, const cmr_ops *ops, const cmr_clip_ws *ws, int point, int l,
+			   const float *in, const float *dout, float *din, float *hs)
+{
+	size_t off = 0;
+	for (const cmr_hook *h = t->hooks; h; off += h->scratch, h = h->next)
+		if (h->point == point && h->applies(h, l)) {
+			cmr_hook_io io = {ops, l, ws->lay.rows, t->cfg.width, in, NULL, dout, din,
+					  hs + off * (size_t)ws->max_rows};
+			h->backward(h, &io);
+		}
+}
+
+int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const cmr_batch *in,
+		     float *out)
+{
+	const cmr_clip_tower *t = &m->tower[tower];
+	const cmr_tower_cfg *c = &t->cfg;
+	int vision = tower == CMR_TOWER_VISION;
+	if (ws->tower != tower || in->B < 1 || in->B > ws->max_batch || !t->layer || !t->w[CMR_T_POS])
+		return -1;
+	if ((vision ? layout_images(t, &ws->lay, in->B, ws->max_rows) : layout_texts(t, &ws->lay, in, ws->max_rows)) < 0)
+		return -1;
+	const cmr_layout *lay = &ws->lay;
+	int D = c->width, F = c->mlp, H = c->heads, Dh = D / H, R = lay->rows, B = lay->B;
+	float scale = 1.0f / sqrtf((float)Dh);
+	size_t n = (size_t)R * D;
+	acts A0 = layer_acts(ws, 0, D, F);
+	if (vision) {
+		embed(t, ops, ws, in, ws->emb);
+		ops->layernorm(ws->emb, t->w[CMR_T_PRE_LN_W], t->w[CMR_T_PRE_LN_B], A0.xin, R, D, c->eps);
+	} else {
+		embed(t, ops, ws, in, A0.xin);
+	}
+	for (int l = 0; l < c->layers; l++) {
+		const cmr_layer *L = &t->layer[l];
+		acts A = layer_acts(ws, l, D, F);
+		ops->layernorm(A.xin, L->w[CMR_L_LN1_W], L->w[CMR_L_LN1_B], A.h1, R, D, c->eps);
+		ops->linear(A.h1, L->w[CMR_L_Q_W], L->w[CMR_L_Q_B], A.q, R, D, D);
+		ops->linear(A.h1, L->w[CMR_L_K_W], L->w[CMR_L_K_B], A.k, R, D, D);
+		ops->linear(A.h1, L->w[CMR_L_V_W], L->w[CMR_L_V_B], A.v, R, D, D);
+		for (size_t i = 0; i < n; i++) /* HF scales the projected queries */
+			A.q[i] *= scale;
+		ops->attention(A.q, A.k, A.v, A.a, B, lay->start, lay->len, H, Dh, !vision, ws->scratch);
+		ops->linear(A.a, L->w[CMR_L_O_W], L->w[CMR_L_O_B], ws->tmp, R, D, D);
+		if (t->hooks) {
+			hooks_forward(t, ops, ws, CMR_HOOK_ATTN, l, A.h1, ws->tmp, A.hs);
+			hooks_forward(t, ops, ws, CMR_HOOK_RESID, l, A.xin, ws->tmp, A.hs);
+		}
+		for (size_t i = 0; i < n; i++)
+			A.xmid[i] = A.xin[i] + ws->tmp[i];
+		ops->layernorm(A.xmid, L->w[CMR_L_LN2_W], L->w[CMR_L_LN2_B], A.h2, R, D, c->eps);
+		ops->linear(A.h2, L->w[CMR_L_FC1_W], L->w[CMR_L_FC1_B], A.fpre, R, D, F);
+		if (A.fact != A.fpre)
+			memcpy(A.fact, A.fpre, (size_t)R * F * sizeof(float));
+		ops->act(A.fact, (size_t)R * F, c->act);
+		ops->linear(A.fact, L->w[CMR_L_FC2_W], L->w[CMR_L_FC2_B], ws->tmp, R, F, D);
+		if (t->hooks)
+			hooks_forward(t, ops, ws, CMR_HOOK_MLP, l, A.h2, ws->tmp, A.hs);
+		for (size_t i = 0; i < n; i++)
+			A.xout[i] = A.xmid[i] + ws->tmp[i];
+	}
+	/* the head: the pooled rows, their final layernorm, the projection */
+	const float *x = layer_acts(ws, c->layers, D, F).xin;
+	for (int b = 0; b < B; b++)
+		memcpy(ws->pooled + (size_t)b * D, x + (size_t)lay->pool[b] * D, (size_t)D * sizeof(float));
+	ops->layernorm(ws->pooled, t->w[CMR_T_FINAL_LN_W], t->w[CMR_T_FINAL_LN_B], ws->pooled_ln, B, D, c->eps);
+	ops->linear(ws->pooled_ln, t->w[CMR_T_PROJ], NULL, out, B, D, t->proj);
+	return 0;
+}
+
+void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const float *dout)
+{
+	const cmr_clip_tower *t = &m->tower[tower];
+	const cmr_tower_cfg *c = &t->cfg;
+	const cmr_layout *lay = &ws->lay;
+	if (!ws->keep || !cmr_clip_tower_trains(m, tower))
+		return;
+	int D = c->width, F = c->mlp, H = c->heads, Dh = D / H, R = lay->rows, B = lay->B, vision = tower == CMR_TOWER_VISION;
+	float scale = 1.0f / sqrtf((float)Dh);
+	size_t n = (size_t)R * D;
+	int below = t->grad_from < c->layers; /* the layers are walked back */
+	/* head */
+	memset(ws->dpool_ln, 0, (size_t)B * D * sizeof(float));
+	memset(ws->dpool, 0, (size_t)B * D * sizeof(float));
+	ops->linear_bw(ws->pooled_ln, t->w[CMR_T_PROJ], dout, ws->dpool_ln, t->g[CMR_T_PROJ], NULL, B, D, t->proj);
+	ops->layernorm_bw(ws->pooled, t->w[CMR_T_FINAL_LN_W], ws->dpool_ln, below ? ws->dpool : NULL,
+			  t->g[CMR_T_FINAL_LN_W], t->g[CMR_T_FINAL_LN_B], B, D, c->eps);
+	if (!below)
+		return;
+	memset(ws->dx, 0, n * sizeof(float));
+	for (int b = 0; b < B; b++)
+		for (int d = 0; d < D; d++)
+			ws->dx[(size_t)lay->pool[b] * D + d] += ws->dpool[(size_t)b * D + d];
+	/* layers, last first; ws->dx is the gradient of the current layer's output */
+	int lowest = t->grad_from > 0 ? t->grad_from : 0;
+	for (int l = c->layers - 1; l >= lowest; l--) {
+		const cmr_layer *L = &t->layer[l];
+		float *const *g = L->g;
+		acts A = layer_acts(ws, l, D, F);
+		int need_dxin = l > lowest || t->grad_from < 0;
+		/* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) [+ MLP hooks(ln2(x_mid))] */
+		memset(ws->df, 0, (size_t)R * F * sizeof(float));
+		memset(ws->df2, 0, (size_t)R * F * sizeof(float));
+		memset(ws->dh, 0, n * sizeof(float));
+		ops->linear_bw(A.fact, L->w[CMR_L_FC2_W], ws->dx, ws->df, g[CMR_L_FC2_W], g[CMR_L_FC2_B], R, F, D);
+		ops->act_bw(A.fpre, ws->df, ws->df2, (size_t)R * F, c->act);
+		ops->linear_bw(A.h2, L->w[CMR_L_FC1_W], ws->df2, ws->dh, g[CMR_L_FC1_W], g[CMR_L_FC1_B], R, D, F);
+		if (t->hooks)
+			hooks_backward(t, ops, ws, CMR_HOOK_MLP, l, A.h2, ws->dx, ws->dh, A.hs);
+		ops->layernorm_bw(A.xmid, L->w[CMR_L_LN2_W], ws->dh, ws->dx, g[CMR_L_LN2_W], g[CMR_L_LN2_B], R, D, c->eps);
+		/* x_mid = x_in + out_proj(attention(q, k, v)) [+ hooks] */
+		memset(ws->da, 0, n * sizeof(float));
+		memset(ws->dq, 0, n * sizeof(float));
+		memset(ws->dk, 0, n * sizeof(float));
+		memset(ws->dv, 0, n * sizeof(float));
+		ops->linear_bw(A.a, L->w[CMR_L_O_W], ws->dx, ws->da, g[CMR_L_O_W], g[CMR_L_O_B], R, D, D);
+		ops->attention_bw(A.q, A.k, A.v, ws->da, ws->dq, ws->dk, ws->dv, B, lay->start, lay->len, H, Dh, !vision,
+				  ws->scratch);
+		for (size_t i = 0; i < n; i++)
+			ws->dq[i] *= scale;
+		memset(ws->dh, 0, n * sizeof(float));
+		ops->linear_bw(A.h1, L->w[CMR_L_Q_W], ws->dq, ws->dh, g[CMR_L_Q_W], g[CMR_L_Q_B], R, D, D);
+		ops->linear_bw(A.h1, L->w[CMR_L_K_W], ws->dk, ws->dh, g[CMR_L_K_W], g[CMR_L_K_B], R, D, D);
+		ops->linear_bw(A.h1, L->w[CMR_L_V_W], ws->dv, ws->dh, g[CMR_L_V_W], g[CMR_L_V_B], R, D, D);
+		int resid = 0;
+		if (t->hooks) {
+			hooks_backward(t, ops, ws, CMR_HOOK_ATTN, l, A.h1, ws->dx, ws->dh, A.hs);
+			for (const cmr_hook *h = t->hooks; h; h = h->next)
+				resid |= h->point == CMR_HOOK_RESID && h->applies(h, l);
+			if (resid) { /* da is free: the residual hooks' input gradient, added below */
+				memset(ws->da, 0, n * sizeof(float));
+				hooks_backward(t, ops, ws, CMR_HOOK_RESID, l, A.xin, ws->dx, need_dxin ? ws->da : NULL, A.hs);
+			}
+		}
+		ops->layernorm_bw(A.xin, L->w[CMR_L_LN1_W], ws->dh, need_dxin ? ws->dx : NULL, g[CMR_L_LN1_W],
+				  g[CMR_L_LN1_B], R, D, c->eps);
+		if (resid && need_dxin)
+			for (size_t i = 0; i < n; i++)
+				ws->dx[i] += ws->da[i];
+	}
+	if (t->grad_from >= 0)
+		return;
+	/* embeddings: ws->dx is the gradient of the first layer's input */
+	const float *de = ws->dx;
+	if (vision) {
+		memset(ws->dh, 0, n * sizeof(float));
+		ops->layernorm_bw(ws->emb, t->w[CMR_T_PRE_LN_W], ws->dx, ws->dh, t->g[CMR_T_PRE_LN_W], t->g[CMR_T_PRE_LN_B], R,
+				  D, c->eps);
+		de = ws->dh;
+	}
+	if (t->grad_from > CMR_DEPTH_EMBED)
+		return;
+	float *gpos = t->g[CMR_T_POS], *gpre = t->g[CMR_T_PREFIX], *gtok = t->g[CMR_T_TOKEN], *gcls = t->g[CMR_T_CLASS];
+	int np = t->nprefix;
+	for (int b = 0; b < B; b++)
+		for (int i = 0; i < lay->len[b]; i++) {
+			int r = lay->start[b] + i;
+			const float *dr = de + (size_t)r * D;
+			if (gpos && lay->pos[r] >= 0)
+				for (int d = 0; d < D; d++)
+					gpos[(size_t)lay->pos[r] * D + d] += dr[d];
+			if (gtok && lay->tok[r] >= 0)
+				for (int d = 0; d < D; d++)
+					gtok[(size_t)lay->tok[r] * D + d] += dr[d];
+			if (gpre && i >= 1 && i <= np)
+				for (int d = 0; d < D; d++)
+					gpre[(size_t)(i - 1) * D + d] += dr[d];
+			if (gcls && vision && i == 0)
+				for (int d = 0; d < D; d++)
+					gcls[d] += dr[d];
+		}
+	if (vision && t->g[CMR_T_PATCH]) { /* the patch rows packed into dq for the conv's backward pass */
+		int P = c->patch_size, npatch = cmr_clip_vision_seq(c) - 1, K = 3 * P * P;
+		for (int b = 0; b < B; b++)
+			memcpy(ws->dq + (size_t)b * npatch * D, de + ((size_t)lay->start[b] + 1 + np) * D,
+			       (size_t)npatch * D * sizeof(float));
+		ops->linear_bw(ws->patches, t->w[CMR_T_PATCH], ws->dq, NULL, t->g[CMR_T_PATCH], NULL, B * npatch, K, D);
+	}
+}
+
+int cmr_clip_encode_images(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const uint8_t *const *pixels,
+			   int B, float *out)
+{
+	cmr_batch in = {B, pixels, NULL, NULL};
+	return cmr_clip_forward(m, CMR_TOWER_VISION, ops, ws, &in, out);
+}
+
+int cmr_clip_encode_texts(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const int32_t *const *ids,
+			  const int *lens, int B, float *out)
+{
+	cmr_batch in = {B, NULL, ids, lens};
+	return cmr_clip_forward(m, CMR_TOWER_TEXT, ops, ws, &in, out);
+}
+
+double cmr_clip_flops(const cmr_clip_tower *t, int tokens)
+{
+	const cmr_tower_cfg *c = &t->cfg;
+	double D = c->width, F = c->mlp, S = tokens;
+	if (t->kind == CMR_TOWER_VISION)
+		S = cmr_clip_vision_seq(c);
+	double per_layer = S * (4 * D * D + 2 * D * F) + 2 * S * S * D;
+	double f = c->layers * per_layer + D * t->proj;
+	if (t->kind == CMR_TOWER_VISION)
+		f += (S - 1) * 3.0 * c->patch_size * c->patch_size * D;
+	return 2 * f; /* multiply-adds to floating-point operations */
+}

@@ -1,0 +1,147 @@
+/* model/train.c - the training step over the model core: the loss table, the batch's
+ * gradients, clipping, AdamW on the trainable parameters, the schedule. */
+#include "model/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grad.h"
+
+static double infonce(const cmr_loss_args *a)
+{
+	return cmr_infonce(a->img, a->txt, a->B, a->P, a->logit_scale, a->dimg, a->dtxt, a->dscale);
+}
+
+static double vse(const cmr_loss_args *a)
+{
+	return cmr_vse_hardest(a->img, a->txt, a->B, a->P, a->margin, a->dimg, a->dtxt);
+}
+
+static const cmr_loss loss_infonce = {"infonce", "CLIP's symmetric InfoNCE with the learnt logit scale", 1, infonce};
+static const cmr_loss loss_vse = {"vse", "VSE++ hinge with the hardest negatives (--margin)", 0, vse};
+const cmr_loss *const cmr_losses[] = {&loss_infonce, &loss_vse, NULL};
+
+const cmr_loss *cmr_loss_find(const char *name)
+{
+	for (int i = 0; cmr_losses[i]; i++)
+		if (strcmp(cmr_losses[i]->name, name) == 0)
+			return cmr_losses[i];
+	return NULL;
+}
+
+void cmr_step_ws_free(cmr_step_ws *s)
+{
+	if (!s)
+		return;
+	cmr_clip_ws_free(s->ws[0]);
+	cmr_clip_ws_free(s->ws[1]);
+	free(s->emb);
+	free(s);
+}
+
+cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, int max_batch, int max_tokens)
+{
+	cmr_step_ws *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	s->max_batch = max_batch;
+	s->ws[CMR_TOWER_VISION] = cmr_clip_ws_new(m, CMR_TOWER_VISION, max_batch, 0, 1);
+	s->ws[CMR_TOWER_TEXT] = cmr_clip_ws_new(m, CMR_TOWER_TEXT, max_batch, max_tokens, 1);
+	s->emb = malloc(4 * (size_t)max_batch * m->cfg.proj * sizeof *s->emb);
+	if (!s->ws[0] || !s->ws[1] || !s->emb) {
+		cmr_step_ws_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
+			   const cmr_batch *txt, const cmr_loss_term *terms, int nterms)
+{
+	int P = m->cfg.proj, B = img->B;
+	if (B != txt->B || B > s->max_batch)
+		return NAN;
+	float *ei = s->emb, *et = ei + (size_t)B * P, *di = et + (size_t)B * P, *dt = di + (size_t)B * P;
+	if (cmr_clip_forward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], img, ei) < 0 ||
+	    cmr_clip_forward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], txt, et) < 0)
+		return NAN;
+	memset(di, 0, 2 * (size_t)B * P * sizeof *di);
+	cmr_param *ls = &m->param[m->logit];
+	double L = 0;
+	for (int i = 0; i < nterms; i++) {
+		const cmr_loss_term *tm = &terms[i];
+		float *gi = di, *gt = dt, dscale = 0;
+		float *wbuf = NULL;
+		if (tm->weight != 1) { /* a weighted term's gradients, then scaled in */
+			wbuf = calloc(2 * (size_t)B * P, sizeof *wbuf);
+			if (!wbuf)
+				return NAN;
+			gi = wbuf, gt = wbuf + (size_t)B * P;
+		}
+		cmr_loss_args a = {ei, et, B, P, ls->w[0], tm->margin, gi, gt, &dscale};
+		L += tm->weight * tm->loss->fn(&a);
+		if (wbuf) {
+			for (size_t j = 0; j < 2 * (size_t)B * P; j++)
+				di[j] += (float)tm->weight * wbuf[j];
+			free(wbuf);
+		}
+		if (ls->g)
+			ls->g[0] += (float)tm->weight * dscale;
+	}
+	for (int k = 0; k < 2; k++)
+		if (cmr_clip_tower_trains(m, k))
+			cmr_clip_backward(m, k, ops, s->ws[k], k == CMR_TOWER_VISION ? di : dt);
+	return L;
+}
+
+double cmr_clip_grad_norm(cmr_clip *m, double max_norm)
+{
+	double s = 0;
+	for (int i = 0; i < m->nparam; i++) {
+		const cmr_param *p = &m->param[i];
+		if (p->g)
+			for (size_t j = 0; j < p->n; j++)
+				s += (double)p->g[j] * p->g[j];
+	}
+	double norm = sqrt(s), coef = max_norm / (norm + 1e-6);
+	if (max_norm > 0 && coef < 1)
+		for (int i = 0; i < m->nparam; i++) {
+			const cmr_param *p = &m->param[i];
+			if (p->g)
+				for (size_t j = 0; j < p->n; j++)
+					p->g[j] *= (float)coef;
+		}
+	return norm;
+}
+
+void cmr_clip_adamw_step(cmr_clip *m, float *mom, float *vel, int64_t t, double lr, double beta1, double beta2,
+			 double eps, double wd)
+{
+	for (int i = 0; i < m->nparam; i++) {
+		cmr_param *p = &m->param[i];
+		if (!p->g)
+			continue;
+		cmr_adamw(p->w, p->g, mom + p->at, vel + p->at, p->n, (float)lr, (float)beta1, (float)beta2, (float)eps,
+			  p->flags & CMR_PARAM_DECAY ? (float)wd : 0.0f, t);
+	}
+	cmr_param *ls = &m->param[m->logit];
+	if (ls->g) {
+		if (ls->w[0] < 0)
+			ls->w[0] = 0;
+		if (ls->w[0] > (float)log(100.0))
+			ls->w[0] = (float)log(100.0);
+	}
+}
+
+double cmr_lr_cosine(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr)
+{
+	if (step < warmup)
+		return lr * (double)(step + 1) / (double)warmup;
+	if (total <= warmup)
+		return lr;
+	double e = (double)(step - warmup) / (double)(total - warmup);
+	if (e > 1)
+		e = 1;
+	return min_lr + 0.5 * (1 + cos(M_PI * e)) * (lr - min_lr);
+}

@@ -1,0 +1,73 @@
+/* model/train.h - what a training step does with the model core: the loss terms over a
+ * batch's [B, P] embeddings (a table, so that new losses plug in), the batch's loss and
+ * gradients through both towers, gradient clipping, AdamW on the trainable parameters only,
+ * and the learning-rate schedule. Never prints or exits. */
+#ifndef CMR_MODEL_TRAIN_H
+#define CMR_MODEL_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/clip.h"
+
+/* A loss over raw embeddings img [B, P], txt [B, P] (pair i is row i of both): returns the
+ * loss and accumulates dimg, dtxt and *dscale (the gradient of the log logit scale). */
+typedef struct cmr_loss_args {
+	const float *img, *txt;
+	int B, P;
+	float logit_scale; /* log of the logit scale */
+	float margin;
+	float *dimg, *dtxt, *dscale;
+} cmr_loss_args;
+
+typedef struct cmr_loss {
+	const char *name;
+	const char *what;  /* one line for --help and the man page */
+	int uses_scale;    /* reads the logit scale (so it is trained with it) */
+	double (*fn)(const cmr_loss_args *a);
+} cmr_loss;
+
+/* The losses, NULL-terminated: "infonce" (CLIP's symmetric cross-entropy with the learnt
+ * logit scale), "vse" (VSE++'s hinge with the hardest negatives). */
+extern const cmr_loss *const cmr_losses[];
+const cmr_loss *cmr_loss_find(const char *name);
+
+/* A weighted term of the training objective. */
+typedef struct cmr_loss_term {
+	const cmr_loss *loss;
+	double weight;
+	float margin;
+} cmr_loss_term;
+
+/* The work of a batch: both towers' work spaces (keeping activations) and the embeddings. */
+typedef struct cmr_step_ws {
+	cmr_clip_ws *ws[2];
+	float *emb; /* 4 * B * proj: image, text embeddings and their gradients */
+	int max_batch;
+} cmr_step_ws;
+cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, int max_batch, int max_tokens);
+void cmr_step_ws_free(cmr_step_ws *s);
+
+/* The objective of a batch of B pairs (image b with text b) and its gradients, accumulated
+ * into the trainable parameters' g: both forward passes, the weighted terms, the backward
+ * passes that some trainable parameter needs. Returns the loss, or NAN for a batch that
+ * does not fit. */
+double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
+			   const cmr_batch *txt, const cmr_loss_term *terms, int nterms);
+
+/* The L2 norm of the trainable parameters' gradients; scales them by max_norm / (norm +
+ * 1e-6) when that is below 1 and max_norm > 0 (torch's clip_grad_norm_). Returns the norm
+ * before clipping. */
+double cmr_clip_grad_norm(cmr_clip *m, double max_norm);
+
+/* One AdamW step (t >= 1) on the trainable parameters, with weight decay wd on those that
+ * decay; mom and vel are the moments, m->ntrain floats each (a parameter's at p->at). Then
+ * the log logit scale is clamped to [0, ln 100], as OpenCLIP does. */
+void cmr_clip_adamw_step(cmr_clip *m, float *mom, float *vel, int64_t t, double lr, double beta1, double beta2,
+			 double eps, double wd);
+
+/* The learning rate at step (0-based) of total: linear warm-up over warmup steps from
+ * lr / warmup to lr, then a cosine down to min_lr at total (OpenCLIP's schedule). */
+double cmr_lr_cosine(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
+
+#endif

@@ -1,0 +1,269 @@
+/* test_model.c - the model core's seams: a zero-initialised adapter on every hook point
+ * leaves the outputs identical, prefix rows are rows like any other (prefix rows holding
+ * token embeddings give the same output as those tokens), gradients of adapter and prefix
+ * parameters match central finite differences, and a partly frozen model computes the same
+ * gradients as a fully trained one for what it trains, with no gradient for the rest. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/adapter.h"
+#include "model/clip.h"
+#include "unit.h"
+
+#define B 3
+
+static cmr_clip_cfg tiny_cfg(void)
+{
+	cmr_clip_cfg c;
+	memset(&c, 0, sizeof c);
+	c.vision = (cmr_tower_cfg){32, 2, 4, 64, CMR_ACT_QUICK_GELU, 1e-5f, 32, 8, 0, 0};
+	c.text = (cmr_tower_cfg){32, 2, 4, 64, CMR_ACT_GELU, 1e-5f, 0, 0, 49408, 77};
+	c.proj = 16;
+	for (int i = 0; i < 3; i++)
+		c.mean[i] = 0.5f, c.std[i] = 0.25f;
+	return c;
+}
+
+static uint32_t rs = 12345;
+static uint32_t rnd(void)
+{
+	rs = rs * 1664525u + 1013904223u;
+	return rs >> 8;
+}
+
+static struct {
+	uint8_t px[B][32 * 32 * 3];
+	const uint8_t *pp[B];
+	int32_t ids[B][12];
+	const int32_t *ip[B];
+	int lens[B];
+} in;
+
+static void make_inputs(void)
+{
+	for (int b = 0; b < B; b++) {
+		for (int i = 0; i < 32 * 32 * 3; i++)
+			in.px[b][i] = (uint8_t)(rnd() & 255);
+		in.lens[b] = 6 + 2 * b;
+		in.ids[b][0] = 49406;
+		for (int i = 1; i < in.lens[b] - 1; i++)
+			in.ids[b][i] = (int32_t)(rnd() % 49000);
+		in.ids[b][in.lens[b] - 1] = 49407;
+		in.pp[b] = in.px[b];
+		in.ip[b] = in.ids[b];
+	}
+}
+
+static int fwd(const cmr_clip *m, int tower, cmr_clip_ws *ws, float *out)
+{
+	cmr_batch bi = {B, in.pp, NULL, NULL}, bt = {B, NULL, in.ip, in.lens};
+	return cmr_clip_forward(m, tower, &cmr_ops_ref, ws, tower == CMR_TOWER_VISION ? &bi : &bt, out);
+}
+
+TEST(model_zero_init_adapters_change_nothing)
+{
+	make_inputs();
+	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip *m0 = cmr_clip_new(&c), *m1 = cmr_clip_new(&c);
+	cmr_adapter ad[2][3];
+	char err[256];
+	CHECK(m0 && m1);
+	for (int k = 0; k < 2; k++)
+		for (int p = 0; p < 3; p++)
+			CHECK(cmr_adapter_add(m1, &ad[k][p], k, p, 4, 0, 1, CMR_PARAM_TRAIN, err, sizeof err) == 0);
+	CHECK(cmr_clip_init(m0, 7, err, sizeof err) == 0 && cmr_clip_init(m1, 7, err, sizeof err) == 0);
+	CHECK(cmr_clip_grads(m0) == 0 && cmr_clip_grads(m1) == 0);
+	for (int k = 0; k < 2; k++) {
+		float o0[B * 16], o1[B * 16];
+		cmr_clip_ws *w0 = cmr_clip_ws_new(m0, k, B, 64, 0), *w1 = cmr_clip_ws_new(m1, k, B, 64, 1);
+		CHECK(w0 && w1);
+		CHECK(fwd(m0, k, w0, o0) == 0 && fwd(m1, k, w1, o1) == 0);
+		for (int i = 0; i < B * 16; i++)
+			CHECK(o0[i] == o1[i]);
+		cmr_clip_ws_free(w0);
+		cmr_clip_ws_free(w1);
+	}
+	/* the base model is frozen: no gradient array, and the backward pass starts at layer 0 */
+	for (int i = 0; i < m1->nparam; i++)
+		CHECK((m1->param[i].g != NULL) == (m1->param[i].group == CMR_GROUP_ADAPTER));
+	CHECK(m1->tower[0].grad_from == 0 && m1->tower[1].grad_from == 0);
+	for (int k = 0; k < 2; k++)
+		for (int p = 0; p < 3; p++)
+			cmr_adapter_free(&ad[k][p]);
+	cmr_clip_free(m0);
+	cmr_clip_free(m1);
+}
+
+TEST(model_prefix_rows_are_rows)
+{
+	make_inputs();
+	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip *m0 = cmr_clip_new(&c), *m1 = cmr_clip_new(&c);
+	char err[256];
+	CHECK(m0 && m1);
+	int64_t sh[2] = {2, 32};
+	CHECK(cmr_clip_add(m1, "prompts.text.prefix", CMR_GROUP_PROMPT, CMR_TOWER_TEXT, -1, CMR_T_PREFIX, 2, sh,
+			   CMR_PARAM_OPTIONAL, 0.02f, 0) >= 0);
+	CHECK(cmr_clip_init(m0, 3, err, sizeof err) == 0 && cmr_clip_init(m1, 3, err, sizeof err) == 0);
+	CHECK(m1->tower[CMR_TOWER_TEXT].nprefix == 2);
+	/* prefix rows holding the embeddings of tokens 1 and 2 of each caption: then the caption
+	 * without them gives the plain model's output on the whole caption (one sample a time,
+	 * each with its own tokens in the prefix) */
+	float *pre = cmr_clip_param(m1, "prompts.text.prefix")->w;
+	const float *tok = m1->tower[CMR_TOWER_TEXT].w[CMR_T_TOKEN];
+	for (int b = 0; b < B; b++) {
+		memcpy(pre, tok + (size_t)in.ids[b][1] * 32, 32 * sizeof(float));
+		memcpy(pre + 32, tok + (size_t)in.ids[b][2] * 32, 32 * sizeof(float));
+		int32_t shortened[12];
+		shortened[0] = in.ids[b][0];
+		memcpy(shortened + 1, in.ids[b] + 3, (size_t)(in.lens[b] - 3) * sizeof(int32_t));
+		const int32_t *ip0[1] = {in.ids[b]}, *ip1[1] = {shortened};
+		int l0[1] = {in.lens[b]}, l1[1] = {in.lens[b] - 2};
+		float o0[16], o1[16];
+		cmr_clip_ws *w0 = cmr_clip_ws_new(m0, CMR_TOWER_TEXT, 1, 16, 0), *w1 = cmr_clip_ws_new(m1, CMR_TOWER_TEXT, 1, 16, 0);
+		CHECK(w0 && w1);
+		CHECK(cmr_clip_encode_texts(m0, &cmr_ops_ref, w0, ip0, l0, 1, o0) == 0);
+		CHECK(cmr_clip_encode_texts(m1, &cmr_ops_ref, w1, ip1, l1, 1, o1) == 0);
+		for (int i = 0; i < 16; i++)
+			CHECK(o0[i] == o1[i]);
+		/* and the prefix changes the output when it holds other values */
+		pre[0] += 1.0f;
+		CHECK(cmr_clip_encode_texts(m1, &cmr_ops_ref, w1, ip1, l1, 1, o1) == 0);
+		int differs = 0;
+		for (int i = 0; i < 16; i++)
+			differs |= o0[i] != o1[i];
+		CHECK(differs);
+		cmr_clip_ws_free(w0);
+		cmr_clip_ws_free(w1);
+	}
+	cmr_clip_free(m0);
+	cmr_clip_free(m1);
+}
+
+/* L = sum over both towers of c . out, c fixed: dL/dout = c */
+static double objective(const cmr_clip *m, cmr_clip_ws *const *ws, const float *cvec, float *out)
+{
+	double L = 0;
+	for (int k = 0; k < 2; k++) {
+		if (fwd(m, k, ws[k], out + (size_t)k * B * 16) < 0)
+			return NAN;
+		for (int i = 0; i < B * 16; i++)
+			L += (double)cvec[i] * out[(size_t)k * B * 16 + i];
+	}
+	return L;
+}
+
+/* the worst relative error of analytic vs central-difference gradients over a sample of
+ * every trainable parameter's entries */
+static double fd_worst(cmr_clip *m, const char **worst_name)
+{
+	cmr_clip_ws *ws[2] = {cmr_clip_ws_new(m, 0, B, 64, 1), cmr_clip_ws_new(m, 1, B, 64, 1)};
+	float cvec[B * 16], out[2 * B * 16];
+	for (int i = 0; i < B * 16; i++)
+		cvec[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+	cmr_clip_zero_grad(m);
+	objective(m, ws, cvec, out);
+	for (int k = 0; k < 2; k++)
+		cmr_clip_backward(m, k, &cmr_ops_ref, ws[k], cvec);
+	double worst = 0, h = 1e-2;
+	for (int i = 0; i < m->nparam; i++) {
+		cmr_param *p = &m->param[i];
+		if (!p->g)
+			continue;
+		double num = 0, den = 0;
+		for (int s = 0; s < 6; s++) {
+			size_t j = rnd() % p->n;
+			float keep = p->w[j];
+			p->w[j] = keep + (float)h;
+			double lp = objective(m, ws, cvec, out);
+			p->w[j] = keep - (float)h;
+			double lm = objective(m, ws, cvec, out);
+			p->w[j] = keep;
+			double fd = (lp - lm) / (2 * h);
+			num += (fd - p->g[j]) * (fd - p->g[j]);
+			den += fd * fd;
+		}
+		double rel = sqrt(num) / fmax(sqrt(den), 1e-2);
+		if (rel > worst)
+			worst = rel, *worst_name = p->name;
+	}
+	cmr_clip_ws_free(ws[0]);
+	cmr_clip_ws_free(ws[1]);
+	return worst;
+}
+
+TEST(model_adapter_and_prefix_gradients_match_finite_differences)
+{
+	make_inputs();
+	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip *m = cmr_clip_new(&c);
+	cmr_adapter ad[2][3];
+	char err[256];
+	CHECK(m);
+	for (int k = 0; k < 2; k++)
+		for (int p = 0; p < 3; p++)
+			CHECK(cmr_adapter_add(m, &ad[k][p], k, p, 4, 1 - (p == 2), 1, CMR_PARAM_TRAIN, err, sizeof err) == 0);
+	int64_t sh[2] = {3, 32};
+	CHECK(cmr_clip_add(m, "prompts.vision.prefix", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, CMR_T_PREFIX, 2, sh,
+			   CMR_PARAM_TRAIN | CMR_PARAM_OPTIONAL, 0.5f, 0) >= 0);
+	CHECK(cmr_clip_add(m, "prompts.text.prefix", CMR_GROUP_PROMPT, CMR_TOWER_TEXT, -1, CMR_T_PREFIX, 2, sh,
+			   CMR_PARAM_TRAIN | CMR_PARAM_OPTIONAL, 0.5f, 0) >= 0);
+	CHECK(cmr_clip_init(m, 11, err, sizeof err) == 0 && cmr_clip_grads(m) == 0);
+	/* up is zero at init: give it values so that every adapter parameter has a gradient */
+	for (int i = 0; i < m->nparam; i++)
+		if (strstr(m->param[i].name, ".up."))
+			for (size_t j = 0; j < m->param[i].n; j++)
+				m->param[i].w[j] = (float)((int)(rnd() % 2001) - 1000) / 4000.0f;
+	CHECK(m->tower[0].grad_from == CMR_DEPTH_EMBED && m->tower[1].grad_from == CMR_DEPTH_EMBED);
+	const char *name = "";
+	double worst = fd_worst(m, &name);
+	if (getenv("CMR_TEST_VERBOSE") || worst > 2e-3)
+		fprintf(stderr, "adapter/prefix gradients vs finite differences: worst relative error %g (%s)\n", worst, name);
+	CHECK(worst <= 2e-3);
+	for (int k = 0; k < 2; k++)
+		for (int p = 0; p < 3; p++)
+			cmr_adapter_free(&ad[k][p]);
+	cmr_clip_free(m);
+}
+
+TEST(model_partly_frozen_gradients_equal_full_ones)
+{
+	make_inputs();
+	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip *full = cmr_clip_new(&c), *part = cmr_clip_new(&c);
+	char err[256];
+	CHECK(full && part);
+	for (int i = 0; i < full->nparam; i++) {
+		full->param[i].flags |= CMR_PARAM_TRAIN;
+		if (part->param[i].layer == 1 || (part->param[i].layer < 0 && part->param[i].slot == CMR_T_PROJ))
+			part->param[i].flags |= CMR_PARAM_TRAIN;
+	}
+	CHECK(cmr_clip_init(full, 5, err, sizeof err) == 0 && cmr_clip_init(part, 5, err, sizeof err) == 0);
+	CHECK(cmr_clip_grads(full) == 0 && cmr_clip_grads(part) == 0);
+	CHECK(part->tower[0].grad_from == 1 && part->tower[1].grad_from == 1);
+	CHECK(part->ntrain < full->ntrain / 4);
+	float cvec[B * 16];
+	for (int i = 0; i < B * 16; i++)
+		cvec[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+	for (int k = 0; k < 2; k++) {
+		float o[2][B * 16];
+		cmr_clip_ws *wf = cmr_clip_ws_new(full, k, B, 64, 1), *wp = cmr_clip_ws_new(part, k, B, 64, 1);
+		CHECK(wf && wp);
+		CHECK(fwd(full, k, wf, o[0]) == 0 && fwd(part, k, wp, o[1]) == 0);
+		CHECK(memcmp(o[0], o[1], sizeof o[0]) == 0);
+		cmr_clip_backward(full, k, &cmr_ops_blas, wf, cvec);
+		cmr_clip_backward(part, k, &cmr_ops_blas, wp, cvec);
+		cmr_clip_ws_free(wf);
+		cmr_clip_ws_free(wp);
+	}
+	for (int i = 0; i < part->nparam; i++) {
+		const cmr_param *p = &part->param[i], *f = &full->param[i];
+		if (!p->g)
+			continue;
+		CHECK(memcmp(p->g, f->g, p->n * sizeof(float)) == 0);
+	}
+	cmr_clip_free(full);
+	cmr_clip_free(part);
+}

@@ -34,7 +34,7 @@ measure() { # label, cmr-train options...
 }
 set -- $(measure proj --train visual_projection.weight --train text_projection.weight) \
 	$(measure full)
-ratio=$(echo "$2 / $5" | bc -l | cut -c1-4)
+ratio=$(awk -v a="$2" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 section="<!-- tune:begin -->
 ## cmr-train: tuning the projections of a frozen ViT-B/32 vs fine-tuning all of it
 

@@ -3,7 +3,7 @@
  * training forward without keeping activations) with one backward pass, over a batch
  * layout computed once, with hook points where optional modules add their contribution.
  * Written over the backend table (backend.h). Never prints or exits. The design is
- * formats/cmr-model-core.md. */
+ * lib/model/README.md. */
 #ifndef CMR_MODEL_CLIP_H
 #define CMR_MODEL_CLIP_H
 

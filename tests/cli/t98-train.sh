@@ -104,6 +104,20 @@ cmr-encode -m "$WORK/fz" "$WORK/tt.cmr" >"$WORK/b.cmr"
 cmr-dump diff --max-abs 0 "$WORK/a.cmr" "$WORK/b.cmr" >/dev/null 2>&1 && why "text embeddings did not change"
 end
 
+begin "cmr-train: training only the projections keeps moments of those alone, and resumes only with the same --train"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/pj" -b 8 --epochs 2 --max-steps 2 --train visual_projection.weight --train text_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+# 2 x (16 x 32) floats of moments per projection: a few KB, not the 2 x 6.5 MB of the whole model
+size=$(wc -c <"$WORK/pj/train-state.safetensors")
+[ "$size" -lt 20000 ] || why "train-state.safetensors is $size bytes"
+grep -a -q 'exp_avg/visual_projection.weight' "$WORK/pj/train-state.safetensors" || why "no moments named for visual_projection.weight"
+run cmr-train --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "trained 2 parameter tensors, this one 1"
+run cmr-train -q --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight --train text_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+end
+
 begin "cmr-train: from --config (random init) with the VSE++ loss"
 sed 's/"hidden_act": "quick_gelu"/"hidden_act": "gelu"/g' "$TINY/config.json" >"$WORK/cfg.json"
 run cmr-train -q -t 1 --config "$WORK/cfg.json" -o "$WORK/vse" -b 8 --steps 4 --loss vse --log "$WORK/v.jsonl" "$WORK/ti.cmr" "$WORK/tt.cmr"

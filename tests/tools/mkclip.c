@@ -3,7 +3,7 @@
  * the same bytes on every machine (integer generator, no libm in the values).
  *
  *   mkclip model DIR tiny|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]
- *                                [--drop text|vision]
+ *                                [--drop text|vision] [--extra NAME]
  *   mkclip images N SIZE SEED > images.cmr     random u8 [SIZE, SIZE, 3] records
  *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77 */
 #include <stdio.h>
@@ -98,7 +98,7 @@ static int model(int argc, char **argv)
 {
 	if (argc < 4)
 		return 2;
-	const char *dir = argv[2], *preset = argv[3], *act = "quick_gelu", *drop = "";
+	const char *dir = argv[2], *preset = argv[3], *act = "quick_gelu", *drop = "", *extra = NULL;
 	uint64_t seed = 1;
 	for (int i = 4; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--seed") == 0)
@@ -109,6 +109,8 @@ static int model(int argc, char **argv)
 			act = argv[i + 1];
 		else if (strcmp(argv[i], "--drop") == 0) /* leave out a tower's tensors: text|vision */
 			drop = argv[i + 1];
+		else if (strcmp(argv[i], "--extra") == 0) /* a tensor [2, text width] no model has */
+			extra = argv[i + 1];
 	}
 	if (strcmp(preset, "tiny") == 0) {
 		cfg.v = (tw){32, 2, 4, 64};
@@ -151,6 +153,10 @@ static int model(int argc, char **argv)
 		add(p->name, p->ndim, p->shape, centre, spread);
 	}
 	cmr_clip_free(m);
+	if (extra) {
+		int64_t s2[2] = {2, cfg.t.width};
+		add(extra, 2, s2, 0.0f, 0.1f);
+	}
 	/* the values are drawn for every tensor, so --drop leaves the others unchanged */
 	size_t kept = 0;
 	for (size_t i = 0; i < nout; i++) {

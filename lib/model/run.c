@@ -1,0 +1,498 @@
+/* model/run.c - the training run of model/run.h, moved out of cmr-train so that any tool
+ * trains with the same pairing, sampler, state, evaluation, checkpoints, log and signals. */
+#include "model/run.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "eval.h"
+#include "fe.h"
+#include "safetensors.h"
+#include "stream.h"
+#include "util.h"
+
+/* ---- data ---- */
+static int on_record(const cmr_record *rec, const char *input, void *ctx)
+{
+	cmr_pairs *d = ctx;
+	if (rec->type != CMR_TYPE_TENSOR)
+		return 0;
+	if (rec->kind == CMR_KIND_IMAGE) {
+		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[2] != 3 || rec->dims[0] != (uint32_t)d->size ||
+		    rec->dims[1] != (uint32_t)d->size)
+			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": the image is %s [%u, %u, %u]; the model "
+				"takes u8 [%d, %d, 3] (cmr-decode -s %d)",
+				input, rec->index, rec->key, rec->offset, cmr_dtype_name(rec->dtype), rec->dims[0], rec->rank > 1 ? rec->dims[1] : 0,
+				rec->rank > 2 ? rec->dims[2] : 0, d->size, d->size, d->size);
+		if (d->nimg == d->capimg) {
+			d->capimg = d->capimg ? 2 * d->capimg : 1024;
+			if (!(d->img = realloc(d->img, d->capimg * sizeof *d->img)))
+				cmr_die("out of memory");
+		}
+		cmr_pair_image *im = &d->img[d->nimg++];
+		memset(im, 0, sizeof *im);
+		im->key = strdup(rec->key);
+		im->px = malloc(rec->nbytes);
+		if (!im->key || !im->px)
+			cmr_die("out of memory");
+		memcpy(im->px, rec->data, rec->nbytes);
+	} else if (rec->kind == CMR_KIND_TOKENS) {
+		if (rec->dtype != CMR_DTYPE_I32 || rec->rank != 1 || rec->dims[0] < 2 || rec->dims[0] > (uint32_t)d->context)
+			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": tokens must be i32 [2..%d] (the model's "
+				"context; cmr-caption-ingest -c %d)",
+				input, rec->index, rec->key, rec->offset, d->context, d->context);
+		if (d->ntok == d->captok) {
+			d->captok = d->captok ? 2 * d->captok : 4096;
+			d->tok = realloc(d->tok, d->captok * sizeof *d->tok);
+			d->len = realloc(d->len, d->captok * sizeof *d->len);
+			d->tkey = realloc(d->tkey, d->captok * sizeof *d->tkey);
+			if (!d->tok || !d->len || !d->tkey)
+				cmr_die("out of memory");
+		}
+		d->tok[d->ntok] = malloc(rec->nbytes);
+		d->tkey[d->ntok] = strdup(rec->key);
+		if (!d->tok[d->ntok] || !d->tkey[d->ntok])
+			cmr_die("out of memory");
+		memcpy(d->tok[d->ntok], rec->data, rec->nbytes);
+		d->len[d->ntok++] = (int)rec->dims[0];
+	}
+	return 0;
+}
+
+static int cmp_image(const void *a, const void *b)
+{
+	return strcmp(((const cmr_pair_image *)a)->key, ((const cmr_pair_image *)b)->key);
+}
+
+/* reads the streams, pairs captions with images; images without captions are dropped */
+void cmr_pairs_load(cmr_pairs *d, char *const *inputs, int n)
+{
+	cmr_each_record(inputs, n, on_record, d);
+	if (!d->nimg || !d->ntok)
+		cmr_die("the %s streams hold %zu image and %zu token records; both are needed", d->what, d->nimg, d->ntok);
+	/* a copy sorted by key for the lookup */
+	cmr_pair_image *sorted = malloc(d->nimg * sizeof *sorted);
+	if (!sorted)
+		cmr_die("out of memory");
+	memcpy(sorted, d->img, d->nimg * sizeof *sorted);
+	qsort(sorted, d->nimg, sizeof *sorted, cmp_image);
+	for (size_t i = 1; i < d->nimg; i++)
+		if (strcmp(sorted[i].key, sorted[i - 1].key) == 0)
+			cmr_die("the %s streams hold two images with the key '%s'", d->what, sorted[i].key);
+	size_t orphans = 0;
+	for (size_t t = 0; t < d->ntok; t++) {
+		char key[CMR_KEY_MAX + 1];
+		snprintf(key, sizeof key, "%s", d->tkey[t]);
+		char *hash = strrchr(key, '#');
+		if (hash)
+			*hash = 0;
+		cmr_pair_image probe = {.key = key};
+		cmr_pair_image *im = bsearch(&probe, sorted, d->nimg, sizeof *sorted, cmp_image);
+		if (!im) {
+			orphans++;
+			continue;
+		}
+		if (!(im->cap = realloc(im->cap, (size_t)(im->ncap + 1) * sizeof *im->cap)))
+			cmr_die("out of memory");
+		im->cap[im->ncap++] = (int)t;
+	}
+	/* back to input order, keeping the images that have captions */
+	for (size_t i = 0; i < d->nimg; i++) {
+		cmr_pair_image probe = {.key = d->img[i].key};
+		cmr_pair_image *im = bsearch(&probe, sorted, d->nimg, sizeof *sorted, cmp_image);
+		d->img[i].cap = im->cap;
+		d->img[i].ncap = im->ncap;
+	}
+	size_t kept = 0, dropped = 0;
+	for (size_t i = 0; i < d->nimg; i++) {
+		if (d->img[i].ncap)
+			d->img[kept++] = d->img[i];
+		else {
+			free(d->img[i].px);
+			free(d->img[i].key);
+			dropped++;
+		}
+	}
+	d->nimg = kept;
+	free(sorted);
+	if (orphans || dropped)
+		cmr_warn("%s data: %zu captions without an image and %zu images without a caption left out", d->what,
+			 orphans, dropped);
+	if (!kept)
+		cmr_die("no caption of the %s streams names one of their images (keys <image key>#<n>)", d->what);
+}
+
+void cmr_pairs_free(cmr_pairs *d)
+{
+	for (size_t i = 0; i < d->nimg; i++)
+		free(d->img[i].key), free(d->img[i].px), free(d->img[i].cap);
+	for (size_t t = 0; t < d->ntok; t++)
+		free(d->tok[t]), free(d->tkey[t]);
+	free(d->img), free(d->tok), free(d->len), free(d->tkey);
+}
+
+/* ---- randomness: pure functions of (seed, what), so that a resumed run draws the same ---- */
+static uint64_t mix(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+static void shuffle(size_t *perm, size_t n, uint64_t seed, int64_t epoch)
+{
+	for (size_t i = 0; i < n; i++)
+		perm[i] = i;
+	uint64_t s = mix(seed ^ mix((uint64_t)epoch + 1));
+	for (size_t i = n - 1; i > 0; i--) {
+		s = mix(s);
+		size_t j = (size_t)(s % (i + 1));
+		size_t t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+}
+
+
+static void write_text(const char *dir, const char *name, const char *text, size_t len)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	cmr_output out;
+	cmr_output_open(&out, path, 0);
+	if (fwrite(text, 1, len, out.f) != len)
+		cmr_die_write(path, errno);
+	cmr_output_commit(&out);
+}
+
+typedef struct {
+	const cmr_run_opts *o;
+	cmr_clip *m;
+	float *mom, *vel; /* AdamW's moments of the trainable parameters, m->ntrain each */
+	int64_t total, spe;
+	size_t npairs;
+	FILE *log;
+} run_t;
+
+static void save(run_t *r, int64_t step)
+{
+	char path[4096], err[1024];
+	const cmr_run_opts *o = r->o;
+	if (mkdir(o->output, 0777) < 0 && errno != EEXIST)
+		cmr_die("%s: %s", o->output, strerror(errno));
+	write_text(o->output, "config.json", o->config_text, o->config_len);
+	write_text(o->output, "preprocessor_config.json", o->pre_text, o->pre_len);
+	/* the state first: a model newer than its state is refused on --resume, not used */
+	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
+	/* the moments of each trainable parameter, under its name */
+	const cmr_clip *m = r->m;
+	cmr_st_out *t = calloc(2 * (size_t)m->nparam + 1, sizeof *t);
+	char (*names)[128] = calloc(2 * (size_t)m->nparam, sizeof *names);
+	if (!t || !names)
+		cmr_die("out of memory");
+	size_t nt = 0;
+	for (int i = 0; i < m->nparam; i++) {
+		const cmr_param *p = &m->param[i];
+		if (!p->g)
+			continue;
+		for (int k = 0; k < 2; k++) {
+			snprintf(names[nt], sizeof names[nt], "%s/%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+			t[nt] = (cmr_st_out){names[nt], CMR_DTYPE_F32, p->ndim, {0}, (k ? r->vel : r->mom) + p->at};
+			memcpy(t[nt].shape, p->shape, sizeof p->shape);
+			nt++;
+		}
+	}
+	t[nt++] = (cmr_st_out){"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st};
+	snprintf(path, sizeof path, "%s/train-state.safetensors", o->output);
+	if (cmr_st_write(path, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err) < 0)
+		cmr_die("%s", err);
+	free(t);
+	free(names);
+	json_t *meta = json_pack("{s:s, s:s, s:s}", "format", "pt", "cmr-train", o->provenance, "step",
+				 (snprintf(path, sizeof path, "%" PRId64, step), path));
+	char *mj = json_dumps(meta, JSON_COMPACT);
+	snprintf(path, sizeof path, "%s/model.safetensors", o->output);
+	if (!mj || cmr_clip_save(r->m, path, mj, err, sizeof err) < 0)
+		cmr_die("%s", mj ? err : "out of memory");
+	free(mj);
+	json_decref(meta);
+	cmr_info("%s: checkpoint at step %" PRId64, o->output, step);
+}
+
+/* ---- evaluation ---- */
+static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
+{
+	cmr_clip *m = r->m;
+	int P = m->cfg.proj, B = r->o->batch;
+	float *ei = malloc(ev->nimg * (size_t)P * sizeof *ei), *et = malloc(ev->ntok * (size_t)P * sizeof *et);
+	uint32_t *ti = malloc(ev->ntok * sizeof *ti), *ri = malloc(ev->nimg * sizeof *ri), *rt = malloc(ev->ntok * sizeof *rt);
+	cmr_clip_ws *wi = cmr_clip_ws_new(m, CMR_TOWER_VISION, B, 0, 0);
+	cmr_clip_ws *wt = cmr_clip_ws_new(m, CMR_TOWER_TEXT, B, B * m->cfg.text.context, 0);
+	const uint8_t **px = malloc((size_t)B * sizeof *px);
+	if (!ei || !et || !ti || !ri || !rt || !wi || !wt || !px)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < ev->nimg; i += (size_t)B) {
+		int n = (int)(ev->nimg - i < (size_t)B ? ev->nimg - i : (size_t)B);
+		for (int b = 0; b < n; b++)
+			px[b] = ev->img[i + b].px;
+		cmr_clip_encode_images(m, r->o->ops, wi, px, n, ei + i * P);
+	}
+	/* texts in caption order; each text's image */
+	size_t nt = 0;
+	for (size_t i = 0; i < ev->nimg; i++)
+		for (int c = 0; c < ev->img[i].ncap; c++)
+			ti[nt++] = (uint32_t)i;
+	const int32_t **ids = malloc((size_t)B * sizeof *ids);
+	int *lens = malloc((size_t)B * sizeof *lens);
+	size_t t = 0;
+	for (size_t i = 0; i < ev->nimg; i++)
+		for (int c = 0; c < ev->img[i].ncap; c++) {
+			int at = (int)(t % (size_t)B);
+			ids[at] = ev->tok[ev->img[i].cap[c]];
+			lens[at] = ev->len[ev->img[i].cap[c]];
+			t++;
+			if (at == B - 1 || t == nt)
+				cmr_clip_encode_texts(m, r->o->ops, wt, ids, lens, at + 1,
+						      et + (t - (size_t)at - 1) * P);
+		}
+	cmr_unit_rows(ei, ev->nimg, P);
+	cmr_unit_rows(et, nt, P);
+	if (cmr_eval_ranks(ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
+		cmr_die("out of memory");
+	static const uint32_t ks[3] = {1, 5, 10};
+	double rec[2][3];
+	for (int k = 0; k < 3; k++) {
+		rec[0][k] = cmr_recall(ri, ev->nimg, ks[k]);
+		rec[1][k] = cmr_recall(rt, nt, ks[k]);
+	}
+	if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: eval at step %" PRId64 " (%zu images, %zu texts): image->text R@1 %.1f R@5 %.1f R@10 %.1f, "
+				"text->image R@1 %.1f R@5 %.1f R@10 %.1f\n",
+			cmr_progname, step, ev->nimg, nt, rec[0][0], rec[0][1], rec[0][2], rec[1][0], rec[1][1], rec[1][2]);
+	if (r->log) {
+		fprintf(r->log, "{\"step\": %" PRId64 ", \"eval\": {\"images\": %zu, \"texts\": %zu, \"cmr_pair_imageo_text\": "
+				"{\"R@1\": %.2f, \"R@5\": %.2f, \"R@10\": %.2f}, \"text_to_image\": {\"R@1\": %.2f, \"R@5\": "
+				"%.2f, \"R@10\": %.2f}}}\n",
+			step, ev->nimg, nt, rec[0][0], rec[0][1], rec[0][2], rec[1][0], rec[1][1], rec[1][2]);
+		fflush(r->log);
+	}
+	free(ei), free(et), free(ti), free(ri), free(rt), free(px), free(ids), free(lens);
+	cmr_clip_ws_free(wi);
+	cmr_clip_ws_free(wt);
+}
+
+/* SIGINT, SIGTERM, SIGHUP during training: finish the step, save, exit 128 + signal; a second
+ * signal gets the usual handling (temporary files removed, killed) */
+static volatile sig_atomic_t stop_signal;
+static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+static struct sigaction saved_sa[3];
+
+static void on_stop(int sig)
+{
+	stop_signal = sig;
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &saved_sa[i], NULL);
+}
+
+static void catch_stop(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &sa, &saved_sa[i]);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* resume: the state file of DIR, checked against this run */
+static int64_t load_state(run_t *r, const char *dir)
+{
+	char path[4096], err[1024], mpath[4096];
+	snprintf(path, sizeof path, "%s/train-state.safetensors", dir);
+	cmr_st *st = cmr_st_open(path, err, sizeof err);
+	if (!st)
+		cmr_die("%s", err);
+	const char *fmt = cmr_st_metadata(st, "format");
+	if (!fmt || strcmp(fmt, "cmr-train-2") != 0)
+		cmr_die("%s: not a cmr-train state of this version (metadata format '%s', this cmr-train reads "
+			"'cmr-train-2'; see cmr-checkpoint(5))", path, fmt ? fmt : "");
+	const cmr_st_tensor *s = cmr_st_get(st, "step_seed_batch_pairs_total");
+	if (!s || s->dtype != CMR_DTYPE_I64 || s->nbytes != 40)
+		cmr_die("%s: not a training state (step_seed_batch_pairs_total missing or of another type)", path);
+	/* the moments of exactly the parameters this run trains */
+	size_t have = 0;
+	for (int i = 0; i < r->m->nparam; i++) {
+		const cmr_param *p = &r->m->param[i];
+		if (!p->g)
+			continue;
+		for (int k = 0; k < 2; k++) {
+			snprintf(mpath, sizeof mpath, "%s/%s", k ? "exp_avg_sq" : "exp_avg", p->name);
+			const cmr_st_tensor *t = cmr_st_get(st, mpath);
+			if (!t)
+				cmr_die("%s: no '%s': the run being resumed did not train %s (give the same --train and "
+					"--freeze)", path, mpath, p->name);
+			if (t->dtype != CMR_DTYPE_F32 || t->nbytes != p->n * 4)
+				cmr_die("%s: '%s' is not F32 of %zu values", path, mpath, p->n);
+			memcpy((k ? r->vel : r->mom) + p->at, t->data, t->nbytes);
+			have++;
+		}
+	}
+	if (have + 1 != cmr_st_count(st))
+		cmr_die("%s: the run being resumed trained %zu parameter tensors, this one %zu (give the same --train "
+			"and --freeze)", path, (cmr_st_count(st) - 1) / 2, have / 2);
+	int64_t x[5];
+	memcpy(x, s->data, sizeof x);
+	/* the model must be the one saved with this state */
+	snprintf(mpath, sizeof mpath, "%s/model.safetensors", dir);
+	cmr_st *ms = cmr_st_open(mpath, err, sizeof err);
+	if (!ms)
+		cmr_die("%s", err);
+	const char *ms_step = cmr_st_metadata(ms, "step");
+	char want[32];
+	snprintf(want, sizeof want, "%" PRId64, x[0]);
+	if (!ms_step || strcmp(ms_step, want) != 0)
+		cmr_die("%s is at step %s, %s at step %s (interrupted while saving?): not resumable", mpath,
+			ms_step ? ms_step : "(none recorded)", path, want);
+	cmr_st_close(ms);
+	cmr_st_close(st);
+	const cmr_run_opts *o = r->o;
+	if ((uint64_t)x[1] != o->seed || x[2] != o->batch || (size_t)x[3] != r->npairs || x[4] != r->total)
+		cmr_die("%s: the run being resumed had --seed %" PRId64 ", --batch %" PRId64 ", %" PRId64
+			" images and %" PRId64 " steps; this one has %" PRIu64 ", %d, %zu and %" PRId64
+			": give the same data and options",
+			path, x[1], x[2], x[3], x[4], o->seed, o->batch, r->npairs, r->total);
+	return x[0];
+}
+
+
+int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const cmr_pairs *ev)
+{
+	char err[64], path[64];
+	run_t r = {.o = o, .m = m};
+	size_t nall = 0, ntrain = 0;
+	for (int i = 0; i < m->nparam; i++) {
+		nall += m->param[i].n;
+		ntrain += m->param[i].g ? m->param[i].n : 0;
+	}
+	int B = o->batch;
+	if ((size_t)B > d->nimg)
+		cmr_die("--batch %d is more than the %zu images with captions; give a smaller -b", B, d->nimg);
+	r.npairs = d->nimg;
+	r.spe = (int64_t)(d->nimg / (size_t)B);
+	r.total = o->steps ? o->steps : (int64_t)o->epochs * r.spe;
+	int64_t warmup = o->warmup >= 0 ? o->warmup : r.total / 10;
+	r.mom = calloc(m->ntrain + 1, sizeof *r.mom);
+	r.vel = calloc(m->ntrain + 1, sizeof *r.vel);
+	if (!r.mom || !r.vel)
+		cmr_die("out of memory for the optimizer state");
+	int64_t step = 0;
+	if (o->resume) {
+		step = load_state(&r, o->resume);
+		if (step >= r.total)
+			cmr_die("%s: the run is already complete (step %" PRId64 " of %" PRId64 ")", o->resume, step, r.total);
+	}
+	int64_t stop = o->max_steps && o->max_steps < r.total ? o->max_steps : r.total;
+	if (o->log && !(r.log = fopen(o->log, o->resume ? "a" : "w")))
+		cmr_die("%s: %s", o->log, strerror(errno));
+	int maxlen = 0;
+	for (size_t t = 0; t < d->ntok; t++)
+		maxlen = d->len[t] > maxlen ? d->len[t] : maxlen;
+	cmr_step_ws *sw = cmr_step_ws_new(m, B, B * maxlen);
+	size_t *perm = malloc(d->nimg * sizeof *perm);
+	const uint8_t **px = malloc((size_t)B * sizeof *px);
+	const int32_t **ids = malloc((size_t)B * sizeof *ids);
+	int *lens = malloc((size_t)B * sizeof *lens);
+	if (!sw || !perm || !px || !ids || !lens)
+		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
+	if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
+				"(%" PRId64 " per epoch)%s\n",
+			cmr_progname, d->nimg, d->ntok, (snprintf(err, 64, "%.2fM", nall / 1e6), err),
+			(snprintf(path, 64, "%.2fM", ntrain / 1e6), path), r.total, B, r.spe, o->resume ? ", resumed" : "");
+	int tty = isatty(2);
+	int64_t perm_epoch = -1;
+	catch_stop();
+	double t0 = now(), tlog = t0;
+	int64_t since = 0;
+	for (; step < stop; step++) {
+		int64_t epoch = step / r.spe, at = step % r.spe;
+		if (epoch != perm_epoch) {
+			shuffle(perm, d->nimg, o->seed, epoch);
+			perm_epoch = epoch;
+		}
+		for (int b = 0; b < B; b++) {
+			const cmr_pair_image *im = &d->img[perm[at * B + b]];
+			int c = im->ncap == 1 ? 0 : (int)(mix(o->seed ^ mix((uint64_t)step * 0x10001 + (uint64_t)b)) % (uint64_t)im->ncap);
+			px[b] = im->px;
+			ids[b] = d->tok[im->cap[c]];
+			lens[b] = d->len[im->cap[c]];
+		}
+		cmr_clip_zero_grad(m);
+		cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, lens};
+		double loss = cmr_clip_batch_grad(m, o->ops, sw, &bi, &bt, o->terms, o->nterms);
+		if (!isfinite(loss))
+			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
+				loss, step);
+		double gnorm = cmr_clip_grad_norm(m, o->clip);
+		double lr = cmr_lr_cosine(step, warmup, r.total, o->lr, o->min_lr);
+		cmr_clip_adamw_step(m, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
+		since++;
+		double t = now();
+		if (r.log)
+			fprintf(r.log, "{\"step\": %" PRId64 ", \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
+					"\"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
+				step + 1, (double)(step + 1) / r.spe, loss, lr, gnorm, exp(m->param[m->logit].w[0]),
+				B / ((t - t0) / (double)since));
+		if (cmr_verbose >= 0 && (tty || (step + 1) % o->log_every == 0 || step + 1 == stop)) {
+			if (!tty || t - tlog > 0.2 || step + 1 == stop || (step + 1) % o->log_every == 0) {
+				fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s%s",
+					tty ? "\r" : "", step + 1, r.total, (double)(step + 1) / r.spe, loss, lr,
+					exp(m->param[m->logit].w[0]), B * since / (t - t0), tty && (step + 1) % o->log_every ? "  " : "\n");
+				tlog = t;
+			}
+		}
+		if (o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop)
+			save(&r, step + 1);
+		if (o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop)
+			evaluate(&r, ev, step + 1);
+		if (stop_signal) {
+			step++;
+			break;
+		}
+	}
+	if (tty && cmr_verbose >= 0)
+		fputc('\n', stderr);
+	save(&r, step);
+	int sig = stop_signal;
+	if (ev && !sig)
+		evaluate(&r, ev, step);
+	if (sig)
+		cmr_error("interrupted by signal %d at step %" PRId64 " of %" PRId64 "; the checkpoint is saved: go on with "
+			  "--resume %s", sig, step, r.total, o->output);
+	else if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: %s: step %" PRId64 " of %" PRId64 " in %.1f s%s\n", cmr_progname, o->output, step,
+			r.total, now() - t0, step < r.total ? " (go on with --resume)" : "");
+	if (r.log && fclose(r.log) != 0)
+		cmr_die("%s: %s", o->log, strerror(errno));
+	cmr_step_ws_free(sw);
+	free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel);
+	return sig ? 128 + sig : 0;
+}

@@ -1,0 +1,66 @@
+/* model/run.h - a training run over the model core, for any tool that trains: image and
+ * caption records paired by key, a seeded sampler (the order of an epoch and the caption
+ * drawn per step are functions of the seed, so a resumed run goes on exactly), AdamW state
+ * for the trained parameters, evaluation (cmr-eval's Recall@K), checkpoints in Hugging
+ * Face's layout with the training state (cmr-checkpoint(5)), a JSON-lines log, a progress
+ * line, and signals that finish the step and save. Front-end code: errors go through lib/fe
+ * (cmr_die), as a tool's own would. */
+#ifndef CMR_MODEL_RUN_H
+#define CMR_MODEL_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/train.h"
+
+/* Images and their captions, paired by key (the caption <image key>#<n> goes with the image
+ * <image key>); images without captions are dropped, with a warning. */
+typedef struct cmr_pair_image {
+	char *key;
+	uint8_t *px;
+	int *cap; /* caption indices */
+	int ncap;
+} cmr_pair_image;
+
+typedef struct cmr_pairs {
+	cmr_pair_image *img;
+	size_t nimg, capimg;
+	int32_t **tok;
+	int *len;
+	char **tkey;
+	size_t ntok, captok;
+	int size;         /* the model's image size */
+	int context;
+	const char *what; /* "training" or "evaluation", for messages */
+} cmr_pairs;
+
+/* Reads the streams (cmr-decode's images at d->size, cmr-caption-ingest's tokens within
+ * d->context: set these and d->what first) and pairs them; dies naming a bad record. */
+void cmr_pairs_load(cmr_pairs *d, char *const *inputs, int n);
+void cmr_pairs_free(cmr_pairs *d);
+
+typedef struct cmr_run_opts {
+	int batch;
+	int epochs;                /* passes over the images, or steps */
+	int64_t steps, max_steps;  /* max_steps: stop there as if interrupted (0: no) */
+	int64_t warmup;            /* < 0: a tenth of the steps */
+	int64_t save_every, eval_every, log_every;
+	double lr, min_lr, wd, beta1, beta2, eps, clip;
+	uint64_t seed;
+	const cmr_loss_term *terms;
+	int nterms;
+	const cmr_ops *ops;
+	const char *output;        /* the checkpoint directory */
+	const char *resume;        /* go on from this directory's state, or NULL */
+	const char *log;           /* JSON lines, or NULL */
+	const char *provenance;    /* the run's provenance, compact JSON (model metadata) */
+	const char *config_text, *pre_text; /* config.json and preprocessor_config.json, verbatim */
+	size_t config_len, pre_len;
+} cmr_run_opts;
+
+/* Trains m (trainable flags set, values loaded, cmr_clip_grads done) on train, evaluating
+ * on eval (NULL: none) every eval_every steps and at the end. Returns the exit status: 0,
+ * or 128 + the signal that stopped it (the checkpoint is saved). */
+int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *train, const cmr_pairs *eval);
+
+#endif

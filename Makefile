@@ -59,7 +59,7 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c lib/clip_tok.c lib/safetensors.c \
-	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/ops_ref.c lib/ops_blas.c lib/eval.c lib/index.c lib/util.c lib/grad.c
+	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/ops_host.c lib/ops_ref.c lib/ops_blas.c lib/eval.c lib/index.c lib/util.c lib/grad.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++

@@ -17,7 +17,7 @@
 
 static const cmr_tool tool = {
 	"cmr-encode",
-	"-m MODEL_DIR [-b N] [--backend ref|blas] [-t N] [--no-normalize] [--dtype f32|f16]\n"
+	"-m MODEL_DIR [-b N] [--backend NAME] [-t N] [--no-normalize] [--dtype f32|f16]\n"
 	"[-z N] [-o OUT.cmr] [INPUT...]",
 	"Encode image records (cmr-decode) and token records (cmr-caption-ingest) into embedding\n"
 	"records with a CLIP checkpoint in Hugging Face's layout: MODEL_DIR/config.json and\n"
@@ -29,7 +29,8 @@ static const cmr_tool tool = {
 	"  -m, --model DIR       the checkpoint directory (required)\n"
 	"  -b, --batch N         samples per forward pass (default 32)\n"
 	"      --backend NAME    blas (default: OpenBLAS sgemm) or ref (plain loops, slow, the\n"
-	"                        reference the fast one is tested against)\n"
+	"                        reference the fast one is tested against); list: this build's\n"
+	"                        backends\n"
 	"  -t, --threads N       BLAS threads (default: the number of cores)\n"
 	"      --no-normalize    keep raw projections (default: unit L2 norm)\n"
 	"      --dtype f32|f16   element type of the embeddings (default f32)\n"
@@ -81,8 +82,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case 'm': o->model = optarg; break;
 		case 'b': o->batch = (int)cmr_parse_int("--batch", optarg, 1, 4096); break;
 		case OPT_BACKEND:
-			if (!(o->ops = cmr_ops_find(optarg)))
-				cmr_usage_error("--backend: '%s' is not blas or ref", optarg);
+			o->ops = cmr_parse_backend(optarg);
 			break;
 		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 256); break;
 		case OPT_NONORM: o->normalize = 0; break;
@@ -164,7 +164,7 @@ static void load(int kind)
 		cmr_die("%s", err);
 	g.tower[kind] = &g.m->tower[kind];
 	const cmr_tower_cfg *c = &g.tower[kind]->cfg;
-	g.ws[kind] = cmr_clip_ws_new(g.m, kind, g.o->batch, g.o->batch * c->context, 0);
+	g.ws[kind] = cmr_clip_ws_new(g.m, g.o->ops, kind, g.o->batch, g.o->batch * c->context, 0);
 	if (!g.ws[kind])
 		cmr_die("out of memory for a batch of %d", g.o->batch);
 	cmr_info("%s: %s tower: width %d, %d layers, %d heads; projection %d", g.o->model,

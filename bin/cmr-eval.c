@@ -246,7 +246,7 @@ int main(int argc, char **argv)
 			cmr_die("%s: image '%s' has no caption in %s; its image->text rank is undefined",
 				cmr_input_name(o.images), im.keys[i], cmr_input_name(o.texts));
 	uint32_t *i2t = malloc(im.n * sizeof *i2t), *t2i = malloc(tx.n * sizeof *t2i);
-	if (!i2t || !t2i || cmr_eval_ranks(im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk) < 0)
+	if (!i2t || !t2i || cmr_eval_ranks(&cmr_ops_blas, im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk) < 0)
 		cmr_die("out of memory");
 	uint32_t cmin = UINT32_MAX, cmax = 0;
 	for (size_t i = 0; i < im.n; i++) {

@@ -61,7 +61,8 @@ static const cmr_tool tool = {
 	"      --log FILE        JSON lines: one per step, one per evaluation (appended on --resume)\n"
 	"      --log-every N     a progress line on standard error every N steps (default 50;\n"
 	"                        a line kept up to date on a terminal)\n"
-	"      --backend NAME    blas (default) or ref (plain loops, slow: the reference)\n"
+	"      --backend NAME    blas (default) or ref (plain loops, slow: the reference);\n"
+	"                        list: this build's backends\n"
 	"  -t, --threads N       BLAS threads (default: the number of cores)\n",
 };
 
@@ -179,8 +180,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_LOG: o->log = optarg; break;
 		case OPT_LOGEVERY: o->log_every = cmr_parse_int("--log-every", optarg, 1, INT64_MAX / 2); break;
 		case OPT_BACKEND:
-			if (!(o->ops = cmr_ops_find(optarg)))
-				cmr_usage_error("--backend: '%s' is not blas or ref", optarg);
+			o->ops = cmr_parse_backend(optarg);
 			break;
 		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 1024); break;
 		default:

@@ -1,10 +1,9 @@
-/* eval.c - ranks of correct items in both retrieval directions, chunked sgemm. */
+/* eval.c - ranks of correct items in both retrieval directions, in chunks of rows of the
+ * backend's score products. */
 #include "eval.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#include <cblas.h>
 
 /* rank of column c in row (n scores), ties broken by input order */
 static uint32_t rank_of(const float *row, size_t n, size_t c)
@@ -16,7 +15,7 @@ static uint32_t rank_of(const float *row, size_t n, size_t c)
 	return r;
 }
 
-int cmr_eval_ranks(const float *img, size_t ni, const float *txt, size_t nt, int d,
+int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
 		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
 {
 	if (chunk == 0)
@@ -28,8 +27,7 @@ int cmr_eval_ranks(const float *img, size_t ni, const float *txt, size_t nt, int
 	for (size_t t0 = 0; t0 < nt; t0 += chunk) {
 		size_t m = nt - t0 < chunk ? nt - t0 : chunk;
 		/* sim[m, ni] = txt[t0 .. t0+m) . img^T */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)ni, d, 1.0f, txt + t0 * (size_t)d, d,
-			    img, d, 0.0f, sim, (int)ni);
+		ops->matmul_nt(txt + t0 * (size_t)d, img, sim, (int)m, (int)ni, d);
 		for (size_t t = 0; t < m; t++)
 			t2i_rank[t0 + t] = rank_of(sim + t * ni, ni, txt_img[t0 + t]);
 	}
@@ -38,8 +36,7 @@ int cmr_eval_ranks(const float *img, size_t ni, const float *txt, size_t nt, int
 		i2t_rank[i] = UINT32_MAX;
 	for (size_t i0 = 0; i0 < ni; i0 += chunk) {
 		size_t m = ni - i0 < chunk ? ni - i0 : chunk;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nt, d, 1.0f, img + i0 * (size_t)d, d,
-			    txt, d, 0.0f, sim, (int)nt);
+		ops->matmul_nt(img + i0 * (size_t)d, txt, sim, (int)m, (int)nt, d);
 		for (size_t t = 0; t < nt; t++) {
 			size_t i = txt_img[t];
 			if (i < i0 || i >= i0 + m)

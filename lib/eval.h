@@ -6,14 +6,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Ranks (1-based) from the similarity of unit vectors (dot products, computed with sgemm in
- * chunks of rows). img [ni, d], txt [nt, d]; txt_img[t] is the image of text t.
+#include "backend.h"
+
+/* Ranks (1-based) from the similarity of unit vectors (dot products, the backend's
+ * matmul_nt in chunks of rows; host arrays, so a backend with CMR_OPS_HOST). img [ni, d], txt [nt, d]; txt_img[t] is the image of text t.
  * i2t_rank[i]: the best rank among image i's texts when image i queries all texts.
  * t2i_rank[t]: the rank of text t's image when text t queries all images.
  * Ties: an item scoring the same as the correct one counts above it when it comes earlier in
  * input order (a stable sort by descending score). Returns 0, or -1 when out of memory or
  * an image has no text (i2t_rank cannot be defined). */
-int cmr_eval_ranks(const float *img, size_t ni, const float *txt, size_t nt, int d,
+int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
 		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
 
 /* Recall@K in percent: the share of ranks <= k. */

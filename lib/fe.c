@@ -265,6 +265,20 @@ double cmr_parse_double(const char *opt, const char *s, double min, double max)
 	return v;
 }
 
+const cmr_ops *cmr_parse_backend(const char *s)
+{
+	if (strcmp(s, "list") == 0) {
+		for (int i = 0; cmr_backends[i]; i++)
+			printf("%s\t%s\n", cmr_backends[i]->name, cmr_backends[i]->what);
+		exit(cmr_exit(CMR_EXIT_OK));
+	}
+	const cmr_ops *o = cmr_ops_find(s);
+	if (!o)
+		cmr_usage_error("--backend: '%s' is not one of this build's backends (%s; --backend list)", s,
+				cmr_ops_names());
+	return o;
+}
+
 /* ---- files ---- */
 const char *cmr_input_name(const char *path)
 {

@@ -70,6 +70,9 @@ int cmr_common_option(int c);
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max);
 /* The same for a decimal number (strtod's syntax) in [min, max]. */
 double cmr_parse_double(const char *opt, const char *s, double min, double max);
+/* --backend NAME: the registered backend (backend.h); "list" prints each one's name and
+ * description on standard output and exits 0; another name is a usage error listing them. */
+const struct cmr_ops *cmr_parse_backend(const char *s);
 
 /* ---- files ---- */
 /* Opens an input: NULL or "-" is standard input. A binary input on a terminal is refused. */

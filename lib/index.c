@@ -3,6 +3,8 @@
 #include "util.h"
 #include "index.h"
 
+#include "backend.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -175,7 +177,8 @@ static uint64_t rnd(void)
 }
 
 /* best[i] = argmax_c x_i . C_c over rows x [n, d], with the score in bestv */
-static int assign(const float *x, uint64_t n, const float *C, uint32_t k, uint32_t d, uint32_t *best, float *bestv)
+static int assign(const cmr_ops *ops, const float *x, uint64_t n, const float *C, uint32_t k, uint32_t d,
+		  uint32_t *best, float *bestv)
 {
 	const uint64_t chunk = 4096;
 	float *s = malloc(chunk * k * sizeof *s);
@@ -183,8 +186,7 @@ static int assign(const float *x, uint64_t n, const float *C, uint32_t k, uint32
 		return -1;
 	for (uint64_t i0 = 0; i0 < n; i0 += chunk) {
 		uint64_t m = n - i0 < chunk ? n - i0 : chunk;
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)d, 1.0f, x + i0 * d, (int)d, C,
-			    (int)d, 0.0f, s, (int)k);
+		ops->matmul_nt(x + i0 * d, C, s, (int)m, (int)k, (int)d);
 		for (uint64_t i = 0; i < m; i++) {
 			const float *r = s + i * k;
 			uint32_t b = 0;
@@ -231,7 +233,7 @@ static float *kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, siz
 	for (uint32_t c = 0; c < k; c++) /* the first k of the sample */
 		memcpy(C + (size_t)c * d, x + (size_t)c * d, d * sizeof *C);
 	for (int it = 0; it < (o->iters ? o->iters : 20); it++) {
-		if (assign(x, ns, C, k, d, a, av) < 0) {
+		if (assign(o->ops ? o->ops : &cmr_ops_blas, x, ns, C, k, d, a, av) < 0) {
 			fail(err, errlen, "out of memory for k-means");
 			goto out;
 		}
@@ -333,7 +335,7 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 		free(list);
 		goto oom;
 	}
-	if (ix->kind == CMR_INDEX_IVF && vs->n && assign(vs->v, vs->n, ix->centroids, ix->nlist, d, list, NULL) < 0) {
+	if (ix->kind == CMR_INDEX_IVF && vs->n && assign(o->ops ? o->ops : &cmr_ops_blas, vs->v, vs->n, ix->centroids, ix->nlist, d, list, NULL) < 0) {
 		free(list);
 		goto oom;
 	}

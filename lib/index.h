@@ -42,6 +42,7 @@ typedef struct {
 	int iters;        /* k-means iterations (default 20) */
 	uint64_t sample;  /* k-means training sample, 0: 256 per list */
 	const cmr_index *quantizer; /* reuse its centroids and SQ parameters instead of training */
+	const struct cmr_ops *ops;  /* the k-means score products (NULL: the BLAS backend) */
 } cmr_build_opts;
 
 /* Builds an index in memory from vs (which keeps ownership of its arrays). */

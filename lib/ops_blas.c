@@ -309,16 +309,41 @@ static void blas_act_bw(const float *x, const float *dy, float *dx, size_t n, in
 	}
 }
 
-const cmr_ops cmr_ops_blas = {"blas",
-			      blas_linear,
-			      blas_layernorm,
-			      blas_attention,
-			      blas_act,
-			      blas_linear_bw,
-			      blas_layernorm_bw,
-			      blas_attention_bw,
-			      blas_act_bw};
+/* C[M, N] = A . B^T: row blocks of A, as linear */
+static void blas_matmul_nt(const float *A, const float *B, float *C, int M, int N, int K)
+{
+	blas_linear(A, B, NULL, C, M, K, N);
+}
 
+const cmr_ops cmr_ops_blas = {
+	.name = "blas",
+	.what = "OpenBLAS sgemm and OpenMP row loops (the default)",
+	.caps = CMR_OPS_HOST | CMR_OPS_TRAIN,
+	.alloc = cmr_host_alloc,
+	.free = cmr_host_free,
+	.upload = cmr_host_memcpy,
+	.download = cmr_host_memcpy,
+	.sync = cmr_host_sync,
+	.linear = blas_linear,
+	.layernorm = blas_layernorm,
+	.attention = blas_attention,
+	.act = blas_act,
+	.zero = cmr_host_zero,
+	.copy = cmr_host_copy,
+	.scale = cmr_host_scale,
+	.add = cmr_host_add,
+	.gather = cmr_host_gather,
+	.gather_add = cmr_host_gather_add,
+	.scatter_add = cmr_host_scatter_add,
+	.patchify = cmr_host_patchify,
+	.matmul_nt = blas_matmul_nt,
+	.linear_bw = blas_linear_bw,
+	.layernorm_bw = blas_layernorm_bw,
+	.attention_bw = blas_attention_bw,
+	.act_bw = blas_act_bw,
+	.sumsq = cmr_host_sumsq,
+	.adamw = cmr_adamw,
+};
 
 void cmr_ops_set_threads(int n)
 {
@@ -329,13 +354,4 @@ void cmr_ops_set_threads(int n)
 #else
 	openblas_set_num_threads(n);
 #endif
-}
-
-const cmr_ops *cmr_ops_find(const char *name)
-{
-	if (strcmp(name, "ref") == 0)
-		return &cmr_ops_ref;
-	if (strcmp(name, "blas") == 0)
-		return &cmr_ops_blas;
-	return NULL;
 }

@@ -75,12 +75,37 @@ static void ref_act(float *x, size_t n, int kind)
 	}
 }
 
-const cmr_ops cmr_ops_ref = {"ref",
-			     ref_linear,
-			     ref_layernorm,
-			     ref_attention,
-			     ref_act,
-			     cmr_linear_backward,
-			     cmr_layernorm_backward,
-			     cmr_attention_backward,
-			     cmr_act_backward};
+static void ref_matmul_nt(const float *A, const float *B, float *C, int M, int N, int K)
+{
+	ref_linear(A, B, NULL, C, M, K, N);
+}
+
+const cmr_ops cmr_ops_ref = {
+	.name = "ref",
+	.what = "plain loops with double accumulators: slow, the reference",
+	.caps = CMR_OPS_HOST | CMR_OPS_TRAIN,
+	.alloc = cmr_host_alloc,
+	.free = cmr_host_free,
+	.upload = cmr_host_memcpy,
+	.download = cmr_host_memcpy,
+	.sync = cmr_host_sync,
+	.linear = ref_linear,
+	.layernorm = ref_layernorm,
+	.attention = ref_attention,
+	.act = ref_act,
+	.zero = cmr_host_zero,
+	.copy = cmr_host_copy,
+	.scale = cmr_host_scale,
+	.add = cmr_host_add,
+	.gather = cmr_host_gather,
+	.gather_add = cmr_host_gather_add,
+	.scatter_add = cmr_host_scatter_add,
+	.patchify = cmr_host_patchify,
+	.matmul_nt = ref_matmul_nt,
+	.linear_bw = cmr_linear_backward,
+	.layernorm_bw = cmr_layernorm_backward,
+	.attention_bw = cmr_attention_backward,
+	.act_bw = cmr_act_backward,
+	.sumsq = cmr_host_sumsq,
+	.adamw = cmr_adamw,
+};

@@ -22,11 +22,10 @@ static void forward(const cmr_hook *h, const cmr_hook_io *io)
 	int l = io->layer - a->layer_min, r = a->rank, R = io->rows, D = io->width;
 	float *z = io->scratch, *y = z + (size_t)R * r, *t = y + (size_t)R * r;
 	io->ops->linear(io->in, P[a->down_w[l]].w, P[a->down_b[l]].w, z, R, D, r);
-	memcpy(y, z, (size_t)R * r * sizeof *y);
+	io->ops->copy(y, z, (size_t)R * r);
 	io->ops->act(y, (size_t)R * r, CMR_ACT_QUICK_GELU);
 	io->ops->linear(y, P[a->up_w[l]].w, P[a->up_b[l]].w, t, R, r, D);
-	for (size_t i = 0; i < (size_t)R * D; i++)
-		io->out[i] += t[i];
+	io->ops->add(io->out, io->out, t, (size_t)R * D);
 }
 
 static void backward(const cmr_hook *h, const cmr_hook_io *io)
@@ -36,7 +35,7 @@ static void backward(const cmr_hook *h, const cmr_hook_io *io)
 	int l = io->layer - a->layer_min, r = a->rank, R = io->rows, D = io->width;
 	const float *z = io->scratch, *y = z + (size_t)R * r;
 	float *dy = (float *)y + (size_t)R * r, *dz = dy + (size_t)R * r; /* in t's room */
-	memset(dy, 0, 2 * (size_t)R * r * sizeof *dy);
+	io->ops->zero(dy, 2 * (size_t)R * r);
 	io->ops->linear_bw(y, P[a->up_w[l]].w, io->dout, dy, P[a->up_w[l]].g, P[a->up_b[l]].g, R, r, D);
 	io->ops->act_bw(z, dy, dz, (size_t)R * r, CMR_ACT_QUICK_GELU);
 	io->ops->linear_bw(io->in, P[a->down_w[l]].w, dz, io->din, P[a->down_w[l]].g, P[a->down_b[l]].g, R, D, r);

@@ -92,6 +92,7 @@ typedef struct cmr_layer {
 } cmr_layer;
 
 typedef struct cmr_hook cmr_hook;
+typedef struct cmr_layout cmr_layout;
 
 /* A tower as the forward pass reads it: views into the parameter table. */
 typedef struct cmr_clip_tower {
@@ -173,7 +174,8 @@ typedef struct cmr_hook_io {
 	float *out;      /* forward: out += f(in) */
 	const float *dout;
 	float *din;      /* backward: din += J^T dout (may be NULL: not needed), parameters' g += */
-	float *scratch;  /* hook_scratch floats per row, kept per layer when training */
+	float *scratch;  /* h->scratch floats per row, kept per layer when training (backend memory) */
+	const cmr_layout *lay; /* the batch's layout in the backend's memory */
 } cmr_hook_io;
 
 struct cmr_hook {
@@ -198,19 +200,23 @@ void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
  *   take positions 1..nprefix and the tokens after them shift),
  *   the rest: the patches (vision) or the remaining tokens (text),
  * its segment (the attention sees only its own rows; text is causal) and its pooling row
- * pool[b] (the class token; the first end token, the largest id, as CLIP's argmax). tok[r]
- * and pos[r] are each row's token id (-1 for other rows) and position row (-1 for none). */
-typedef struct cmr_layout {
-	int B, rows;
+ * pool[b] (the class token; the first end token, the largest id, as CLIP's argmax). What
+ * each row is made of, -1 where it has none of it: tok[r] its token id, pos[r] its position
+ * row, pre[r] its prefix row, patch[r] its patch (in the batch's patch rows), cls[r] 0 for
+ * the class token; prow[j] is the row of the batch's patch j. The work space holds it on the
+ * host and a copy in the backend's memory, which the backend's operations take. */
+struct cmr_layout {
+	int B, rows, npatch;
 	int *start, *len, *pool;
-	int32_t *tok, *pos;
-} cmr_layout;
+	int *tok, *pos, *pre, *patch, *cls, *prow;
+};
 
-/* Work space of one tower for batches up to max_batch samples (text: up to max_tokens
- * tokens in all). keep: keep what the backward pass needs (from the tower's grad_from up);
- * 0 for inference. */
+/* Work space of one tower, in the backend's memory, for batches up to max_batch samples
+ * (text: up to max_tokens tokens in all). keep: keep what the backward pass needs (from the
+ * tower's grad_from up); 0 for inference. The passes must be given this backend. */
 typedef struct cmr_clip_ws cmr_clip_ws;
-cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int max_tokens, int keep);
+cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int max_tokens,
+			     int keep);
 void cmr_clip_ws_free(cmr_clip_ws *ws);
 const cmr_layout *cmr_clip_ws_layout(const cmr_clip_ws *ws);
 
@@ -223,12 +229,14 @@ typedef struct cmr_batch {
 	const int *lens;
 } cmr_batch;
 
-/* The forward pass: out [B, proj] (raw projections, not normalised). Returns 0, or -1 for a
- * batch that does not fit ws (longer than the context, more rows), an empty sequence or a
- * token id outside the vocabulary. */
+/* The forward pass: out [B, proj] (host memory; raw projections, not normalised). Returns 0,
+ * or -1 for a batch that does not fit ws (longer than the context, more rows), an empty
+ * sequence, a token id outside the vocabulary, or a backend without CMR_OPS_HOST (the
+ * weights are host memory; a device backend's copy of them is still to come). */
 int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const cmr_batch *in,
 		     float *out);
-/* The backward pass of the last forward pass on ws (made with keep), from dout [B, proj]:
+/* The backward pass of the last forward pass on ws (made with keep), from dout [B, proj]
+ * (host memory):
  * accumulates into the trainable parameters' g; walks back no lower than grad_from, and
  * computes no gradient for a frozen weight. */
 void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const float *dout);
@@ -238,9 +246,6 @@ int cmr_clip_encode_images(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *w
 			   int B, float *out);
 int cmr_clip_encode_texts(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const int32_t *const *ids,
 			  const int *lens, int B, float *out);
-/* The normalised patches of B images as rows [B * g * g, 3 * P * P] in the patch
- * convolution's (channel, y, x) order: the convolution is then a linear layer. */
-void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out);
 /* Multiply-adds of one sample's forward pass (for GFLOP/s). */
 double cmr_clip_flops(const cmr_clip_tower *t, int tokens);
 

@@ -8,9 +8,13 @@
 #include <string.h>
 
 struct cmr_clip_ws {
-	int tower, max_batch, max_rows, keep;
+	const cmr_ops *ops;
+	int tower, max_batch, max_rows, max_patch, keep;
 	int kfrom, nk;   /* activations of layers kfrom.. are kept, in nk sets (1 when not keeping) */
-	cmr_layout lay;
+	cmr_layout lay;  /* on the host */
+	cmr_layout dlay; /* its copy in the backend's memory */
+	int *hint, *dint;
+	size_t nint;
 	float *patches;  /* vision [B * np, 3 * P * P] */
 	float *emb;      /* vision: the rows before pre_layrnorm [R, D] */
 	float *x;        /* the residual stream: layer l's input is X(l) (nk + 1 slots when keeping) */
@@ -19,26 +23,37 @@ struct cmr_clip_ws {
 	float *hs;       /* the hooks' scratch, nk x [R, hsz] */
 	size_t hsz;
 	float *scratch;  /* attention */
-	float *pooled, *pooled_ln; /* [B, D] */
-	float *dx, *dh, *dq, *dk, *dv, *da, *df, *df2, *dpool, *dpool_ln;
+	float *pooled, *pooled_ln, *out; /* [B, D], [B, D], [B, proj] */
+	float *dx, *dh, *dq, *dk, *dv, *da, *df, *df2, *dpool, *dpool_ln, *dout;
 };
 
 void cmr_clip_ws_free(cmr_clip_ws *ws)
 {
 	if (!ws)
 		return;
-	void *p[] = {ws->lay.start, ws->lay.len, ws->lay.pool, ws->lay.tok, ws->lay.pos, ws->patches, ws->emb, ws->x,
-		     ws->h1, ws->q, ws->k, ws->v, ws->a, ws->xmid, ws->h2, ws->fpre, ws->fact, ws->tmp, ws->hs,
-		     ws->scratch, ws->pooled, ws->pooled_ln, ws->dx, ws->dh, ws->dq, ws->dk, ws->dv, ws->da, ws->df,
-		     ws->df2, ws->dpool, ws->dpool_ln};
+	void *p[] = {ws->patches, ws->emb, ws->x, ws->h1, ws->q, ws->k, ws->v, ws->a, ws->xmid, ws->h2, ws->fpre,
+		     ws->fact, ws->tmp, ws->hs, ws->scratch, ws->pooled, ws->pooled_ln, ws->out, ws->dx, ws->dh, ws->dq,
+		     ws->dk, ws->dv, ws->da, ws->df, ws->df2, ws->dpool, ws->dpool_ln, ws->dout, ws->dint};
 	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
-		free(p[i]);
+		if (p[i])
+			ws->ops->free(p[i]);
+	free(ws->hint);
 	free(ws);
 }
 
 const cmr_layout *cmr_clip_ws_layout(const cmr_clip_ws *ws) { return &ws->lay; }
 
-cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int max_tokens, int keep)
+/* the layout's arrays at their offsets in an int block */
+static void layout_bind(cmr_layout *l, int *base, int B, int R, int P)
+{
+	l->start = base, l->len = base + B, l->pool = base + 2 * B;
+	l->tok = base + 3 * B, l->pos = l->tok + R, l->pre = l->pos + R, l->patch = l->pre + R, l->cls = l->patch + R;
+	l->prow = l->cls + R;
+	(void)P;
+}
+
+cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int max_tokens,
+			     int keep)
 {
 	cmr_clip_ws *ws = calloc(1, sizeof *ws);
 	if (!ws)
@@ -47,23 +62,23 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int ma
 	const cmr_tower_cfg *c = &t->cfg;
 	int vision = tower == CMR_TOWER_VISION, L = c->layers;
 	int seq = vision ? cmr_clip_vision_seq(c) + t->nprefix : c->context;
+	ws->ops = ops;
 	ws->tower = tower;
 	ws->max_batch = max_batch;
 	ws->keep = keep;
 	ws->max_rows = vision ? max_batch * seq : max_tokens + max_batch * t->nprefix;
+	ws->max_patch = vision ? max_batch * (cmr_clip_vision_seq(c) - 1) : 0;
 	ws->kfrom = keep ? (t->grad_from < 0 ? 0 : t->grad_from > L ? L : t->grad_from) : L;
 	ws->nk = keep && L - ws->kfrom > 0 ? L - ws->kfrom : 1;
 	for (const cmr_hook *h = t->hooks; h; h = h->next)
 		ws->hsz += h->scratch;
 	size_t R = (size_t)ws->max_rows, D = (size_t)c->width, F = (size_t)c->mlp, K = (size_t)ws->nk;
 	size_t RD = R * D * sizeof(float), RF = R * F * sizeof(float), BD = (size_t)max_batch * D * sizeof(float);
-	int ok = 1;
-#define ALLOC(f, bytes) ok &= ((ws->f = malloc((bytes) + 1)) != NULL)
-	ALLOC(lay.start, (size_t)max_batch * sizeof(int));
-	ALLOC(lay.len, (size_t)max_batch * sizeof(int));
-	ALLOC(lay.pool, (size_t)max_batch * sizeof(int));
-	ALLOC(lay.tok, R * sizeof(int32_t));
-	ALLOC(lay.pos, R * sizeof(int32_t));
+	ws->nint = 3 * (size_t)max_batch + 5 * R + (size_t)ws->max_patch;
+	ws->hint = malloc(ws->nint * sizeof(int));
+	int ok = ws->hint != NULL;
+#define ALLOC(f, bytes) ok &= ((ws->f = ops->alloc((bytes) + 4)) != NULL)
+	ALLOC(dint, ws->nint * sizeof(int));
 	ALLOC(x, (keep ? K + 1 : 1) * RD);
 	ALLOC(h1, K * RD);
 	ALLOC(q, K * RD);
@@ -76,6 +91,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int ma
 	ALLOC(scratch, 2 * (size_t)seq * seq * sizeof(float));
 	ALLOC(pooled, BD);
 	ALLOC(pooled_ln, BD);
+	ALLOC(out, (size_t)max_batch * t->proj * sizeof(float));
 	ALLOC(hs, K * R * ws->hsz * sizeof(float));
 	if (keep) {
 		ALLOC(xmid, K * RD);
@@ -90,10 +106,11 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int ma
 		ALLOC(df2, RF);
 		ALLOC(dpool, BD);
 		ALLOC(dpool_ln, BD);
+		ALLOC(dout, (size_t)max_batch * t->proj * sizeof(float));
 	}
 	if (vision) {
-		int P = c->patch_size, np = cmr_clip_vision_seq(c) - 1;
-		ALLOC(patches, (size_t)max_batch * np * 3 * P * P * sizeof(float));
+		int P = c->patch_size;
+		ALLOC(patches, (size_t)ws->max_patch * 3 * P * P * sizeof(float));
 		ALLOC(emb, RD);
 	}
 #undef ALLOC
@@ -101,26 +118,35 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, int tower, int max_batch, int ma
 		cmr_clip_ws_free(ws);
 		return NULL;
 	}
+	layout_bind(&ws->lay, ws->hint, max_batch, (int)R, ws->max_patch);
+	layout_bind(&ws->dlay, ws->dint, max_batch, (int)R, ws->max_patch);
 	return ws;
 }
 
 /* ---- the layout ---- */
 static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, int B, int max_rows)
 {
-	int seq = cmr_clip_vision_seq(&t->cfg) + t->nprefix;
+	int np = t->nprefix, npatch = cmr_clip_vision_seq(&t->cfg) - 1, seq = 1 + np + npatch;
 	if (B * seq > max_rows)
 		return -1;
 	lay->B = B;
 	lay->rows = B * seq;
+	lay->npatch = B * npatch;
 	for (int b = 0; b < B; b++) {
 		int s = b * seq;
 		lay->start[b] = s;
 		lay->len[b] = seq;
 		lay->pool[b] = s; /* the class token */
 		for (int i = 0; i < seq; i++) {
-			lay->tok[s + i] = -1;
-			/* class: position 0; prefix rows: none; patch i: position 1 + i */
-			lay->pos[s + i] = i == 0 ? 0 : i <= t->nprefix ? -1 : i - t->nprefix;
+			int r = s + i, j = i - 1 - np; /* patch j of this image */
+			lay->tok[r] = -1;
+			/* class: position 0; prefix rows: none; patch j: position 1 + j */
+			lay->pos[r] = i == 0 ? 0 : j < 0 ? -1 : 1 + j;
+			lay->pre[r] = i >= 1 && j < 0 ? i - 1 : -1;
+			lay->patch[r] = j >= 0 ? b * npatch + j : -1;
+			lay->cls[r] = i == 0 ? 0 : -1;
+			if (j >= 0)
+				lay->prow[b * npatch + j] = r;
 		}
 	}
 	return 0;
@@ -146,70 +172,45 @@ static int layout_texts(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batc
 			int r = rows + (i ? i + np : 0); /* the start token, the prefix rows, the others */
 			lay->tok[r] = id;
 			lay->pos[r] = i ? i + np : 0;
+			lay->pre[r] = -1;
 		}
 		for (int i = 1; i <= np; i++) {
 			lay->tok[rows + i] = -1;
 			lay->pos[rows + i] = i;
+			lay->pre[rows + i] = i - 1;
 		}
+		for (int i = 0; i < n + np; i++)
+			lay->patch[rows + i] = lay->cls[rows + i] = -1;
 		lay->pool[b] = rows + (at ? at + np : 0);
 		rows += n + np;
 	}
 	lay->B = in->B;
 	lay->rows = rows;
+	lay->npatch = 0;
 	return 0;
 }
 
-void cmr_clip_patches(const cmr_clip_tower *t, const uint8_t *const *pixels, int B, float *out)
-{
-	const cmr_tower_cfg *c = &t->cfg;
-	int S = c->image_size, P = c->patch_size, g = S / P, np = g * g, K = 3 * P * P;
-	/* patches [B * np, 3 * P * P], in the conv weight's (channel, y, x) order, normalised */
-	for (int b = 0; b < B; b++)
-		for (int py = 0; py < g; py++)
-			for (int px = 0; px < g; px++) {
-				float *row = out + ((size_t)b * np + (size_t)py * g + px) * K;
-				for (int ch = 0; ch < 3; ch++)
-					for (int y = 0; y < P; y++)
-						for (int x = 0; x < P; x++) {
-							uint8_t v = pixels[b][((size_t)(py * P + y) * S + (px * P + x)) * 3 + ch];
-							row[(ch * P + y) * P + x] = ((float)v / 255.0f - t->mean[ch]) / t->std[ch];
-						}
-			}
-}
-
-/* the embedding rows x [rows, D]: [class; prefix; patches] + positions, or tokens + positions */
+/* the embedding rows x [rows, D]: [class; prefix; patches] + positions, or tokens +
+ * positions, summed into zeros (so each sum is the one the plain model computes) */
 static void embed(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws, const cmr_batch *in, float *x)
 {
-	const cmr_layout *lay = &ws->lay;
-	int D = t->cfg.width, np = t->nprefix;
-	const float *pos = t->w[CMR_T_POS], *pre = t->w[CMR_T_PREFIX];
+	const cmr_layout *dl = &ws->dlay;
+	int D = t->cfg.width, R = ws->lay.rows;
+	ops->zero(x, (size_t)R * D);
 	if (t->kind == CMR_TOWER_VISION) {
 		const cmr_tower_cfg *c = &t->cfg;
-		int P = c->patch_size, npatch = cmr_clip_vision_seq(c) - 1, K = 3 * P * P;
-		cmr_clip_patches(t, in->pixels, lay->B, ws->patches);
+		int P = c->patch_size, K = 3 * P * P;
+		ops->patchify(ws->patches, in->pixels, ws->lay.B, c->image_size, P, t->mean, t->std);
 		/* patch embeddings [B * npatch, D] (the conv has no bias) */
-		ops->linear(ws->patches, t->w[CMR_T_PATCH], NULL, ws->tmp, lay->B * npatch, K, D);
-		for (int b = 0; b < lay->B; b++) {
-			float *xb = x + (size_t)lay->start[b] * D;
-			for (int d = 0; d < D; d++)
-				xb[d] = t->w[CMR_T_CLASS][d] + pos[d];
-			for (int i = 0; i < np; i++)
-				memcpy(xb + (size_t)(1 + i) * D, pre + (size_t)i * D, (size_t)D * sizeof(float));
-			for (int i = 0; i < npatch; i++)
-				for (int d = 0; d < D; d++)
-					xb[(size_t)(1 + np + i) * D + d] = ws->tmp[((size_t)b * npatch + i) * D + d] +
-									   pos[(size_t)(i + 1) * D + d];
-		}
-		return;
+		ops->linear(ws->patches, t->w[CMR_T_PATCH], NULL, ws->tmp, ws->lay.npatch, K, D);
+		ops->gather_add(x, t->w[CMR_T_CLASS], dl->cls, R, D);
+		ops->gather_add(x, ws->tmp, dl->patch, R, D);
+	} else {
+		ops->gather_add(x, t->w[CMR_T_TOKEN], dl->tok, R, D);
 	}
-	const float *tok = t->w[CMR_T_TOKEN];
-	for (int b = 0; b < lay->B; b++)
-		for (int i = 0; i < lay->len[b]; i++) {
-			int r = lay->start[b] + i;
-			const float *src = lay->tok[r] >= 0 ? tok + (size_t)lay->tok[r] * D : pre + (size_t)(i - 1) * D;
-			for (int d = 0; d < D; d++)
-				x[(size_t)r * D + d] = src[d] + pos[(size_t)lay->pos[r] * D + d];
-		}
+	if (t->nprefix)
+		ops->gather_add(x, t->w[CMR_T_PREFIX], dl->pre, R, D);
+	ops->gather_add(x, t->w[CMR_T_POS], dl->pos, R, D);
 }
 
 /* the activations of layer l: its kept set, or the shared one */
@@ -246,7 +247,7 @@ static void hooks_forward(const cmr_clip_tower *t, const cmr_ops *ops, const cmr
 	for (const cmr_hook *h = t->hooks; h; off += h->scratch, h = h->next)
 		if (h->point == point && h->applies(h, l)) {
 			cmr_hook_io io = {ops, l, ws->lay.rows, t->cfg.width, in, out, NULL, NULL,
-					  hs + off * (size_t)ws->max_rows};
+					  hs + off * (size_t)ws->max_rows, &ws->dlay};
 			h->forward(h, &io);
 		}
 }
@@ -258,7 +259,7 @@ static void hooks_backward(const cmr_clip_tower *t, const cmr_ops *ops, const cm
 	for (const cmr_hook *h = t->hooks; h; off += h->scratch, h = h->next)
 		if (h->point == point && h->applies(h, l)) {
 			cmr_hook_io io = {ops, l, ws->lay.rows, t->cfg.width, in, NULL, dout, din,
-					  hs + off * (size_t)ws->max_rows};
+					  hs + off * (size_t)ws->max_rows, &ws->dlay};
 			h->backward(h, &io);
 		}
 }
@@ -269,11 +270,14 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 	const cmr_clip_tower *t = &m->tower[tower];
 	const cmr_tower_cfg *c = &t->cfg;
 	int vision = tower == CMR_TOWER_VISION;
-	if (ws->tower != tower || in->B < 1 || in->B > ws->max_batch || !t->layer || !t->w[CMR_T_POS])
+	if (ws->tower != tower || ops != ws->ops || !(ops->caps & CMR_OPS_HOST) || in->B < 1 || in->B > ws->max_batch ||
+	    !t->layer || !t->w[CMR_T_POS])
 		return -1;
 	if ((vision ? layout_images(t, &ws->lay, in->B, ws->max_rows) : layout_texts(t, &ws->lay, in, ws->max_rows)) < 0)
 		return -1;
-	const cmr_layout *lay = &ws->lay;
+	const cmr_layout *lay = &ws->lay, *dl = &ws->dlay;
+	ws->dlay.B = lay->B, ws->dlay.rows = lay->rows, ws->dlay.npatch = lay->npatch;
+	ops->upload(ws->dint, ws->hint, ws->nint * sizeof(int));
 	int D = c->width, F = c->mlp, H = c->heads, Dh = D / H, R = lay->rows, B = lay->B;
 	float scale = 1.0f / sqrtf((float)Dh);
 	size_t n = (size_t)R * D;
@@ -291,33 +295,30 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 		ops->linear(A.h1, L->w[CMR_L_Q_W], L->w[CMR_L_Q_B], A.q, R, D, D);
 		ops->linear(A.h1, L->w[CMR_L_K_W], L->w[CMR_L_K_B], A.k, R, D, D);
 		ops->linear(A.h1, L->w[CMR_L_V_W], L->w[CMR_L_V_B], A.v, R, D, D);
-		for (size_t i = 0; i < n; i++) /* HF scales the projected queries */
-			A.q[i] *= scale;
-		ops->attention(A.q, A.k, A.v, A.a, B, lay->start, lay->len, H, Dh, !vision, ws->scratch);
+		ops->scale(A.q, n, scale); /* HF scales the projected queries */
+		ops->attention(A.q, A.k, A.v, A.a, B, dl->start, dl->len, H, Dh, !vision, ws->scratch);
 		ops->linear(A.a, L->w[CMR_L_O_W], L->w[CMR_L_O_B], ws->tmp, R, D, D);
 		if (t->hooks) {
 			hooks_forward(t, ops, ws, CMR_HOOK_ATTN, l, A.h1, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_RESID, l, A.xin, ws->tmp, A.hs);
 		}
-		for (size_t i = 0; i < n; i++)
-			A.xmid[i] = A.xin[i] + ws->tmp[i];
+		ops->add(A.xmid, A.xin, ws->tmp, n);
 		ops->layernorm(A.xmid, L->w[CMR_L_LN2_W], L->w[CMR_L_LN2_B], A.h2, R, D, c->eps);
 		ops->linear(A.h2, L->w[CMR_L_FC1_W], L->w[CMR_L_FC1_B], A.fpre, R, D, F);
 		if (A.fact != A.fpre)
-			memcpy(A.fact, A.fpre, (size_t)R * F * sizeof(float));
+			ops->copy(A.fact, A.fpre, (size_t)R * F);
 		ops->act(A.fact, (size_t)R * F, c->act);
 		ops->linear(A.fact, L->w[CMR_L_FC2_W], L->w[CMR_L_FC2_B], ws->tmp, R, F, D);
 		if (t->hooks)
 			hooks_forward(t, ops, ws, CMR_HOOK_MLP, l, A.h2, ws->tmp, A.hs);
-		for (size_t i = 0; i < n; i++)
-			A.xout[i] = A.xmid[i] + ws->tmp[i];
+		ops->add(A.xout, A.xmid, ws->tmp, n);
 	}
 	/* the head: the pooled rows, their final layernorm, the projection */
 	const float *x = layer_acts(ws, c->layers, D, F).xin;
-	for (int b = 0; b < B; b++)
-		memcpy(ws->pooled + (size_t)b * D, x + (size_t)lay->pool[b] * D, (size_t)D * sizeof(float));
+	ops->gather(ws->pooled, x, dl->pool, B, D);
 	ops->layernorm(ws->pooled, t->w[CMR_T_FINAL_LN_W], t->w[CMR_T_FINAL_LN_B], ws->pooled_ln, B, D, c->eps);
-	ops->linear(ws->pooled_ln, t->w[CMR_T_PROJ], NULL, out, B, D, t->proj);
+	ops->linear(ws->pooled_ln, t->w[CMR_T_PROJ], NULL, ws->out, B, D, t->proj);
+	ops->download(out, ws->out, (size_t)B * t->proj * sizeof(float));
 	return 0;
 }
 
@@ -325,25 +326,24 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 {
 	const cmr_clip_tower *t = &m->tower[tower];
 	const cmr_tower_cfg *c = &t->cfg;
-	const cmr_layout *lay = &ws->lay;
-	if (!ws->keep || !cmr_clip_tower_trains(m, tower))
+	const cmr_layout *lay = &ws->lay, *dl = &ws->dlay;
+	if (!ws->keep || ops != ws->ops || !cmr_clip_tower_trains(m, tower))
 		return;
 	int D = c->width, F = c->mlp, H = c->heads, Dh = D / H, R = lay->rows, B = lay->B, vision = tower == CMR_TOWER_VISION;
 	float scale = 1.0f / sqrtf((float)Dh);
 	size_t n = (size_t)R * D;
 	int below = t->grad_from < c->layers; /* the layers are walked back */
 	/* head */
-	memset(ws->dpool_ln, 0, (size_t)B * D * sizeof(float));
-	memset(ws->dpool, 0, (size_t)B * D * sizeof(float));
-	ops->linear_bw(ws->pooled_ln, t->w[CMR_T_PROJ], dout, ws->dpool_ln, t->g[CMR_T_PROJ], NULL, B, D, t->proj);
+	ops->upload(ws->dout, dout, (size_t)B * t->proj * sizeof(float));
+	ops->zero(ws->dpool_ln, (size_t)B * D);
+	ops->zero(ws->dpool, (size_t)B * D);
+	ops->linear_bw(ws->pooled_ln, t->w[CMR_T_PROJ], ws->dout, ws->dpool_ln, t->g[CMR_T_PROJ], NULL, B, D, t->proj);
 	ops->layernorm_bw(ws->pooled, t->w[CMR_T_FINAL_LN_W], ws->dpool_ln, below ? ws->dpool : NULL,
 			  t->g[CMR_T_FINAL_LN_W], t->g[CMR_T_FINAL_LN_B], B, D, c->eps);
 	if (!below)
 		return;
-	memset(ws->dx, 0, n * sizeof(float));
-	for (int b = 0; b < B; b++)
-		for (int d = 0; d < D; d++)
-			ws->dx[(size_t)lay->pool[b] * D + d] += ws->dpool[(size_t)b * D + d];
+	ops->zero(ws->dx, n);
+	ops->scatter_add(ws->dx, ws->dpool, dl->pool, B, D);
 	/* layers, last first; ws->dx is the gradient of the current layer's output */
 	int lowest = t->grad_from > 0 ? t->grad_from : 0;
 	for (int l = c->layers - 1; l >= lowest; l--) {
@@ -352,9 +352,9 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		acts A = layer_acts(ws, l, D, F);
 		int need_dxin = l > lowest || t->grad_from < 0;
 		/* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) [+ MLP hooks(ln2(x_mid))] */
-		memset(ws->df, 0, (size_t)R * F * sizeof(float));
-		memset(ws->df2, 0, (size_t)R * F * sizeof(float));
-		memset(ws->dh, 0, n * sizeof(float));
+		ops->zero(ws->df, (size_t)R * F);
+		ops->zero(ws->df2, (size_t)R * F);
+		ops->zero(ws->dh, n);
 		ops->linear_bw(A.fact, L->w[CMR_L_FC2_W], ws->dx, ws->df, g[CMR_L_FC2_W], g[CMR_L_FC2_B], R, F, D);
 		ops->act_bw(A.fpre, ws->df, ws->df2, (size_t)R * F, c->act);
 		ops->linear_bw(A.h2, L->w[CMR_L_FC1_W], ws->df2, ws->dh, g[CMR_L_FC1_W], g[CMR_L_FC1_B], R, D, F);
@@ -362,16 +362,15 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 			hooks_backward(t, ops, ws, CMR_HOOK_MLP, l, A.h2, ws->dx, ws->dh, A.hs);
 		ops->layernorm_bw(A.xmid, L->w[CMR_L_LN2_W], ws->dh, ws->dx, g[CMR_L_LN2_W], g[CMR_L_LN2_B], R, D, c->eps);
 		/* x_mid = x_in + out_proj(attention(q, k, v)) [+ hooks] */
-		memset(ws->da, 0, n * sizeof(float));
-		memset(ws->dq, 0, n * sizeof(float));
-		memset(ws->dk, 0, n * sizeof(float));
-		memset(ws->dv, 0, n * sizeof(float));
+		ops->zero(ws->da, n);
+		ops->zero(ws->dq, n);
+		ops->zero(ws->dk, n);
+		ops->zero(ws->dv, n);
 		ops->linear_bw(A.a, L->w[CMR_L_O_W], ws->dx, ws->da, g[CMR_L_O_W], g[CMR_L_O_B], R, D, D);
-		ops->attention_bw(A.q, A.k, A.v, ws->da, ws->dq, ws->dk, ws->dv, B, lay->start, lay->len, H, Dh, !vision,
+		ops->attention_bw(A.q, A.k, A.v, ws->da, ws->dq, ws->dk, ws->dv, B, dl->start, dl->len, H, Dh, !vision,
 				  ws->scratch);
-		for (size_t i = 0; i < n; i++)
-			ws->dq[i] *= scale;
-		memset(ws->dh, 0, n * sizeof(float));
+		ops->scale(ws->dq, n, scale);
+		ops->zero(ws->dh, n);
 		ops->linear_bw(A.h1, L->w[CMR_L_Q_W], ws->dq, ws->dh, g[CMR_L_Q_W], g[CMR_L_Q_B], R, D, D);
 		ops->linear_bw(A.h1, L->w[CMR_L_K_W], ws->dk, ws->dh, g[CMR_L_K_W], g[CMR_L_K_B], R, D, D);
 		ops->linear_bw(A.h1, L->w[CMR_L_V_W], ws->dv, ws->dh, g[CMR_L_V_W], g[CMR_L_V_B], R, D, D);
@@ -381,53 +380,39 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 			for (const cmr_hook *h = t->hooks; h; h = h->next)
 				resid |= h->point == CMR_HOOK_RESID && h->applies(h, l);
 			if (resid) { /* da is free: the residual hooks' input gradient, added below */
-				memset(ws->da, 0, n * sizeof(float));
+				ops->zero(ws->da, n);
 				hooks_backward(t, ops, ws, CMR_HOOK_RESID, l, A.xin, ws->dx, need_dxin ? ws->da : NULL, A.hs);
 			}
 		}
 		ops->layernorm_bw(A.xin, L->w[CMR_L_LN1_W], ws->dh, need_dxin ? ws->dx : NULL, g[CMR_L_LN1_W],
 				  g[CMR_L_LN1_B], R, D, c->eps);
 		if (resid && need_dxin)
-			for (size_t i = 0; i < n; i++)
-				ws->dx[i] += ws->da[i];
+			ops->add(ws->dx, ws->dx, ws->da, n);
 	}
 	if (t->grad_from >= 0)
 		return;
 	/* embeddings: ws->dx is the gradient of the first layer's input */
 	const float *de = ws->dx;
 	if (vision) {
-		memset(ws->dh, 0, n * sizeof(float));
+		ops->zero(ws->dh, n);
 		ops->layernorm_bw(ws->emb, t->w[CMR_T_PRE_LN_W], ws->dx, ws->dh, t->g[CMR_T_PRE_LN_W], t->g[CMR_T_PRE_LN_B], R,
 				  D, c->eps);
 		de = ws->dh;
 	}
 	if (t->grad_from > CMR_DEPTH_EMBED)
 		return;
-	float *gpos = t->g[CMR_T_POS], *gpre = t->g[CMR_T_PREFIX], *gtok = t->g[CMR_T_TOKEN], *gcls = t->g[CMR_T_CLASS];
-	int np = t->nprefix;
-	for (int b = 0; b < B; b++)
-		for (int i = 0; i < lay->len[b]; i++) {
-			int r = lay->start[b] + i;
-			const float *dr = de + (size_t)r * D;
-			if (gpos && lay->pos[r] >= 0)
-				for (int d = 0; d < D; d++)
-					gpos[(size_t)lay->pos[r] * D + d] += dr[d];
-			if (gtok && lay->tok[r] >= 0)
-				for (int d = 0; d < D; d++)
-					gtok[(size_t)lay->tok[r] * D + d] += dr[d];
-			if (gpre && i >= 1 && i <= np)
-				for (int d = 0; d < D; d++)
-					gpre[(size_t)(i - 1) * D + d] += dr[d];
-			if (gcls && vision && i == 0)
-				for (int d = 0; d < D; d++)
-					gcls[d] += dr[d];
-		}
+	if (t->g[CMR_T_POS])
+		ops->scatter_add(t->g[CMR_T_POS], de, dl->pos, R, D);
+	if (t->g[CMR_T_TOKEN])
+		ops->scatter_add(t->g[CMR_T_TOKEN], de, dl->tok, R, D);
+	if (t->g[CMR_T_PREFIX])
+		ops->scatter_add(t->g[CMR_T_PREFIX], de, dl->pre, R, D);
+	if (t->g[CMR_T_CLASS])
+		ops->scatter_add(t->g[CMR_T_CLASS], de, dl->cls, R, D);
 	if (vision && t->g[CMR_T_PATCH]) { /* the patch rows packed into dq for the conv's backward pass */
-		int P = c->patch_size, npatch = cmr_clip_vision_seq(c) - 1, K = 3 * P * P;
-		for (int b = 0; b < B; b++)
-			memcpy(ws->dq + (size_t)b * npatch * D, de + ((size_t)lay->start[b] + 1 + np) * D,
-			       (size_t)npatch * D * sizeof(float));
-		ops->linear_bw(ws->patches, t->w[CMR_T_PATCH], ws->dq, NULL, t->g[CMR_T_PATCH], NULL, B * npatch, K, D);
+		int P = c->patch_size, K = 3 * P * P;
+		ops->gather(ws->dq, de, dl->prow, lay->npatch, D);
+		ops->linear_bw(ws->patches, t->w[CMR_T_PATCH], ws->dq, NULL, t->g[CMR_T_PATCH], NULL, lay->npatch, K, D);
 	}
 }
 

@@ -237,8 +237,8 @@ static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
 	int P = m->cfg.proj, B = r->o->batch;
 	float *ei = malloc(ev->nimg * (size_t)P * sizeof *ei), *et = malloc(ev->ntok * (size_t)P * sizeof *et);
 	uint32_t *ti = malloc(ev->ntok * sizeof *ti), *ri = malloc(ev->nimg * sizeof *ri), *rt = malloc(ev->ntok * sizeof *rt);
-	cmr_clip_ws *wi = cmr_clip_ws_new(m, CMR_TOWER_VISION, B, 0, 0);
-	cmr_clip_ws *wt = cmr_clip_ws_new(m, CMR_TOWER_TEXT, B, B * m->cfg.text.context, 0);
+	cmr_clip_ws *wi = cmr_clip_ws_new(m, r->o->ops, CMR_TOWER_VISION, B, 0, 0);
+	cmr_clip_ws *wt = cmr_clip_ws_new(m, r->o->ops, CMR_TOWER_TEXT, B, B * m->cfg.text.context, 0);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
 	if (!ei || !et || !ti || !ri || !rt || !wi || !wt || !px)
 		cmr_die("out of memory");
@@ -268,7 +268,7 @@ static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
 		}
 	cmr_unit_rows(ei, ev->nimg, P);
 	cmr_unit_rows(et, nt, P);
-	if (cmr_eval_ranks(ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
+	if (cmr_eval_ranks(r->o->ops, ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
 		cmr_die("out of memory");
 	static const uint32_t ks[3] = {1, 5, 10};
 	double rec[2][3];
@@ -415,7 +415,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int maxlen = 0;
 	for (size_t t = 0; t < d->ntok; t++)
 		maxlen = d->len[t] > maxlen ? d->len[t] : maxlen;
-	cmr_step_ws *sw = cmr_step_ws_new(m, B, B * maxlen);
+	cmr_step_ws *sw = cmr_step_ws_new(m, o->ops, B, B * maxlen);
 	size_t *perm = malloc(d->nimg * sizeof *perm);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
 	const int32_t **ids = malloc((size_t)B * sizeof *ids);
@@ -451,9 +451,9 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		if (!isfinite(loss))
 			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
 				loss, step);
-		double gnorm = cmr_clip_grad_norm(m, o->clip);
+		double gnorm = cmr_clip_grad_norm(m, o->ops, o->clip);
 		double lr = cmr_lr_cosine(step, warmup, r.total, o->lr, o->min_lr);
-		cmr_clip_adamw_step(m, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
+		cmr_clip_adamw_step(m, o->ops, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
 		since++;
 		double t = now();
 		if (r.log)

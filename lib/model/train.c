@@ -40,14 +40,14 @@ void cmr_step_ws_free(cmr_step_ws *s)
 	free(s);
 }
 
-cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, int max_batch, int max_tokens)
+cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batch, int max_tokens)
 {
 	cmr_step_ws *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
 	s->max_batch = max_batch;
-	s->ws[CMR_TOWER_VISION] = cmr_clip_ws_new(m, CMR_TOWER_VISION, max_batch, 0, 1);
-	s->ws[CMR_TOWER_TEXT] = cmr_clip_ws_new(m, CMR_TOWER_TEXT, max_batch, max_tokens, 1);
+	s->ws[CMR_TOWER_VISION] = cmr_clip_ws_new(m, ops, CMR_TOWER_VISION, max_batch, 0, 1);
+	s->ws[CMR_TOWER_TEXT] = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, max_batch, max_tokens, 1);
 	s->emb = malloc(4 * (size_t)max_batch * m->cfg.proj * sizeof *s->emb);
 	if (!s->ws[0] || !s->ws[1] || !s->emb) {
 		cmr_step_ws_free(s);
@@ -95,34 +95,25 @@ double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, cons
 	return L;
 }
 
-double cmr_clip_grad_norm(cmr_clip *m, double max_norm)
+double cmr_clip_grad_norm(cmr_clip *m, const cmr_ops *ops, double max_norm)
 {
-	double s = 0;
-	for (int i = 0; i < m->nparam; i++) {
-		const cmr_param *p = &m->param[i];
-		if (p->g)
-			for (size_t j = 0; j < p->n; j++)
-				s += (double)p->g[j] * p->g[j];
-	}
-	double norm = sqrt(s), coef = max_norm / (norm + 1e-6);
+	/* one array, in table order; the gaps between parameters are zero */
+	if (!m->grad)
+		return 0;
+	double norm = sqrt(ops->sumsq(m->grad, m->ntrain)), coef = max_norm / (norm + 1e-6);
 	if (max_norm > 0 && coef < 1)
-		for (int i = 0; i < m->nparam; i++) {
-			const cmr_param *p = &m->param[i];
-			if (p->g)
-				for (size_t j = 0; j < p->n; j++)
-					p->g[j] *= (float)coef;
-		}
+		ops->scale(m->grad, m->ntrain, (float)coef);
 	return norm;
 }
 
-void cmr_clip_adamw_step(cmr_clip *m, float *mom, float *vel, int64_t t, double lr, double beta1, double beta2,
-			 double eps, double wd)
+void cmr_clip_adamw_step(cmr_clip *m, const cmr_ops *ops, float *mom, float *vel, int64_t t, double lr,
+			 double beta1, double beta2, double eps, double wd)
 {
 	for (int i = 0; i < m->nparam; i++) {
 		cmr_param *p = &m->param[i];
 		if (!p->g)
 			continue;
-		cmr_adamw(p->w, p->g, mom + p->at, vel + p->at, p->n, (float)lr, (float)beta1, (float)beta2, (float)eps,
+		ops->adamw(p->w, p->g, mom + p->at, vel + p->at, p->n, (float)lr, (float)beta1, (float)beta2, (float)eps,
 			  p->flags & CMR_PARAM_DECAY ? (float)wd : 0.0f, t);
 	}
 	cmr_param *ls = &m->param[m->logit];

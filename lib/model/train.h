@@ -45,7 +45,7 @@ typedef struct cmr_step_ws {
 	float *emb; /* 4 * B * proj: image, text embeddings and their gradients */
 	int max_batch;
 } cmr_step_ws;
-cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, int max_batch, int max_tokens);
+cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batch, int max_tokens);
 void cmr_step_ws_free(cmr_step_ws *s);
 
 /* The objective of a batch of B pairs (image b with text b) and its gradients, accumulated
@@ -58,13 +58,13 @@ double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, cons
 /* The L2 norm of the trainable parameters' gradients; scales them by max_norm / (norm +
  * 1e-6) when that is below 1 and max_norm > 0 (torch's clip_grad_norm_). Returns the norm
  * before clipping. */
-double cmr_clip_grad_norm(cmr_clip *m, double max_norm);
+double cmr_clip_grad_norm(cmr_clip *m, const cmr_ops *ops, double max_norm);
 
 /* One AdamW step (t >= 1) on the trainable parameters, with weight decay wd on those that
  * decay; mom and vel are the moments, m->ntrain floats each (a parameter's at p->at). Then
  * the log logit scale is clamped to [0, ln 100], as OpenCLIP does. */
-void cmr_clip_adamw_step(cmr_clip *m, float *mom, float *vel, int64_t t, double lr, double beta1, double beta2,
-			 double eps, double wd);
+void cmr_clip_adamw_step(cmr_clip *m, const cmr_ops *ops, float *mom, float *vel, int64_t t, double lr,
+			 double beta1, double beta2, double eps, double wd);
 
 /* The learning rate at step (0-based) of total: linear warm-up over warmup steps from
  * lr / warmup to lr, then a cosine down to min_lr at total (OpenCLIP's schedule). */

@@ -12,7 +12,7 @@ for preset in tiny b32; do
 	"$MK" model "$WORK/$preset" $preset
 	"$MK" images 7 $size 3 >"$WORK/$preset-i.cmr"
 	"$MK" tokens 7 4 >"$WORK/$preset-t.cmr"
-	for backend in blas ref; do
+	for backend in $(cmr-encode --backend list | cut -f1); do
 		for b in 1 7; do
 			begin "$preset, $backend backend, batch $b: image and text embeddings match PyTorch (relative error <= 2e-6; measured at most 1.1e-6)"
 			run cmr-encode -m "$WORK/$preset" --backend $backend -b $b -o "$WORK/e.cmr" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr"
@@ -96,6 +96,16 @@ sed 's/"num_hidden_layers": 2, "num_attention_heads": 4,$/"num_hidden_layers": 3
 run cmr-encode -m "$WORK/bad" "$WORK/tiny-t.cmr"
 expect_status 1
 expect_stderr_has "tensor 'text_model.encoder.layers.2.layer_norm1.weight' is missing"
+end
+
+begin "--backend list names this build's backends, the reference first; an unknown one is a usage error that lists them"
+run cmr-encode --backend list
+expect_status 0
+[ "$(head -1 "$OUT" | cut -f1)" = ref ] || why "the reference is not first"
+grep -q '^blas	' "$OUT" || why "no blas line"
+run cmr-encode -m "$WORK/tiny" --backend nope "$WORK/tiny-i.cmr"
+expect_status 2
+expect_stderr_has "'nope' is not one of this build's backends (ref, blas"
 end
 
 begin "wrong inputs: image size, kind, missing model, truncated weights"

@@ -94,14 +94,14 @@ int main(int argc, char **argv)
 	int P = cfg.proj, total_tokens = 0;
 	for (int b = 0; b < B; b++)
 		total_tokens += tlen[b];
-	cmr_step_ws *sw = cmr_step_ws_new(m, B, total_tokens);
+	cmr_step_ws *sw = cmr_step_ws_new(m, ops, B, total_tokens);
 	float *emb = malloc(4 * (size_t)B * P * sizeof *emb), *e2 = malloc(2 * (size_t)B * P * sizeof *e2);
 	const uint8_t *const *px = (const uint8_t *const *)imgs;
 	const int32_t *const *ids = (const int32_t *const *)toks;
 
 	/* the training forward pass is the inference one */
-	cmr_clip_ws *ci = cmr_clip_ws_new(m, CMR_TOWER_VISION, B, 0, 0);
-	cmr_clip_ws *ct = cmr_clip_ws_new(m, CMR_TOWER_TEXT, B, total_tokens, 0);
+	cmr_clip_ws *ci = cmr_clip_ws_new(m, ops, CMR_TOWER_VISION, B, 0, 0);
+	cmr_clip_ws *ct = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, B, total_tokens, 0);
 	cmr_clip_encode_images(m, ops, ci, px, B, e2);
 	cmr_clip_encode_texts(m, ops, ct, ids, tlen, B, e2 + (size_t)B * P);
 	cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, tlen};
@@ -184,8 +184,8 @@ int main(int argc, char **argv)
 	for (int step = 0; step < 10 && lr10; step++) {
 		cmr_clip_zero_grad(m);
 		L = cmr_clip_batch_grad(m, ops, sw, &bi, &bt, &term, 1);
-		cmr_clip_grad_norm(m, 1.0);
-		cmr_clip_adamw_step(m, mom, vel, step + 1, cmr_lr_cosine(step, 2, 10, 1e-3, 0), 0.9, 0.98, 1e-6, 0.2);
+		cmr_clip_grad_norm(m, ops, 1.0);
+		cmr_clip_adamw_step(m, ops, mom, vel, step + 1, cmr_lr_cosine(step, 2, 10, 1e-3, 0), 0.9, 0.98, 1e-6, 0.2);
 		double rel = fabs(L - lr10[step]) / fabs(lr10[step]);
 		snprintf(what, sizeof what, "step %d loss %.6f, reference %.6f (relative error)", step, L, (double)lr10[step]);
 		check(rel <= 1e-3, "%-10.3g (<= %g)", what, rel, 1e-3);

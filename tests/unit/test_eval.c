@@ -20,7 +20,7 @@ TEST(eval_ranks_by_hand)
 	at(txt, 10), at(txt + 2, 80), at(txt + 4, 100), at(txt + 6, 170);
 	uint32_t owner[4] = {0, 0, 1, 2}, i2t[3], t2i[4];
 	for (size_t chunk = 1; chunk <= 4; chunk++) {
-		CHECK(cmr_eval_ranks(img, 3, txt, 4, 2, owner, i2t, t2i, chunk) == 0);
+		CHECK(cmr_eval_ranks(&cmr_ops_blas, img, 3, txt, 4, 2, owner, i2t, t2i, chunk) == 0);
 		/* t2i: t0 -> image 0 first; t1 -> images by similarity 1 (cos 10), 0 (cos 80): rank 2;
 		 * t2 -> 1 first; t3 -> 2 first */
 		CHECK(t2i[0] == 1 && t2i[1] == 2 && t2i[2] == 1 && t2i[3] == 1);
@@ -44,7 +44,7 @@ TEST(eval_all_ties_follow_input_order)
 	/* every similarity equal: rank = 1 + number of earlier candidates */
 	float img[4] = {1, 0, 1, 0}, txt[6] = {1, 0, 1, 0, 1, 0};
 	uint32_t owner[3] = {1, 0, 1}, i2t[2], t2i[3];
-	CHECK(cmr_eval_ranks(img, 2, txt, 3, 2, owner, i2t, t2i, 2) == 0);
+	CHECK(cmr_eval_ranks(&cmr_ops_blas, img, 2, txt, 3, 2, owner, i2t, t2i, 2) == 0);
 	CHECK(t2i[0] == 2 && t2i[1] == 1 && t2i[2] == 2);
 	/* image 0's text is t1: one earlier text -> 2; image 1's texts t0 (rank 1), t2 (rank 3) */
 	CHECK(i2t[0] == 2 && i2t[1] == 1);
@@ -58,7 +58,7 @@ TEST(eval_several_captions_take_the_best)
 	at(img, 0), at(img + 2, 90);
 	at(txt, 60), at(txt + 2, 0), at(txt + 4, 30), at(txt + 6, 5);
 	uint32_t owner[4] = {0, 0, 0, 1}, i2t[2], t2i[4];
-	CHECK(cmr_eval_ranks(img, 2, txt, 4, 2, owner, i2t, t2i, 3) == 0);
+	CHECK(cmr_eval_ranks(&cmr_ops_blas, img, 2, txt, 4, 2, owner, i2t, t2i, 3) == 0);
 	CHECK(i2t[0] == 1);
 	/* image 1 at 90: texts by similarity 60 (cos 30), 30, 5, 0: its text (5) is third */
 	CHECK(i2t[1] == 3);
@@ -68,5 +68,5 @@ TEST(eval_image_without_text_is_refused)
 {
 	float img[4] = {1, 0, 0, 1}, txt[2] = {1, 0};
 	uint32_t owner[1] = {0}, i2t[2], t2i[1];
-	CHECK(cmr_eval_ranks(img, 2, txt, 1, 2, owner, i2t, t2i, 4) == -1);
+	CHECK(cmr_eval_ranks(&cmr_ops_blas, img, 2, txt, 1, 2, owner, i2t, t2i, 4) == -1);
 }

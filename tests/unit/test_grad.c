@@ -217,16 +217,17 @@ static int same(const float *a, const float *b, size_t n, double tol, const char
 		den += (double)b[i] * b[i];
 	}
 	if (sqrt(num) > tol * sqrt(den) + 1e-12) {
-		fprintf(stderr, "  %s: |blas - ref| / |ref| = %.3g\n", what, sqrt(num / (den > 0 ? den : 1)));
+		fprintf(stderr, "  %s: |backend - ref| / |ref| = %.3g\n", what, sqrt(num / (den > 0 ? den : 1)));
 		return 0;
 	}
 	return 1;
 }
 
-TEST(blas_backward_matches_ref)
+/* every registered backend's backward passes against the reference's */
+static void backward_matches_ref(const cmr_ops *f)
 {
 	enum { BM = 37, BK = 48, BN = 29, BH = 4, BDh = 12, BD = BH * BDh };
-	const cmr_ops *f = &cmr_ops_blas, *r = &cmr_ops_ref;
+	const cmr_ops *r = &cmr_ops_ref;
 	float *x = malloc(BM * BK * 4), *W = malloc(BN * BK * 4), *dy = malloc(BM * BN * 4);
 	float *a[6], *b[6];
 	for (int i = 0; i < 6; i++) {
@@ -272,4 +273,16 @@ TEST(blas_backward_matches_ref)
 	for (int i = 0; i < 6; i++)
 		free(a[i]), free(b[i]);
 	free(x), free(W), free(dy), free(g), free(dz), free(q2), free(k2), free(v2), free(d), free(sc2);
+}
+
+TEST(backends_backward_match_ref)
+{
+	for (int i = 1; cmr_backends[i]; i++) {
+		int before = unit_failed;
+		backward_matches_ref(cmr_backends[i]);
+		if (unit_failed != before) {
+			fprintf(stderr, "  backend %s\n", cmr_backends[i]->name);
+			return;
+		}
+	}
 }

@@ -56,10 +56,12 @@ static void make_inputs(void)
 	}
 }
 
+static const cmr_ops *fwd_ops = &cmr_ops_ref;
+
 static int fwd(const cmr_clip *m, int tower, cmr_clip_ws *ws, float *out)
 {
 	cmr_batch bi = {B, in.pp, NULL, NULL}, bt = {B, NULL, in.ip, in.lens};
-	return cmr_clip_forward(m, tower, &cmr_ops_ref, ws, tower == CMR_TOWER_VISION ? &bi : &bt, out);
+	return cmr_clip_forward(m, tower, fwd_ops, ws, tower == CMR_TOWER_VISION ? &bi : &bt, out);
 }
 
 TEST(model_zero_init_adapters_change_nothing)
@@ -77,7 +79,7 @@ TEST(model_zero_init_adapters_change_nothing)
 	CHECK(cmr_clip_grads(m0) == 0 && cmr_clip_grads(m1) == 0);
 	for (int k = 0; k < 2; k++) {
 		float o0[B * 16], o1[B * 16];
-		cmr_clip_ws *w0 = cmr_clip_ws_new(m0, k, B, 64, 0), *w1 = cmr_clip_ws_new(m1, k, B, 64, 1);
+		cmr_clip_ws *w0 = cmr_clip_ws_new(m0, &cmr_ops_ref, k, B, 64, 0), *w1 = cmr_clip_ws_new(m1, &cmr_ops_ref, k, B, 64, 1);
 		CHECK(w0 && w1);
 		CHECK(fwd(m0, k, w0, o0) == 0 && fwd(m1, k, w1, o1) == 0);
 		for (int i = 0; i < B * 16; i++)
@@ -122,7 +124,7 @@ TEST(model_prefix_rows_are_rows)
 		const int32_t *ip0[1] = {in.ids[b]}, *ip1[1] = {shortened};
 		int l0[1] = {in.lens[b]}, l1[1] = {in.lens[b] - 2};
 		float o0[16], o1[16];
-		cmr_clip_ws *w0 = cmr_clip_ws_new(m0, CMR_TOWER_TEXT, 1, 16, 0), *w1 = cmr_clip_ws_new(m1, CMR_TOWER_TEXT, 1, 16, 0);
+		cmr_clip_ws *w0 = cmr_clip_ws_new(m0, &cmr_ops_ref, CMR_TOWER_TEXT, 1, 16, 0), *w1 = cmr_clip_ws_new(m1, &cmr_ops_ref, CMR_TOWER_TEXT, 1, 16, 0);
 		CHECK(w0 && w1);
 		CHECK(cmr_clip_encode_texts(m0, &cmr_ops_ref, w0, ip0, l0, 1, o0) == 0);
 		CHECK(cmr_clip_encode_texts(m1, &cmr_ops_ref, w1, ip1, l1, 1, o1) == 0);
@@ -159,7 +161,7 @@ static double objective(const cmr_clip *m, cmr_clip_ws *const *ws, const float *
  * every trainable parameter's entries */
 static double fd_worst(cmr_clip *m, const char **worst_name)
 {
-	cmr_clip_ws *ws[2] = {cmr_clip_ws_new(m, 0, B, 64, 1), cmr_clip_ws_new(m, 1, B, 64, 1)};
+	cmr_clip_ws *ws[2] = {cmr_clip_ws_new(m, &cmr_ops_ref, 0, B, 64, 1), cmr_clip_ws_new(m, &cmr_ops_ref, 1, B, 64, 1)};
 	float cvec[B * 16], out[2 * B * 16];
 	for (int i = 0; i < B * 16; i++)
 		cvec[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
@@ -249,9 +251,12 @@ TEST(model_partly_frozen_gradients_equal_full_ones)
 		cvec[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
 	for (int k = 0; k < 2; k++) {
 		float o[2][B * 16];
-		cmr_clip_ws *wf = cmr_clip_ws_new(full, k, B, 64, 1), *wp = cmr_clip_ws_new(part, k, B, 64, 1);
+		cmr_clip_ws *wf = cmr_clip_ws_new(full, &cmr_ops_blas, k, B, 64, 1), *wp = cmr_clip_ws_new(part, &cmr_ops_blas, k, B, 64, 1);
 		CHECK(wf && wp);
-		CHECK(fwd(full, k, wf, o[0]) == 0 && fwd(part, k, wp, o[1]) == 0);
+		fwd_ops = &cmr_ops_blas;
+		int ok = fwd(full, k, wf, o[0]) == 0 && fwd(part, k, wp, o[1]) == 0;
+		fwd_ops = &cmr_ops_ref;
+		CHECK(ok);
 		CHECK(memcmp(o[0], o[1], sizeof o[0]) == 0);
 		cmr_clip_backward(full, k, &cmr_ops_blas, wf, cvec);
 		cmr_clip_backward(part, k, &cmr_ops_blas, wp, cvec);

@@ -58,13 +58,15 @@ ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(OMPFLAGS) $(PKG_CFLAGS) $(
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
-LIB_SRC := lib/stream.c lib/fe.c lib/npy.c lib/image.c lib/clip_tok.c lib/safetensors.c \
-	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/ops_host.c lib/ops_ref.c lib/ops_blas.c lib/eval.c lib/index.c lib/util.c lib/grad.c
+LIB_SRC := lib/fe.c lib/util.c lib/image.c lib/eval.c lib/index.c \
+	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c \
+	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
+	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c
 ifeq ($(CUDA),1)
-CUDA_OBJ := $(BUILD)/obj/lib/cuda/devices.o
+CUDA_OBJ := $(BUILD)/obj/lib/backend/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 else
-LIB_SRC  += lib/backend_none.c
+LIB_SRC  += lib/backend/none.c
 endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
@@ -115,7 +117,7 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/obj/lib/cuda/%.o: lib/cuda/%.cu lib/backend.h
+$(BUILD)/obj/lib/backend/cuda/%.o: lib/backend/cuda/%.cu lib/backend/backend.h
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
@@ -181,7 +183,7 @@ FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -Ilib -g -O1 $(PKG_CFLAGS) $(BLAS_CFLAGS) -
 fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter lib/%.c,$(LIB_SRC)) lib/backend_none.c $(PKG_LIBS) $(BLAS_LIBS) -lm
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(filter-out lib/backend/none.c,$(filter lib/%.c,$(LIB_SRC))) lib/backend/none.c $(PKG_LIBS) $(BLAS_LIBS) -lm
 
 install: $(TOOL_BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7

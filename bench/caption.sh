@@ -25,7 +25,7 @@ best() {
 }
 c=$(best cmr-caption-ingest -f flickr "$C")
 ct=$(best cmr-caption-ingest -f text "$T/caps.txt")
-p=$(best sh -c "/usr/bin/python3 tests/ref/clip_tokenizer.py lib/clip/bpe_simple_vocab_16e6.txt.gz < '$T/caps.txt'")
+p=$(best sh -c "/usr/bin/python3 tests/ref/clip_tokenizer.py lib/text/clip/bpe_simple_vocab_16e6.txt.gz < '$T/caps.txt'")
 section="<!-- caption:begin -->
 ## cmr-caption-ingest: captions/s (CLIP tokenization, $N Flickr8k captions)
 

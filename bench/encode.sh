@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
 }
 C
 cc -O2 $(pkg-config --cflags openblas) -o "$T/peak" "$T/peak.c" $(pkg-config --libs openblas)
-# forward FLOPs per sample at these sizes: 2 * multiply-adds (as lib/clip_model.c counts)
+# forward FLOPs per sample at these sizes: 2 * multiply-adds (as lib/model/forward.c counts)
 FI=$(echo "2 * (12 * (50 * (4 * 768 * 768 + 2 * 768 * 3072) + 2 * 50 * 50 * 768) + 768 * 512 + 49 * 3 * 32 * 32 * 768)" | bc)
 FT=$(echo "2 * (12 * (20 * (4 * 512 * 512 + 2 * 512 * 2048) + 2 * 20 * 20 * 512) + 512 * 512)" | bc)
 rows=""

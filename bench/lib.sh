@@ -14,3 +14,25 @@ write_section() {
 	mv "$R.tmp" "$R"
 	sed -n "/<!-- $1:begin -->/,/<!-- $1:end -->/p" "$R"
 }
+
+# captions20 N DIR: DIR/t.cmr, N token records img000#0.. of 20 tokens (start, 18 seeded
+# ids, end), the captions of mkclip's images (needs python3-numpy and a built cmr-dump).
+captions20() {
+	awk -v n="$1" 'BEGIN { srand(3); for (i = 0; i < n; i++) { printf "49406"; for (j = 0; j < 18; j++) printf " %d", int(rand() * 49000); print " 49407" } }' >"$2/ids.txt"
+	/usr/bin/python3 -c "
+import numpy as np
+np.save('$2/ids.npy', np.loadtxt('$2/ids.txt', dtype=np.int32))"
+	awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) printf "img%03d#0\n", i }' >"$2/keys"
+	build/bin/cmr-dump from-npy --kind tokens --keys "$2/keys" "$2/ids.npy" >"$2/t.cmr"
+}
+
+# flickr_cfg FILE: the Flickr8k from-scratch baseline's model size (bench/train.sh's)
+flickr_cfg() {
+	cat >"$1" <<'J'
+{"projection_dim": 128,
+ "text_config": {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
+   "vocab_size": 49408, "max_position_embeddings": 32, "hidden_act": "quick_gelu"},
+ "vision_config": {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
+   "image_size": 64, "patch_size": 8, "hidden_act": "quick_gelu"}}
+J
+}

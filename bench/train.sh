@@ -12,20 +12,9 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 B=128
 STEPS=10
-cat >"$T/cfg.json" <<'J'
-{"projection_dim": 128,
- "text_config": {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
-   "vocab_size": 49408, "max_position_embeddings": 32, "hidden_act": "quick_gelu"},
- "vision_config": {"hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 512,
-   "image_size": 64, "patch_size": 8, "hidden_act": "quick_gelu"}}
-J
+flickr_cfg "$T/cfg.json"
 build/tests/mkclip images $B 64 1 >"$T/i.cmr"
-awk -v n=$B 'BEGIN { srand(3); for (i = 0; i < n; i++) { printf "49406"; for (j = 0; j < 18; j++) printf " %d", int(rand() * 49000); print " 49407" } }' >"$T/ids.txt"
-/usr/bin/python3 -c "
-import numpy as np
-np.save('$T/ids.npy', np.loadtxt('$T/ids.txt', dtype=np.int32))"
-awk -v n=$B 'BEGIN { for (i = 0; i < n; i++) printf "img%03d#0\n", i }' >"$T/keys"
-cmr-dump from-npy --kind tokens --keys "$T/keys" "$T/ids.npy" >"$T/t.cmr"
+captions20 $B "$T"
 rows=""
 for th in 1 2; do
 	# steps 3.. of a run of 2 + STEPS steps, from the log's clock

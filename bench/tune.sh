@@ -15,12 +15,7 @@ STEPS=${STEPS:-3}
 TH=${TH:-2}
 build/tests/mkclip model "$T/b32" b32
 build/tests/mkclip images $B 224 1 >"$T/i.cmr"
-awk -v n=$B 'BEGIN { srand(3); for (i = 0; i < n; i++) { printf "49406"; for (j = 0; j < 18; j++) printf " %d", int(rand() * 49000); print " 49407" } }' >"$T/ids.txt"
-/usr/bin/python3 -c "
-import numpy as np
-np.save('$T/ids.npy', np.loadtxt('$T/ids.txt', dtype=np.int32))"
-awk -v n=$B 'BEGIN { for (i = 0; i < n; i++) printf "img%03d#0\n", i }' >"$T/keys"
-cmr-dump from-npy --kind tokens --keys "$T/keys" "$T/ids.npy" >"$T/t.cmr"
+captions20 $B "$T"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 measure() { # label, cmr-train options...
 	label=$1

@@ -12,9 +12,9 @@
 #include <jansson.h>
 #include <utf8proc.h>
 
-#include "clip_tok.h"
+#include "text/clip_tok.h"
 #include "fe.h"
-#include "stream.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-caption-ingest",

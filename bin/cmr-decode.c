@@ -16,7 +16,7 @@
 
 #include "fe.h"
 #include "image.h"
-#include "stream.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-decode",

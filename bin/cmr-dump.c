@@ -9,9 +9,9 @@
 #include <jansson.h>
 
 #include "fe.h"
-#include "half.h"
-#include "npy.h"
-#include "stream.h"
+#include "format/half.h"
+#include "format/npy.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-dump",

@@ -8,12 +8,12 @@
 
 #include <jansson.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 #include "fe.h"
 #include "util.h"
-#include "half.h"
+#include "format/half.h"
 #include "model/clip.h"
-#include "stream.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-encode",

@@ -10,7 +10,7 @@
 
 #include "eval.h"
 #include "fe.h"
-#include "stream.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-eval",

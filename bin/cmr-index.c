@@ -9,7 +9,7 @@
 
 #include "fe.h"
 #include "index.h"
-#include "stream.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-index",

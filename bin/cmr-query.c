@@ -15,7 +15,7 @@
 #include "fe.h"
 #include "image.h"
 #include "index.h"
-#include "stream.h"
+#include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-query",

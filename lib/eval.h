@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 
 /* Ranks (1-based) from the similarity of unit vectors (dot products, the backend's
  * matmul_nt in chunks of rows; host arrays, so a backend with CMR_OPS_HOST). img [ni, d], txt [nt, d]; txt_img[t] is the image of text t.

@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 #include "util.h"
 
 const char *cmr_progname = "cmr";

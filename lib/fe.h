@@ -19,7 +19,7 @@
 #include <stdio.h>
 
 #include "index.h"
-#include "stream.h"
+#include "format/stream.h"
 
 #define CMR_VERSION_STRING "0.1.0"
 

@@ -3,7 +3,7 @@
 #include "util.h"
 #include "index.h"
 
-#include "backend.h"
+#include "backend/backend.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "half.h"
+#include "format/half.h"
 
 int cmr_errf(char *err, size_t errlen, const char *fmt, ...)
 {

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "stream.h"
+#include "format/stream.h"
 
 static inline uint16_t cmr_ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static inline uint32_t cmr_ld32(const uint8_t *p)

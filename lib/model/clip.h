@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 
 enum cmr_act { CMR_ACT_QUICK_GELU, CMR_ACT_GELU };
 enum cmr_tower { CMR_TOWER_VISION, CMR_TOWER_TEXT };

@@ -14,9 +14,9 @@
 #include <jansson.h>
 #include <xxhash.h>
 
-#include "half.h"
-#include "safetensors.h"
-#include "stream.h"
+#include "format/half.h"
+#include "format/safetensors.h"
+#include "format/stream.h"
 
 #define fail cmr_errf
 

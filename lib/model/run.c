@@ -17,8 +17,8 @@
 
 #include "eval.h"
 #include "fe.h"
-#include "safetensors.h"
-#include "stream.h"
+#include "format/safetensors.h"
+#include "format/stream.h"
 #include "util.h"
 
 /* ---- data ---- */

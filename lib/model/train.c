@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "grad.h"
+#include "backend/grad.h"
 
 static double infonce(const cmr_loss_args *a)
 {

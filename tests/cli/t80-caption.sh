@@ -12,11 +12,11 @@ end
 
 begin "a Hugging Face vocab.json + merges.txt pair gives the same ids"
 mkdir "$WORK/hf"
-"$BUILD/tests/mkhf" "$SRCDIR/lib/clip/bpe_simple_vocab_16e6.txt.gz" "$WORK/hf"
+"$BUILD/tests/mkhf" "$SRCDIR/lib/text/clip/bpe_simple_vocab_16e6.txt.gz" "$WORK/hf"
 run_sh "cmr-caption-ingest --hf '$WORK/hf' -f jsonl '$T/stress.jsonl' | cmr-dump show -a | awk 'NR % 2 == 0'"
 expect_status 0
 expect_stdout_file "$T/stress.ids"
-run_sh "cmr-caption-ingest --bpe '$SRCDIR/lib/clip/bpe_simple_vocab_16e6.txt.gz' -f jsonl '$T/stress.jsonl' | cmr-dump show -a | awk 'NR % 2 == 0'"
+run_sh "cmr-caption-ingest --bpe '$SRCDIR/lib/text/clip/bpe_simple_vocab_16e6.txt.gz' -f jsonl '$T/stress.jsonl' | cmr-dump show -a | awk 'NR % 2 == 0'"
 expect_stdout_file "$T/stress.ids"
 end
 

@@ -5,7 +5,7 @@
 
 #include <utf8proc.h>
 
-#include "clip_tok.h"
+#include "text/clip_tok.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

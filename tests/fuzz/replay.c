@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "npy.h"
-#include "stream.h"
+#include "format/npy.h"
+#include "format/stream.h"
 
 int fuzz_stream_one(const uint8_t *data, size_t size);
 int fuzz_npy_one(const uint8_t *data, size_t size);

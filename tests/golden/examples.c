@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream.h"
+#include "format/stream.h"
 
 size_t cmr_example_record(int n, uint8_t **out)
 {

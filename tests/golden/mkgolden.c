@@ -7,7 +7,7 @@
 #include <xxhash.h>
 
 #include "examples.h"
-#include "stream.h"
+#include "format/stream.h"
 #include "util.h"
 
 static const char *dir;

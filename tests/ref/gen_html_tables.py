@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""gen_html_tables.py - writes lib/html_tables.h from Python's html module: the HTML5 named
+"""gen_html_tables.py - writes lib/text/html_tables.h from Python's html module: the HTML5 named
 character references (html.entities.html5, with and without ';') and the numeric-reference
 rules of html.unescape (_invalid_charrefs, _invalid_codepoints). Data, not code: regenerate
-with  /usr/bin/python3 tests/ref/gen_html_tables.py > lib/html_tables.h"""
+with  /usr/bin/python3 tests/ref/gen_html_tables.py > lib/text/html_tables.h"""
 import html
 import html.entities
 import sys

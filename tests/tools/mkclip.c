@@ -11,10 +11,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "half.h"
+#include "format/half.h"
 #include "model/clip.h"
-#include "safetensors.h"
-#include "stream.h"
+#include "format/safetensors.h"
+#include "format/stream.h"
 
 /* PCG32 (O'Neill), a fixed sequence for a seed */
 static uint64_t rng_state;

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "stream.h"
+#include "format/stream.h"
 
 static uint64_t s;
 static double u(void) /* uniform [-1, 1) */

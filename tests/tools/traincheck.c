@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "model/train.h"
-#include "safetensors.h"
-#include "stream.h"
+#include "format/safetensors.h"
+#include "format/stream.h"
 
 static int failures;
 

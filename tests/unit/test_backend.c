@@ -6,8 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 #include "model/clip.h"
+#include "tiny.h"
 #include "unit.h"
 
 static void fill(float *x, size_t n, unsigned seed)
@@ -93,13 +94,7 @@ TEST(backends_registry_and_glue)
  * backend, against the reference backend */
 TEST(backends_model_passes_match_ref)
 {
-	cmr_clip_cfg c;
-	memset(&c, 0, sizeof c);
-	c.vision = (cmr_tower_cfg){32, 2, 4, 64, CMR_ACT_QUICK_GELU, 1e-5f, 32, 8, 0, 0};
-	c.text = (cmr_tower_cfg){32, 2, 4, 64, CMR_ACT_GELU, 1e-5f, 0, 0, 49408, 77};
-	c.proj = 16;
-	for (int i = 0; i < 3; i++)
-		c.mean[i] = 0.5f, c.std[i] = 0.25f;
+	cmr_clip_cfg c = unit_tiny_cfg();
 	enum { BB = 3 };
 	unsigned char px[BB][32 * 32 * 3];
 	const unsigned char *pp[BB];

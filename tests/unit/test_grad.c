@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "grad.h"
+#include "backend/backend.h"
+#include "backend/grad.h"
 #include "unit.h"
 
 static int which; /* the loss under test: 0 InfoNCE, 1 VSE++ */

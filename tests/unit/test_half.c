@@ -1,7 +1,7 @@
-/* test_half.c - binary16 and bfloat16 conversions (lib/half.h). */
+/* test_half.c - binary16 and bfloat16 conversions (lib/format/half.h). */
 #include <math.h>
 
-#include "half.h"
+#include "format/half.h"
 #include "unit.h"
 
 TEST(half_every_f16_roundtrips)

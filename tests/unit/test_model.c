@@ -10,21 +10,11 @@
 
 #include "model/adapter.h"
 #include "model/clip.h"
+#include "tiny.h"
 #include "unit.h"
 
 #define B 3
 
-static cmr_clip_cfg tiny_cfg(void)
-{
-	cmr_clip_cfg c;
-	memset(&c, 0, sizeof c);
-	c.vision = (cmr_tower_cfg){32, 2, 4, 64, CMR_ACT_QUICK_GELU, 1e-5f, 32, 8, 0, 0};
-	c.text = (cmr_tower_cfg){32, 2, 4, 64, CMR_ACT_GELU, 1e-5f, 0, 0, 49408, 77};
-	c.proj = 16;
-	for (int i = 0; i < 3; i++)
-		c.mean[i] = 0.5f, c.std[i] = 0.25f;
-	return c;
-}
 
 static uint32_t rs = 12345;
 static uint32_t rnd(void)
@@ -67,7 +57,7 @@ static int fwd(const cmr_clip *m, int tower, cmr_clip_ws *ws, float *out)
 TEST(model_zero_init_adapters_change_nothing)
 {
 	make_inputs();
-	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip_cfg c = unit_tiny_cfg();
 	cmr_clip *m0 = cmr_clip_new(&c), *m1 = cmr_clip_new(&c);
 	cmr_adapter ad[2][3];
 	char err[256];
@@ -101,7 +91,7 @@ TEST(model_zero_init_adapters_change_nothing)
 TEST(model_prefix_rows_are_rows)
 {
 	make_inputs();
-	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip_cfg c = unit_tiny_cfg();
 	cmr_clip *m0 = cmr_clip_new(&c), *m1 = cmr_clip_new(&c);
 	char err[256];
 	CHECK(m0 && m1);
@@ -199,7 +189,7 @@ static double fd_worst(cmr_clip *m, const char **worst_name)
 TEST(model_adapter_and_prefix_gradients_match_finite_differences)
 {
 	make_inputs();
-	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip_cfg c = unit_tiny_cfg();
 	cmr_clip *m = cmr_clip_new(&c);
 	cmr_adapter ad[2][3];
 	char err[256];
@@ -233,7 +223,7 @@ TEST(model_adapter_and_prefix_gradients_match_finite_differences)
 TEST(model_partly_frozen_gradients_equal_full_ones)
 {
 	make_inputs();
-	cmr_clip_cfg c = tiny_cfg();
+	cmr_clip_cfg c = unit_tiny_cfg();
 	cmr_clip *full = cmr_clip_new(&c), *part = cmr_clip_new(&c);
 	char err[256];
 	CHECK(full && part);

@@ -1,9 +1,9 @@
-/* test_npy.c - unit tests of the .npy preamble parser and writer (lib/npy.c). */
+/* test_npy.c - unit tests of the .npy preamble parser and writer (lib/format/npy.c). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "npy.h"
-#include "stream.h"
+#include "format/npy.h"
+#include "format/stream.h"
 #include "unit.h"
 
 /* Builds a version 1.0 preamble around a header dictionary text. */

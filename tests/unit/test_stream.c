@@ -1,10 +1,10 @@
-/* test_stream.c - unit tests of the stream reader and writer (lib/stream.c). */
+/* test_stream.c - unit tests of the stream reader and writer (lib/format/stream.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../golden/examples.h"
-#include "stream.h"
+#include "format/stream.h"
 #include "unit.h"
 
 /* A growing in-memory output. */

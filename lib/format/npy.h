@@ -1,4 +1,4 @@
-/* npy.h - NumPy .npy headers (format versions 1.0, 2.0 and 3.0), read and written.
+/* format/npy.h - NumPy .npy headers (format versions 1.0, 2.0 and 3.0), read and written.
  * Like stream.h this layer never prints or exits. */
 #ifndef CMR_NPY_H
 #define CMR_NPY_H

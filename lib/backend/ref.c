@@ -1,10 +1,10 @@
-/* ops_ref.c - the plain backend: loops as the math reads, double accumulators. It is the
+/* backend/ref.c - the plain backend: loops as the math reads, double accumulators. It is the
  * fallback and the oracle that the fast backends are tested against. */
 #include <math.h>
 #include <string.h>
 
-#include "backend.h"
-#include "grad.h"
+#include "backend/backend.h"
+#include "backend/grad.h"
 
 /* y[M, N] = x[M, K] . W[N, K]^T + b */
 static void ref_linear(const float *x, const float *W, const float *b, float *y, int M, int K, int N)
@@ -84,28 +84,14 @@ const cmr_ops cmr_ops_ref = {
 	.name = "ref",
 	.what = "plain loops with double accumulators: slow, the reference",
 	.caps = CMR_OPS_HOST | CMR_OPS_TRAIN,
-	.alloc = cmr_host_alloc,
-	.free = cmr_host_free,
-	.upload = cmr_host_memcpy,
-	.download = cmr_host_memcpy,
-	.sync = cmr_host_sync,
+	CMR_HOST_OPS,
 	.linear = ref_linear,
 	.layernorm = ref_layernorm,
 	.attention = ref_attention,
 	.act = ref_act,
-	.zero = cmr_host_zero,
-	.copy = cmr_host_copy,
-	.scale = cmr_host_scale,
-	.add = cmr_host_add,
-	.gather = cmr_host_gather,
-	.gather_add = cmr_host_gather_add,
-	.scatter_add = cmr_host_scatter_add,
-	.patchify = cmr_host_patchify,
 	.matmul_nt = ref_matmul_nt,
 	.linear_bw = cmr_linear_backward,
 	.layernorm_bw = cmr_layernorm_backward,
 	.attention_bw = cmr_attention_backward,
 	.act_bw = cmr_act_backward,
-	.sumsq = cmr_host_sumsq,
-	.adamw = cmr_adamw,
 };

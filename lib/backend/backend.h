@@ -1,4 +1,4 @@
-/* backend.h - compute backends: a table of operations, with the memory they work on, that
+/* backend/backend.h - compute backends: a table of operations, with the memory they work on, that
  * the model code calls, so that a backend (plain C, OpenBLAS, CUDA) slots in without
  * touching the model or the tools: the model allocates its work space through the backend
  * and does no arithmetic on its arrays itself. The plain one is the oracle for the others.
@@ -104,6 +104,14 @@ void cmr_host_scatter_add(float *dst, const float *src, const int *idx, int n, i
 void cmr_host_patchify(float *out, const unsigned char *const *pixels, int B, int S, int P, const float *mean,
 		       const float *std);
 double cmr_host_sumsq(const float *x, size_t n);
+/* The initialisers of a CPU backend's table for all of them (and grad.h's AdamW). */
+#define CMR_HOST_OPS                                                                             \
+	.alloc = cmr_host_alloc, .free = cmr_host_free, .upload = cmr_host_memcpy,              \
+	.download = cmr_host_memcpy, .sync = cmr_host_sync, .zero = cmr_host_zero,              \
+	.copy = cmr_host_copy, .scale = cmr_host_scale, .add = cmr_host_add,                    \
+	.gather = cmr_host_gather, .gather_add = cmr_host_gather_add,                           \
+	.scatter_add = cmr_host_scatter_add, .patchify = cmr_host_patchify,                     \
+	.sumsq = cmr_host_sumsq, .adamw = cmr_adamw
 
 /* 1 if this build was compiled with CUDA (make CUDA=1), else 0. */
 int cmr_cuda_built(void);

@@ -1,5 +1,5 @@
-/* stream.c - reader and writer of the cmr tensor stream format, version 1 (formats/cmr-stream.md). */
-#include "stream.h"
+/* format/stream.c - reader and writer of the cmr tensor stream format, version 1 (formats/cmr-stream.md). */
+#include "format/stream.h"
 #include "util.h"
 
 #include <errno.h>

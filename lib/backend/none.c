@@ -1,7 +1,7 @@
-/* backend_none.c - stands in for lib/cuda/ in builds without CUDA (make CUDA=0). */
+/* backend/none.c - stands in for lib/backend/cuda/ in builds without CUDA (make CUDA=0). */
 #include <stdio.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 
 int cmr_cuda_built(void) { return 0; }
 

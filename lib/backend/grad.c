@@ -1,7 +1,7 @@
-/* grad.c - plain backward passes, contrastive losses and AdamW (see grad.h). Loops as the
+/* backend/grad.c - plain backward passes, contrastive losses and AdamW (see grad.h). Loops as the
  * math reads, double accumulators; tests/unit/test_grad.c checks each against finite
  * differences. */
-#include "grad.h"
+#include "backend/grad.h"
 
 #include <math.h>
 #include <stdlib.h>

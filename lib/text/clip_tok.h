@@ -1,4 +1,4 @@
-/* clip_tok.h - OpenAI CLIP's tokenizer, exactly: ftfy-style text repair, HTML unescaping,
+/* text/clip_tok.h - OpenAI CLIP's tokenizer, exactly: ftfy-style text repair, HTML unescaping,
  * whitespace and case normalisation, CLIP's pre-tokenisation pattern, byte-level BPE.
  * Never prints or exits; not thread-safe per tokenizer (it keeps a word cache). */
 #ifndef CMR_CLIP_TOK_H
@@ -11,7 +11,7 @@
 
 typedef struct cmr_clip_tok cmr_clip_tok;
 
-/* The vocabulary built into cmr: OpenAI's bpe_simple_vocab_16e6.txt.gz (MIT, lib/clip/). */
+/* The vocabulary built into cmr: OpenAI's bpe_simple_vocab_16e6.txt.gz (MIT, lib/text/clip/). */
 cmr_clip_tok *cmr_clip_tok_new(char *err, size_t errlen);
 /* A merges file in the format of bpe_simple_vocab_16e6.txt(.gz), as CLIP reads it. */
 cmr_clip_tok *cmr_clip_tok_from_merges(const char *path, char *err, size_t errlen);

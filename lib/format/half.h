@@ -1,4 +1,4 @@
-/* half.h - IEEE 754 binary16 and bfloat16 conversions to and from binary32 (round to nearest even). */
+/* format/half.h - IEEE 754 binary16 and bfloat16 conversions to and from binary32 (round to nearest even). */
 #ifndef CMR_HALF_H
 #define CMR_HALF_H
 

@@ -1,6 +1,6 @@
-/* safetensors.c - memory-mapped reader and writer of Hugging Face .safetensors files. */
+/* format/safetensors.c - memory-mapped reader and writer of Hugging Face .safetensors files. */
 #include "util.h"
-#include "safetensors.h"
+#include "format/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "stream.h"
+#include "format/stream.h"
 
 struct cmr_st {
 	char *path;

@@ -1,4 +1,4 @@
-/* stream.h - the cmr tensor stream format (formats/cmr-stream.md): records, reader, writer.
+/* format/stream.h - the cmr tensor stream format (formats/cmr-stream.md): records, reader, writer.
  *
  * This layer never prints and never exits: every failure is returned as -1 with a message
  * in the reader's or writer's error buffer, so it can be used from tests and fuzzers. */

@@ -1,4 +1,4 @@
-/* grad.h - backward passes of the forward operations (backend.h), the contrastive losses and
+/* backend/grad.h - backward passes of the forward operations (backend.h), the contrastive losses and
  * the AdamW update: the plain, obviously correct CPU versions that cmr-train will build on
  * and that faster ones will be tested against. Gradients are accumulated (+=) into the d*
  * arrays, so that shared parameters sum their contributions. Row-major fp32; shapes noted. */

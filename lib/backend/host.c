@@ -1,11 +1,11 @@
-/* ops_host.c - what the CPU backends share: host memory, the glue operations between the
+/* backend/host.c - what the CPU backends share: host memory, the glue operations between the
  * model's layers (plain loops: the same arithmetic as the model did inline before they were
  * backend operations), and the registry of backends. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "backend/backend.h"
 
 void *cmr_host_alloc(size_t bytes) { return malloc(bytes ? bytes : 1); }
 void cmr_host_free(void *p) { free(p); }

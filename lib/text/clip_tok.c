@@ -1,7 +1,7 @@
-/* clip_tok.c - OpenAI CLIP's tokenizer (simple_tokenizer.py) in C, with utf8proc for Unicode
+/* text/clip_tok.c - OpenAI CLIP's tokenizer (simple_tokenizer.py) in C, with utf8proc for Unicode
  * properties and normalisation. The reference it is tested against is tests/ref/clip_tokenizer.py. */
 #include "util.h"
-#include "clip_tok.h"
+#include "text/clip_tok.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -14,15 +14,15 @@
 #include <utf8proc.h>
 #include <xxhash.h>
 
-#include "html_tables.h"
+#include "text/html_tables.h"
 
-/* The vendored vocabulary, lib/clip/bpe_simple_vocab_16e6.txt.gz, built into the library. */
+/* The vendored vocabulary, lib/text/clip/bpe_simple_vocab_16e6.txt.gz, built into the library. */
 __asm__(".section .rodata\n"
 	".global cmr_clip_vocab_gz\n"
 	".type cmr_clip_vocab_gz, @object\n"
 	".balign 16\n"
 	"cmr_clip_vocab_gz:\n"
-	".incbin \"lib/clip/bpe_simple_vocab_16e6.txt.gz\"\n"
+	".incbin \"lib/text/clip/bpe_simple_vocab_16e6.txt.gz\"\n"
 	".global cmr_clip_vocab_gz_end\n"
 	"cmr_clip_vocab_gz_end:\n"
 	".previous\n");

@@ -1,13 +1,13 @@
-/* npy.c - NumPy .npy preamble parser and writer (the format of numpy.lib.format). */
+/* format/npy.c - NumPy .npy preamble parser and writer (the format of numpy.lib.format). */
 #include "util.h"
-#include "npy.h"
+#include "format/npy.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "stream.h"
+#include "format/stream.h"
 
 static const struct { int dtype; const char *descr; } descrs[] = {
 	{CMR_DTYPE_U8, "|u1"},  {CMR_DTYPE_I8, "|i1"},  {CMR_DTYPE_U16, "<u2"},

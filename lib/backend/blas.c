@@ -1,4 +1,4 @@
-/* ops_blas.c - the fast CPU backend: OpenBLAS sgemm for the linear layers and for attention
+/* backend/blas.c - the fast CPU backend: OpenBLAS sgemm for the linear layers and for attention
  * (per segment and head, on strided views, no copies), fused row loops for the rest. */
 #include <math.h>
 #include <string.h>
@@ -9,8 +9,8 @@
 #include <omp.h>
 #endif
 
-#include "backend.h"
-#include "grad.h"
+#include "backend/backend.h"
+#include "backend/grad.h"
 
 /* Threads: one pool, OpenMP's. The sgemms are split into row blocks, one per thread, each
  * a single-threaded OpenBLAS call; the row loops and the (segment, head) pairs of attention
@@ -319,30 +319,16 @@ const cmr_ops cmr_ops_blas = {
 	.name = "blas",
 	.what = "OpenBLAS sgemm and OpenMP row loops (the default)",
 	.caps = CMR_OPS_HOST | CMR_OPS_TRAIN,
-	.alloc = cmr_host_alloc,
-	.free = cmr_host_free,
-	.upload = cmr_host_memcpy,
-	.download = cmr_host_memcpy,
-	.sync = cmr_host_sync,
+	CMR_HOST_OPS,
 	.linear = blas_linear,
 	.layernorm = blas_layernorm,
 	.attention = blas_attention,
 	.act = blas_act,
-	.zero = cmr_host_zero,
-	.copy = cmr_host_copy,
-	.scale = cmr_host_scale,
-	.add = cmr_host_add,
-	.gather = cmr_host_gather,
-	.gather_add = cmr_host_gather_add,
-	.scatter_add = cmr_host_scatter_add,
-	.patchify = cmr_host_patchify,
 	.matmul_nt = blas_matmul_nt,
 	.linear_bw = blas_linear_bw,
 	.layernorm_bw = blas_layernorm_bw,
 	.attention_bw = blas_attention_bw,
 	.act_bw = blas_act_bw,
-	.sumsq = cmr_host_sumsq,
-	.adamw = cmr_adamw,
 };
 
 void cmr_ops_set_threads(int n)

@@ -1,4 +1,4 @@
-/* safetensors.h - Hugging Face .safetensors files: memory-mapped reading, and writing.
+/* format/safetensors.h - Hugging Face .safetensors files: memory-mapped reading, and writing.
  * Format: u64le header length N, N bytes of JSON {"name": {"dtype", "shape", "data_offsets"
  * [begin, end)}, "__metadata__": {...}}, then the data (offsets relative to its start).
  * Never prints or exits. */

@@ -76,7 +76,7 @@ TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
 TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip $(BUILD)/tests/mkvec \
-	$(BUILD)/tests/traincheck
+	$(BUILD)/tests/traincheck $(BUILD)/examples/mkworld
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
@@ -103,7 +103,7 @@ example: $(TOOL_BIN)
 demo: $(TOOL_BIN) $(BUILD)/examples/mkshapes
 	BUILD=$(BUILD) sh examples/demo.sh
 
-$(BUILD)/examples/mkshapes: $(BUILD)/obj/examples/mkshapes.o $(LIBCMR)
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 

@@ -412,6 +412,9 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int64_t stop = o->max_steps && o->max_steps < r.total ? o->max_steps : r.total;
 	if (o->log && !(r.log = fopen(o->log, o->resume ? "a" : "w")))
 		cmr_die("%s: %s", o->log, strerror(errno));
+	if (r.log && !o->resume)
+		fprintf(r.log, "{\"parameters\": %zu, \"trained\": %zu, \"steps\": %" PRId64 ", \"batch\": %d}\n", nall,
+			ntrain, r.total, B);
 	int maxlen = 0;
 	for (size_t t = 0; t < d->ntok; t++)
 		maxlen = d->len[t] > maxlen ? d->len[t] : maxlen;

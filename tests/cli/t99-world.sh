@@ -76,3 +76,28 @@ for w in source render vocab compose personal; do
 	[ "$(tar tf "$WORK/$w.tar" | grep -c '\.jpg$')" -eq 2 ] || why "$w: expected 2 images"
 done
 end
+
+begin "the transfer benchmark (pipelines/transfer.mk) runs on databases of JSON files alone: base, rows, table; a second make has nothing to do"
+mkdir -p "$WORK/worlds"
+cp "$TINY" "$WORK/worlds/tiny.json"
+sed 's/"seed": 5/"seed": 9/; s/"name": "tiny"/"name": "mine"/; s/"words": \["circle", "orb"\]/"words": ["ball"]/' "$TINY" >"$WORK/worlds/mine.json"
+cat >"$WORK/base.json" <<'J'
+{"projection_dim": 16,
+ "text_config": {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64,
+   "vocab_size": 49408, "max_position_embeddings": 64},
+ "vision_config": {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64,
+   "image_size": 32, "patch_size": 16}}
+J
+set -- -s -C "$SRCDIR" -f pipelines/transfer.mk WORLDS="$WORK/worlds" SOURCE=tiny TARGETS=mine SEEDS="1 2" \
+	BASE_CONFIG="$WORK/base.json" BASE_EPOCHS=2 TUNE_EPOCHS=1 BATCH=4 SIZE=32 OUT="$WORK/transfer" BIN="$BUILD/bin" \
+	MKWORLD="$BUILD/examples/mkworld"
+run make "$@"
+expect_status 0
+for m in zeroshot full proj last; do
+	grep -q "^| mine | $m |" "$WORK/transfer/results.md" || why "no $m row"
+done
+grep -q '"method": "proj", "seeds": 2, .*"trainable": 1024, "bytes": 4096' "$WORK/transfer/results.json" ||
+	why "the projections row should train 2 x 16 x 32 = 1024 floats: $(grep proj "$WORK/transfer/results.json")"
+run make -q "$@"
+expect_status 0
+end

@@ -1,0 +1,100 @@
+# transfer.mk - the "specific database" benchmark: pretrain a base CLIP once on a source world,
+# then adapt it to target databases it has not seen with each method, with the same budget of
+# target pairs and several seeds, and tabulate the results (results.md, results.json).
+# Worlds are JSON files (examples/worlds/README.md); mkworld renders them. One make target a
+# row, so `make -j` runs rows side by side and a second `make` redoes only what changed.
+#
+#   make -f pipelines/transfer.mk                 # everything: data, base, every row, table
+#   make -f pipelines/transfer.mk base            # the base model and its source test figures
+#   make -f pipelines/transfer.mk TARGETS=vocab METHODS="zeroshot proj" SEEDS=1
+#
+# Variables:
+#   WORLDS       where the world files are                default: examples/worlds
+#   SOURCE       the source world                         default: source
+#   TARGETS      target databases                         default: render vocab compose personal
+#   METHODS      zeroshot full proj last (and what later methods register below)
+#   SEEDS        seeds of the tuning runs                  default: 1 2 3
+#   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
+#   BASE_EPOCHS, BASE_LR, BATCH                            default: 12, 2e-3, 128
+#   TUNE_EPOCHS, TUNE_LR (every method, the same budget)   default: 10, 5e-4
+#   SIZE, CONTEXT  (the config's image size and context)   default: 64, 64
+#   OUT          streams, models, rows and the table       default: out/transfer
+#   BIN, MKWORLD the tools                                 default: build/bin, build/examples/mkworld
+
+WORLDS      ?= examples/worlds
+SOURCE      ?= source
+TARGETS     ?= render vocab compose personal
+METHODS     ?= zeroshot full proj last
+SEEDS       ?= 1 2 3
+BASE_CONFIG ?= examples/transfer-base.json
+BASE_EPOCHS ?= 12
+BASE_LR     ?= 2e-3
+BATCH       ?= 128
+TUNE_EPOCHS ?= 10
+TUNE_LR     ?= 5e-4
+SIZE        ?= 64
+CONTEXT     ?= 64
+OUT         ?= out/transfer
+BIN         ?= build/bin
+MKWORLD     ?= build/examples/mkworld
+
+# what each method trains (cmr-train options); a new method adds its line
+METHOD_ARGS_zeroshot :=
+METHOD_ARGS_full     :=
+METHOD_ARGS_proj     := --train visual_projection.weight --train text_projection.weight
+METHOD_ARGS_last     := --train *.layers.2.* --train *post_layernorm* --train *final_layer_norm* \
+			--train visual_projection.weight --train text_projection.weight
+
+export BIN SOURCE BATCH TUNE_EPOCHS TUNE_LR
+
+.PHONY: all base data table clean
+.SECONDARY:
+all: $(OUT)/results.md
+
+WORLD_NAMES := $(SOURCE) $(TARGETS)
+data: $(foreach w,$(WORLD_NAMES),$(foreach s,train test,$(OUT)/data/$(w)-$(s)-i.cmr $(OUT)/data/$(w)-$(s)-t.cmr))
+
+$(OUT)/data/%-train.tar: $(WORLDS)/%.json $(MKWORLD)
+	@mkdir -p $(@D)
+	$(MKWORLD) $< >$@.tmp && mv $@.tmp $@
+
+$(OUT)/data/%-test.tar: $(WORLDS)/%.json $(MKWORLD)
+	@mkdir -p $(@D)
+	$(MKWORLD) --split test $< >$@.tmp && mv $@.tmp $@
+
+$(OUT)/data/%-i.cmr: $(OUT)/data/%.tar $(BIN)/cmr-decode
+	$(BIN)/cmr-decode -q -s $(SIZE) -o $@ $<
+
+$(OUT)/data/%-t.cmr: $(OUT)/data/%.tar $(BIN)/cmr-caption-ingest
+	$(BIN)/cmr-caption-ingest -q -f wds -c $(CONTEXT) -o $@ $<
+
+# the base model: pretrained once on the source world, checked on its test set
+base: $(OUT)/base-source.json
+$(OUT)/base/model.safetensors: $(BASE_CONFIG) $(OUT)/data/$(SOURCE)-train-i.cmr $(OUT)/data/$(SOURCE)-train-t.cmr \
+		$(OUT)/data/$(SOURCE)-test-i.cmr $(OUT)/data/$(SOURCE)-test-t.cmr $(BIN)/cmr-train
+	$(BIN)/cmr-train --config $(BASE_CONFIG) -o $(OUT)/base -b $(BATCH) --epochs $(BASE_EPOCHS) --lr $(BASE_LR) \
+		--log $(OUT)/base.jsonl --eval $(OUT)/data/$(SOURCE)-test-i.cmr --eval $(OUT)/data/$(SOURCE)-test-t.cmr \
+		$(OUT)/data/$(SOURCE)-train-i.cmr $(OUT)/data/$(SOURCE)-train-t.cmr
+
+$(OUT)/base-source.json: $(OUT)/base/model.safetensors
+	$(BIN)/cmr-encode -q -m $(OUT)/base -o $(OUT)/base-i.emb $(OUT)/data/$(SOURCE)-test-i.cmr
+	$(BIN)/cmr-encode -q -m $(OUT)/base -o $(OUT)/base-t.emb $(OUT)/data/$(SOURCE)-test-t.cmr
+	$(BIN)/cmr-eval --json $(OUT)/base-i.emb $(OUT)/base-t.emb >$@.tmp && mv $@.tmp $@
+	rm -f $(OUT)/base-i.emb $(OUT)/base-t.emb
+
+# one row: target T, method M, seed S (zeroshot has one seed: it trains nothing)
+define row
+$(OUT)/runs/$(1)/$(2)-s$(3)/row.txt: $(OUT)/base-source.json $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr \
+		$(OUT)/data/$(1)-test-i.cmr $(OUT)/data/$(1)-test-t.cmr pipelines/transfer-run.sh
+	METHOD_ARGS="$$(METHOD_ARGS_$(2))" sh pipelines/transfer-run.sh $(OUT) $(1) $(2) $(3)
+ROWS += $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt
+endef
+$(foreach t,$(TARGETS),$(foreach m,$(METHODS),$(foreach s,$(if $(filter zeroshot,$(m)),1,$(SEEDS)),\
+	$(eval $(call row,$(t),$(m),$(s))))))
+
+table: $(OUT)/results.md
+$(OUT)/results.md: $(ROWS) pipelines/transfer-table.sh
+	sh pipelines/transfer-table.sh $(OUT)
+
+clean:
+	rm -rf $(OUT)

@@ -7,6 +7,7 @@
 #   make -f pipelines/transfer.mk                 # everything: data, base, every row, table
 #   make -f pipelines/transfer.mk base            # the base model and its source test figures
 #   make -f pipelines/transfer.mk TARGETS=vocab METHODS="zeroshot proj" SEEDS=1
+#   make -f pipelines/transfer.mk publish         # the table into bench/RESULTS.md
 #
 # Variables:
 #   WORLDS       where the world files are                default: examples/worlds
@@ -15,7 +16,7 @@
 #   METHODS      zeroshot full proj last (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
-#   BASE_EPOCHS, BASE_LR, BATCH                            default: 12, 2e-3, 128
+#   BASE_EPOCHS, BASE_LR, BATCH                            default: 20, 2e-3, 128
 #   TUNE_EPOCHS, TUNE_LR (every method, the same budget)   default: 10, 5e-4
 #   SIZE, CONTEXT  (the config's image size and context)   default: 64, 64
 #   OUT          streams, models, rows and the table       default: out/transfer
@@ -27,7 +28,7 @@ TARGETS     ?= render vocab compose personal
 METHODS     ?= zeroshot full proj last
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
-BASE_EPOCHS ?= 12
+BASE_EPOCHS ?= 20
 BASE_LR     ?= 2e-3
 BATCH       ?= 128
 TUNE_EPOCHS ?= 10
@@ -47,7 +48,7 @@ METHOD_ARGS_last     := --train *.layers.2.* --train *post_layernorm* --train *f
 
 export BIN SOURCE BATCH TUNE_EPOCHS TUNE_LR
 
-.PHONY: all base data table clean
+.PHONY: all base data table publish clean
 .SECONDARY:
 all: $(OUT)/results.md
 
@@ -95,6 +96,10 @@ $(foreach t,$(TARGETS),$(foreach m,$(METHODS),$(foreach s,$(if $(filter zeroshot
 table: $(OUT)/results.md
 $(OUT)/results.md: $(ROWS) pipelines/transfer-table.sh
 	sh pipelines/transfer-table.sh $(OUT)
+
+# the table into bench/RESULTS.md (section "transfer", with machine, date and command)
+publish: $(OUT)/results.md
+	sh pipelines/transfer-publish.sh $(OUT) "make -f pipelines/transfer.mk $(MAKEFLAGS)" $(BASE_CONFIG)
 
 clean:
 	rm -rf $(OUT)

@@ -213,7 +213,8 @@ struct cmr_layout {
 
 /* Work space of one tower, in the backend's memory, for batches up to max_batch samples
  * (text: up to max_tokens tokens in all). keep: keep what the backward pass needs (from the
- * tower's grad_from up); 0 for inference. The passes must be given this backend. */
+ * tower's grad_from up; nothing for a tower that trains nothing); 0 for inference. The passes
+ * must be given this backend. */
 typedef struct cmr_clip_ws cmr_clip_ws;
 cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int max_tokens,
 			     int keep);

@@ -65,7 +65,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ws->ops = ops;
 	ws->tower = tower;
 	ws->max_batch = max_batch;
-	ws->keep = keep;
+	ws->keep = keep = keep && cmr_clip_tower_trains(m, tower); /* a frozen tower keeps nothing */
 	ws->max_rows = vision ? max_batch * seq : max_tokens + max_batch * t->nprefix;
 	ws->max_patch = vision ? max_batch * (cmr_clip_vision_seq(c) - 1) : 0;
 	ws->kfrom = keep ? (t->grad_from < 0 ? 0 : t->grad_from > L ? L : t->grad_from) : L;

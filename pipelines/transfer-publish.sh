@@ -1,0 +1,24 @@
+#!/bin/sh
+# transfer-publish.sh OUT COMMAND BASE_CONFIG - writes the transfer benchmark's table (OUT/results.md)
+# and the base model's source test figures as the "transfer" section of bench/RESULTS.md.
+set -eu
+. bench/lib.sh
+OUT=$1
+r() { sed -n "/\"$2\"/,/}/p" "$1" | sed -n "s/.*\"$3\": \([0-9.]*\).*/\1/p" | head -1; }
+b=$OUT/base-source.json
+params=$(sed -n 's/.*"parameters": \([0-9]*\).*/\1/p' "$OUT/base.jsonl" | head -1)
+section="<!-- transfer:begin -->
+## The specific-database benchmark (pipelines/transfer.mk)
+
+Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'). Date: $(date -u +%Y-%m-%d).
+Command: \`$2\`, then \`make -f pipelines/transfer.mk publish\`.
+Worlds: examples/worlds/ (examples/worlds/README.md). Base model: $3 ($params parameters),
+pretrained on the source world; on the source test set ($(r "$b" text_to_image queries) captions of $(r "$b" image_to_text queries) distinct scenes) it has
+text→image R@1 $(r "$b" text_to_image R@1), R@5 $(r "$b" text_to_image R@5); image→text R@1 $(r "$b" image_to_text R@1), R@5 $(r "$b" image_to_text R@5).
+Rows: mean ± half the range over the seeds; \"source after\" is the tuned model's text→image
+R@1 on the source test set (forgetting); bytes: what the method adds to or changes in the base
+checkpoint, F32.
+
+$(cat "$OUT/results.md")
+<!-- transfer:end -->"
+write_section transfer "$section"

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "wds.h"
 
 static const char *shapes[] = {"circle", "square", "triangle", "cross"};
 static const char *colours[] = {"red", "green", "blue", "yellow", "purple", "white"};
@@ -47,20 +48,6 @@ static int inside(int shape, int x, int y, int cx, int cy, int r)
 	}
 }
 
-static void put(struct archive *a, const char *name, const void *data, size_t len)
-{
-	struct archive_entry *e = archive_entry_new();
-	archive_entry_set_pathname(e, name);
-	archive_entry_set_size(e, (la_int64_t)len);
-	archive_entry_set_filetype(e, AE_IFREG);
-	archive_entry_set_perm(e, 0644);
-	archive_entry_set_mtime(e, 0, 0);
-	if (archive_write_header(a, e) != ARCHIVE_OK || archive_write_data(a, data, len) != (la_ssize_t)len) {
-		fprintf(stderr, "mkshapes: %s\n", archive_error_string(a));
-		exit(1);
-	}
-	archive_entry_free(e);
-}
 
 int main(int argc, char **argv)
 {
@@ -137,7 +124,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		snprintf(name, sizeof name, "%s.jpg", key);
-		put(a, name, jp, len);
+		wds_put(a, "mkshapes", name, jp, len);
 		free(jp);
 		const char *sh = shapes[shape], *co = colours[colour], *si = sizes[size], *pl = places[place];
 		snprintf(txt, sizeof txt,
@@ -146,7 +133,7 @@ int main(int argc, char **argv)
 			 "there is a %s %s %s at the %s of the picture\n",
 			 si, co, sh, pl, co, sh, si, pl, si, co, sh, pl);
 		snprintf(name, sizeof name, "%s.txt", key);
-		put(a, name, txt, strlen(txt));
+		wds_put(a, "mkshapes", name, txt, strlen(txt));
 	}
 	free(px);
 	if (archive_write_close(a) != ARCHIVE_OK) {

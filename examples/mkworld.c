@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "image.h"
+#include "wds.h"
 
 /* ---- the world ---- */
 #define MAXC 32 /* entries of each list */
@@ -587,18 +588,6 @@ static void descriptions(text *t, const scene *s)
 }
 
 /* ---- output ---- */
-static void put(struct archive *a, const char *name, const void *data, size_t len)
-{
-	struct archive_entry *e = archive_entry_new();
-	archive_entry_set_pathname(e, name);
-	archive_entry_set_size(e, (la_int64_t)len);
-	archive_entry_set_filetype(e, AE_IFREG);
-	archive_entry_set_perm(e, 0644);
-	archive_entry_set_mtime(e, 0, 0);
-	if (archive_write_header(a, e) != ARCHIVE_OK || archive_write_data(a, data, len) != (la_ssize_t)len)
-		die("%s", archive_error_string(a));
-	archive_entry_free(e);
-}
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -675,7 +664,7 @@ int main(int argc, char **argv)
 		if (!jp)
 			die("%s", err);
 		snprintf(name, sizeof name, "%s.jpg", key);
-		put(a, name, jp, len);
+		wds_put(a, "mkworld", name, jp, len);
 		free(jp);
 		text t = {cap, 0, sizeof cap};
 		for (int c = 0; c < W.captions; c++) {
@@ -686,15 +675,15 @@ int main(int argc, char **argv)
 			say(&t, "\n");
 		}
 		snprintf(name, sizeof name, "%s.txt", key);
-		put(a, name, cap, t.n);
+		wds_put(a, "mkworld", name, cap, t.n);
 		text d = {dsc, 0, sizeof dsc};
 		descriptions(&d, &s);
 		snprintf(name, sizeof name, "%s.desc", key);
-		put(a, name, dsc, d.n);
+		wds_put(a, "mkworld", name, dsc, d.n);
 		int label = W.label_colour ? s.o[0].colour : s.o[0].shape;
 		int l = snprintf(dsc, sizeof dsc, "%d\n", label);
 		snprintf(name, sizeof name, "%s.cls", key);
-		put(a, name, dsc, (size_t)l);
+		wds_put(a, "mkworld", name, dsc, (size_t)l);
 	}
 	if (archive_write_close(a) != ARCHIVE_OK)
 		die("%s", archive_error_string(a));

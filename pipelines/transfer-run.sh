@@ -18,7 +18,7 @@ start=$(date +%s)
 trainable=0
 bytes=0
 if [ "$M" != zeroshot ]; then
-	rm -rf "$D/model"
+	rm -rf "$D/model" "$D/row.txt"
 	# shellcheck disable=SC2086
 	"$BIN/cmr-train" -q -m "$OUT/base" -o "$D/model" -b "$BATCH" --epochs "$TUNE_EPOCHS" --lr "$TUNE_LR" \
 		--seed "$S" $METHOD_ARGS --log "$D/train.jsonl" "$OUT/data/$T-train-i.cmr" "$OUT/data/$T-train-t.cmr" \

@@ -71,11 +71,15 @@ $(OUT)/data/%-t.cmr: $(OUT)/data/%.tar $(BIN)/cmr-caption-ingest
 
 # the base model: pretrained once on the source world, checked on its test set
 base: $(OUT)/base-source.json
+# trained into base.tmp and renamed when cmr-train succeeds: an interrupted run (which saves
+# its last step, by design) is never taken for the finished base model
 $(OUT)/base/model.safetensors: $(BASE_CONFIG) $(OUT)/data/$(SOURCE)-train-i.cmr $(OUT)/data/$(SOURCE)-train-t.cmr \
 		$(OUT)/data/$(SOURCE)-test-i.cmr $(OUT)/data/$(SOURCE)-test-t.cmr $(BIN)/cmr-train
-	$(BIN)/cmr-train --config $(BASE_CONFIG) -o $(OUT)/base -b $(BATCH) --epochs $(BASE_EPOCHS) --lr $(BASE_LR) \
+	rm -rf $(OUT)/base.tmp
+	$(BIN)/cmr-train --config $(BASE_CONFIG) -o $(OUT)/base.tmp -b $(BATCH) --epochs $(BASE_EPOCHS) --lr $(BASE_LR) \
 		--log $(OUT)/base.jsonl --eval $(OUT)/data/$(SOURCE)-test-i.cmr --eval $(OUT)/data/$(SOURCE)-test-t.cmr \
 		$(OUT)/data/$(SOURCE)-train-i.cmr $(OUT)/data/$(SOURCE)-train-t.cmr
+	rm -rf $(OUT)/base && mv $(OUT)/base.tmp $(OUT)/base
 
 $(OUT)/base-source.json: $(OUT)/base/model.safetensors
 	$(BIN)/cmr-encode -q -m $(OUT)/base -o $(OUT)/base-i.emb $(OUT)/data/$(SOURCE)-test-i.cmr

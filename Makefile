@@ -61,7 +61,8 @@ LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 LIB_SRC := lib/fe.c lib/util.c lib/image.c lib/eval.c lib/index.c \
 	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c \
 	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
-	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c
+	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c \
+	lib/model/tuning.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/backend/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
@@ -76,7 +77,7 @@ TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
 TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip $(BUILD)/tests/mkvec \
-	$(BUILD)/tests/traincheck $(BUILD)/examples/mkworld
+	$(BUILD)/tests/traincheck $(BUILD)/tests/promptcheck $(BUILD)/examples/mkworld
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
@@ -134,7 +135,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok jpeg
+FUZZ_TARGETS := stream npy tok jpeg tuning
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -145,6 +146,7 @@ $(BUILD)/obj/tests/fuzz/fuzz_stream.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fu
 $(BUILD)/obj/tests/fuzz/fuzz_npy.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_npy_one
 $(BUILD)/obj/tests/fuzz/fuzz_tok.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tok_one
 $(BUILD)/obj/tests/fuzz/fuzz_jpeg.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_jpeg_one
+$(BUILD)/obj/tests/fuzz/fuzz_tuning.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tuning_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -167,6 +169,10 @@ $(BUILD)/tests/mkvec: $(BUILD)/obj/tests/tools/mkvec.o $(LIBCMR)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 
 $(BUILD)/tests/traincheck: $(BUILD)/obj/tests/tools/traincheck.o $(LIBCMR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
+
+$(BUILD)/tests/promptcheck: $(BUILD)/obj/tests/tools/promptcheck.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 

@@ -13,20 +13,25 @@
 #include "util.h"
 #include "format/half.h"
 #include "model/clip.h"
+#include "model/tuning.h"
 #include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-encode",
-	"-m MODEL_DIR [-b N] [--backend NAME] [-t N] [--no-normalize] [--dtype f32|f16]\n"
+	"-m MODEL_DIR [--tuning DIR] [-b N] [--backend NAME] [-t N] [--no-normalize]\n"
+	"[--dtype f32|f16]\n"
 	"[-z N] [-o OUT.cmr] [INPUT...]",
 	"Encode image records (cmr-decode) and token records (cmr-caption-ingest) into embedding\n"
 	"records with a CLIP checkpoint in Hugging Face's layout: MODEL_DIR/config.json and\n"
 	"MODEL_DIR/model.safetensors (fp32, fp16 or bf16), and preprocessor_config.json for the\n"
 	"image mean and std when present. Each tower is loaded on first use, memory-mapped.\n"
 	"Embeddings keep the input's keys and order; metadata records are passed along and the\n"
-	"model's name and content hash are added to the provenance.\n"
+	"model's name and content hash are added to the provenance (with --tuning, the identity\n"
+	"of base + tuning, and the base's).\n"
 	"\nOptions:\n"
 	"  -m, --model DIR       the checkpoint directory (required)\n"
+	"      --tuning DIR      apply this tuning of MODEL_DIR (cmr-train's prompts,\n"
+	"                        cmr-tuning(5)); refused when it was made for another base\n"
 	"  -b, --batch N         samples per forward pass (default 32)\n"
 	"      --backend NAME    blas (default: OpenBLAS sgemm) or ref (plain loops, slow, the\n"
 	"                        reference the fast one is tested against); list: this build's\n"
@@ -39,7 +44,7 @@ static const cmr_tool tool = {
 };
 
 struct opts {
-	const char *model;
+	const char *model, *tuning;
 	int batch;
 	const cmr_ops *ops;
 	int threads;
@@ -53,12 +58,13 @@ struct opts {
 	char **argv;
 };
 
-enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE };
+enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE, OPT_TUNING };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{"model", required_argument, NULL, 'm'},
+		{"tuning", required_argument, NULL, OPT_TUNING},
 		{"batch", required_argument, NULL, 'b'},
 		{"backend", required_argument, NULL, OPT_BACKEND},
 		{"threads", required_argument, NULL, 't'},
@@ -80,6 +86,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "m:b:t:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
+		case OPT_TUNING: o->tuning = optarg; break;
 		case 'b': o->batch = (int)cmr_parse_int("--batch", optarg, 1, 4096); break;
 		case OPT_BACKEND:
 			o->ops = cmr_parse_backend(optarg);
@@ -121,6 +128,9 @@ typedef struct {
 static struct {
 	struct opts *o;
 	cmr_clip *m;            /* the towers are loaded as their first record comes */
+	unsigned loaded;        /* the towers whose weights are loaded */
+	cmr_tuning tun;         /* with --tuning */
+	uint64_t truncated;     /* captions cut to make room for text prompts */
 	const cmr_clip_tower *tower[2];
 	cmr_clip_ws *ws[2];
 	int prov_done;
@@ -140,9 +150,15 @@ static char *provenance(int kind)
 	const cmr_clip_tower *t = g.tower[kind];
 	char hash[17];
 	snprintf(hash, sizeof hash, "%016" PRIx64, t->hash);
-	json_object_set_new(j, "model", json_pack("{s:s, s:s, s:s, s:s, s:i}", "name", t->name, "path", g.o->model,
-						 "tower", kind == CMR_TOWER_VISION ? "vision" : "text", "xxh3", hash,
-						 "dim", t->proj));
+	json_t *model = json_pack("{s:s, s:s, s:s, s:s, s:i}", "name", t->name, "path", g.o->model, "tower",
+				  kind == CMR_TOWER_VISION ? "vision" : "text", "xxh3", hash, "dim", t->proj);
+	if (g.o->tuning) {
+		char bh[17];
+		snprintf(bh, sizeof bh, "%016" PRIx64, t->base_hash);
+		json_object_set_new(model, "tuning", json_pack("{s:s, s:s}", "path", g.o->tuning, "method", g.tun.method));
+		json_object_set_new(model, "base_xxh3", json_string(bh));
+	}
+	json_object_set_new(j, "model", model);
 	json_object_set_new(j, "normalized", json_boolean(g.o->normalize));
 	json_object_set_new(j, "backend", json_string(g.o->ops->name));
 	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -150,18 +166,32 @@ static char *provenance(int kind)
 	return s;
 }
 
+/* the weights of the towers in mask: the base's, and the tuning's */
+static void load_weights(unsigned mask)
+{
+	char err[1024], path[4096];
+	mask &= ~g.loaded;
+	if (!mask)
+		return;
+	if (!g.m) {
+		g.m = g.o->tuning ? cmr_tuning_open(g.o->model, g.o->tuning, mask, &g.tun, err, sizeof err)
+				  : cmr_clip_open(g.o->model, mask, err, sizeof err);
+		if (!g.m)
+			cmr_die("%s", err);
+	} else {
+		snprintf(path, sizeof path, "%s/model.safetensors", g.o->model);
+		if (cmr_clip_load(g.m, path, mask, 0, err, sizeof err) < 0 ||
+		    (g.o->tuning && cmr_tuning_load(g.m, &g.tun, g.o->tuning, mask, err, sizeof err) < 0))
+			cmr_die("%s", err);
+	}
+	g.loaded |= mask;
+}
+
 static void load(int kind)
 {
 	if (g.tower[kind])
 		return;
-	char err[1024], path[4096];
-	if (!g.m)
-		g.m = cmr_clip_open(g.o->model, 1u << kind, err, sizeof err);
-	else if (snprintf(path, sizeof path, "%s/model.safetensors", g.o->model),
-		 cmr_clip_load(g.m, path, 1u << kind, 0, err, sizeof err) < 0)
-		cmr_die("%s", err);
-	if (!g.m)
-		cmr_die("%s", err);
+	load_weights(1u << kind);
 	g.tower[kind] = &g.m->tower[kind];
 	const cmr_tower_cfg *c = &g.tower[kind]->cfg;
 	g.ws[kind] = cmr_clip_ws_new(g.m, g.o->ops, kind, g.o->batch, g.o->batch * c->context, 0);
@@ -201,6 +231,8 @@ static void flush(void)
 			lens[b] = g.pending[b].len;
 		}
 		rc = cmr_clip_encode_texts(g.m, g.o->ops, g.ws[kind], ids, lens, B, g.emb);
+		if (rc == 0)
+			g.truncated += (uint64_t)cmr_clip_ws_layout(g.ws[kind])->truncated;
 	}
 	if (rc < 0)
 		cmr_die("%s: the batch could not be encoded", g.pending[0].where);
@@ -300,6 +332,14 @@ int main(int argc, char **argv)
 	if (cmr_clip_cfg_load(o.model, &cfg, err, sizeof err) < 0)
 		cmr_die("%s", err);
 	int maxdim = cfg.proj;
+	if (o.tuning) { /* a tuning is checked whole before anything is written */
+		cmr_tuning t;
+		if (cmr_tuning_read(o.tuning, &t, err, sizeof err) < 0)
+			cmr_die("%s", err);
+		if (cmr_tuning_check(&t, &cfg, err, sizeof err) < 0)
+			cmr_die("%s: %s", o.tuning, err);
+		load_weights((t.vision_prompts ? 1u << CMR_TOWER_VISION : 0) | (t.text_prompts ? 1u << CMR_TOWER_TEXT : 0));
+	}
 	g.pending = calloc((size_t)o.batch, sizeof *g.pending);
 	g.emb = malloc((size_t)o.batch * maxdim * sizeof *g.emb);
 	g.emb16 = malloc((size_t)maxdim * sizeof *g.emb16);
@@ -320,6 +360,9 @@ int main(int argc, char **argv)
 	cmr_writer_free(g.w);
 	cmr_output_commit(&out);
 	cmr_info("%" PRIu64 " embeddings", g.written);
+	if (g.truncated)
+		cmr_warn("%" PRIu64 " captions were cut to %d tokens to make room for %d text prompts", g.truncated,
+			 cfg.text.context - g.tun.text_prompts, g.tun.text_prompts);
 	for (int k = 0; k < 2; k++)
 		cmr_clip_ws_free(g.ws[k]);
 	cmr_clip_free(g.m);

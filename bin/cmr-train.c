@@ -7,17 +7,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "fe.h"
 #include "model/run.h"
+#include "model/tuning.h"
+#include "text/clip_tok.h"
 
 static const cmr_tool tool = {
 	"cmr-train",
 	"(-m MODEL_DIR | --config CONFIG.json | --resume OUT_DIR) -o OUT_DIR [-b N]\n"
 	"[--epochs N | --steps N] [--lr X] [--warmup N] [--loss infonce|vse] [--freeze GLOB]...\n"
-	"[--train GLOB]... [--eval STREAM]... [--log FILE] [STREAM...]",
+	"[--train GLOB]... [--eval STREAM]... [--log FILE] [STREAM...]\n"
+	"cmr-train -m BASE_DIR --text-prompts N --vision-prompts N [--deep] [--prompt-init PHRASE]\n"
+	"[--train-logit-scale] -o TUNING_DIR [options] [STREAM...]",
 	"Train a CLIP model with a contrastive loss on pairs of image records (cmr-decode, at the\n"
 	"model's image size) and token records (cmr-caption-ingest), paired by key: the caption\n"
 	"<image key>#<n> goes with the image <image key>. Each step takes B images in a seeded\n"
@@ -25,6 +30,10 @@ static const cmr_tool tool = {
 	"OUT_DIR in Hugging Face's layout (config.json, preprocessor_config.json,\n"
 	"model.safetensors), which cmr-encode -m reads, with train-state.safetensors (optimizer\n"
 	"moments, step) for --resume. Every file is written under a temporary name and renamed.\n"
+	"With prompts the base model is frozen and only the prompts train (and the logit scale\n"
+	"with --train-logit-scale); OUT_DIR is then a tuning directory (cmr-tuning(5):\n"
+	"adapter_config.json, adapter_model.safetensors, kilobytes) that cmr-encode applies\n"
+	"to the same base.\n"
 	"\nModel:\n"
 	"  -m, --init DIR        start from this checkpoint\n"
 	"      --config FILE     start from random weights for this config.json, initialised as\n"
@@ -32,6 +41,18 @@ static const cmr_tool tool = {
 	"      --resume DIR      go on from the checkpoint and training state in DIR (the data,\n"
 	"                        --batch, --seed and the schedule must be those of the first run)\n"
 	"  -o, --output DIR      where checkpoints go (default with --resume: DIR)\n"
+	"\nPrompt tuning (Zhang et al. 2024; CoOp's text and VPT's vision placement):\n"
+	"      --text-prompts N  N trained vectors after the start token (positions 1..N);\n"
+	"                        captions are cut to context - N tokens (said when it happens)\n"
+	"      --vision-prompts N\n"
+	"                        N trained vectors after the class token, before the pre-layernorm\n"
+	"      --deep            a separate set per layer, replacing the prompt rows before each\n"
+	"                        layer after the first\n"
+	"      --prompt-init PHRASE\n"
+	"                        the text prompts start as the token embeddings of PHRASE (its\n"
+	"                        tokens fill the first rows; default: all N(0, 0.02))\n"
+	"      --train-logit-scale\n"
+	"                        the logit scale trains with the prompts (saved in the tuning)\n"
 	"\nSchedule:\n"
 	"  -b, --batch N         pairs per step (default 64)\n"
 	"      --epochs N        passes over the images (default 1)\n"
@@ -71,6 +92,8 @@ static const cmr_tool tool = {
 struct opts {
 	const char *init, *config, *resume, *output, *log;
 	int batch, epochs, threads;
+	int text_prompts, vision_prompts, deep, train_logit;
+	const char *prompt_init;
 	const cmr_loss *loss;
 	int64_t steps, max_steps, warmup, save_every, eval_every, log_every;
 	double lr, min_lr, wd, beta1, beta2, eps, clip, margin;
@@ -87,8 +110,16 @@ struct opts {
 enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
-	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND
+	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
+	OPT_PINIT, OPT_TLOGIT
 };
+
+static int is_tuning_dir(const char *dir)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/" CMR_TUNING_CONFIG, dir);
+	return access(path, F_OK) == 0;
+}
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -121,6 +152,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"log-every", required_argument, NULL, OPT_LOGEVERY},
 		{"backend", required_argument, NULL, OPT_BACKEND},
 		{"threads", required_argument, NULL, 't'},
+		{"text-prompts", required_argument, NULL, OPT_TPROMPTS},
+		{"vision-prompts", required_argument, NULL, OPT_VPROMPTS},
+		{"deep", no_argument, NULL, OPT_DEEP},
+		{"prompt-init", required_argument, NULL, OPT_PINIT},
+		{"train-logit-scale", no_argument, NULL, OPT_TLOGIT},
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
@@ -183,6 +219,15 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			o->ops = cmr_parse_backend(optarg);
 			break;
 		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 1024); break;
+		case OPT_TPROMPTS:
+			o->text_prompts = (int)cmr_parse_int("--text-prompts", optarg, 0, CMR_TUNING_MAX_PROMPTS);
+			break;
+		case OPT_VPROMPTS:
+			o->vision_prompts = (int)cmr_parse_int("--vision-prompts", optarg, 0, CMR_TUNING_MAX_PROMPTS);
+			break;
+		case OPT_DEEP: o->deep = 1; break;
+		case OPT_PINIT: o->prompt_init = optarg; break;
+		case OPT_TLOGIT: o->train_logit = 1; break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -190,7 +235,20 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	}
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
-	if (!!o->init + !!o->config + !!o->resume != 1)
+	int prompts = o->text_prompts || o->vision_prompts;
+	if ((o->deep || o->prompt_init || o->train_logit) && !prompts)
+		cmr_usage_error("--deep, --prompt-init and --train-logit-scale go with --text-prompts or --vision-prompts");
+	if (o->prompt_init && !o->text_prompts)
+		cmr_usage_error("--prompt-init initialises text prompts: give --text-prompts N");
+	if (prompts && (o->ntrain || o->nfreeze))
+		cmr_usage_error("a prompt tuning trains the prompts only: no --train or --freeze");
+	if (prompts && o->config)
+		cmr_usage_error("prompts tune a trained base: give -m BASE_DIR, not --config");
+	if (prompts && o->resume)
+		cmr_usage_error("--resume takes the prompts' lengths from the tuning: give them once");
+	if (o->resume && o->init && !is_tuning_dir(o->resume))
+		cmr_usage_error("-m BASE_DIR goes with --resume of a tuning directory only");
+	if (!!o->init + !!o->config + !!o->resume != 1 && !(o->resume && o->init))
 		cmr_usage_error("give one of -m DIR, --config FILE and --resume DIR");
 	if (o->resume && !o->output)
 		o->output = o->resume;
@@ -233,39 +291,28 @@ static char *slurp(const char *path, size_t *len)
 	return buf;
 }
 
-static int run(struct opts *o, int argc, char **argv)
+/* the text prompts' initial rows: the phrase's token embeddings */
+static void init_phrase(cmr_clip *m, const char *phrase)
 {
-	char err[1024], path[4096];
-	const char *src = o->init ? o->init : o->resume ? o->resume : o->config;
-	cmr_clip_cfg cfg;
-	if (cmr_clip_cfg_load(src, &cfg, err, sizeof err) < 0)
+	char err[1024];
+	cmr_clip_tok *tk = cmr_clip_tok_new(err, sizeof err);
+	if (!tk)
 		cmr_die("%s", err);
-	char *config_text, *pre_text = NULL;
-	size_t config_len, pre_len = 0;
-	/* the config travels verbatim; the preprocessor config too when there is one */
-	if (o->config)
-		snprintf(path, sizeof path, "%s", o->config);
-	else
-		snprintf(path, sizeof path, "%s/config.json", src);
-	if (!(config_text = slurp(path, &config_len)))
-		cmr_die("%s: %s", path, strerror(errno));
-	if (!o->config) {
-		snprintf(path, sizeof path, "%s/preprocessor_config.json", src);
-		pre_text = slurp(path, &pre_len);
-	}
-	if (!pre_text) {
-		json_t *p = json_pack("{s:i, s:b, s:b, s:b, s:[f,f,f], s:[f,f,f], s:i, s:i}", "crop_size", cfg.vision.image_size,
-				      "do_center_crop", 1, "do_normalize", 1, "do_resize", 1, "image_mean", (double)cfg.mean[0],
-				      (double)cfg.mean[1], (double)cfg.mean[2], "image_std", (double)cfg.std[0], (double)cfg.std[1],
-				      (double)cfg.std[2], "resample", 3, "size", cfg.vision.image_size);
-		pre_text = json_dumps(p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		pre_len = strlen(pre_text);
-		json_decref(p);
-	}
-	cmr_clip *m = cmr_clip_new(&cfg);
-	if (!m)
-		cmr_die("out of memory for the model");
-	/* what is trained: flags before loading, so that frozen weights stay in the mapping */
+	int32_t ids[CMR_CLIP_CONTEXT];
+	int trunc = 0, n = cmr_clip_tokenize(tk, phrase, strlen(phrase), CMR_CLIP_CONTEXT, ids, &trunc);
+	cmr_clip_tok_free(tk);
+	if (n < 0)
+		cmr_die("out of memory");
+	if (n <= 2 || trunc)
+		cmr_usage_error("--prompt-init '%s': %s", phrase, trunc ? "too long" : "no tokens");
+	if (cmr_tuning_init_phrase(m, ids + 1, n - 2, err, sizeof err) < 0)
+		cmr_usage_error("--prompt-init '%s': %s", phrase, err);
+	cmr_info("text prompts: the first %d of %d are '%s'", n - 2, m->tower[CMR_TOWER_TEXT].nprefix, phrase);
+}
+
+/* the model and what of it trains, for a full run: flags from --train and --freeze */
+static size_t select_trained(cmr_clip *m, const struct opts *o)
+{
 	size_t ntrain = 0;
 	for (int i = 0; i < m->nparam; i++) {
 		cmr_param *p = &m->param[i];
@@ -280,8 +327,68 @@ static int run(struct opts *o, int argc, char **argv)
 			p->flags |= CMR_PARAM_TRAIN;
 		ntrain += fz ? 0 : p->n;
 	}
-	if (!ntrain)
+	return ntrain;
+}
+
+static int run(struct opts *o, int argc, char **argv)
+{
+	char err[1024], path[4096];
+	cmr_tuning tun;
+	memset(&tun, 0, sizeof tun);
+	int tuning = o->text_prompts || o->vision_prompts || (o->resume && is_tuning_dir(o->resume));
+	const char *src = o->init ? o->init : o->resume ? o->resume : o->config;
+	if (tuning && o->resume) { /* the tuning says what it is and on which base */
+		if (cmr_tuning_read(o->resume, &tun, err, sizeof err) < 0)
+			cmr_die("%s", err);
+		if (o->init)
+			snprintf(tun.base, sizeof tun.base, "%s", o->init);
+		if (!tun.base[0])
+			cmr_die("%s: no base model recorded: give it with -m BASE_DIR", o->resume);
+		src = tun.base;
+	} else if (tuning) {
+		snprintf(tun.method, sizeof tun.method, "prompts");
+		tun.text_prompts = o->text_prompts, tun.vision_prompts = o->vision_prompts;
+		tun.deep = o->deep, tun.logit_scale = o->train_logit;
+		snprintf(tun.init, sizeof tun.init, "%s", o->prompt_init ? o->prompt_init : "");
+		snprintf(tun.base, sizeof tun.base, "%s", o->init);
+	}
+	cmr_clip_cfg cfg;
+	if (cmr_clip_cfg_load(src, &cfg, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	char *config_text = NULL, *pre_text = NULL;
+	size_t config_len = 0, pre_len = 0;
+	if (!tuning) { /* the config travels verbatim; the preprocessor config too when there is one */
+		if (o->config)
+			snprintf(path, sizeof path, "%s", o->config);
+		else
+			snprintf(path, sizeof path, "%s/config.json", src);
+		if (!(config_text = slurp(path, &config_len)))
+			cmr_die("%s: %s", path, strerror(errno));
+		if (!o->config) {
+			snprintf(path, sizeof path, "%s/preprocessor_config.json", src);
+			pre_text = slurp(path, &pre_len);
+		}
+		if (!pre_text) {
+			json_t *p = json_pack("{s:i, s:b, s:b, s:b, s:[f,f,f], s:[f,f,f], s:i, s:i}", "crop_size",
+					      cfg.vision.image_size, "do_center_crop", 1, "do_normalize", 1, "do_resize", 1,
+					      "image_mean", (double)cfg.mean[0], (double)cfg.mean[1], (double)cfg.mean[2],
+					      "image_std", (double)cfg.std[0], (double)cfg.std[1], (double)cfg.std[2],
+					      "resample", 3, "size", cfg.vision.image_size);
+			pre_text = json_dumps(p, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+			pre_len = strlen(pre_text);
+			json_decref(p);
+		}
+	}
+	cmr_clip *m = cmr_clip_new(&cfg);
+	if (!m)
+		cmr_die("out of memory for the model");
+	/* what is trained: flags before loading, so that frozen weights stay in the mapping */
+	if (tuning) {
+		if (cmr_tuning_add(m, &tun, 1, err, sizeof err) < 0)
+			cmr_die("%s: %s", o->resume ? o->resume : src, err);
+	} else if (!select_trained(m, o)) {
 		cmr_die("--freeze and --train leave no parameter to train");
+	}
 	if (o->config) {
 		if (cmr_clip_init(m, o->seed, err, sizeof err) < 0)
 			cmr_die("%s", err);
@@ -289,6 +396,13 @@ static int run(struct opts *o, int argc, char **argv)
 		snprintf(path, sizeof path, "%s/model.safetensors", src);
 		if (cmr_clip_load(m, path, CMR_TOWERS_BOTH, o->seed, err, sizeof err) < 0)
 			cmr_die("%s", err);
+		cmr_clip_set_name(m, src);
+	}
+	if (tuning && o->resume) {
+		if (cmr_tuning_load(m, &tun, o->resume, CMR_TOWERS_BOTH, err, sizeof err) < 0)
+			cmr_die("%s", err);
+	} else if (tuning && o->prompt_init) {
+		init_phrase(m, o->prompt_init);
 	}
 	if (cmr_clip_grads(m) < 0)
 		cmr_die("out of memory for the gradients");
@@ -298,6 +412,15 @@ static int run(struct opts *o, int argc, char **argv)
 	cmr_pairs ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .what = "evaluation"};
 	if (o->nevals)
 		cmr_pairs_load(&ev, o->evals, o->nevals);
+	for (int k = 0; tun.text_prompts && k < 2; k++) {
+		const cmr_pairs *pp = k ? &ev : &d;
+		size_t cut = 0;
+		for (size_t t = 0; t < pp->ntok; t++)
+			cut += pp->len[t] + tun.text_prompts > cfg.text.context;
+		if (cut)
+			cmr_warn("%zu of %zu %s captions are cut to %d tokens to make room for %d text prompts", cut,
+				 pp->ntok, pp->what, cfg.text.context - tun.text_prompts, tun.text_prompts);
+	}
 	if (o->threads)
 		cmr_ops_set_threads(o->threads);
 	cmr_loss_term term = {o->loss, 1.0, (float)o->margin};
@@ -307,8 +430,8 @@ static int run(struct opts *o, int argc, char **argv)
 		.save_every = o->save_every, .eval_every = o->eval_every, .log_every = o->log_every, .lr = o->lr,
 		.min_lr = o->min_lr, .wd = o->wd, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .clip = o->clip,
 		.seed = o->seed, .terms = &term, .nterms = 1, .ops = o->ops, .output = o->output, .resume = o->resume,
-		.log = o->log, .provenance = prov, .config_text = config_text, .config_len = config_len,
-		.pre_text = pre_text, .pre_len = pre_len,
+		.log = o->log, .provenance = prov, .tuning = tuning ? &tun : NULL, .config_text = config_text,
+		.config_len = config_len, .pre_text = pre_text, .pre_len = pre_len,
 	};
 	int rc = cmr_run_train(m, &ro, &d, o->nevals ? &ev : NULL);
 	free(prov), free(config_text), free(pre_text);

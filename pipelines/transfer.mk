@@ -55,26 +55,29 @@ all: $(OUT)/results.md
 WORLD_NAMES := $(SOURCE) $(TARGETS)
 data: $(foreach w,$(WORLD_NAMES),$(foreach s,train test,$(OUT)/data/$(w)-$(s)-i.cmr $(OUT)/data/$(w)-$(s)-t.cmr))
 
-$(OUT)/data/%-train.tar: $(WORLDS)/%.json $(MKWORLD)
+$(OUT)/data/%-train.tar: $(WORLDS)/%.json | $(MKWORLD)
 	@mkdir -p $(@D)
 	$(MKWORLD) $< >$@.tmp && mv $@.tmp $@
 
-$(OUT)/data/%-test.tar: $(WORLDS)/%.json $(MKWORLD)
+$(OUT)/data/%-test.tar: $(WORLDS)/%.json | $(MKWORLD)
 	@mkdir -p $(@D)
 	$(MKWORLD) --split test $< >$@.tmp && mv $@.tmp $@
 
-$(OUT)/data/%-i.cmr: $(OUT)/data/%.tar $(BIN)/cmr-decode
+$(OUT)/data/%-i.cmr: $(OUT)/data/%.tar | $(BIN)/cmr-decode
 	$(BIN)/cmr-decode -q -s $(SIZE) -o $@ $<
 
-$(OUT)/data/%-t.cmr: $(OUT)/data/%.tar $(BIN)/cmr-caption-ingest
+$(OUT)/data/%-t.cmr: $(OUT)/data/%.tar | $(BIN)/cmr-caption-ingest
 	$(BIN)/cmr-caption-ingest -q -f wds -c $(CONTEXT) -o $@ $<
+
+# The tools are order-only prerequisites: a rebuild of cmr (every commit relinks them) does not
+# redo the data, the base model or the rows; `make clean` (or removing a row) does.
 
 # the base model: pretrained once on the source world, checked on its test set
 base: $(OUT)/base-source.json
 # trained into base.tmp and renamed when cmr-train succeeds: an interrupted run (which saves
 # its last step, by design) is never taken for the finished base model
 $(OUT)/base/model.safetensors: $(BASE_CONFIG) $(OUT)/data/$(SOURCE)-train-i.cmr $(OUT)/data/$(SOURCE)-train-t.cmr \
-		$(OUT)/data/$(SOURCE)-test-i.cmr $(OUT)/data/$(SOURCE)-test-t.cmr $(BIN)/cmr-train
+		$(OUT)/data/$(SOURCE)-test-i.cmr $(OUT)/data/$(SOURCE)-test-t.cmr | $(BIN)/cmr-train
 	rm -rf $(OUT)/base.tmp
 	$(BIN)/cmr-train --config $(BASE_CONFIG) -o $(OUT)/base.tmp -b $(BATCH) --epochs $(BASE_EPOCHS) --lr $(BASE_LR) \
 		--log $(OUT)/base.jsonl --eval $(OUT)/data/$(SOURCE)-test-i.cmr --eval $(OUT)/data/$(SOURCE)-test-t.cmr \

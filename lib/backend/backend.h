@@ -52,6 +52,9 @@ typedef struct cmr_ops {
 	void (*gather_add)(float *dst, const float *tab, const int *idx, int n, int D);
 	/* dst[idx[i]] += src[i] where idx[i] >= 0, i in increasing order (their backward passes) */
 	void (*scatter_add)(float *dst, const float *src, const int *idx, int n, int D);
+	/* dst[i] = tab[idx[i]] where idx[i] >= 0, other rows unchanged; tab NULL: zeros (rows
+	 * replaced: deep prompts, and their backward pass) */
+	void (*set_rows)(float *dst, const float *tab, const int *idx, int n, int D);
 	/* the normalised patches of B host images u8 [S, S, 3] as rows [B * (S/P)^2, 3 * P * P]
 	 * in the patch convolution's (channel, y, x) order */
 	void (*patchify)(float *out, const unsigned char *const *pixels, int B, int S, int P, const float *mean,
@@ -101,6 +104,7 @@ void cmr_host_add(float *y, const float *a, const float *b, size_t n);
 void cmr_host_gather(float *dst, const float *src, const int *idx, int n, int D);
 void cmr_host_gather_add(float *dst, const float *tab, const int *idx, int n, int D);
 void cmr_host_scatter_add(float *dst, const float *src, const int *idx, int n, int D);
+void cmr_host_set_rows(float *dst, const float *tab, const int *idx, int n, int D);
 void cmr_host_patchify(float *out, const unsigned char *const *pixels, int B, int S, int P, const float *mean,
 		       const float *std);
 double cmr_host_sumsq(const float *x, size_t n);
@@ -110,8 +114,8 @@ double cmr_host_sumsq(const float *x, size_t n);
 	.download = cmr_host_memcpy, .sync = cmr_host_sync, .zero = cmr_host_zero,              \
 	.copy = cmr_host_copy, .scale = cmr_host_scale, .add = cmr_host_add,                    \
 	.gather = cmr_host_gather, .gather_add = cmr_host_gather_add,                           \
-	.scatter_add = cmr_host_scatter_add, .patchify = cmr_host_patchify,                     \
-	.sumsq = cmr_host_sumsq, .adamw = cmr_adamw
+	.scatter_add = cmr_host_scatter_add, .set_rows = cmr_host_set_rows,                     \
+	.patchify = cmr_host_patchify, .sumsq = cmr_host_sumsq, .adamw = cmr_adamw
 
 /* 1 if this build was compiled with CUDA (make CUDA=1), else 0. */
 int cmr_cuda_built(void);

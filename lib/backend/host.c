@@ -52,6 +52,17 @@ void cmr_host_scatter_add(float *dst, const float *src, const int *idx, int n, i
 				dst[(size_t)idx[i] * D + d] += src[(size_t)i * D + d];
 }
 
+void cmr_host_set_rows(float *dst, const float *tab, const int *idx, int n, int D)
+{
+	for (int i = 0; i < n; i++)
+		if (idx[i] >= 0) {
+			if (tab)
+				memcpy(dst + (size_t)i * D, tab + (size_t)idx[i] * D, (size_t)D * sizeof *dst);
+			else
+				memset(dst + (size_t)i * D, 0, (size_t)D * sizeof *dst);
+		}
+}
+
 void cmr_host_patchify(float *out, const unsigned char *const *pixels, int B, int S, int P, const float *mean,
 		       const float *std)
 {

@@ -65,7 +65,9 @@ enum {
 };
 enum {
 	CMR_L_LN1_W, CMR_L_LN1_B, CMR_L_Q_W, CMR_L_Q_B, CMR_L_K_W, CMR_L_K_B, CMR_L_V_W, CMR_L_V_B, CMR_L_O_W,
-	CMR_L_O_B, CMR_L_LN2_W, CMR_L_LN2_B, CMR_L_FC1_W, CMR_L_FC1_B, CMR_L_FC2_W, CMR_L_FC2_B, CMR_L_N
+	CMR_L_O_B, CMR_L_LN2_W, CMR_L_LN2_B, CMR_L_FC1_W, CMR_L_FC1_B, CMR_L_FC2_W, CMR_L_FC2_B,
+	CMR_L_PROMPT, /* deep prompts [nprefix, width]: replace the prefix rows of layer l's input (l >= 1) */
+	CMR_L_N
 };
 
 typedef struct cmr_param {
@@ -107,7 +109,8 @@ typedef struct cmr_clip_tower {
 	cmr_hook *hooks;  /* modules attached to this tower's layers, or NULL */
 	int grad_from;    /* the lowest depth a gradient is needed at (see cmr_clip_grads) */
 	char name[256];   /* model directory's last component */
-	uint64_t hash;    /* XXH3-64 of the config and of this tower's tensors */
+	uint64_t hash;    /* its identity: the base's, or that of base + tuning (model/tuning.h) */
+	uint64_t base_hash; /* XXH3-64 of the config and of this tower's own tensors (not a module's) */
 } cmr_clip_tower;
 
 typedef struct cmr_clip {
@@ -146,8 +149,20 @@ int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, c
 int cmr_clip_init(cmr_clip *m, uint64_t seed, char *err, size_t errlen);
 /* Config, table and load of DIR (config.json, model.safetensors) for the towers in mask. */
 cmr_clip *cmr_clip_open(const char *dir, unsigned mask, char *err, size_t errlen);
+/* The towers' name: the last component of the model directory. */
+void cmr_clip_set_name(cmr_clip *m, const char *dir);
 /* Writes every loaded parameter as F32 in table order, atomically. */
 int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, char *err, size_t errlen);
+/* The same for the parameters want() accepts (ctx is its). */
+int cmr_clip_save_some(const cmr_clip *m, const char *path, const char *metadata_json,
+		       int (*want)(const cmr_clip *m, const cmr_param *p, const void *ctx), const void *ctx, char *err,
+		       size_t errlen);
+/* Parameter p's values from tensor t of a safetensors file (path: for messages): the shape
+ * checked, F16/BF16 converted; a frozen F32 tensor is used in place unless copy (then the
+ * file may be closed). Returns 0 or -1 naming the tensor. */
+struct cmr_st_tensor;
+int cmr_clip_set_tensor(cmr_clip *m, cmr_param *p, const struct cmr_st_tensor *t, const char *path, int copy,
+			char *err, size_t errlen);
 
 /* Gradient arrays for the trainable parameters (zeroed), and each tower's grad_from: the
  * lowest depth whose gradient is needed (CMR_DEPTH_EMBED, CMR_DEPTH_PRE_LN, a layer, or
@@ -203,10 +218,14 @@ void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
  * pool[b] (the class token; the first end token, the largest id, as CLIP's argmax). What
  * each row is made of, -1 where it has none of it: tok[r] its token id, pos[r] its position
  * row, pre[r] its prefix row, patch[r] its patch (in the batch's patch rows), cls[r] 0 for
- * the class token; prow[j] is the row of the batch's patch j. The work space holds it on the
+ * the class token; prow[j] is the row of the batch's patch j. A text sequence that fits the
+ * context but not with the prefix rows is cut to context - nprefix tokens, its end token
+ * moved to the last row kept (counted in truncated). Deep prompts (a layer's CMR_L_PROMPT)
+ * replace the prefix rows of that layer's input. The work space holds it on the
  * host and a copy in the backend's memory, which the backend's operations take. */
 struct cmr_layout {
 	int B, rows, npatch;
+	int truncated; /* text: sequences cut to context - nprefix tokens (their end token kept) */
 	int *start, *len, *pool;
 	int *tok, *pos, *pre, *patch, *cls, *prow;
 };

@@ -156,21 +156,35 @@ static int layout_texts(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batc
 {
 	const cmr_tower_cfg *c = &t->cfg;
 	int rows = 0, np = t->nprefix;
+	lay->truncated = 0;
 	for (int b = 0; b < in->B; b++) {
-		int n = in->lens[b];
-		if (n < 1 || n + np > c->context || rows + n + np > max_rows)
+		int n = in->lens[b], full = n;
+		if (n < 1 || n > c->context)
+			return -1;
+		if (n + np > c->context) { /* cut to fit the prompts, keeping the end token */
+			n = c->context - np;
+			lay->truncated++;
+		}
+		if (n < 2 && np && full >= 2)
+			return -1;
+		if (rows + n + np > max_rows)
 			return -1;
 		lay->start[b] = rows;
 		lay->len[b] = n + np;
 		int at = 0; /* the first occurrence of the largest id: the end token, as CLIP's argmax */
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; i < full; i++) {
 			int32_t id = in->ids[b][i];
 			if (id < 0 || id >= c->vocab)
 				return -1;
 			if (id > in->ids[b][at])
 				at = i;
+		}
+		int end = in->ids[b][at];
+		if (at >= n) /* the end token was cut: it takes the last row kept */
+			at = n - 1;
+		for (int i = 0; i < n; i++) {
 			int r = rows + (i ? i + np : 0); /* the start token, the prefix rows, the others */
-			lay->tok[r] = id;
+			lay->tok[r] = i == at ? end : in->ids[b][i];
 			lay->pos[r] = i ? i + np : 0;
 			lay->pre[r] = -1;
 		}
@@ -291,6 +305,8 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 	for (int l = 0; l < c->layers; l++) {
 		const cmr_layer *L = &t->layer[l];
 		acts A = layer_acts(ws, l, D, F);
+		if (l > 0 && L->w[CMR_L_PROMPT]) /* deep prompts: this layer's own prefix rows */
+			ops->set_rows(A.xin, L->w[CMR_L_PROMPT], dl->pre, R, D);
 		ops->layernorm(A.xin, L->w[CMR_L_LN1_W], L->w[CMR_L_LN1_B], A.h1, R, D, c->eps);
 		ops->linear(A.h1, L->w[CMR_L_Q_W], L->w[CMR_L_Q_B], A.q, R, D, D);
 		ops->linear(A.h1, L->w[CMR_L_K_W], L->w[CMR_L_K_B], A.k, R, D, D);
@@ -350,7 +366,8 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		const cmr_layer *L = &t->layer[l];
 		float *const *g = L->g;
 		acts A = layer_acts(ws, l, D, F);
-		int need_dxin = l > lowest || t->grad_from < 0;
+		int deep = l > 0 && L->w[CMR_L_PROMPT];
+		int need_dxin = l > lowest || t->grad_from < 0 || (deep && g[CMR_L_PROMPT]);
 		/* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) [+ MLP hooks(ln2(x_mid))] */
 		ops->zero(ws->df, (size_t)R * F);
 		ops->zero(ws->df2, (size_t)R * F);
@@ -388,6 +405,11 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 				  g[CMR_L_LN1_B], R, D, c->eps);
 		if (resid && need_dxin)
 			ops->add(ws->dx, ws->dx, ws->da, n);
+		if (deep && need_dxin) { /* the replaced rows: their gradient is the prompts', none below */
+			if (g[CMR_L_PROMPT])
+				ops->scatter_add(g[CMR_L_PROMPT], ws->dx, dl->pre, R, D);
+			ops->set_rows(ws->dx, NULL, dl->pre, R, D);
+		}
 	}
 	if (t->grad_from >= 0)
 		return;

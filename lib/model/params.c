@@ -382,8 +382,8 @@ static void hash_towers(cmr_clip *m, unsigned mask, const cmr_st *st)
 		XXH3_64bits_update(x, desc, (size_t)n);
 		for (int i = 0; i < m->nparam; i++) {
 			const cmr_param *p = &m->param[i];
-			if (p->tower != k)
-				continue;
+			if (p->tower != k || p->group == CMR_GROUP_PROMPT || p->group == CMR_GROUP_ADAPTER)
+				continue; /* the base's own tensors: a tuning's identity is added to it */
 			const cmr_st_tensor *ft = st ? cmr_st_get(st, p->name) : NULL;
 			XXH3_64bits_update(x, p->name, strlen(p->name));
 			if (ft)
@@ -391,7 +391,7 @@ static void hash_towers(cmr_clip *m, unsigned mask, const cmr_st *st)
 			else
 				XXH3_64bits_update(x, p->w, p->n * sizeof(float));
 		}
-		t->hash = XXH3_64bits_digest(x);
+		t->hash = t->base_hash = XXH3_64bits_digest(x);
 		XXH3_freeState(x);
 	}
 }
@@ -418,6 +418,47 @@ static char *shape_str(char *buf, size_t cap, int ndim, const int64_t *shape)
 	for (int i = 0; i < ndim; i++)
 		snprintf(buf + strlen(buf), cap - strlen(buf), "%s%lld", i ? ", " : "", (long long)shape[i]);
 	return buf;
+}
+
+int cmr_clip_set_tensor(cmr_clip *m, cmr_param *p, const struct cmr_st_tensor *t, const char *path, int copy,
+			char *err, size_t errlen)
+{
+	int ok = t->ndim == p->ndim;
+	for (int d = 0; ok && d < p->ndim; d++)
+		ok = t->shape[d] == p->shape[d];
+	if (!ok && p->ndim == 0) /* a scalar saved as [1] */
+		ok = t->ndim == 1 && t->shape[0] == 1;
+	if (!ok) {
+		char want[128], got[128];
+		fail(err, errlen, "%s: tensor '%s' has shape [%s], the config says [%s]", path, p->name,
+		     shape_str(got, sizeof got, t->ndim, t->shape), shape_str(want, sizeof want, p->ndim, p->shape));
+		return -1;
+	}
+	if (t->dtype != CMR_DTYPE_F32 && t->dtype != CMR_DTYPE_F16 && t->dtype != CMR_DTYPE_BF16) {
+		fail(err, errlen, "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 weights are read", path,
+		     p->name, cmr_dtype_name(t->dtype));
+		return -1;
+	}
+	if (!copy && t->dtype == CMR_DTYPE_F32 && !(p->flags & CMR_PARAM_TRAIN) && ((uintptr_t)t->data & 3) == 0) {
+		if (p->owned)
+			free(p->w);
+		p->owned = 0;
+		p->w = (float *)t->data; /* read only: frozen */
+	} else {
+		if (own(p, err, errlen) < 0)
+			return -1;
+		const unsigned char *src = t->data;
+		if (t->dtype == CMR_DTYPE_F32)
+			memcpy(p->w, src, p->n * 4);
+		else
+			for (size_t j = 0; j < p->n; j++) {
+				uint16_t h;
+				memcpy(&h, src + 2 * j, 2); /* the mapping need not be 2-aligned */
+				p->w[j] = t->dtype == CMR_DTYPE_F16 ? cmr_f16_to_f32(h) : cmr_bf16_to_f32(h);
+			}
+	}
+	bind(m, p);
+	return 0;
 }
 
 int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, char *err, size_t errlen)
@@ -455,41 +496,8 @@ int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, c
 			fail(err, errlen, "%s: tensor '%s' is missing", path, p->name);
 			goto bad;
 		}
-		int ok = t->ndim == p->ndim;
-		for (int d = 0; ok && d < p->ndim; d++)
-			ok = t->shape[d] == p->shape[d];
-		if (!ok && p->ndim == 0) /* a scalar saved as [1] */
-			ok = t->ndim == 1 && t->shape[0] == 1;
-		if (!ok) {
-			char want[128], got[128];
-			fail(err, errlen, "%s: tensor '%s' has shape [%s], the config says [%s]", path, p->name,
-			     shape_str(got, sizeof got, t->ndim, t->shape), shape_str(want, sizeof want, p->ndim, p->shape));
+		if (cmr_clip_set_tensor(m, p, t, path, 0, err, errlen) < 0)
 			goto bad;
-		}
-		if (t->dtype != CMR_DTYPE_F32 && t->dtype != CMR_DTYPE_F16 && t->dtype != CMR_DTYPE_BF16) {
-			fail(err, errlen, "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 weights are read", path,
-			     p->name, cmr_dtype_name(t->dtype));
-			goto bad;
-		}
-		if (t->dtype == CMR_DTYPE_F32 && !(p->flags & CMR_PARAM_TRAIN) && ((uintptr_t)t->data & 3) == 0) {
-			if (p->owned)
-				free(p->w);
-			p->owned = 0;
-			p->w = (float *)t->data; /* read only: frozen */
-		} else {
-			if (own(p, err, errlen) < 0)
-				goto bad;
-			const unsigned char *src = t->data;
-			if (t->dtype == CMR_DTYPE_F32)
-				memcpy(p->w, src, p->n * 4);
-			else
-				for (size_t j = 0; j < p->n; j++) {
-					uint16_t h;
-					memcpy(&h, src + 2 * j, 2); /* the mapping need not be 2-aligned */
-					p->w[j] = t->dtype == CMR_DTYPE_F16 ? cmr_f16_to_f32(h) : cmr_bf16_to_f32(h);
-				}
-		}
-		bind(m, p);
 	}
 	cmr_st **l = realloc(pv->st, (size_t)(pv->nst + 1) * sizeof *l);
 	if (!l) {
@@ -522,18 +530,30 @@ cmr_clip *cmr_clip_open(const char *dir, unsigned mask, char *err, size_t errlen
 		cmr_clip_free(m);
 		return NULL;
 	}
-	const char *base = strrchr(dir, '/');
-	char name[256];
-	snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : dir);
-	size_t bl = strlen(name);
-	while (bl > 1 && name[bl - 1] == '/')
-		name[--bl] = 0;
-	for (int k = 0; k < 2; k++)
-		memcpy(m->tower[k].name, name, sizeof name);
+	cmr_clip_set_name(m, dir);
 	return m;
 }
 
+void cmr_clip_set_name(cmr_clip *m, const char *dir)
+{
+	char name[256];
+	snprintf(name, sizeof name, "%s", dir);
+	size_t bl = strlen(name);
+	while (bl > 1 && name[bl - 1] == '/')
+		name[--bl] = 0;
+	const char *base = strrchr(name, '/');
+	for (int k = 0; k < 2; k++)
+		snprintf(m->tower[k].name, sizeof m->tower[k].name, "%s", base && base[1] ? base + 1 : name);
+}
+
 int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, char *err, size_t errlen)
+{
+	return cmr_clip_save_some(m, path, metadata_json, NULL, NULL, err, errlen);
+}
+
+int cmr_clip_save_some(const cmr_clip *m, const char *path, const char *metadata_json,
+		       int (*want)(const cmr_clip *m, const cmr_param *p, const void *ctx), const void *ctx, char *err,
+		       size_t errlen)
 {
 	cmr_st_out *o = calloc((size_t)m->nparam, sizeof *o);
 	if (!o)
@@ -541,7 +561,7 @@ int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json
 	size_t n = 0;
 	for (int i = 0; i < m->nparam; i++) {
 		const cmr_param *p = &m->param[i];
-		if (!p->w)
+		if (!p->w || (want && !want(m, p, ctx)))
 			continue;
 		o[n].name = p->name;
 		o[n].dtype = CMR_DTYPE_F32;

@@ -191,8 +191,16 @@ static void save(run_t *r, int64_t step)
 	const cmr_run_opts *o = r->o;
 	if (mkdir(o->output, 0777) < 0 && errno != EEXIST)
 		cmr_die("%s: %s", o->output, strerror(errno));
-	write_text(o->output, "config.json", o->config_text, o->config_len);
-	write_text(o->output, "preprocessor_config.json", o->pre_text, o->pre_len);
+	if (o->tuning) { /* a tuning directory (cmr-tuning(5)): the config, the tuned tensors */
+		char *cj = cmr_tuning_config_json(r->m, o->tuning, o->provenance);
+		if (!cj)
+			cmr_die("out of memory");
+		write_text(o->output, CMR_TUNING_CONFIG, cj, strlen(cj));
+		free(cj);
+	} else {
+		write_text(o->output, "config.json", o->config_text, o->config_len);
+		write_text(o->output, "preprocessor_config.json", o->pre_text, o->pre_len);
+	}
 	/* the state first: a model newer than its state is refused on --resume, not used */
 	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
 	/* the moments of each trainable parameter, under its name */
@@ -222,8 +230,9 @@ static void save(run_t *r, int64_t step)
 	json_t *meta = json_pack("{s:s, s:s, s:s}", "format", "pt", "cmr-train", o->provenance, "step",
 				 (snprintf(path, sizeof path, "%" PRId64, step), path));
 	char *mj = json_dumps(meta, JSON_COMPACT);
-	snprintf(path, sizeof path, "%s/model.safetensors", o->output);
-	if (!mj || cmr_clip_save(r->m, path, mj, err, sizeof err) < 0)
+	snprintf(path, sizeof path, "%s/%s", o->output, o->tuning ? CMR_TUNING_TENSORS : "model.safetensors");
+	if (!mj || (o->tuning ? cmr_tuning_save_tensors(r->m, o->tuning, path, mj, err, sizeof err)
+			      : cmr_clip_save(r->m, path, mj, err, sizeof err)) < 0)
 		cmr_die("%s", mj ? err : "out of memory");
 	free(mj);
 	json_decref(meta);
@@ -281,7 +290,7 @@ static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
 				"text->image R@1 %.1f R@5 %.1f R@10 %.1f\n",
 			cmr_progname, step, ev->nimg, nt, rec[0][0], rec[0][1], rec[0][2], rec[1][0], rec[1][1], rec[1][2]);
 	if (r->log) {
-		fprintf(r->log, "{\"step\": %" PRId64 ", \"eval\": {\"images\": %zu, \"texts\": %zu, \"cmr_pair_imageo_text\": "
+		fprintf(r->log, "{\"step\": %" PRId64 ", \"eval\": {\"images\": %zu, \"texts\": %zu, \"image_to_text\": "
 				"{\"R@1\": %.2f, \"R@5\": %.2f, \"R@10\": %.2f}, \"text_to_image\": {\"R@1\": %.2f, \"R@5\": "
 				"%.2f, \"R@10\": %.2f}}}\n",
 			step, ev->nimg, nt, rec[0][0], rec[0][1], rec[0][2], rec[1][0], rec[1][1], rec[1][2]);
@@ -361,7 +370,7 @@ static int64_t load_state(run_t *r, const char *dir)
 	int64_t x[5];
 	memcpy(x, s->data, sizeof x);
 	/* the model must be the one saved with this state */
-	snprintf(mpath, sizeof mpath, "%s/model.safetensors", dir);
+	snprintf(mpath, sizeof mpath, "%s/%s", dir, r->o->tuning ? CMR_TUNING_TENSORS : "model.safetensors");
 	cmr_st *ms = cmr_st_open(mpath, err, sizeof err);
 	if (!ms)
 		cmr_die("%s", err);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "model/train.h"
+#include "model/tuning.h"
 
 /* Images and their captions, paired by key (the caption <image key>#<n> goes with the image
  * <image key>); images without captions are dropped, with a warning. */
@@ -54,6 +55,7 @@ typedef struct cmr_run_opts {
 	const char *resume;        /* go on from this directory's state, or NULL */
 	const char *log;           /* JSON lines, or NULL */
 	const char *provenance;    /* the run's provenance, compact JSON (model metadata) */
+	const cmr_tuning *tuning;  /* write this tuning of a frozen base (cmr-tuning(5)), not the model */
 	const char *config_text, *pre_text; /* config.json and preprocessor_config.json, verbatim */
 	size_t config_len, pre_len;
 } cmr_run_opts;

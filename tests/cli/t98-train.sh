@@ -40,7 +40,7 @@ done
 first=$(grep '"loss"' "$WORK/log.jsonl" | head -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
 last=$(grep '"loss"' "$WORK/log.jsonl" | tail -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a * 0.8) }' || why "loss $first -> $last did not fall by a fifth"
-grep -q '"eval": {"images": 40, "texts": 40' "$WORK/log.jsonl" || why "no evaluation in the log"
+grep -q '"eval": {"images": 40, "texts": 40, "image_to_text": {"R@1": ' "$WORK/log.jsonl" || why "no evaluation (images, texts, image_to_text) in the log"
 cmp -s "$TINY/config.json" "$WORK/out/config.json" || why "config.json not kept verbatim"
 end
 

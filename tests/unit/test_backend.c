@@ -50,6 +50,15 @@ static int glue_matches(const cmr_ops *f)
 	f->free(dgi);
 	RESET(), f->gather_add(da, db, di, 6, D), r->gather_add(want, b, idx, 6, D), SAME("gather_add");
 	RESET(), f->scatter_add(da, db, di, 6, D), r->scatter_add(want, b, idx, 6, D), SAME("scatter_add");
+	RESET(), f->set_rows(da, db, di, 6, D), r->set_rows(want, b, idx, 6, D), SAME("set_rows");
+	RESET(), f->set_rows(da, NULL, di, 6, D), r->set_rows(want, NULL, idx, 6, D), SAME("set_rows zero");
+	/* and what it means: the rows with an index replaced, the others kept */
+	float sr[N];
+	memcpy(sr, a, sizeof sr);
+	r->set_rows(sr, b, idx, 6, D);
+	for (int i = 0; i < 6; i++)
+		for (int d = 0; d < D; d++)
+			ok &= sr[i * D + d] == (idx[i] >= 0 ? b[idx[i] * D + d] : a[i * D + d]);
 	double s1 = f->sumsq(da, N), s2 = r->sumsq(want, N);
 	ok &= s1 == s2;
 	/* matmul_nt: [6, D] x [6, D]^T, as linear; the BLAS one to float rounding */

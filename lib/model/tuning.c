@@ -1,0 +1,370 @@
+/* model/tuning.c - tunings of a frozen base (model/tuning.h): the prompt parameters in the
+ * model's table, adapter_config.json read and validated, the tuned tensors loaded and
+ * written, and the identity of base + tuning. */
+#include "util.h"
+#include "model/tuning.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "format/safetensors.h"
+
+#define fail cmr_errf
+
+static const char *tower_word(int k) { return k == CMR_TOWER_VISION ? "vision" : "text"; }
+
+static int prompts_of(const cmr_tuning *t, int k) { return k == CMR_TOWER_VISION ? t->vision_prompts : t->text_prompts; }
+
+int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, size_t errlen)
+{
+	if (strcmp(t->method, "prompts") != 0)
+		return fail(err, errlen, "tuning method '%s' is not one this cmr knows (prompts)", t->method);
+	if (t->text_prompts < 0 || t->vision_prompts < 0 || t->text_prompts + t->vision_prompts == 0)
+		return fail(err, errlen, "a prompt tuning needs text or vision prompts (it has %d and %d)", t->text_prompts,
+			    t->vision_prompts);
+	if (t->text_prompts > cfg->text.context - 2)
+		return fail(err, errlen, "%d text prompts do not fit a context of %d with the start and end tokens (at "
+					 "most %d)",
+			    t->text_prompts, cfg->text.context, cfg->text.context - 2);
+	if (t->vision_prompts > CMR_TUNING_MAX_PROMPTS)
+		return fail(err, errlen, "%d vision prompts: at most %d", t->vision_prompts, CMR_TUNING_MAX_PROMPTS);
+	return 0;
+}
+
+int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_t errlen)
+{
+	if (cmr_tuning_check(t, &m->cfg, err, errlen) < 0)
+		return -1;
+	unsigned fl = CMR_PARAM_OPTIONAL | (train ? CMR_PARAM_TRAIN : 0);
+	for (int k = 0; k < 2; k++) {
+		int n = prompts_of(t, k);
+		if (!n)
+			continue;
+		const cmr_tower_cfg *c = k == CMR_TOWER_VISION ? &m->cfg.vision : &m->cfg.text;
+		int64_t shape[2] = {n, c->width};
+		char nm[112];
+		snprintf(nm, sizeof nm, "prompt.%s.embeddings", tower_word(k));
+		if (cmr_clip_add(m, nm, CMR_GROUP_PROMPT, k, -1, CMR_T_PREFIX, 2, shape, fl, 0.02f, 0) < 0)
+			return fail(err, errlen, "cannot add %s (out of memory, or the model has it)", nm);
+		for (int l = 1; t->deep && l < c->layers; l++) {
+			snprintf(nm, sizeof nm, "prompt.%s.layers.%d", tower_word(k), l);
+			if (cmr_clip_add(m, nm, CMR_GROUP_PROMPT, k, l, CMR_L_PROMPT, 2, shape, fl, 0.02f, 0) < 0)
+				return fail(err, errlen, "cannot add %s (out of memory, or the model has it)", nm);
+		}
+	}
+	if (train && t->logit_scale)
+		m->param[m->logit].flags |= CMR_PARAM_TRAIN;
+	return 0;
+}
+
+int cmr_tuning_init_phrase(cmr_clip *m, const int32_t *ids, int n, char *err, size_t errlen)
+{
+	cmr_param *p = cmr_clip_param(m, "prompt.text.embeddings");
+	const cmr_clip_tower *t = &m->tower[CMR_TOWER_TEXT];
+	if (!p || !p->w || !t->w[CMR_T_TOKEN])
+		return fail(err, errlen, "a phrase initialises text prompts of a loaded text tower");
+	int D = t->cfg.width;
+	if (n > p->shape[0])
+		return fail(err, errlen, "the phrase has %d tokens, more than the %d text prompts", n, (int)p->shape[0]);
+	for (int i = 0; i < n; i++) {
+		if (ids[i] < 0 || ids[i] >= t->cfg.vocab)
+			return fail(err, errlen, "token %d of the phrase is outside the vocabulary", (int)ids[i]);
+		memcpy(p->w + (size_t)i * D, t->w[CMR_T_TOKEN] + (size_t)ids[i] * D, (size_t)D * sizeof(float));
+	}
+	return 0;
+}
+
+int cmr_tuning_has(const cmr_tuning *t, const cmr_clip *m, const cmr_param *p)
+{
+	if (p->group == CMR_GROUP_PROMPT)
+		return 1;
+	return t->logit_scale && p == &m->param[m->logit];
+}
+
+/* ---- adapter_config.json ---- */
+static int parse_hash(const char *s, uint64_t *h)
+{
+	if (strlen(s) != 16)
+		return -1;
+	uint64_t v = 0;
+	for (int i = 0; i < 16; i++) {
+		int c = s[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v << 4 | (uint64_t)d;
+	}
+	*h = v;
+	return 0;
+}
+
+static int get_int(json_t *o, const char *key, int *v, int lo, int hi, const char *name, char *err, size_t errlen)
+{
+	json_t *j = json_object_get(o, key);
+	if (!j) {
+		*v = 0;
+		return 0;
+	}
+	if (!json_is_integer(j) || json_integer_value(j) < lo || json_integer_value(j) > hi)
+		return fail(err, errlen, "%s: \"%s\" must be an integer from %d to %d", name, key, lo, hi);
+	*v = (int)json_integer_value(j);
+	return 0;
+}
+
+static int get_bool(json_t *o, const char *key, int *v, const char *name, char *err, size_t errlen)
+{
+	json_t *j = json_object_get(o, key);
+	if (j && !json_is_boolean(j))
+		return fail(err, errlen, "%s: \"%s\" must be true or false", name, key);
+	*v = j && json_is_true(j);
+	return 0;
+}
+
+static int get_str(json_t *o, const char *key, char *buf, size_t cap, int required, const char *name, char *err,
+		   size_t errlen)
+{
+	json_t *j = json_object_get(o, key);
+	buf[0] = 0;
+	if (!j || json_is_null(j)) {
+		if (required)
+			return fail(err, errlen, "%s: \"%s\" is missing", name, key);
+		return 0;
+	}
+	if (!json_is_string(j) || json_string_length(j) >= cap || strlen(json_string_value(j)) != json_string_length(j))
+		return fail(err, errlen, "%s: \"%s\" must be a string of at most %zu bytes", name, key, cap - 1);
+	memcpy(buf, json_string_value(j), json_string_length(j) + 1);
+	return 0;
+}
+
+int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof *t);
+	json_error_t je;
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o)
+		return fail(err, errlen, "%s: line %d: %s", name, je.line, je.text);
+	int rc = -1;
+	char fmt[32];
+	if (!json_is_object(o)) {
+		fail(err, errlen, "%s: not a JSON object", name);
+		goto out;
+	}
+	if (get_str(o, "format", fmt, sizeof fmt, 1, name, err, errlen) < 0)
+		goto out;
+	if (strcmp(fmt, CMR_TUNING_FORMAT) != 0) {
+		fail(err, errlen, "%s: format '%s' is not " CMR_TUNING_FORMAT " (made by another version of cmr? see "
+				  "cmr-tuning(5))", name, fmt);
+		goto out;
+	}
+	if (get_str(o, "method", t->method, sizeof t->method, 1, name, err, errlen) < 0 ||
+	    get_str(o, "base_model_name_or_path", t->base, sizeof t->base, 0, name, err, errlen) < 0 ||
+	    get_str(o, "prompt_init", t->init, sizeof t->init, 0, name, err, errlen) < 0 ||
+	    get_int(o, "text_prompts", &t->text_prompts, 0, CMR_TUNING_MAX_PROMPTS, name, err, errlen) < 0 ||
+	    get_int(o, "vision_prompts", &t->vision_prompts, 0, CMR_TUNING_MAX_PROMPTS, name, err, errlen) < 0 ||
+	    get_bool(o, "deep", &t->deep, name, err, errlen) < 0 ||
+	    get_bool(o, "train_logit_scale", &t->logit_scale, name, err, errlen) < 0)
+		goto out;
+	if (strcmp(t->method, "prompts") != 0) {
+		fail(err, errlen, "%s: method '%s' is not one this cmr knows (prompts)", name, t->method);
+		goto out;
+	}
+	if (t->text_prompts + t->vision_prompts == 0) {
+		fail(err, errlen, "%s: neither text_prompts nor vision_prompts: an empty tuning", name);
+		goto out;
+	}
+	json_t *h = json_object_get(o, "base_model_hash");
+	if (!json_is_object(h)) {
+		fail(err, errlen, "%s: \"base_model_hash\" must be an object {\"vision\", \"text\"}", name);
+		goto out;
+	}
+	for (int k = 0; k < 2; k++) {
+		json_t *v = json_object_get(h, tower_word(k));
+		if (!v && !prompts_of(t, k))
+			continue;
+		if (!json_is_string(v) || parse_hash(json_string_value(v), &t->base_hash[k]) < 0) {
+			fail(err, errlen, "%s: base_model_hash.%s must be 16 lowercase hex digits", name, tower_word(k));
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	json_decref(o);
+	return rc;
+}
+
+int cmr_tuning_read(const char *dir, cmr_tuning *t, char *err, size_t errlen)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/" CMR_TUNING_CONFIG, dir);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return fail(err, errlen, "%s: %s%s", path, strerror(errno),
+			    errno == ENOENT ? " (not a tuning directory: see cmr-tuning(5))" : "");
+	char *buf = malloc(1 << 20);
+	size_t n = buf ? fread(buf, 1, 1 << 20, f) : 0;
+	int bad = !buf || ferror(f) || n == 1 << 20;
+	fclose(f);
+	int rc = bad ? fail(err, errlen, "%s: %s", path, buf ? "unreadable or over 1 MiB" : "out of memory")
+		     : cmr_tuning_parse(buf, n, path, t, err, errlen);
+	free(buf);
+	return rc;
+}
+
+/* ---- the tuned tensors ---- */
+static int tuned_tower(const cmr_tuning *t, const cmr_param *p)
+{
+	(void)t;
+	return p->group == CMR_GROUP_PROMPT ? p->tower : -1;
+}
+
+int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned mask, char *err, size_t errlen)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/" CMR_TUNING_TENSORS, dir);
+	for (int k = 0; k < 2; k++) {
+		const cmr_clip_tower *tw = &m->tower[k];
+		if (!((mask >> k) & 1) || !prompts_of(t, k))
+			continue;
+		if (tw->base_hash != t->base_hash[k])
+			return fail(err, errlen, "%s: made for a base whose %s tower is %016" PRIx64 ", not this one (%s, "
+						 "%016" PRIx64 "): give the base it was tuned on",
+				    dir, tower_word(k), t->base_hash[k], tw->name, tw->base_hash);
+	}
+	cmr_st *st = cmr_st_open(path, err, errlen);
+	if (!st)
+		return -1;
+	int rc = -1;
+	for (size_t i = 0; i < cmr_st_count(st); i++) {
+		const char *nm = cmr_st_at(st, i)->name;
+		cmr_param *p = cmr_clip_param(m, nm);
+		if (!p || !cmr_tuning_has(t, m, p)) {
+			fail(err, errlen, "%s: tensor '%s' is not part of this tuning (%s)", path, nm, CMR_TUNING_CONFIG);
+			goto out;
+		}
+	}
+	for (int i = 0; i < m->nparam; i++) {
+		cmr_param *p = &m->param[i];
+		if (!cmr_tuning_has(t, m, p))
+			continue;
+		int k = tuned_tower(t, p);
+		if (k >= 0 ? !((mask >> k) & 1) : (mask & CMR_TOWERS_BOTH) != CMR_TOWERS_BOTH)
+			continue;
+		const cmr_st_tensor *ft = cmr_st_get(st, p->name);
+		if (!ft) {
+			fail(err, errlen, "%s: tensor '%s' is missing", path, p->name);
+			goto out;
+		}
+		if (cmr_clip_set_tensor(m, p, ft, path, 1, err, errlen) < 0)
+			goto out;
+		for (size_t j = 0; j < p->n; j++)
+			if (!isfinite(p->w[j])) {
+				fail(err, errlen, "%s: tensor '%s' has a value that is not finite (at %zu)", path, p->name, j);
+				goto out;
+			}
+	}
+	/* the identity of each tuned tower: its base's and its tuned tensors */
+	for (int k = 0; k < 2; k++) {
+		if (!((mask >> k) & 1) || !prompts_of(t, k))
+			continue;
+		XXH3_state_t *x = XXH3_createState();
+		if (!x) {
+			fail(err, errlen, "out of memory");
+			goto out;
+		}
+		XXH3_64bits_reset_withSeed(x, m->tower[k].base_hash);
+		char desc[128];
+		int n = snprintf(desc, sizeof desc, "%s prompts %d deep %d", t->method, prompts_of(t, k), t->deep);
+		XXH3_64bits_update(x, desc, (size_t)n);
+		for (int i = 0; i < m->nparam; i++) {
+			const cmr_param *p = &m->param[i];
+			if (p->group != CMR_GROUP_PROMPT || p->tower != k)
+				continue;
+			XXH3_64bits_update(x, p->name, strlen(p->name));
+			XXH3_64bits_update(x, p->w, p->n * sizeof(float));
+		}
+		m->tower[k].hash = XXH3_64bits_digest(x);
+		XXH3_freeState(x);
+	}
+	rc = 0;
+out:
+	cmr_st_close(st);
+	return rc;
+}
+
+cmr_clip *cmr_tuning_open(const char *base, const char *tuning_dir, unsigned mask, cmr_tuning *t, char *err,
+			  size_t errlen)
+{
+	char path[4096];
+	cmr_clip_cfg cfg;
+	if (cmr_tuning_read(tuning_dir, t, err, errlen) < 0 || cmr_clip_cfg_load(base, &cfg, err, errlen) < 0)
+		return NULL;
+	cmr_clip *m = cmr_clip_new(&cfg);
+	if (!m) {
+		fail(err, errlen, "out of memory for the model");
+		return NULL;
+	}
+	snprintf(path, sizeof path, "%s/model.safetensors", base);
+	if (cmr_tuning_add(m, t, 0, err, errlen) < 0 || cmr_clip_load(m, path, mask, 0, err, errlen) < 0) {
+		size_t l = strlen(err);
+		if (l + 40 < errlen && strncmp(err, tuning_dir, strlen(tuning_dir)) != 0)
+			snprintf(err + l, errlen - l, " (tuning %s)", tuning_dir);
+		cmr_clip_free(m);
+		return NULL;
+	}
+	cmr_clip_set_name(m, base);
+	if (cmr_tuning_load(m, t, tuning_dir, mask, err, errlen) < 0) {
+		cmr_clip_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char *training_json)
+{
+	char h[2][17];
+	json_t *hash = json_object();
+	for (int k = 0; k < 2; k++)
+		if (prompts_of(t, k)) {
+			snprintf(h[k], sizeof h[k], "%016" PRIx64, m->tower[k].base_hash);
+			json_object_set_new(hash, tower_word(k), json_string(h[k]));
+		}
+	json_t *tr = training_json ? json_loads(training_json, 0, NULL) : NULL;
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b, s:{s:s, s:s}, s:o, s:b, s:o}", "format",
+			      CMR_TUNING_FORMAT, "peft_type", "CMR_PROMPTS", "method", t->method,
+			      "base_model_name_or_path", t->base, "base_model_hash", hash, "text_prompts", t->text_prompts,
+			      "vision_prompts", t->vision_prompts, "deep", t->deep, "placement", "text", "after-start",
+			      "vision", "after-class", "prompt_init", t->init[0] ? json_string(t->init) : json_null(),
+			      "train_logit_scale", t->logit_scale, "training", tr ? tr : json_null());
+	if (!o)
+		return NULL;
+	char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (s) {
+		size_t l = strlen(s);
+		char *r = realloc(s, l + 2);
+		if (!r) {
+			free(s);
+			return NULL;
+		}
+		r[l] = '\n', r[l + 1] = 0;
+		s = r;
+	}
+	return s;
+}
+
+static int want_tuned(const cmr_clip *m, const cmr_param *p, const void *ctx)
+{
+	return cmr_tuning_has(ctx, m, p);
+}
+
+int cmr_tuning_save_tensors(const cmr_clip *m, const cmr_tuning *t, const char *path, const char *metadata_json,
+			    char *err, size_t errlen)
+{
+	return cmr_clip_save_some(m, path, metadata_json, want_tuned, t, err, errlen);
+}

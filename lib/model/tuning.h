@@ -1,0 +1,75 @@
+/* model/tuning.h - a tuning of a frozen base model: what a parameter-efficient method adds
+ * to the base (trainable prompts now: text prompts after the start token, vision prompts
+ * after the class token, shallow or deep), its parameters in the model's table, and the
+ * small directory it is saved as, in Hugging Face PEFT's layout (adapter_config.json,
+ * adapter_model.safetensors; cmr-tuning(5)). The base's identity is checked when a tuning is
+ * applied, and the identity of base + tuning is what the tuned towers then carry. Never
+ * prints or exits. */
+#ifndef CMR_MODEL_TUNING_H
+#define CMR_MODEL_TUNING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/clip.h"
+
+#define CMR_TUNING_FORMAT "cmr-tuning-1"
+#define CMR_TUNING_CONFIG "adapter_config.json"
+#define CMR_TUNING_TENSORS "adapter_model.safetensors"
+#define CMR_TUNING_MAX_PROMPTS 1024
+
+typedef struct cmr_tuning {
+	char method[32];        /* "prompts" */
+	int text_prompts;       /* rows after the start token (0: none) */
+	int vision_prompts;     /* rows after the class token (0: none) */
+	int deep;               /* a separate set per layer >= 1 */
+	int logit_scale;        /* the logit scale is part of the tuning */
+	char init[256];         /* the text prompts' initial phrase ("" : random) */
+	char base[1024];        /* the base model's directory, as given */
+	uint64_t base_hash[2];  /* the base towers' identity (0: not recorded, for a tower without prompts) */
+} cmr_tuning;
+
+/* Checks a tuning's lengths against a model's config: text prompts leave the start and end
+ * tokens room in the context. Returns 0 or -1 with a message. */
+int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, size_t errlen);
+
+/* Adds the tuning's parameters to m's table (before values are loaded): group prompt,
+ * "prompt.text.embeddings" [n, width] in the text tower's prefix slot,
+ * "prompt.vision.embeddings" likewise, and with deep "prompt.<tower>.layers.<l>" for l >= 1;
+ * initialised N(0, 0.02) when absent from a checkpoint; flags CMR_PARAM_TRAIN to train them.
+ * With t->logit_scale and train, the logit scale trains too. */
+int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_t errlen);
+
+/* The text prompts' first rows from token ids (a phrase's tokens, without the start and end
+ * tokens): their token embeddings. The text tower must be loaded. */
+int cmr_tuning_init_phrase(cmr_clip *m, const int32_t *ids, int n, char *err, size_t errlen);
+
+/* Parses adapter_config.json's text (name: for messages), validating every field. */
+int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning *t, char *err, size_t errlen);
+/* Reads DIR/adapter_config.json. */
+int cmr_tuning_read(const char *dir, cmr_tuning *t, char *err, size_t errlen);
+
+/* For the towers in mask, already loaded from the base: checks that the base is the one the
+ * tuning was made for, reads the tuning's tensors from DIR/adapter_model.safetensors (every
+ * one the tuning needs, nothing else, each of its shape and finite) and sets each tuned
+ * tower's hash to the identity of base + tuning (base_hash keeps the base's). Returns 0 or
+ * -1 naming the file. */
+int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned mask, char *err, size_t errlen);
+
+/* Opens base DIR with the tuning of TUNING_DIR for the towers in mask (config, table, the
+ * tuning's parameters, base weights, tuning tensors); t receives the tuning's description. */
+cmr_clip *cmr_tuning_open(const char *base, const char *tuning_dir, unsigned mask, cmr_tuning *t, char *err,
+			  size_t errlen);
+
+/* adapter_config.json's text for tuning t on m (the base hashes are m's towers'; training: a
+ * JSON object of how it was trained, or NULL), malloc'd; NULL when out of memory. The
+ * caller writes it (cmr-train: under a temporary name, renamed). */
+char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char *training_json);
+/* Writes the tuned tensors as F32 to path (adapter_model.safetensors), atomically. */
+int cmr_tuning_save_tensors(const cmr_clip *m, const cmr_tuning *t, const char *path, const char *metadata_json,
+			    char *err, size_t errlen);
+
+/* Whether parameter p is part of tuning t (what its file holds). */
+int cmr_tuning_has(const cmr_tuning *t, const cmr_clip *m, const cmr_param *p);
+
+#endif

@@ -1,0 +1,30 @@
+/* fuzz_tuning.c - libFuzzer target: a tuning's adapter_config.json parser
+ * (lib/model/tuning.c) on arbitrary bytes, and its lengths checked against a model's config. */
+#include <stdint.h>
+#include <string.h>
+
+#include "model/tuning.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	cmr_tuning t;
+	char err[512];
+	if (cmr_tuning_parse((const char *)data, size, "fuzz", &t, err, sizeof err) < 0)
+		return 0;
+	/* what a parsed tuning promises */
+	if (t.text_prompts < 0 || t.vision_prompts < 0 || t.text_prompts > CMR_TUNING_MAX_PROMPTS ||
+	    t.vision_prompts > CMR_TUNING_MAX_PROMPTS || t.text_prompts + t.vision_prompts == 0 ||
+	    strcmp(t.method, "prompts") != 0 || memchr(t.init, 0, sizeof t.init) == NULL ||
+	    memchr(t.base, 0, sizeof t.base) == NULL)
+		__builtin_trap();
+	cmr_clip_cfg cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.text.context = 77;
+	cfg.text.width = cfg.vision.width = 32;
+	cfg.text.layers = cfg.vision.layers = 2;
+	if (cmr_tuning_check(&t, &cfg, err, sizeof err) == 0 && t.text_prompts > 75)
+		__builtin_trap();
+	return 0;
+}

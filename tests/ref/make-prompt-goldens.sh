@@ -1,0 +1,24 @@
+#!/bin/sh
+# make-prompt-goldens.sh - regenerates tests/golden/prompt/*.safetensors: the prompted forward
+# pass and the prompts' gradients that tests/ref/prompt_reference.py (PyTorch autograd, Debian
+# python3-torch) computes for mkclip's checkpoints on mkclip's random records:
+#   tiny-shallow  tiny model, 8 text and 3 vision prompts, 4 pairs (one caption cut)
+#   tiny-deep     the same, deep
+#   b32-shallow   ViT-B/32-shaped model, 8 text and 8 vision prompts, 2 pairs
+# Needs a built tree (make check builds mkclip). Run from the top of the tree. The record
+# seeds here are tests/cli/t91-prompt.sh's.
+set -eu
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+M=build/tests/mkclip
+G=tests/golden/prompt
+R=tests/ref/prompt_reference.py
+$M model "$T/tiny" tiny
+$M images 4 32 8 >"$T/i.cmr"
+$M tokens 4 8 >"$T/t.cmr"
+/usr/bin/python3 $R "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-shallow.safetensors 8 3 0 1
+/usr/bin/python3 $R "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-deep.safetensors 8 3 1 2
+$M model "$T/b32" b32
+$M images 2 224 3 >"$T/bi.cmr"
+$M tokens 2 3 >"$T/bt.cmr"
+/usr/bin/python3 $R "$T/b32" "$T/bi.cmr" "$T/bt.cmr" $G/b32-shallow.safetensors 8 8 0 3

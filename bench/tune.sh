@@ -1,7 +1,8 @@
 #!/bin/sh
 # tune.sh - what tuning a few tensors of a frozen model costs next to fine-tuning all of it:
 # cmr-train on a ViT-B/32-shaped CLIP (tests/tools/mkclip b32, 151M parameters), batch 32,
-# captions of 20 tokens, training only the two projections vs every parameter: peak RSS
+# captions of 20 tokens, training only the two projections, or 8 text and 8 vision prompts on
+# the frozen model (cmr-tuning(5)), vs every parameter: peak RSS
 # (GNU time's maximum resident set) and the mean step time (steps 3..N from the log's
 # clock), in the same run. Writes its section of bench/RESULTS.md. Needs a built tree (make
 # check builds mkclip), /usr/bin/time, python3-numpy.
@@ -28,10 +29,11 @@ measure() { # label, cmr-train options...
 	echo "$label $ms $rss"
 }
 set -- $(measure proj --train visual_projection.weight --train text_projection.weight) \
-	$(measure full)
+	$(measure full) $(measure prompts --text-prompts 8 --vision-prompts 8)
 ratio=$(awk -v a="$2" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
+pratio=$(awk -v a="$8" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 section="<!-- tune:begin -->
-## cmr-train: tuning the projections of a frozen ViT-B/32 vs fine-tuning all of it
+## cmr-train: tuning the projections or prompts of a frozen ViT-B/32 vs fine-tuning all of it
 
 Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load
 before the run $load. Date: $(date -u +%Y-%m-%d). Command: \`sh bench/tune.sh\` (STEPS=$STEPS, TH=$TH).
@@ -44,7 +46,11 @@ of the whole run (the mapped checkpoint's pages count).
 |---|---|---|
 | \`visual_projection.weight\`, \`text_projection.weight\` (0.66M) | $2 | $3 |
 | every parameter (151M) | $5 | $6 |
+| 8 text + 8 vision prompts, base frozen (10k) | $8 | $9 |
 
-Step time of the projections-only run: $ratio of the full one.
+Step time of the projections-only run: $ratio of the full one; of the prompt tuning: $pratio
+(its backward pass crosses every layer of both towers for the input gradients, without weight
+gradients; it keeps x_in, q, k, v, x_mid and fc1's output per layer, not the linear layers'
+inputs, which only weight gradients read).
 <!-- tune:end -->"
 write_section tune "$section"

@@ -1,6 +1,7 @@
 #!/bin/sh
 # transfer-publish.sh OUT COMMAND BASE_CONFIG - writes the transfer benchmark's table (OUT/results.md)
-# and the base model's source test figures as the "transfer" section of bench/RESULTS.md.
+# and the base model's source test figures as the "transfer" section of bench/RESULTS.md, and
+# its plot (OUT/results.svg) as bench/transfer.svg.
 set -eu
 . bench/lib.sh
 OUT=$1
@@ -17,8 +18,11 @@ pretrained on the source world; on the source test set ($(r "$b" text_to_image q
 text→image R@1 $(r "$b" text_to_image R@1), R@5 $(r "$b" text_to_image R@5); image→text R@1 $(r "$b" image_to_text R@1), R@5 $(r "$b" image_to_text R@5).
 Rows: mean ± half the range over the seeds; \"source after\" is the tuned model's text→image
 R@1 on the source test set (forgetting); bytes: what the method adds to or changes in the base
-checkpoint, F32.
+checkpoint, F32 (a prompt tuning's: its adapter_model.safetensors). Budget: TUNE_EPOCHS
+passes over each target's training pairs for every method (personal: TUNE_EPOCHS_personal).
+The plot of R@1 against trainable parameters: [transfer.svg](transfer.svg).
 
 $(cat "$OUT/results.md")
 <!-- transfer:end -->"
+cp "$OUT/results.svg" bench/transfer.svg.tmp && mv bench/transfer.svg.tmp bench/transfer.svg
 write_section transfer "$section"

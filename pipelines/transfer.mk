@@ -13,11 +13,16 @@
 #   WORLDS       where the world files are                default: examples/worlds
 #   SOURCE       the source world                         default: source
 #   TARGETS      target databases                         default: render vocab compose personal
-#   METHODS      zeroshot full proj last (and what later methods register below)
+#   METHODS      zeroshot full proj last tprompt vprompt prompts deep (and what later
+#                methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
-#   BASE_EPOCHS, BASE_LR, BATCH                            default: 20, 2e-3, 128
+#   BASE_EPOCHS, BASE_LR, BATCH                            default: 22, 2e-3, 128
 #   TUNE_EPOCHS, TUNE_LR (every method, the same budget)   default: 10, 5e-4
+#   TUNE_EPOCHS_<target>  a target's own budget (personal: 40, its 300 pairs)
+#   PROMPT_LR, PROMPT_INIT, TEXT_PROMPTS, VISION_PROMPTS
+#                the prompt methods' learning rate, text prompts' phrase, lengths
+#                                                             default: 1e-2, "there is", 2, 8
 #   SIZE, CONTEXT  (the config's image size and context)   default: 64, 64
 #   OUT          streams, models, rows and the table       default: out/transfer
 #   BIN, MKWORLD the tools                                 default: build/bin, build/examples/mkworld
@@ -25,14 +30,15 @@
 WORLDS      ?= examples/worlds
 SOURCE      ?= source
 TARGETS     ?= render vocab compose personal
-METHODS     ?= zeroshot full proj last
+METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
-BASE_EPOCHS ?= 20
+BASE_EPOCHS ?= 22
 BASE_LR     ?= 2e-3
 BATCH       ?= 128
 TUNE_EPOCHS ?= 10
 TUNE_LR     ?= 5e-4
+TUNE_EPOCHS_personal ?= 40
 SIZE        ?= 64
 CONTEXT     ?= 64
 OUT         ?= out/transfer
@@ -45,6 +51,20 @@ METHOD_ARGS_full     :=
 METHOD_ARGS_proj     := --train visual_projection.weight --train text_projection.weight
 METHOD_ARGS_last     := --train *.layers.2.* --train *post_layernorm* --train *final_layer_norm* \
 			--train visual_projection.weight --train text_projection.weight
+# prompt tuning on the frozen base (cmr-tuning(5)), at a larger learning rate: text prompts
+# start from the words the source's captions open with (CoOp's "a photo of a"; random text
+# prompts start far from the base's function), vision prompts N(0, 0.02) (VPT)
+PROMPT_LR            ?= 1e-2
+PROMPT_INIT          ?= there is
+TEXT_PROMPTS         ?= 2
+VISION_PROMPTS       ?= 8
+METHOD_ARGS_tprompt  := --text-prompts $(TEXT_PROMPTS) --lr $(PROMPT_LR)
+METHOD_ARGS_vprompt  := --vision-prompts $(VISION_PROMPTS) --lr $(PROMPT_LR)
+METHOD_ARGS_prompts  := --text-prompts $(TEXT_PROMPTS) --vision-prompts $(VISION_PROMPTS) --lr $(PROMPT_LR)
+METHOD_ARGS_deep     := --text-prompts $(TEXT_PROMPTS) --vision-prompts $(VISION_PROMPTS) --deep --lr $(PROMPT_LR)
+METHOD_INIT_tprompt  := $(PROMPT_INIT)
+METHOD_INIT_prompts  := $(PROMPT_INIT)
+METHOD_INIT_deep     := $(PROMPT_INIT)
 
 export BIN SOURCE BATCH TUNE_EPOCHS TUNE_LR
 
@@ -94,17 +114,20 @@ $(OUT)/base-source.json: $(OUT)/base/model.safetensors
 define row
 $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt: $(OUT)/base-source.json $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr \
 		$(OUT)/data/$(1)-test-i.cmr $(OUT)/data/$(1)-test-t.cmr pipelines/transfer-run.sh
-	METHOD_ARGS="$$(METHOD_ARGS_$(2))" sh pipelines/transfer-run.sh $(OUT) $(1) $(2) $(3)
+	METHOD_ARGS="$$(METHOD_ARGS_$(2))" METHOD_INIT="$$(METHOD_INIT_$(2))" TUNE_EPOCHS=$$(or $$(TUNE_EPOCHS_$(1)),$$(TUNE_EPOCHS)) \
+		sh pipelines/transfer-run.sh $(OUT) $(1) $(2) $(3)
 ROWS += $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt
 endef
 $(foreach t,$(TARGETS),$(foreach m,$(METHODS),$(foreach s,$(if $(filter zeroshot,$(m)),1,$(SEEDS)),\
 	$(eval $(call row,$(t),$(m),$(s))))))
 
 table: $(OUT)/results.md
-$(OUT)/results.md: $(ROWS) pipelines/transfer-table.sh
+$(OUT)/results.md: $(ROWS) pipelines/transfer-table.sh pipelines/transfer-plot.sh
 	sh pipelines/transfer-table.sh $(OUT)
+	sh pipelines/transfer-plot.sh $(OUT)
 
-# the table into bench/RESULTS.md (section "transfer", with machine, date and command)
+# the table into bench/RESULTS.md (section "transfer", with machine, date and command), the
+# plot into bench/transfer.svg
 publish: $(OUT)/results.md
 	sh pipelines/transfer-publish.sh $(OUT) "make -f pipelines/transfer.mk $(MAKEFLAGS)" $(BASE_CONFIG)
 

@@ -10,6 +10,7 @@
 struct cmr_clip_ws {
 	const cmr_ops *ops;
 	int tower, max_batch, max_rows, max_patch, keep;
+	int lean;        /* keeping, but no layer weight trains (prompts): h1, a, h2, fact not kept */
 	int kfrom, nk;   /* activations of layers kfrom.. are kept, in nk sets (1 when not keeping) */
 	cmr_layout lay;  /* on the host */
 	cmr_layout dlay; /* its copy in the backend's memory */
@@ -70,6 +71,15 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ws->max_patch = vision ? max_batch * (cmr_clip_vision_seq(c) - 1) : 0;
 	ws->kfrom = keep ? (t->grad_from < 0 ? 0 : t->grad_from > L ? L : t->grad_from) : L;
 	ws->nk = keep && L - ws->kfrom > 0 ? L - ws->kfrom : 1;
+	/* with every layer weight frozen and no module on the layers, the backward pass needs only
+	 * what the layer norms, the attention and the activation's backward passes read (x_in, q,
+	 * k, v, x_mid, fc1's output): the linear layers' inputs are kept for their weight
+	 * gradients only */
+	int wtrain = 0;
+	for (int l = 0; l < L && t->layer; l++)
+		for (int sl = 0; sl < CMR_L_PROMPT; sl++)
+			wtrain |= t->layer[l].g[sl] != NULL;
+	ws->lean = keep && !wtrain && !t->hooks;
 	for (const cmr_hook *h = t->hooks; h; h = h->next)
 		ws->hsz += h->scratch;
 	size_t R = (size_t)ws->max_rows, D = (size_t)c->width, F = (size_t)c->mlp, K = (size_t)ws->nk;
@@ -80,12 +90,13 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 #define ALLOC(f, bytes) ok &= ((ws->f = ops->alloc((bytes) + 4)) != NULL)
 	ALLOC(dint, ws->nint * sizeof(int));
 	ALLOC(x, (keep ? K + 1 : 1) * RD);
-	ALLOC(h1, K * RD);
+	size_t KL = ws->lean ? 1 : K; /* the sets of what lean leaves unkept */
+	ALLOC(h1, KL * RD);
 	ALLOC(q, K * RD);
 	ALLOC(k, K * RD);
 	ALLOC(v, K * RD);
-	ALLOC(a, K * RD);
-	ALLOC(h2, K * RD);
+	ALLOC(a, KL * RD);
+	ALLOC(h2, KL * RD);
 	ALLOC(fpre, K * RF);
 	ALLOC(tmp, RD);
 	ALLOC(scratch, 2 * (size_t)seq * seq * sizeof(float));
@@ -95,7 +106,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ALLOC(hs, K * R * ws->hsz * sizeof(float));
 	if (keep) {
 		ALLOC(xmid, K * RD);
-		ALLOC(fact, K * RF);
+		ALLOC(fact, KL * RF);
 		ALLOC(dx, RD);
 		ALLOC(dh, RD);
 		ALLOC(dq, RD);
@@ -236,19 +247,19 @@ static acts layer_acts(const cmr_clip_ws *ws, int l, int D, int F)
 {
 	size_t RD = (size_t)ws->max_rows * D, RF = (size_t)ws->max_rows * F;
 	int kept = ws->keep && l >= ws->kfrom;
-	size_t s = kept ? (size_t)(l - ws->kfrom) : 0;
+	size_t s = kept ? (size_t)(l - ws->kfrom) : 0, sl = ws->lean ? 0 : s;
 	acts A;
 	A.xin = ws->x + (kept ? s : 0) * RD;
 	A.xout = kept ? A.xin + RD : A.xin;
-	A.h1 = ws->h1 + s * RD;
+	A.h1 = ws->h1 + sl * RD;
 	A.q = ws->q + s * RD;
 	A.k = ws->k + s * RD;
 	A.v = ws->v + s * RD;
-	A.a = ws->a + s * RD;
+	A.a = ws->a + sl * RD;
 	A.xmid = kept ? ws->xmid + s * RD : A.xin;
-	A.h2 = ws->h2 + s * RD;
+	A.h2 = ws->h2 + sl * RD;
 	A.fpre = ws->fpre + s * RF;
-	A.fact = kept ? ws->fact + s * RF : A.fpre;
+	A.fact = kept ? ws->fact + sl * RF : A.fpre;
 	A.hs = ws->hs + s * (size_t)ws->max_rows * ws->hsz;
 	return A;
 }

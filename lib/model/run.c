@@ -438,7 +438,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
 				"(%" PRId64 " per epoch)%s\n",
 			cmr_progname, d->nimg, d->ntok, (snprintf(err, 64, "%.2fM", nall / 1e6), err),
-			(snprintf(path, 64, "%.2fM", ntrain / 1e6), path), r.total, B, r.spe, o->resume ? ", resumed" : "");
+			(ntrain < 100000 ? snprintf(path, 64, "%zu", ntrain) : snprintf(path, 64, "%.2fM", ntrain / 1e6), path), r.total, B, r.spe, o->resume ? ", resumed" : "");
 	int tty = isatty(2);
 	int64_t perm_epoch = -1;
 	catch_stop();

@@ -96,9 +96,9 @@ expect_status 0
 for m in zeroshot full proj last tprompt vprompt prompts deep; do
 	grep -q "^| mine | $m |" "$WORK/transfer/results.md" || why "no $m row"
 done
-# 8 prompts of 32 floats on both towers, deep: 3 layers each
-grep -q '"method": "deep", "seeds": 2, .*"trainable": 1536,' "$WORK/transfer/results.json" ||
-	why "the deep prompts row should train 2 x 3 x 8 x 32 = 1536 floats: $(grep deep "$WORK/transfer/results.json")"
+# 2 text and 8 vision prompts of 32 floats, deep: 3 layers each
+grep -q '"method": "deep", "seeds": 2, .*"trainable": 960,' "$WORK/transfer/results.json" ||
+	why "the deep prompts row should train (2 + 8) x 32 x 3 = 960 floats: $(grep deep "$WORK/transfer/results.json")"
 [ -f "$WORK/transfer/runs/mine/prompts-s1/model/adapter_config.json" ] || why "the prompts row wrote no tuning"
 grep -q '<circle' "$WORK/transfer/results.svg" || why "no plot"
 touch "$BUILD/bin/cmr-train" # a rebuilt tool redoes nothing (the tools are order-only)

@@ -29,9 +29,11 @@ measure() { # label, cmr-train options...
 	echo "$label $ms $rss"
 }
 set -- $(measure proj --train visual_projection.weight --train text_projection.weight) \
-	$(measure full) $(measure prompts --text-prompts 8 --vision-prompts 8)
+	$(measure full) $(measure prompts --text-prompts 8 --vision-prompts 8) \
+	$(measure recompute --text-prompts 8 --vision-prompts 8 --recompute)
 ratio=$(awk -v a="$2" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 pratio=$(awk -v a="$8" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
+rratio=$(awk -v a="${11}" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 section="<!-- tune:begin -->
 ## cmr-train: tuning the projections or prompts of a frozen ViT-B/32 vs fine-tuning all of it
 
@@ -47,10 +49,11 @@ of the whole run (the mapped checkpoint's pages count).
 | \`visual_projection.weight\`, \`text_projection.weight\` (0.66M) | $2 | $3 |
 | every parameter (151M) | $5 | $6 |
 | 8 text + 8 vision prompts, base frozen (10k) | $8 | $9 |
+| the same, \`--recompute\` (fc1's output recomputed in the backward pass) | ${11} | ${12} |
 
 Step time of the projections-only run: $ratio of the full one; of the prompt tuning: $pratio
 (its backward pass crosses every layer of both towers for the input gradients, without weight
 gradients; it keeps x_in, q, k, v, x_mid and fc1's output per layer, not the linear layers'
-inputs, which only weight gradients read).
+inputs, which only weight gradients read); with \`--recompute\`: $rratio.
 <!-- tune:end -->"
 write_section tune "$section"

@@ -11,6 +11,7 @@ struct cmr_clip_ws {
 	const cmr_ops *ops;
 	int tower, max_batch, max_rows, max_patch, keep;
 	int lean;        /* keeping, but no layer weight trains (prompts): h1, a, h2, fact not kept */
+	int recompute;   /* lean, and fc1's output recomputed in the backward pass, not kept */
 	int kfrom, nk;   /* activations of layers kfrom.. are kept, in nk sets (1 when not keeping) */
 	cmr_layout lay;  /* on the host */
 	cmr_layout dlay; /* its copy in the backend's memory */
@@ -66,7 +67,9 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ws->ops = ops;
 	ws->tower = tower;
 	ws->max_batch = max_batch;
-	ws->keep = keep = keep && cmr_clip_tower_trains(m, tower); /* a frozen tower keeps nothing */
+	if (!cmr_clip_tower_trains(m, tower))
+		keep = 0; /* a frozen tower keeps nothing */
+	ws->keep = keep != 0;
 	ws->max_rows = vision ? max_batch * seq : max_tokens + max_batch * t->nprefix;
 	ws->max_patch = vision ? max_batch * (cmr_clip_vision_seq(c) - 1) : 0;
 	ws->kfrom = keep ? (t->grad_from < 0 ? 0 : t->grad_from > L ? L : t->grad_from) : L;
@@ -80,6 +83,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 		for (int sl = 0; sl < CMR_L_PROMPT; sl++)
 			wtrain |= t->layer[l].g[sl] != NULL;
 	ws->lean = keep && !wtrain && !t->hooks;
+	ws->recompute = ws->lean && keep == CMR_KEEP_RECOMPUTE;
 	for (const cmr_hook *h = t->hooks; h; h = h->next)
 		ws->hsz += h->scratch;
 	size_t R = (size_t)ws->max_rows, D = (size_t)c->width, F = (size_t)c->mlp, K = (size_t)ws->nk;
@@ -97,7 +101,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ALLOC(v, K * RD);
 	ALLOC(a, KL * RD);
 	ALLOC(h2, KL * RD);
-	ALLOC(fpre, K * RF);
+	ALLOC(fpre, (ws->recompute ? 1 : K) * RF);
 	ALLOC(tmp, RD);
 	ALLOC(scratch, 2 * (size_t)seq * seq * sizeof(float));
 	ALLOC(pooled, BD);
@@ -258,7 +262,7 @@ static acts layer_acts(const cmr_clip_ws *ws, int l, int D, int F)
 	A.a = ws->a + sl * RD;
 	A.xmid = kept ? ws->xmid + s * RD : A.xin;
 	A.h2 = ws->h2 + sl * RD;
-	A.fpre = ws->fpre + s * RF;
+	A.fpre = ws->fpre + (ws->recompute ? 0 : s) * RF;
 	A.fact = kept ? ws->fact + sl * RF : A.fpre;
 	A.hs = ws->hs + s * (size_t)ws->max_rows * ws->hsz;
 	return A;
@@ -384,6 +388,10 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		ops->zero(ws->df2, (size_t)R * F);
 		ops->zero(ws->dh, n);
 		ops->linear_bw(A.fact, L->w[CMR_L_FC2_W], ws->dx, ws->df, g[CMR_L_FC2_W], g[CMR_L_FC2_B], R, F, D);
+		if (ws->recompute) { /* fc1's output again, as the forward pass computed it */
+			ops->layernorm(A.xmid, L->w[CMR_L_LN2_W], L->w[CMR_L_LN2_B], A.h2, R, D, c->eps);
+			ops->linear(A.h2, L->w[CMR_L_FC1_W], L->w[CMR_L_FC1_B], A.fpre, R, D, F);
+		}
 		ops->act_bw(A.fpre, ws->df, ws->df2, (size_t)R * F, c->act);
 		ops->linear_bw(A.h2, L->w[CMR_L_FC1_W], ws->df2, ws->dh, g[CMR_L_FC1_W], g[CMR_L_FC1_B], R, D, F);
 		if (t->hooks)

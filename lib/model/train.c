@@ -46,8 +46,9 @@ cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batc
 	if (!s)
 		return NULL;
 	s->max_batch = max_batch;
-	s->ws[CMR_TOWER_VISION] = cmr_clip_ws_new(m, ops, CMR_TOWER_VISION, max_batch, 0, 1);
-	s->ws[CMR_TOWER_TEXT] = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, max_batch, max_tokens, 1);
+	int keep = m->recompute ? CMR_KEEP_RECOMPUTE : 1;
+	s->ws[CMR_TOWER_VISION] = cmr_clip_ws_new(m, ops, CMR_TOWER_VISION, max_batch, 0, keep);
+	s->ws[CMR_TOWER_TEXT] = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, max_batch, max_tokens, keep);
 	s->emb = malloc(4 * (size_t)max_batch * m->cfg.proj * sizeof *s->emb);
 	if (!s->ws[0] || !s->ws[1] || !s->emb) {
 		cmr_step_ws_free(s);

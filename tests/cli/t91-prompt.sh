@@ -110,6 +110,17 @@ run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/h.cmr"
 expect_status 0
 end
 
+begin "--recompute (fc1's output recomputed in the backward pass, not kept) trains the same prompts bit for bit"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/rc" -b 8 --epochs 6 --lr 1e-2 --text-prompts 4 --vision-prompts 2 --deep --recompute "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -q -m "$TINY" --tuning "$WORK/rc" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/rc.cmr"
+run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/rc.cmr"
+expect_status 0
+run cmr-train -t 1 -m "$TINY" -o "$WORK/rc2" -b 8 --steps 1 --recompute --train 'text_model.encoder.layers.1.*' "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+expect_stderr_has "--recompute applies when no layer weight trains"
+end
+
 begin "a tuning made for another base is refused, naming both, and nothing is written"
 run cmr-encode -m "$WORK/gelu" --tuning "$WORK/tun" -o "$WORK/x.cmr" "$WORK/ti.cmr"
 expect_status 1

@@ -189,6 +189,10 @@ int main(int argc, char **argv)
 		others += m->param[i].g && m->param[i].group != CMR_GROUP_PROMPT;
 	check(others == 0, "frozen base: no other parameter has a gradient", others, 0);
 	printf("%s\n", failures ? "FAILED" : "OK");
+	fflush(stdout); /* before any sanitizer report at exit */
+	for (int b = 0; b < B; b++)
+		free(imgs[b]), free(toks[b]);
+	free(imgs), free(toks), free(ilen), free(tlen), free(emb);
 	cmr_step_ws_free(sw);
 	cmr_clip_ws_free(ci);
 	cmr_clip_ws_free(ct);

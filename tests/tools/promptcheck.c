@@ -18,6 +18,7 @@
 #include "model/tuning.h"
 #include "format/safetensors.h"
 #include "format/stream.h"
+#include "records.h"
 
 static int failures;
 
@@ -25,37 +26,6 @@ static void check(int ok, const char *what, double v, double tol)
 {
 	printf("%s: %-64s %-10.3g (<= %g)\n", ok ? "ok  " : "FAIL", what, v, tol);
 	failures += !ok;
-}
-
-static int read_all(const char *path, void ***data, int **lens)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		perror(path);
-		exit(1);
-	}
-	cmr_reader *r = cmr_reader_new(f, path);
-	cmr_record rec;
-	int n = 0, rc;
-	*data = NULL;
-	*lens = NULL;
-	while ((rc = cmr_reader_next(r, &rec)) == 1) {
-		if (rec.type != CMR_TYPE_TENSOR)
-			continue;
-		*data = realloc(*data, (size_t)(n + 1) * sizeof **data);
-		*lens = realloc(*lens, (size_t)(n + 1) * sizeof **lens);
-		(*data)[n] = malloc(rec.nbytes);
-		memcpy((*data)[n], rec.data, rec.nbytes);
-		(*lens)[n] = (int)cmr_record_nelem(&rec);
-		n++;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "promptcheck: %s\n", cmr_reader_error(r));
-		exit(1);
-	}
-	cmr_reader_free(r);
-	fclose(f);
-	return n;
 }
 
 /* worst relative L2 error of B rows of P against the reference's */

@@ -158,6 +158,15 @@ static char *provenance(int kind)
 		json_object_set_new(model, "tuning", json_pack("{s:s, s:s}", "path", g.o->tuning, "method", g.tun.method));
 		json_object_set_new(model, "base_xxh3", json_string(bh));
 	}
+	uint64_t id = cmr_clip_id(g.m);
+	if (id) { /* the model's identity over both towers: what cmr-eval, cmr-index, cmr-query compare */
+		char hv[17], ht[17], hid[17];
+		snprintf(hid, sizeof hid, "%016" PRIx64, id);
+		snprintf(hv, sizeof hv, "%016" PRIx64, g.m->tower[CMR_TOWER_VISION].hash);
+		snprintf(ht, sizeof ht, "%016" PRIx64, g.m->tower[CMR_TOWER_TEXT].hash);
+		json_object_set_new(model, "id", json_string(hid));
+		json_object_set_new(model, "towers", json_pack("{s:s, s:s}", "vision", hv, "text", ht));
+	}
 	json_object_set_new(j, "model", model);
 	json_object_set_new(j, "normalized", json_boolean(g.o->normalize));
 	json_object_set_new(j, "backend", json_string(g.o->ops->name));

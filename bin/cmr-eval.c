@@ -14,20 +14,22 @@
 
 static const cmr_tool tool = {
 	"cmr-eval",
-	"[-k LIST] [--json] [--plot FILE.svg] [--bootstrap N] [--seed N] IMAGES.cmr TEXTS.cmr",
+	"[-k LIST] [--json] [--plot FILE.svg] [--bootstrap N] [--seed N] [--force] IMAGES.cmr TEXTS.cmr",
 	"Evaluate retrieval in both directions from embeddings: IMAGES.cmr holds one embedding per\n"
 	"image (key: the image key), TEXTS.cmr one per caption (key: <image key>#<n>). Similarity\n"
 	"is the cosine. An image query is a hit at K when any of its captions is among the top K\n"
 	"texts; a caption query when its image is among the top K images (the CLIP_benchmark and\n"
 	"VSE++ protocol). Ranks are 1-based; a candidate scoring the same as the correct one\n"
-	"counts above it when it comes earlier in the input.\n"
+	"counts above it when it comes earlier in the input. Both streams must come from one model\n"
+	"(their provenance says which: cmr-stream(5)).\n"
 	"\nOptions:\n"
 	"  -k, --recall LIST     the K of Recall@K, comma-separated (default 1,5,10)\n"
 	"      --json            one JSON object instead of the table\n"
 	"      --plot FILE       draw Recall@K against K (1 to 50) for both directions as SVG\n"
 	"      --bootstrap N     95% confidence intervals from N resamplings of the queries\n"
 	"      --seed N          seed of the resampling (default 1)\n"
-	"      --chunk N         rows of the similarity matrix computed at a time (default 1024)\n",
+	"      --chunk N         rows of the similarity matrix computed at a time (default 1024)\n"
+	CMR_FORCE_HELP,
 };
 
 struct opts {
@@ -52,6 +54,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"bootstrap", required_argument, NULL, OPT_BOOT},
 		{"seed", required_argument, NULL, OPT_SEED},
 		{"chunk", required_argument, NULL, OPT_CHUNK},
+		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
@@ -93,12 +96,42 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 }
 
 /* ---- reading embeddings ---- */
-static void read_embs(const char *path, cmr_vecs *e)
+static void read_embs(const char *path, cmr_vecs *e, cmr_origins *org)
 {
 	char *in[1] = {(char *)path};
-	cmr_read_embeddings(in, 1, 0, "the first record", e);
+	cmr_read_embeddings(in, 1, 0, "the first record", e, org);
 	if (e->n == 0)
 		cmr_die("%s: no embeddings", cmr_input_name(path));
+}
+
+/* every origin of s computed by tower */
+static int all_of(const cmr_origins *s, int tower)
+{
+	for (int i = 0; i < s->n; i++)
+		if (s->o[i].tower != tower)
+			return 0;
+	return s->n > 0;
+}
+
+/* the two streams the wrong way round: say so before anything else fails */
+static void check_order(const struct opts *o, const cmr_vecs *im, const cmr_vecs *tx, const cmr_origins *oi,
+			const cmr_origins *ot)
+{
+	int swapped = all_of(oi, 1) && all_of(ot, 0);
+	if (!swapped && !oi->n && !ot->n) { /* no provenance: the keys tell */
+		size_t hi = 0, ht = 0;
+		for (size_t i = 0; i < im->n; i++)
+			hi += strchr(im->keys[i], '#') != NULL;
+		for (size_t i = 0; i < tx->n; i++)
+			ht += strchr(tx->keys[i], '#') != NULL;
+		swapped = hi == im->n && ht == 0;
+	}
+	if (swapped) {
+		cmr_error("%s holds text embeddings and %s image embeddings", cmr_input_name(o->images),
+			  cmr_input_name(o->texts));
+		cmr_hint("give the images first: cmr-eval %s %s", cmr_input_name(o->texts), cmr_input_name(o->images));
+		cmr_die("nothing evaluated");
+	}
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -198,8 +231,13 @@ int main(int argc, char **argv)
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
 	cmr_vecs im = {0}, tx = {0};
-	read_embs(o.images, &im);
-	read_embs(o.texts, &tx);
+	cmr_origins oi = {0}, ot = {0};
+	read_embs(o.images, &im, &oi);
+	read_embs(o.texts, &tx, &ot);
+	check_order(&o, &im, &tx, &oi, &ot);
+	cmr_origins_check(&oi, &ot);
+	cmr_origins_free(&oi);
+	cmr_origins_free(&ot);
 	if (im.dim != tx.dim)
 		cmr_die("images have dimension %d, texts %d: not from one model", im.dim, tx.dim);
 	/* image keys: unique, sorted for lookup (index into im via a permutation) */

@@ -14,21 +14,22 @@
 static const cmr_tool tool = {
 	"cmr-index",
 	"[build] [--ivf NLIST] [--sq8] [--quantizer Q.idx] [--train-only] [--seed N]\n"
-	"[--iter N] [--sample N] -o OUT.idx [STREAM...]\n"
-	"add -o OUT.idx BASE.idx [STREAM...]\n"
-	"merge -o OUT.idx SHARD.idx...\n"
+	"[--iter N] [--sample N] [--force] -o OUT.idx [STREAM...]\n"
+	"add [--force] -o OUT.idx BASE.idx [STREAM...]\n"
+	"merge [--force] -o OUT.idx SHARD.idx...\n"
 	"info INDEX.idx",
 	"Build an index file (cmr-index(5)) from embedding records: exact search over every vector\n"
 	"(flat, the default) or an inverted file (--ivf) whose k-means lists cmr-query visits\n"
 	"--nprobe at a time; vectors stored as f32 or as 8-bit codes (--sq8). Vectors are made\n"
-	"unit length: scores are cosines. Keys and provenance are kept. The file is written under\n"
-	"a temporary name and renamed; it is read memory-mapped.\n"
+	"unit length: scores are cosines. Keys are kept, and the provenance of the streams: the\n"
+	"model they come from, which add, merge and cmr-query check (one model per index). The\n"
+	"file is written under a temporary name and renamed; it is read memory-mapped.\n"
 	"\nCommands:\n"
 	"  build    (the default) index the embeddings of the streams\n"
 	"  add      a new index with BASE's vectors and the streams', placed by BASE's quantizer\n"
 	"  merge    one index from shards built with the same quantizer (--quantizer); answers\n"
 	"           equal those of one index built from all the shards' streams in that order\n"
-	"  info     the header, list sizes and provenance of an index\n"
+	"  info     the header, list sizes, models and provenance of an index\n"
 	"\nOptions:\n"
 	"      --ivf NLIST       inverted file with NLIST k-means lists (about 4 sqrt(N) is usual)\n"
 	"      --sq8             store 8-bit scalar-quantised codes (a quarter of the memory)\n"
@@ -38,6 +39,7 @@ static const cmr_tool tool = {
 	"      --seed N          k-means seed (default 1)\n"
 	"      --iter N          k-means iterations (default 20)\n"
 	"      --sample N        k-means training vectors (default 256 per list)\n"
+	CMR_FORCE_HELP
 	"  -o, --output FILE     the index to write (required)\n",
 };
 
@@ -65,6 +67,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"seed", required_argument, NULL, OPT_SEED},
 		{"iter", required_argument, NULL, OPT_ITER},
 		{"sample", required_argument, NULL, OPT_SAMPLE},
+		CMR_FORCE_LONGOPT,
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
@@ -129,6 +132,12 @@ static cmr_index *open_or_die(const char *path)
 	return ix;
 }
 
+/* the models and history an index keeps (none for an index older than them) */
+static void index_origins(const cmr_index *ix, const char *path, cmr_origins *s)
+{
+	cmr_origins_from_json(s, ix->provenance, path);
+}
+
 static void write_or_die(cmr_index *ix, const char *path)
 {
 	char err[1024];
@@ -157,6 +166,12 @@ static void info(const char *path)
 	}
 	if (ix->quantizer_hash)
 		printf("quantizer %016" PRIx64 "\n", ix->quantizer_hash);
+	cmr_origins org;
+	index_origins(ix, path, &org);
+	char d[1300];
+	for (int i = 0; i < org.n; i++)
+		printf("model    %s\n", cmr_origin_describe(&org.o[i], d, sizeof d));
+	cmr_origins_free(&org);
 	if (ix->provenance)
 		printf("provenance %s\n", ix->provenance);
 	cmr_index_free(ix);
@@ -171,13 +186,20 @@ int main(int argc, char **argv)
 		info(o.inputs[0]);
 		return cmr_exit(CMR_EXIT_OK);
 	}
-	char *prov = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
+	char *own = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs), *prov = NULL;
 	char err[1024];
+	cmr_origins org = {0}; /* what the new index holds */
 	cmr_index *out = NULL;
 	if (o.cmd == C_MERGE) {
 		cmr_index **ix = calloc((size_t)o.ninputs, sizeof *ix);
-		for (int i = 0; i < o.ninputs; i++)
+		for (int i = 0; i < o.ninputs; i++) {
 			ix[i] = open_or_die(o.inputs[i]);
+			cmr_origins one;
+			index_origins(ix[i], o.inputs[i], &one);
+			cmr_origins_merge(&org, &one);
+			cmr_origins_free(&one);
+		}
+		prov = cmr_origins_json(own, &org);
 		out = cmr_index_merge((const cmr_index *const *)ix, o.ninputs, prov, err, sizeof err);
 		if (!out)
 			cmr_die("%s", err);
@@ -188,11 +210,23 @@ int main(int argc, char **argv)
 		cmr_index *base = o.cmd == C_ADD ? open_or_die(o.inputs[0]) : NULL;
 		cmr_index *q = o.quantizer ? open_or_die(o.quantizer) : base;
 		cmr_vecs vs = {0};
+		cmr_origins read = {0};
 		if (!o.train_only || !q)
 			cmr_read_embeddings(o.cmd == C_ADD ? o.inputs + 1 : o.inputs, o.cmd == C_ADD ? o.ninputs - 1 : o.ninputs,
-					    q ? q->dim : 0, "the index", &vs);
+					    q ? q->dim : 0, "the index", &vs, &read);
 		if (!vs.n && !q)
 			cmr_die("no embeddings to index");
+		if (base) /* the base's models first, then the new streams' */
+			index_origins(base, o.inputs[0], &org);
+		cmr_origins_merge(&org, &read);
+		if (q && q != base) { /* its centroids are in its model's space */
+			cmr_origins qo;
+			index_origins(q, o.quantizer, &qo);
+			cmr_origins_check(&org, &qo);
+			cmr_origins_free(&qo);
+		}
+		cmr_origins_free(&read);
+		prov = cmr_origins_json(own, &org);
 		o.b.quantizer = q;
 		cmr_index *built = cmr_index_build(&vs, &o.b, prov, err, sizeof err);
 		if (!built)
@@ -219,6 +253,8 @@ int main(int argc, char **argv)
 			cmr_index_free(q);
 		cmr_index_free(base);
 	}
+	cmr_origins_free(&org);
+	free(own);
 	write_or_die(out, o.output);
 	cmr_index_free(out);
 	free(prov);

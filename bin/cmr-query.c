@@ -20,11 +20,13 @@
 static const cmr_tool tool = {
 	"cmr-query",
 	"[-k N] [--nprobe N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.jpg --images ARCHIVE...]\n"
-	"[-o OUT] INDEX [QUERIES...]",
+	"[--force] [-o OUT] INDEX [QUERIES...]",
 	"Search an index (cmr-index) with the embedding records of QUERIES (standard input when\n"
 	"none): the k stored vectors of highest cosine for each query, best first; a stored vector\n"
 	"scoring the same as another comes after it when it was indexed later. Text->image,\n"
-	"image->image and image->text search are this same operation on different indexes.\n"
+	"image->image and image->text search are this same operation on different indexes. The\n"
+	"queries must come from the model the index was built from (their provenance and the\n"
+	"index's say which: cmr-stream(5), cmr-index(5)).\n"
 	"\nOutput formats (-f):\n"
 	"  tsv      query_key<TAB>rank<TAB>hit_key<TAB>score per line (the default)\n"
 	"  jsonl    {\"query\": KEY, \"hits\": [{\"key\": KEY, \"score\": S}, ...]} per line\n"
@@ -38,6 +40,7 @@ static const cmr_tool tool = {
 	"                        images left to right, read from the --images archives\n"
 	"      --images A        archives or directories holding the indexed images (repeat)\n"
 	"      --thumb N         thumbnail size in the sheet (default 96)\n"
+	CMR_FORCE_HELP
 	"  -o, --output FILE     write here instead of standard output\n",
 };
 
@@ -67,6 +70,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"images", required_argument, NULL, OPT_IMAGES},
 		{"thumb", required_argument, NULL, OPT_THUMB},
 		{"output", required_argument, NULL, 'o'},
+		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
@@ -269,7 +273,11 @@ int main(int argc, char **argv)
 	cmr_vecs qv = {0};
 	char owner[4200];
 	snprintf(owner, sizeof owner, "the index %s", o.index);
-	cmr_read_embeddings(o.inputs, o.ninputs, ix->dim, owner, &qv);
+	cmr_origins qorg = {0}, iorg;
+	cmr_read_embeddings(o.inputs, o.ninputs, ix->dim, owner, &qv, &qorg);
+	cmr_origins_from_json(&iorg, ix->provenance, o.index);
+	cmr_origins_check(&iorg, &qorg);
+	cmr_origins_free(&iorg);
 	const float *q = qv.v;
 	char **qkeys = qv.keys;
 	uint64_t nq = qv.n;
@@ -287,6 +295,10 @@ int main(int argc, char **argv)
 	cmr_writer *w = NULL;
 	if (o.fmt == F_STREAM) {
 		w = cmr_writer_new(out.f, out.name, 0);
+		/* the queries' history, then this tool's provenance (cmr-stream(5)) */
+		for (int i = 0; i < qorg.nhist; i++)
+			if (cmr_writer_put_provenance(w, qorg.hist_key[i], qorg.hist_json[i]) < 0)
+				cmr_die_writer(w);
 		char *prov = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
 		cmr_writer_set_provenance(w, tool.name, prov);
 		free(prov);
@@ -348,6 +360,7 @@ int main(int argc, char **argv)
 	if (o.sheet)
 		sheet(&o, qkeys, ord, ix, nq);
 	cmr_vecs_free(&qv);
+	cmr_origins_free(&qorg);
 	free(ord);
 	free(score);
 	free(payload);

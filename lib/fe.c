@@ -231,6 +231,9 @@ int cmr_common_option(int c)
 	case 'q':
 		cmr_verbose = -1;
 		return 1;
+	case CMR_OPT_FORCE:
+		cmr_force_mix = 1;
+		return 1;
 	case '?':
 	case ':':
 		/* getopt has printed "prog: unrecognized option" already */
@@ -429,12 +432,20 @@ struct read_emb {
 	uint32_t want;
 	const char *owner;
 	cmr_vecs *vs;
+	cmr_origins *org;
+	const char *input;
 	float *buf;
 };
 
 static int take_embedding(const cmr_record *rec, const char *input, void *ctx)
 {
 	struct read_emb *e = ctx;
+	if (e->org && input != e->input) {
+		cmr_origins_input(e->org);
+		e->input = input;
+	}
+	if (rec->type == CMR_TYPE_META && rec->kind == CMR_KIND_PROVENANCE && e->org)
+		cmr_origins_provenance(e->org, rec->key, rec->data, (size_t)rec->nbytes, input);
 	if (rec->type != CMR_TYPE_TENSOR)
 		return 0;
 	const char *why = "not an f32 or f16 embedding [D]";
@@ -449,14 +460,17 @@ static int take_embedding(const cmr_record *rec, const char *input, void *ctx)
 		cmr_die("out of memory");
 	if (cmr_unit_embedding(rec, e->buf, &why) < 0)
 		cmr_die("%s: record %llu (key '%s'): %s", input, (unsigned long long)rec->index, rec->key, why);
+	if (e->org)
+		cmr_origins_embedding(e->org, input);
 	if (cmr_vecs_push(e->vs, e->buf, d, rec->key) < 0)
 		cmr_die("out of memory");
 	return 0;
 }
 
-void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs)
+void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs,
+			 cmr_origins *org)
 {
-	struct read_emb e = {want, owner, vs, NULL};
+	struct read_emb e = {want, owner, vs, org, NULL, NULL};
 	cmr_each_record(inputs, n, take_embedding, &e);
 	free(e.buf);
 }

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "index.h"
+#include "origin.h"
 #include "format/stream.h"
 
 #define CMR_VERSION_STRING "0.1.0"
@@ -63,7 +64,12 @@ void cmr_set_exit_hook(cmr_exit_hook hook);
 	{"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}, \
 	{"verbose", no_argument, NULL, 'v'}, {"quiet", no_argument, NULL, 'q'}
 #define CMR_COMMON_SHORTOPTS "hVvq"
-/* Handles h, V, v, q and getopt's '?' / ':' (usage error); returns 0 if c was not common. */
+/* --force, for the tools that refuse to mix models (origin.h): add to their option table. */
+#define CMR_OPT_FORCE 0x1f0
+#define CMR_FORCE_LONGOPT {"force", no_argument, NULL, CMR_OPT_FORCE}
+#define CMR_FORCE_HELP "      --force           use embeddings of different models together (a warning, not an error)\n"
+/* Handles h, V, v, q, --force and getopt's '?' / ':' (usage error); returns 0 if c was not
+ * common. */
 int cmr_common_option(int c);
 
 /* Parses a whole decimal integer in [min, max] or fails with a usage error naming opt. */
@@ -116,8 +122,10 @@ _Noreturn void cmr_die_writer(cmr_writer *w);
 /* Reads the embedding records of the inputs (standard input when n is 0) into vs as unit
  * vectors, skipping metadata. Every embedding must have dimension want (or, when want is 0,
  * that of the first); owner says whose dimension it is in the message ("the index"). Dies
- * naming the stream, record and key on anything else. */
-void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs);
+ * naming the stream, record and key on anything else. With org, the provenance records are
+ * kept there and the embeddings' models gathered, a mix of models refused (origin.h). */
+void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs,
+			 cmr_origins *org);
 
 /* ---- provenance (JSON, built with jansson) ---- */
 /* Builds this tool's provenance record: {"tool","version","args","inputs"}. Returns a

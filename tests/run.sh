@@ -1,7 +1,7 @@
 #!/bin/sh
 # run.sh - the test suite: C unit tests, fuzz corpus replay, golden streams, CLI tests,
 # man page lint.  Usage: sh tests/run.sh BUILD_DIR
-# Prints one line per test (PASS/FAIL/SKIP) and closes with "N passed, N failed, N skipped".
+# Prints one line per test (PASS/FAIL/SKIP) as it finishes and closes with "N passed, N failed, N skipped".
 # Exit status 1 if any test failed.
 set -u
 BUILD=${1:-build}
@@ -14,15 +14,15 @@ export LC_ALL=C
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
 
+# Each result line is shown as it comes (tee), and kept for the count.
 # unit tests: the binary prints PASS:/FAIL: lines itself
-"$BUILD/tests/unit" >>"$RESULTS" || true
+{ "$BUILD/tests/unit" 2>&1 || echo "FAIL: unit tests exited with status $?"; } | tee -a "$RESULTS"
 
 # shell tests: each file sources tests/lib.sh and prints PASS:/FAIL:/SKIP: lines
 for t in "$SRCDIR"/tests/cli/t*.sh; do
-	sh "$t" >>"$RESULTS" 2>&1 || echo "FAIL: $(basename "$t") exited with status $?" >>"$RESULTS"
+	{ sh "$t" 2>&1 || echo "FAIL: $(basename "$t") exited with status $?"; } | tee -a "$RESULTS"
 done
 
-cat "$RESULTS"
 pass=$(grep -c '^PASS:' "$RESULTS")
 fail=$(grep -c '^FAIL:' "$RESULTS")
 skip=$(grep -c '^SKIP:' "$RESULTS")

@@ -118,6 +118,8 @@ typedef struct cmr_clip {
 	cmr_param *param;
 	int nparam, cap;
 	unsigned towers;  /* the towers loaded (1 << enum cmr_tower) */
+	unsigned hashed;  /* the towers whose identity (hash, base_hash) is known: the loaded ones,
+			   * and those whose tensors the loaded file holds */
 	int recompute;    /* training work spaces recompute fc1's output in the backward pass
 			   * instead of keeping it (lean work spaces only: no layer weight trains) */
 	int logit;        /* index of logit_scale */
@@ -151,6 +153,9 @@ int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, c
 int cmr_clip_init(cmr_clip *m, uint64_t seed, char *err, size_t errlen);
 /* Config, table and load of DIR (config.json, model.safetensors) for the towers in mask. */
 cmr_clip *cmr_clip_open(const char *dir, unsigned mask, char *err, size_t errlen);
+/* The model's identity over both towers (each tower's hash, tuning included): what every
+ * embedding it computes carries (cmr-stream(5), model.id). 0 when a tower's is unknown. */
+uint64_t cmr_clip_id(const cmr_clip *m);
 /* The towers' name: the last component of the model directory. */
 void cmr_clip_set_name(cmr_clip *m, const char *dir);
 /* Writes every loaded parameter as F32 in table order, atomically. */

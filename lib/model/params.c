@@ -362,11 +362,15 @@ static int own(cmr_param *p, char *err, size_t errlen)
 	return 0;
 }
 
-/* each tower's identity: its config and its tensors, in table order */
+/* each tower's identity: its config and its tensors, in table order. A tower in mask is
+ * hashed from the file's bytes (st) or its loaded values; any other tower whose tensors the
+ * file holds is hashed from the file alone, without loading it, so that a model's identity
+ * over both towers is known even when only one is loaded (cmr_clip_id). */
 static void hash_towers(cmr_clip *m, unsigned mask, const cmr_st *st)
 {
 	for (int k = 0; k < 2; k++) {
-		if (!((mask >> k) & 1))
+		int loaded = (mask >> k) & 1;
+		if (!loaded && !st)
 			continue;
 		cmr_clip_tower *t = &m->tower[k];
 		const cmr_tower_cfg *c = &t->cfg;
@@ -380,20 +384,38 @@ static void hash_towers(cmr_clip *m, unsigned mask, const cmr_st *st)
 			continue;
 		XXH3_64bits_reset(x);
 		XXH3_64bits_update(x, desc, (size_t)n);
-		for (int i = 0; i < m->nparam; i++) {
+		int i;
+		for (i = 0; i < m->nparam; i++) {
 			const cmr_param *p = &m->param[i];
 			if (p->tower != k || p->group == CMR_GROUP_PROMPT || p->group == CMR_GROUP_ADAPTER)
 				continue; /* the base's own tensors: a tuning's identity is added to it */
 			const cmr_st_tensor *ft = st ? cmr_st_get(st, p->name) : NULL;
+			if (!ft && (!loaded || !p->w))
+				break; /* not in this file: the tower's identity stays unknown */
 			XXH3_64bits_update(x, p->name, strlen(p->name));
 			if (ft)
 				XXH3_64bits_update(x, ft->data, ft->nbytes);
 			else
 				XXH3_64bits_update(x, p->w, p->n * sizeof(float));
 		}
-		t->hash = t->base_hash = XXH3_64bits_digest(x);
+		if (i == m->nparam) {
+			t->hash = t->base_hash = XXH3_64bits_digest(x);
+			m->hashed |= 1u << k;
+		}
 		XXH3_freeState(x);
 	}
+}
+
+uint64_t cmr_clip_id(const cmr_clip *m)
+{
+	if ((m->hashed & CMR_TOWERS_BOTH) != CMR_TOWERS_BOTH)
+		return 0;
+	unsigned char b[16];
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < 8; i++)
+			b[8 * k + i] = (unsigned char)(m->tower[k].hash >> (8 * i));
+	uint64_t id = XXH3_64bits_withSeed(b, sizeof b, 0x636d722d6d6f646cULL /* "cmr-modl" */);
+	return id ? id : 1;
 }
 
 int cmr_clip_init(cmr_clip *m, uint64_t seed, char *err, size_t errlen)

@@ -227,9 +227,10 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 {
 	char path[4096];
 	snprintf(path, sizeof path, "%s/" CMR_TUNING_TENSORS, dir);
+	unsigned known = mask | m->hashed; /* towers to check and to give an identity */
 	for (int k = 0; k < 2; k++) {
 		const cmr_clip_tower *tw = &m->tower[k];
-		if (!((mask >> k) & 1) || !prompts_of(t, k))
+		if (!((known >> k) & 1) || !prompts_of(t, k))
 			continue;
 		if (tw->base_hash != t->base_hash[k])
 			return fail(err, errlen, "%s: made for a base whose %s tower is %016" PRIx64 ", not this one (%s, "
@@ -268,9 +269,10 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 				goto out;
 			}
 	}
-	/* the identity of each tuned tower: its base's and its tuned tensors */
+	/* the identity of each tuned tower: its base's and its tuned tensors as the file holds
+	 * them (so that a tower not loaded has one too) */
 	for (int k = 0; k < 2; k++) {
-		if (!((mask >> k) & 1) || !prompts_of(t, k))
+		if (!((known >> k) & 1) || !prompts_of(t, k))
 			continue;
 		XXH3_state_t *x = XXH3_createState();
 		if (!x) {
@@ -285,10 +287,17 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 			const cmr_param *p = &m->param[i];
 			if (p->group != CMR_GROUP_PROMPT || p->tower != k)
 				continue;
+			const cmr_st_tensor *ft = cmr_st_get(st, p->name);
+			if (!ft) {
+				XXH3_freeState(x);
+				fail(err, errlen, "%s: tensor '%s' is missing", path, p->name);
+				goto out;
+			}
 			XXH3_64bits_update(x, p->name, strlen(p->name));
-			XXH3_64bits_update(x, p->w, p->n * sizeof(float));
+			XXH3_64bits_update(x, ft->data, ft->nbytes);
 		}
 		m->tower[k].hash = XXH3_64bits_digest(x);
+		m->hashed |= 1u << k;
 		XXH3_freeState(x);
 	}
 	rc = 0;

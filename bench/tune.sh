@@ -49,7 +49,7 @@ of the whole run (the mapped checkpoint's pages count).
 | \`visual_projection.weight\`, \`text_projection.weight\` (0.66M) | $2 | $3 |
 | every parameter (151M) | $5 | $6 |
 | 8 text + 8 vision prompts, base frozen (10k) | $8 | $9 |
-| the same, \`--recompute\` (fc1's output recomputed in the backward pass) | ${11} | ${12} |
+| the same, \`--recompute\` (x_in and x_mid kept; q, k, v and fc1's output recomputed) | ${11} | ${12} |
 
 Step time of the projections-only run: $ratio of the full one; of the prompt tuning: $pratio
 (its backward pass crosses every layer of both towers for the input gradients, without weight

@@ -120,8 +120,9 @@ typedef struct cmr_clip {
 	unsigned towers;  /* the towers loaded (1 << enum cmr_tower) */
 	unsigned hashed;  /* the towers whose identity (hash, base_hash) is known: the loaded ones,
 			   * and those whose tensors the loaded file holds */
-	int recompute;    /* training work spaces recompute fc1's output in the backward pass
-			   * instead of keeping it (lean work spaces only: no layer weight trains) */
+	int recompute;    /* training work spaces keep only the residual stream and recompute q, k,
+			   * v and fc1's output in the backward pass (lean work spaces only: no
+			   * layer weight trains) */
 	int logit;        /* index of logit_scale */
 	size_t ntrain;    /* floats in trainable parameters: the size of grad and of the moments */
 	float *grad;
@@ -240,8 +241,8 @@ struct cmr_layout {
 /* Work space of one tower, in the backend's memory, for batches up to max_batch samples
  * (text: up to max_tokens tokens in all). keep: keep what the backward pass needs (from the
  * tower's grad_from up; nothing for a tower that trains nothing); 0 for inference;
- * CMR_KEEP_RECOMPUTE: keep, but recompute fc1's output in the backward pass when no layer
- * weight trains (less memory, more time). The passes must be given this backend. */
+ * CMR_KEEP_RECOMPUTE: keep, but when no layer weight trains keep only each layer's x_in and
+ * x_mid and recompute q, k, v and fc1's output in the backward pass (less memory, more time). The passes must be given this backend. */
 #define CMR_KEEP_RECOMPUTE 2
 typedef struct cmr_clip_ws cmr_clip_ws;
 cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int max_tokens,

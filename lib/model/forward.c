@@ -11,7 +11,8 @@ struct cmr_clip_ws {
 	const cmr_ops *ops;
 	int tower, max_batch, max_rows, max_patch, keep;
 	int lean;        /* keeping, but no layer weight trains (prompts): h1, a, h2, fact not kept */
-	int recompute;   /* lean, and fc1's output recomputed in the backward pass, not kept */
+	int recompute;   /* lean, and only the residual stream kept (x_in, x_mid): q, k, v and fc1's
+			  * output are recomputed in the backward pass */
 	int kfrom, nk;   /* activations of layers kfrom.. are kept, in nk sets (1 when not keeping) */
 	cmr_layout lay;  /* on the host */
 	cmr_layout dlay; /* its copy in the backend's memory */
@@ -77,7 +78,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	/* with every layer weight frozen and no module on the layers, the backward pass needs only
 	 * what the layer norms, the attention and the activation's backward passes read (x_in, q,
 	 * k, v, x_mid, fc1's output): the linear layers' inputs are kept for their weight
-	 * gradients only */
+	 * gradients only; recomputing keeps x_in and x_mid alone */
 	int wtrain = 0;
 	for (int l = 0; l < L && t->layer; l++)
 		for (int sl = 0; sl < CMR_L_PROMPT; sl++)
@@ -96,12 +97,13 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ALLOC(x, (keep ? K + 1 : 1) * RD);
 	size_t KL = ws->lean ? 1 : K; /* the sets of what lean leaves unkept */
 	ALLOC(h1, KL * RD);
-	ALLOC(q, K * RD);
-	ALLOC(k, K * RD);
-	ALLOC(v, K * RD);
+	size_t KR = ws->recompute ? 1 : K; /* the sets of what recomputing leaves unkept */
+	ALLOC(q, KR * RD);
+	ALLOC(k, KR * RD);
+	ALLOC(v, KR * RD);
 	ALLOC(a, KL * RD);
 	ALLOC(h2, KL * RD);
-	ALLOC(fpre, (ws->recompute ? 1 : K) * RF);
+	ALLOC(fpre, KR * RF);
 	ALLOC(tmp, RD);
 	ALLOC(scratch, 2 * (size_t)seq * seq * sizeof(float));
 	ALLOC(pooled, BD);
@@ -251,18 +253,18 @@ static acts layer_acts(const cmr_clip_ws *ws, int l, int D, int F)
 {
 	size_t RD = (size_t)ws->max_rows * D, RF = (size_t)ws->max_rows * F;
 	int kept = ws->keep && l >= ws->kfrom;
-	size_t s = kept ? (size_t)(l - ws->kfrom) : 0, sl = ws->lean ? 0 : s;
+	size_t s = kept ? (size_t)(l - ws->kfrom) : 0, sl = ws->lean ? 0 : s, sr = ws->recompute ? 0 : s;
 	acts A;
 	A.xin = ws->x + (kept ? s : 0) * RD;
 	A.xout = kept ? A.xin + RD : A.xin;
 	A.h1 = ws->h1 + sl * RD;
-	A.q = ws->q + s * RD;
-	A.k = ws->k + s * RD;
-	A.v = ws->v + s * RD;
+	A.q = ws->q + sr * RD;
+	A.k = ws->k + sr * RD;
+	A.v = ws->v + sr * RD;
 	A.a = ws->a + sl * RD;
 	A.xmid = kept ? ws->xmid + s * RD : A.xin;
 	A.h2 = ws->h2 + sl * RD;
-	A.fpre = ws->fpre + (ws->recompute ? 0 : s) * RF;
+	A.fpre = ws->fpre + sr * RF;
 	A.fact = kept ? ws->fact + sl * RF : A.fpre;
 	A.hs = ws->hs + s * (size_t)ws->max_rows * ws->hsz;
 	return A;
@@ -403,6 +405,13 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		ops->zero(ws->dk, n);
 		ops->zero(ws->dv, n);
 		ops->linear_bw(A.a, L->w[CMR_L_O_W], ws->dx, ws->da, g[CMR_L_O_W], g[CMR_L_O_B], R, D, D);
+		if (ws->recompute) { /* q, k and v again, as the forward pass computed them */
+			ops->layernorm(A.xin, L->w[CMR_L_LN1_W], L->w[CMR_L_LN1_B], A.h1, R, D, c->eps);
+			ops->linear(A.h1, L->w[CMR_L_Q_W], L->w[CMR_L_Q_B], A.q, R, D, D);
+			ops->linear(A.h1, L->w[CMR_L_K_W], L->w[CMR_L_K_B], A.k, R, D, D);
+			ops->linear(A.h1, L->w[CMR_L_V_W], L->w[CMR_L_V_B], A.v, R, D, D);
+			ops->scale(A.q, n, scale);
+		}
 		ops->attention_bw(A.q, A.k, A.v, ws->da, ws->dq, ws->dk, ws->dv, B, dl->start, dl->len, H, Dh, !vision,
 				  ws->scratch);
 		ops->scale(ws->dq, n, scale);

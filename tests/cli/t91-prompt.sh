@@ -110,7 +110,7 @@ run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/h.cmr"
 expect_status 0
 end
 
-begin "--recompute (fc1's output recomputed in the backward pass, not kept) trains the same prompts bit for bit"
+begin "--recompute (q, k, v and fc1's output recomputed in the backward pass, not kept) trains the same prompts bit for bit"
 run cmr-train -q -t 1 -m "$TINY" -o "$WORK/rc" -b 8 --epochs 6 --lr 1e-2 --text-prompts 4 --vision-prompts 2 --deep --recompute "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 0
 cmr-encode -q -m "$TINY" --tuning "$WORK/rc" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/rc.cmr"

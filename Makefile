@@ -76,8 +76,8 @@ TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
-TEST_BIN := $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(BUILD)/tests/mkjpeg $(BUILD)/tests/mkhf $(BUILD)/tests/mkclip $(BUILD)/tests/mkvec \
-	$(BUILD)/tests/traincheck $(BUILD)/tests/promptcheck $(BUILD)/examples/mkworld
+TEST_BIN = $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(TEST_TOOLS:%=$(BUILD)/tests/%) \
+	$(BUILD)/examples/mkworld
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)
@@ -91,7 +91,7 @@ all: $(TOOL_BIN)
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
 	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libopenblas-dev mandoc man-db \
-	bsdutils clang libclang-rt-14-dev tar gzip zstd zip
+	bsdutils clang libclang-rt-14-dev tar gzip zstd zip time
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -135,7 +135,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok jpeg tuning
+FUZZ_TARGETS := stream npy tok jpeg tuning index
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -147,32 +147,15 @@ $(BUILD)/obj/tests/fuzz/fuzz_npy.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_
 $(BUILD)/obj/tests/fuzz/fuzz_tok.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tok_one
 $(BUILD)/obj/tests/fuzz/fuzz_jpeg.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_jpeg_one
 $(BUILD)/obj/tests/fuzz/fuzz_tuning.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tuning_one
+$(BUILD)/obj/tests/fuzz/fuzz_index.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_index_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-$(BUILD)/tests/mkjpeg: $(BUILD)/obj/tests/tools/mkjpeg.o
-	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
-
-$(BUILD)/tests/mkhf: $(BUILD)/obj/tests/tools/mkhf.o
-	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBS)
-
-$(BUILD)/tests/mkclip: $(BUILD)/obj/tests/tools/mkclip.o $(LIBCMR)
-	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
-
-$(BUILD)/tests/mkvec: $(BUILD)/obj/tests/tools/mkvec.o $(LIBCMR)
-	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
-
-$(BUILD)/tests/traincheck: $(BUILD)/obj/tests/tools/traincheck.o $(LIBCMR)
-	@mkdir -p $(@D)
-	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
-
-$(BUILD)/tests/promptcheck: $(BUILD)/obj/tests/tools/promptcheck.o $(LIBCMR)
+# the test tools: one program per tests/tools/*.c
+TEST_TOOLS := mkjpeg mkhf mkclip mkvec traincheck promptcheck ixpatch
+$(TEST_TOOLS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)
 

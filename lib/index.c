@@ -4,6 +4,7 @@
 #include "index.h"
 
 #include "backend/backend.h"
+#include "format/stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -572,6 +573,118 @@ int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t err
 	return 0;
 }
 
+/* every field of the file at h (size bytes, 8-aligned) checked against the others: a
+ * checksum is no defence against a crafted file, so the structure is what is trusted */
+static int parse(cmr_index *ix, const uint8_t *h, size_t size, const char *path, char *err, size_t errlen)
+{
+	priv_t *p = ix->priv;
+	if (size < HEADER_LEN)
+		return fail(err, errlen, "%s: %zu bytes: truncated (a header is %d)", path, size, HEADER_LEN);
+	if (memcmp(h, MAGIC, 8) != 0)
+		return fail(err, errlen, "%s: not a cmr index (bad magic)", path);
+	uint32_t version = ld32(h + 8), hlen = ld32(h + 12);
+	if (version != VERSION)
+		return fail(err, errlen, "%s: unsupported index version %u (this reader knows %d)", path, version, VERSION);
+	ix->kind = ld32(h + 16), ix->code = ld32(h + 20), ix->dim = ld32(h + 24), ix->nlist = ld32(h + 28);
+	ix->n = ld64(h + 32);
+	uint32_t metric = ld32(h + 40), ns = ld32(h + 44);
+	ix->quantizer_hash = ld64(h + 48);
+	if (hlen < HEADER_LEN || hlen > 4096 || hlen % 8 || ns > 64 || (uint64_t)hlen + (uint64_t)ns * SECTION_LEN > size)
+		return fail(err, errlen, "%s: truncated or corrupt header", path);
+	XXH3_state_t *xs = XXH3_createState();
+	if (!xs)
+		return fail(err, errlen, "out of memory");
+	XXH3_64bits_reset(xs);
+	XXH3_64bits_update(xs, h, 120);
+	XXH3_64bits_update(xs, h + hlen, (size_t)ns * SECTION_LEN);
+	uint64_t sum = XXH3_64bits_digest(xs);
+	XXH3_freeState(xs);
+	if (sum != ld64(h + 120))
+		return fail(err, errlen, "%s: header checksum mismatch: the file is corrupt", path);
+	if ((ix->kind != CMR_INDEX_FLAT && ix->kind != CMR_INDEX_IVF) || (ix->code != CMR_CODE_F32 && ix->code != CMR_CODE_SQ8) ||
+	    metric != 1 || ix->dim == 0 || ix->dim > 65536 || (ix->kind == CMR_INDEX_IVF) != (ix->nlist > 0) ||
+	    ix->n > (1ull << 40) || ix->nlist > (1u << 24))
+		return fail(err, errlen, "%s: unknown kind %u, code %u or metric %u, or bad dimension %u or list count %u",
+			    path, ix->kind, ix->code, metric, ix->dim, ix->nlist);
+	uint64_t want[8] = {0, (uint64_t)ix->nlist * ix->dim * 4, ((uint64_t)ix->nlist + 1) * 8,
+			    ix->n * ix->dim * (ix->code == CMR_CODE_F32 ? 4 : 1), 2ull * ix->dim * 4, ix->n * 8, 0, 0};
+	const void *data[8] = {0};
+	uint64_t len[8] = {0};
+	for (uint32_t i = 0; i < ns; i++) {
+		const uint8_t *e = h + hlen + i * SECTION_LEN;
+		uint32_t id = ld32(e), flags = ld32(e + 4);
+		uint64_t off = ld64(e + 8), l = ld64(e + 16);
+		if (off > size || l > size - off)
+			return fail(err, errlen, "%s: section %u lies beyond the end of the file (%zu bytes): truncated", path, id,
+				    size);
+		if (off % 64 || off < (uint64_t)hlen + (uint64_t)ns * SECTION_LEN)
+			return fail(err, errlen, "%s: section %u at offset %llu: not 64-byte aligned after the section table", path,
+				    id, (unsigned long long)off);
+		if (XXH3_64bits(h + off, l) != ld64(e + 24))
+			return fail(err, errlen, "%s: section %u checksum mismatch: the file is corrupt", path, id);
+		if (id >= 8 || id == 0)
+			continue; /* a later version's section */
+		if (data[id])
+			return fail(err, errlen, "%s: section %u occurs twice", path, id);
+		if ((flags & 1) != (id == S_KEYS) || (want[id] && l != want[id]))
+			return fail(err, errlen, "%s: section %u has %llu bytes, %llu expected", path, id, (unsigned long long)l,
+				    (unsigned long long)want[id]);
+		data[id] = h + off;
+		len[id] = l;
+	}
+	if (!data[S_VECTORS] || !data[S_ORD] || !data[S_KEYS] || (ix->kind == CMR_INDEX_IVF && (!data[S_CENTROIDS] || !data[S_LIST_OFF])) ||
+	    (ix->code == CMR_CODE_SQ8 && !data[S_SQ]))
+		return fail(err, errlen, "%s: a required section is missing", path);
+	ix->centroids = data[S_CENTROIDS];
+	ix->list_off = data[S_LIST_OFF];
+	ix->vectors = data[S_VECTORS];
+	ix->sq = data[S_SQ];
+	ix->ord = data[S_ORD];
+	if (ix->list_off) { /* monotone, from 0 to n: every list inside the vectors */
+		if (ix->list_off[0] != 0 || ix->list_off[ix->nlist] != ix->n)
+			return fail(err, errlen, "%s: inverted lists do not cover the %llu vectors", path, (unsigned long long)ix->n);
+		for (uint32_t l = 0; l < ix->nlist; l++)
+			if (ix->list_off[l] > ix->list_off[l + 1])
+				return fail(err, errlen, "%s: inverted list %u ends at row %llu, before it starts (%llu): corrupt",
+					    path, l, (unsigned long long)ix->list_off[l + 1], (unsigned long long)ix->list_off[l]);
+	}
+	for (uint64_t i = 0; ix->centroids && i < (uint64_t)ix->nlist * ix->dim; i++)
+		if (!isfinite(ix->centroids[i]))
+			return fail(err, errlen, "%s: centroid %llu has a value that is not finite", path,
+				    (unsigned long long)(i / ix->dim));
+	for (uint32_t d = 0; ix->sq && d < ix->dim; d++)
+		if (!isfinite(ix->sq[d]) || !isfinite(ix->sq[ix->dim + d]) || ix->sq[ix->dim + d] < 0)
+			return fail(err, errlen, "%s: SQ8 range of dimension %u is not finite and non-negative", path, d);
+	for (uint64_t r = 0; r < ix->n; r++)
+		if (ix->ord[r] >= ix->n)
+			return fail(err, errlen, "%s: row %llu has ordinal %llu, beyond %llu", path, (unsigned long long)r,
+				    (unsigned long long)ix->ord[r], (unsigned long long)ix->n);
+	/* the keys: n NUL-terminated keys of at most CMR_KEY_MAX bytes, so the declared size is
+	 * bounded before anything is allocated (a small frame can declare gigabytes) */
+	unsigned long long raw = ZSTD_getFrameContentSize(data[S_KEYS], len[S_KEYS]);
+	if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN)
+		return fail(err, errlen, "%s: the keys section is not a zstd frame that declares its size", path);
+	if (raw < ix->n || raw > ix->n * (uint64_t)(CMR_KEY_MAX + 1))
+		return fail(err, errlen, "%s: the keys section declares %llu bytes, which %llu keys cannot have: corrupt", path,
+			    raw, (unsigned long long)ix->n);
+	if (!(p->keyblob = malloc(raw + 1)))
+		return fail(err, errlen, "%s: out of memory for %llu bytes of keys", path, raw);
+	if (ZSTD_decompress(p->keyblob, raw, data[S_KEYS], len[S_KEYS]) != raw || keys_from_blob(ix, p->keyblob, raw) < 0)
+		return fail(err, errlen, "%s: the keys section is corrupt", path);
+	for (uint64_t i = 0; i < ix->n; i++) {
+		const char *why;
+		if (cmr_key_check(ix->keys[i], strlen(ix->keys[i]), &why) < 0)
+			return fail(err, errlen, "%s: key of ordinal %llu: %s", path, (unsigned long long)i, why);
+	}
+	if (data[S_PROV]) {
+		if (!(ix->provenance = malloc(len[S_PROV] + 1)))
+			return fail(err, errlen, "out of memory");
+		memcpy(ix->provenance, data[S_PROV], len[S_PROV]);
+		ix->provenance[len[S_PROV]] = 0;
+	}
+	return 0;
+}
+
 cmr_index *cmr_index_open(const char *path, char *err, size_t errlen)
 {
 	cmr_index *ix = new_index();
@@ -588,6 +701,11 @@ cmr_index *cmr_index_open(const char *path, char *err, size_t errlen)
 			close(fd);
 		goto bad;
 	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		fail(err, errlen, "%s: not a regular file (an index is mapped)", path);
+		goto bad;
+	}
 	p->size = (size_t)sb.st_size;
 	if (p->size < HEADER_LEN) {
 		close(fd);
@@ -600,107 +718,30 @@ cmr_index *cmr_index_open(const char *path, char *err, size_t errlen)
 		fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
 		goto bad;
 	}
-	const uint8_t *h = p->map;
-	if (memcmp(h, MAGIC, 8) != 0) {
-		fail(err, errlen, "%s: not a cmr index (bad magic)", path);
+	if (parse(ix, p->map, p->size, path, err, errlen) < 0)
 		goto bad;
-	}
-	uint32_t version = ld32(h + 8), hlen = ld32(h + 12);
-	if (version != VERSION) {
-		fail(err, errlen, "%s: unsupported index version %u (this reader knows %d)", path, version, VERSION);
-		goto bad;
-	}
-	ix->kind = ld32(h + 16), ix->code = ld32(h + 20), ix->dim = ld32(h + 24), ix->nlist = ld32(h + 28);
-	ix->n = ld64(h + 32);
-	uint32_t metric = ld32(h + 40), ns = ld32(h + 44);
-	ix->quantizer_hash = ld64(h + 48);
-	if (hlen < HEADER_LEN || ns > 64 || (uint64_t)hlen + (uint64_t)ns * SECTION_LEN > p->size) {
-		fail(err, errlen, "%s: truncated or corrupt header", path);
-		goto bad;
-	}
-	XXH3_state_t *xs = XXH3_createState();
-	XXH3_64bits_reset(xs);
-	XXH3_64bits_update(xs, h, 120);
-	XXH3_64bits_update(xs, h + hlen, (size_t)ns * SECTION_LEN);
-	uint64_t sum = XXH3_64bits_digest(xs);
-	XXH3_freeState(xs);
-	if (sum != ld64(h + 120)) {
-		fail(err, errlen, "%s: header checksum mismatch: the file is corrupt", path);
-		goto bad;
-	}
-	if ((ix->kind != CMR_INDEX_FLAT && ix->kind != CMR_INDEX_IVF) || (ix->code != CMR_CODE_F32 && ix->code != CMR_CODE_SQ8) ||
-	    metric != 1 || ix->dim == 0 || ix->dim > 65536 || (ix->kind == CMR_INDEX_IVF) != (ix->nlist > 0) ||
-	    ix->n > (1ull << 40)) {
-		fail(err, errlen, "%s: unknown kind %u, code %u or metric %u, or bad dimension %u", path, ix->kind, ix->code,
-		     metric, ix->dim);
-		goto bad;
-	}
-	uint64_t want[8] = {0, (uint64_t)ix->nlist * ix->dim * 4, ((uint64_t)ix->nlist + 1) * 8,
-			    ix->n * ix->dim * (ix->code == CMR_CODE_F32 ? 4 : 1), 2ull * ix->dim * 4, ix->n * 8, 0, 0};
-	const void *data[8] = {0};
-	uint64_t len[8] = {0};
-	for (uint32_t i = 0; i < ns; i++) {
-		const uint8_t *e = h + hlen + i * SECTION_LEN;
-		uint32_t id = ld32(e), flags = ld32(e + 4);
-		uint64_t off = ld64(e + 8), l = ld64(e + 16);
-		if (off > p->size || l > p->size - off) {
-			fail(err, errlen, "%s: section %u lies beyond the end of the file (%zu bytes): truncated", path, id, p->size);
-			goto bad;
-		}
-		if (XXH3_64bits(h + off, l) != ld64(e + 24)) {
-			fail(err, errlen, "%s: section %u checksum mismatch: the file is corrupt", path, id);
-			goto bad;
-		}
-		if (id >= 8 || id == 0)
-			continue; /* a later version's section */
-		if ((flags & 1) != (id == S_KEYS) || (want[id] && l != want[id])) {
-			fail(err, errlen, "%s: section %u has %llu bytes, %llu expected", path, id, (unsigned long long)l,
-			     (unsigned long long)want[id]);
-			goto bad;
-		}
-		data[id] = h + off;
-		len[id] = l;
-	}
-	if (!data[S_VECTORS] || !data[S_ORD] || !data[S_KEYS] || (ix->kind == CMR_INDEX_IVF && (!data[S_CENTROIDS] || !data[S_LIST_OFF])) ||
-	    (ix->code == CMR_CODE_SQ8 && !data[S_SQ])) {
-		fail(err, errlen, "%s: a required section is missing", path);
-		goto bad;
-	}
-	ix->centroids = data[S_CENTROIDS];
-	ix->list_off = data[S_LIST_OFF];
-	ix->vectors = data[S_VECTORS];
-	ix->sq = data[S_SQ];
-	ix->ord = data[S_ORD];
-	if (ix->list_off) {
-		for (uint32_t l = 0; l < ix->nlist; l++)
-			if (ix->list_off[l] > ix->list_off[l + 1])
-				break;
-		if (ix->list_off[0] != 0 || ix->list_off[ix->nlist] != ix->n) {
-			fail(err, errlen, "%s: inverted lists do not cover the %llu vectors", path, (unsigned long long)ix->n);
-			goto bad;
-		}
-	}
-	for (uint64_t r = 0; r < ix->n; r++)
-		if (ix->ord[r] >= ix->n) {
-			fail(err, errlen, "%s: row %llu has ordinal %llu, beyond %llu", path, (unsigned long long)r,
-			     (unsigned long long)ix->ord[r], (unsigned long long)ix->n);
-			goto bad;
-		}
-	unsigned long long raw = ZSTD_getFrameContentSize(data[S_KEYS], len[S_KEYS]);
-	if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN || raw > (1ull << 34) ||
-	    !(p->keyblob = malloc(raw + 1)) ||
-	    ZSTD_decompress(p->keyblob, raw, data[S_KEYS], len[S_KEYS]) != raw || keys_from_blob(ix, p->keyblob, raw) < 0) {
-		fail(err, errlen, "%s: the keys section is corrupt", path);
-		goto bad;
-	}
-	if (data[S_PROV] && (ix->provenance = malloc(len[S_PROV] + 1))) {
-		memcpy(ix->provenance, data[S_PROV], len[S_PROV]);
-		ix->provenance[len[S_PROV]] = 0;
-	}
 	return ix;
 bad:
 	cmr_index_free(ix);
 	return NULL;
+}
+
+cmr_index *cmr_index_from_memory(const void *buf, size_t size, const char *name, char *err, size_t errlen)
+{
+	if ((uintptr_t)buf % 8) {
+		fail(err, errlen, "%s: the buffer is not 8-byte aligned", name);
+		return NULL;
+	}
+	cmr_index *ix = new_index();
+	if (!ix) {
+		fail(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (parse(ix, buf, size, name, err, errlen) < 0) {
+		cmr_index_free(ix);
+		return NULL;
+	}
+	return ix;
 }
 
 /* ---- search ---- */

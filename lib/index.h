@@ -56,8 +56,13 @@ cmr_index *cmr_index_merge(const cmr_index *const *ix, int n, const char *proven
 void cmr_index_row(const cmr_index *ix, uint64_t r, float *out);
 
 int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t errlen);
-/* Maps and checks a file (magic, version, checksums, bounds). */
+/* Maps and checks a file: magic, version, checksums, and every structural field (section
+ * bounds and alignment, list offsets, ordinals, the keys' declared size and grammar), since
+ * anyone can recompute a checksum. */
 cmr_index *cmr_index_open(const char *path, char *err, size_t errlen);
+/* The same checks on an index file's bytes in memory (8-byte aligned; kept by the caller
+ * for the index's life); name is used in messages. */
+cmr_index *cmr_index_from_memory(const void *buf, size_t size, const char *name, char *err, size_t errlen);
 void cmr_index_free(cmr_index *ix);
 
 /* Top-k by inner product for nq queries [nq, dim] (unit length): hits_ord [nq, k] ordinals

@@ -148,7 +148,11 @@ cmr_st *cmr_st_open(const char *path, char *err, size_t errlen)
 				return NULL;
 			}
 			t->shape[i] = json_integer_value(d);
-			n *= (uint64_t)t->shape[i];
+			if (__builtin_mul_overflow(n, (uint64_t)t->shape[i], &n)) {
+				fail(err, errlen, "%s: tensor '%s': its shape's size overflows", path, name);
+				cmr_st_close(st);
+				return NULL;
+			}
 		}
 		json_int_t b = json_integer_value(json_array_get(off, 0)), e = json_integer_value(json_array_get(off, 1));
 		if (b < 0 || e < b || (uint64_t)e > dsize || (uint64_t)(e - b) != n) {

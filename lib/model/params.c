@@ -21,16 +21,36 @@
 #define fail cmr_errf
 
 /* ---- config ---- */
-static int get_int(json_t *o, const char *k, int dflt)
+/* A whole number in [min, max] at key of o (dflt when absent): anything else is an error
+ * naming the field, so that -1, 1e9 or 4294967328 never becomes a size. */
+static int get_int(json_t *o, const char *where, const char *k, int dflt, int min, int max, int *out, char *err,
+		   size_t errlen)
 {
 	json_t *v = json_object_get(o, k);
-	return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
+	*out = dflt;
+	if (!v)
+		return 0;
+	if (!json_is_integer(v))
+		return fail(err, errlen, "%s%s must be a whole number", where, k);
+	json_int_t x = json_integer_value(v);
+	if (x < min || x > max)
+		return fail(err, errlen, "%s%s is %lld, outside %d to %d", where, k, (long long)x, min, max);
+	*out = (int)x;
+	return 0;
 }
 
-static float get_num(json_t *o, const char *k, float dflt)
+static int get_num(json_t *o, const char *where, const char *k, float dflt, double min, double max, float *out,
+		   char *err, size_t errlen)
 {
 	json_t *v = json_object_get(o, k);
-	return json_is_number(v) ? (float)json_number_value(v) : dflt;
+	*out = dflt;
+	if (!v)
+		return 0;
+	double x = json_number_value(v);
+	if (!json_is_number(v) || !(x > min && x <= max))
+		return fail(err, errlen, "%s%s must be a number above %g and at most %g", where, k, min, max);
+	*out = (float)x;
+	return 0;
 }
 
 static int get_act(json_t *o, int *act, char *err, size_t errlen, const char *where)
@@ -42,7 +62,7 @@ static int get_act(json_t *o, int *act, char *err, size_t errlen, const char *wh
 	else if (strcmp(s, "gelu") == 0)
 		*act = CMR_ACT_GELU;
 	else
-		return fail(err, errlen, "%s.hidden_act '%s' is not quick_gelu or gelu", where, s);
+		return fail(err, errlen, "%shidden_act '%s' is not quick_gelu or gelu", where, s);
 	return 0;
 }
 
@@ -66,34 +86,48 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
 		t = json_object();
 	else
 		json_incref(t);
-	/* OpenAI ViT-B/32 defaults, as transformers' CLIPConfig */
-	cfg->vision.width = get_int(v, "hidden_size", 768);
-	cfg->vision.layers = get_int(v, "num_hidden_layers", 12);
-	cfg->vision.heads = get_int(v, "num_attention_heads", 12);
-	cfg->vision.mlp = get_int(v, "intermediate_size", 3072);
-	cfg->vision.eps = get_num(v, "layer_norm_eps", 1e-5f);
-	cfg->vision.image_size = get_int(v, "image_size", 224);
-	cfg->vision.patch_size = get_int(v, "patch_size", 32);
-	cfg->text.width = get_int(t, "hidden_size", 512);
-	cfg->text.layers = get_int(t, "num_hidden_layers", 12);
-	cfg->text.heads = get_int(t, "num_attention_heads", 8);
-	cfg->text.mlp = get_int(t, "intermediate_size", 2048);
-	cfg->text.eps = get_num(t, "layer_norm_eps", 1e-5f);
-	cfg->text.vocab = get_int(t, "vocab_size", 49408);
-	cfg->text.context = get_int(t, "max_position_embeddings", 77);
-	cfg->proj = get_int(j, "projection_dim", 512);
-	int rc = get_act(v, &cfg->vision.act, err, errlen, "vision_config");
+	/* OpenAI ViT-B/32 defaults, as transformers' CLIPConfig; every field range-checked */
+	int rc = 0;
+	char vw[4200], tw[4200], top[4200]; /* the fields' names in messages: "FILE: vision_config." */
+	snprintf(vw, sizeof vw, "%s: vision_config.", path);
+	snprintf(tw, sizeof tw, "%s: text_config.", path);
+	snprintf(top, sizeof top, "%s: ", path);
+#define I(obj, w, key, dflt, lo, hi, dst) \
+	if (rc == 0) \
+	rc = get_int(obj, w, key, dflt, lo, hi, dst, err, errlen)
+	I(v, vw, "hidden_size", 768, 1, 16384, &cfg->vision.width);
+	I(v, vw, "num_hidden_layers", 12, 0, 256, &cfg->vision.layers);
+	I(v, vw, "num_attention_heads", 12, 1, 1024, &cfg->vision.heads);
+	I(v, vw, "intermediate_size", 3072, 1, 65536, &cfg->vision.mlp);
+	I(v, vw, "image_size", 224, 1, 4096, &cfg->vision.image_size);
+	I(v, vw, "patch_size", 32, 1, 4096, &cfg->vision.patch_size);
+	I(t, tw, "hidden_size", 512, 1, 16384, &cfg->text.width);
+	I(t, tw, "num_hidden_layers", 12, 0, 256, &cfg->text.layers);
+	I(t, tw, "num_attention_heads", 8, 1, 1024, &cfg->text.heads);
+	I(t, tw, "intermediate_size", 2048, 1, 65536, &cfg->text.mlp);
+	I(t, tw, "vocab_size", 49408, 1, 1 << 22, &cfg->text.vocab);
+	I(t, tw, "max_position_embeddings", 77, 2, 16384, &cfg->text.context);
+	I(j, top, "projection_dim", 512, 1, 16384, &cfg->proj);
+#undef I
 	if (rc == 0)
-		rc = get_act(t, &cfg->text.act, err, errlen, "text_config");
+		rc = get_num(v, vw, "layer_norm_eps", 1e-5f, 0, 1, &cfg->vision.eps, err, errlen);
+	if (rc == 0)
+		rc = get_num(t, tw, "layer_norm_eps", 1e-5f, 0, 1, &cfg->text.eps, err, errlen);
+	if (rc == 0)
+		rc = get_act(v, &cfg->vision.act, err, errlen, vw);
+	if (rc == 0)
+		rc = get_act(t, &cfg->text.act, err, errlen, tw);
 	const cmr_tower_cfg *tc[2] = {&cfg->vision, &cfg->text};
 	for (int i = 0; i < 2 && rc == 0; i++)
-		if (tc[i]->width <= 0 || tc[i]->layers < 0 || tc[i]->heads <= 0 || tc[i]->width % tc[i]->heads ||
-		    tc[i]->mlp <= 0)
-			rc = fail(err, errlen, "%s: %s: hidden_size %d, heads %d, intermediate_size %d are not "
-				  "usable", path, i ? "text_config" : "vision_config", tc[i]->width, tc[i]->heads, tc[i]->mlp);
-	if (rc == 0 && (cfg->vision.patch_size <= 0 || cfg->vision.image_size % cfg->vision.patch_size))
+		if (tc[i]->width % tc[i]->heads)
+			rc = fail(err, errlen, "%s: %s: hidden_size %d is not a multiple of num_attention_heads %d", path,
+				  i ? "text_config" : "vision_config", tc[i]->width, tc[i]->heads);
+	if (rc == 0 && cfg->vision.image_size % cfg->vision.patch_size)
 		rc = fail(err, errlen, "%s: image_size %d is not a multiple of patch_size %d", path,
 			  cfg->vision.image_size, cfg->vision.patch_size);
+	if (rc == 0 && cmr_clip_vision_seq(&cfg->vision) > 16385)
+		rc = fail(err, errlen, "%s: image_size %d / patch_size %d gives %d patches, more than 16384", path,
+			  cfg->vision.image_size, cfg->vision.patch_size, cmr_clip_vision_seq(&cfg->vision) - 1);
 	json_decref(v);
 	json_decref(t);
 	json_decref(j);
@@ -114,6 +148,10 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
 				cfg->mean[i] = (float)json_number_value(json_array_get(m, (size_t)i));
 			if (json_is_number(json_array_get(s, (size_t)i)))
 				cfg->std[i] = (float)json_number_value(json_array_get(s, (size_t)i));
+			if (!isfinite(cfg->mean[i]) || !isfinite(cfg->std[i]) || !(cfg->std[i] > 0)) {
+				json_decref(p);
+				return fail(err, errlen, "%s: image_mean and image_std must be finite, the std above 0", path);
+			}
 		}
 		json_decref(p);
 	}

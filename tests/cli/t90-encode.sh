@@ -128,4 +128,12 @@ expect_stderr_has "do not hold its"
 run cmr-encode "$WORK/tiny-i.cmr"
 expect_status 2
 expect_stderr_has "a model is needed"
+# a shape whose size wraps to 0 bytes (2^31 x 2^31 x 4 = 2^64) was accepted with no data
+mkdir "$WORK/wrap"
+cp "$WORK/tiny/config.json" "$WORK/wrap/"
+hdr='{"logit_scale":{"dtype":"F32","shape":[2147483648,2147483648,4],"data_offsets":[0,0]}}'
+{ printf "\\$(printf %03o ${#hdr})\\000\\000\\000\\000\\000\\000\\000"; printf '%s' "$hdr"; } >"$WORK/wrap/model.safetensors"
+run cmr-encode -m "$WORK/wrap" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "model.safetensors: tensor 'logit_scale': its shape's size overflows"
 end

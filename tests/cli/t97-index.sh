@@ -124,6 +124,48 @@ expect_stderr_has "dimension 32, the index has 16"
 expect_no_file "$WORK/e.idx"
 end
 
+begin "crafted index files with valid checksums (tests/tools/ixpatch) are refused by their structure, not read out of bounds"
+IX=$BUILD/tests/ixpatch
+"$MV" 200 32 4 0.5 3 >"$WORK/s.cmr"
+cmr-index --ivf 4 -o "$WORK/s.ivf" "$WORK/s.cmr"
+# list 1 ending after list 2 starts: decreasing offsets (was accepted, then read past the mapping)
+"$IX" "$WORK/s.ivf" "$WORK/dec.ivf" set 2 16 u64 250
+for cmd in "cmr-query $WORK/dec.ivf $WORK/q.cmr" "cmr-index info $WORK/dec.ivf" "cmr-index add -o $WORK/x.idx $WORK/dec.ivf $WORK/s.cmr"; do
+	run $cmd
+	expect_status 1
+	expect_stderr_has "dec.ivf: inverted list 2 ends at row "
+	expect_stderr_has ", before it starts (250): corrupt"
+	expect_stdout_empty
+done
+expect_no_file "$WORK/x.idx"
+# an ordinal beyond n, a section moved off its 64-byte alignment, n changed under the sections
+"$IX" "$WORK/s.ivf" "$WORK/ord.ivf" set 5 0 u64 4000000000
+run cmr-index info "$WORK/ord.ivf"
+expect_status 1
+expect_stderr_has "has ordinal 4000000000, beyond 200"
+"$IX" "$WORK/s.ivf" "$WORK/n.ivf" set 0 32 u64 100
+run cmr-index info "$WORK/n.ivf"
+expect_status 1
+expect_stderr_has "section 3 has 25600 bytes, 12800 expected"
+off=$(od -An -tu8 -j $((128 + 8)) -N8 "$WORK/s.ivf" | tr -d ' ')
+"$IX" "$WORK/s.ivf" "$WORK/al.ivf" set 0 $((128 + 8)) u64 $((off + 8))
+run cmr-index info "$WORK/al.ivf"
+expect_status 1
+expect_stderr_has "not 64-byte aligned"
+# a 4 KB keys section that decompresses to 2 GiB: refused by its declared size, before any allocation
+"$IX" "$WORK/s.ivf" "$WORK/bomb.ivf" keys-bomb 2147483648
+[ "$(stat -c %s "$WORK/bomb.ivf")" -lt 100000 ] || why "the bomb is not small"
+if [ -x /usr/bin/time ]; then
+	run /usr/bin/time -f %M cmr-index info "$WORK/bomb.ivf"
+	rss=$(tail -1 "$ERR")
+	[ "$rss" -lt 200000 ] 2>/dev/null || why "peak RSS ${rss} KB reading the bomb"
+else
+	run cmr-index info "$WORK/bomb.ivf"
+fi
+expect_status 1
+expect_stderr_has "the keys section declares 2147483648 bytes, which 200 keys cannot have: corrupt"
+end
+
 begin "a contact sheet: one row per query, the hits' images from the archive"
 mkdir "$WORK/img"
 for k in rgb gray marked progressive; do "$BUILD/tests/mkjpeg" $k 64 48 "$WORK/img/$k.jpg"; done

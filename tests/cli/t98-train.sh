@@ -127,6 +127,32 @@ run cmr-encode -m "$WORK/vse" "$WORK/ti.cmr"
 expect_status 0
 end
 
+begin "cmr-train --config and cmr-encode -m: every config field is range-checked, naming it (negative, huge, fractional, wrapped sizes and a bad eps were accepted)"
+bad_config() { # sed expression, expected message
+	sed "$1" "$TINY/config.json" >"$WORK/bad.json"
+	[ "$(cmp -s "$TINY/config.json" "$WORK/bad.json"; echo $?)" = 1 ] || why "'$1' changed nothing"
+	run cmr-train -q -t 1 --config "$WORK/bad.json" -o "$WORK/badrun" -b 8 --steps 1 "$WORK/ti.cmr" "$WORK/tt.cmr"
+	expect_status 1
+	expect_stderr_has "$2"
+	expect_no_file "$WORK/badrun"
+	mkdir -p "$WORK/badm"
+	cp "$TINY/model.safetensors" "$WORK/badm/"
+	cp "$WORK/bad.json" "$WORK/badm/config.json"
+	run cmr-encode -m "$WORK/badm" -o "$WORK/bad.cmr" "$WORK/ti.cmr"
+	expect_status 1
+	expect_stderr_has "$2"
+	expect_no_file "$WORK/bad.cmr"
+}
+bad_config 's/"max_position_embeddings": 77/"max_position_embeddings": -1/' "text_config.max_position_embeddings is -1, outside 2 to 16384"
+bad_config 's/"vocab_size": 49408/"vocab_size": -5/' "text_config.vocab_size is -5, outside 1 to 4194304"
+bad_config 's/"projection_dim": 16/"projection_dim": -1/' "json: projection_dim is -1, outside 1 to 16384"
+bad_config '0,/"num_hidden_layers": 2/s//"num_hidden_layers": 1000000000/' "text_config.num_hidden_layers is 1000000000, outside 0 to 256"
+bad_config '0,/"num_hidden_layers": 2/s//"num_hidden_layers": 1e9/' "text_config.num_hidden_layers must be a whole number"
+bad_config '0,/"hidden_size": 32/s//"hidden_size": 4294967328/' "text_config.hidden_size is 4294967328, outside 1 to 16384"
+bad_config '0,/"layer_norm_eps": 1e-05/s//"layer_norm_eps": -1/' "text_config.layer_norm_eps must be a number above 0 and at most 1"
+bad_config 's/"patch_size": 8/"patch_size": 0/' "vision_config.patch_size is 0, outside 1 to 4096"
+end
+
 begin "cmr-train: an image of the wrong size is refused, naming stream, record and key, and nothing is written"
 "$MK" images 3 64 1 >"$WORK/big.cmr"
 run cmr-train -m "$TINY" -o "$WORK/bad" -b 2 "$WORK/big.cmr" "$WORK/tt.cmr"

@@ -14,6 +14,7 @@
 
 #include "text/clip_tok.h"
 #include "fe.h"
+#include "util.h"
 #include "format/stream.h"
 
 static const cmr_tool tool = {
@@ -157,7 +158,7 @@ static void bad(const char *where, const char *fmt, ...)
 	g.errors++;
 	if (g.o->strict)
 		cmr_die("%s: %s", where, msg);
-	cmr_error("%s: %s (skipped)", where, msg);
+	cmr_skip(where, msg);
 }
 
 /* The image key of a file name: no directories, nothing from the first dot. */
@@ -541,16 +542,53 @@ static void do_karpathy(const char *name, json_t *j)
 }
 
 /* ---- webdataset tars ---- */
-static void do_wds(const char *path)
+/* libarchive reading an open input whose first bytes were read already to detect it */
+struct peeked {
+	FILE *f;
+	const unsigned char *head;
+	size_t nhead;
+	int head_given;
+	unsigned char buf[1 << 16];
+};
+
+static la_ssize_t peeked_read(struct archive *a, void *ctx, const void **out)
+{
+	struct peeked *p = ctx;
+	if (!p->head_given) {
+		p->head_given = 1;
+		if (p->nhead) {
+			*out = p->head;
+			return (la_ssize_t)p->nhead;
+		}
+	}
+	size_t got = fread(p->buf, 1, sizeof p->buf, p->f);
+	if (!got && ferror(p->f)) {
+		archive_set_error(a, errno, "read error: %s", strerror(errno));
+		return -1;
+	}
+	*out = p->buf;
+	return (la_ssize_t)got;
+}
+
+/* the members of a webdataset archive: the named file, or an open input f whose first
+ * nhead bytes are head */
+static void do_wds(const char *path, FILE *f, const unsigned char *head, size_t nhead)
 {
 	const char *name = cmr_input_name(path);
 	struct archive *a = archive_read_new();
 	archive_read_support_filter_all(a);
 	archive_read_support_format_tar(a);
 	archive_read_support_format_gnutar(a);
+	archive_read_support_format_zip(a);
 	archive_read_support_format_empty(a);
-	int rc = (!path || strcmp(path, "-") == 0) ? archive_read_open_fd(a, 0, 1 << 16)
-						     : archive_read_open_filename(a, path, 1 << 16);
+	struct peeked *pk = f ? calloc(1, sizeof *pk) : NULL;
+	if (f && !pk)
+		cmr_die("out of memory");
+	if (pk)
+		*pk = (struct peeked){.f = f, .head = head, .nhead = nhead};
+	int rc = pk ? archive_read_open(a, pk, NULL, peeked_read, NULL)
+		    : (!path || strcmp(path, "-") == 0) ? archive_read_open_fd(a, 0, 1 << 16)
+							: archive_read_open_filename(a, path, 1 << 16);
 	struct archive_entry *e;
 	char where[1200];
 	while (rc == ARCHIVE_OK && (rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
@@ -624,16 +662,18 @@ static void do_wds(const char *path)
 		cmr_error("%s: %s", name, archive_error_string(a));
 	}
 	archive_read_free(a);
+	free(pk);
 }
 
 /* ---- input ---- */
-static char *slurp(const char *path, size_t *n)
+/* the rest of the open input f after its first nhead bytes, head */
+static char *slurp(const char *path, FILE *f, const unsigned char *head, size_t nhead, size_t *n)
 {
-	FILE *f = cmr_open_input(path, 0);
-	size_t cap = 1 << 16, len = 0, got;
+	size_t cap = 1 << 16, len = nhead, got;
 	char *buf = malloc(cap + 1);
 	if (!buf)
 		cmr_die("out of memory");
+	memcpy(buf, head, nhead);
 	while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
 		len += got;
 		if (len == cap) {
@@ -689,11 +729,23 @@ static void ingest(const char *path)
 	const char *name = cmr_input_name(path);
 	enum fmt f = g.o->fmt;
 	if (f == F_WDS || (f == F_AUTO && detect(path, "", 0) == F_WDS)) {
-		do_wds(path);
+		do_wds(path, NULL, NULL, 0);
+		return;
+	}
+	FILE *in = cmr_open_input(path, 0);
+	unsigned char head[512];
+	size_t nh = fread(head, 1, sizeof head, in);
+	if (cmr_is_archive(head, nh)) { /* whatever its name: stdin, shards.wds */
+		if (f != F_AUTO)
+			cmr_die("%s is an archive or a compressed file, not %s captions: give -f wds, or no -f", name,
+				fmt_names[f]);
+		cmr_info("%s: an archive: wds", name);
+		do_wds(path, in, head, nh);
+		cmr_close_input(in, path);
 		return;
 	}
 	size_t n;
-	char *buf = slurp(path, &n);
+	char *buf = slurp(path, in, head, nh, &n);
 	if (f == F_AUTO)
 		f = detect(path, buf, n);
 	if (f == F_COCO || f == F_KARPATHY) {
@@ -783,6 +835,15 @@ int main(int argc, char **argv)
 		ingest("-");
 	for (int i = 0; i < o.ninputs; i++)
 		ingest(o.inputs[i]);
+	if (!g.written && !g.errors) { /* nothing for the next stage */
+		const char *in = o.ninputs ? cmr_input_name(o.inputs[0]) : "standard input";
+		if (g.filtered)
+			cmr_die("none of the %" PRIu64 " captions of %s is of an image listed in %s", g.filtered, in, o.only);
+		cmr_error("no captions in %s%s", in, o.ninputs > 1 ? " and the other inputs" : "");
+		cmr_hint("a webdataset tar needs KEY.txt or KEY.json members; Flickr8k's captions are in "
+			 "captions.token.txt (-f flickr)");
+		cmr_die("nothing written");
+	}
 	if (cmr_writer_finish(g.w) < 0)
 		cmr_die_writer(g.w);
 	cmr_writer_free(g.w);
@@ -794,6 +855,7 @@ int main(int argc, char **argv)
 		cmr_info("%" PRIu64 " captions of other images left out (--only)", g.filtered);
 	cmr_clip_tok_free(g.tok);
 	free(g.ids);
+	cmr_skips_summary();
 	if (g.errors) {
 		cmr_error("%" PRIu64 " of %" PRIu64 " captions could not be read", g.errors,
 			  g.errors + g.written);

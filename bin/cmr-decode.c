@@ -16,6 +16,7 @@
 
 #include "fe.h"
 #include "image.h"
+#include "util.h"
 #include "format/stream.h"
 
 static const cmr_tool tool = {
@@ -215,6 +216,7 @@ static void *worker(void *arg)
 static struct {
 	cmr_writer *w;
 	uint64_t written, errors, seen;
+	uint64_t others; /* members and files skipped as not images */
 	uint64_t bad_inputs; /* archives, directories or files that could not be read */
 	struct timespec t0, last;
 	int progress;
@@ -246,7 +248,7 @@ static void emit(job *j)
 			fputc('\n', stderr);
 		if (out.o->strict)
 			cmr_die("%s: %s", j->where, j->err);
-		cmr_error("%s: %s (skipped)", j->where, j->err);
+		cmr_skip(j->where, j->err);
 	} else {
 		cmr_record rec;
 		uint32_t dims[3] = {(uint32_t)j->img.h, (uint32_t)j->img.w, (uint32_t)j->img.c};
@@ -365,6 +367,7 @@ static void consider(const char *container, const char *name, uint8_t *data, siz
 		return;
 	}
 	cmr_info("%s%s%s: not an image, skipped", container, *container ? ": " : "", name);
+	out.others++;
 	free(data);
 }
 
@@ -475,15 +478,49 @@ static int cmp_names(const void *a, const void *b)
 }
 
 static void read_path(const char *path);
+static void read_file(const char *path, int in_dir);
+
+/* the directories being walked, outermost first (device, inode): a symbolic link back to
+ * one of them is a loop, not followed */
+static struct {
+	dev_t dev;
+	ino_t ino;
+} *walking;
+static size_t nwalking, walking_cap;
+
+static int is_loop(const struct stat *st)
+{
+	for (size_t i = 0; i < nwalking; i++)
+		if (walking[i].dev == st->st_dev && walking[i].ino == st->st_ino)
+			return 1;
+	return 0;
+}
 
 static void read_dir(const char *path)
 {
+	struct stat dst;
+	if (stat(path, &dst) < 0) {
+		out.bad_inputs++;
+		cmr_error("%s: %s", path, strerror(errno));
+		return;
+	}
+	if (is_loop(&dst)) {
+		cmr_warn("%s: a symbolic link to a directory it is in: not followed", path);
+		return;
+	}
 	DIR *d = opendir(path);
 	if (!d) {
 		out.bad_inputs++;
 		cmr_error("%s: %s", path, strerror(errno));
 		return;
 	}
+	if (nwalking == walking_cap) {
+		walking_cap = walking_cap ? 2 * walking_cap : 16;
+		if (!(walking = realloc(walking, walking_cap * sizeof *walking)))
+			cmr_die("out of memory");
+	}
+	walking[nwalking].dev = dst.st_dev;
+	walking[nwalking++].ino = dst.st_ino;
 	char **names = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
@@ -511,15 +548,18 @@ static void read_dir(const char *path)
 		if (stat(p, &st) == 0 && S_ISDIR(st.st_mode))
 			read_dir(p);
 		else if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
-			read_path(p);
+			read_file(p, 1);
 		free(p);
 		free(names[i]);
 	}
 	free(names);
+	nwalking--;
 }
 
-/* A file: a JPEG is one image; anything else is read as an archive. */
-static void read_file(const char *path)
+/* A file: a JPEG is one image; anything else is read as an archive. Found in a directory
+ * (in_dir), a file follows the rules of an archive's members: JPEGs and archives (known by
+ * their bytes) are read, other image types are errors, the rest is skipped. */
+static void read_file(const char *path, int in_dir)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
@@ -529,11 +569,18 @@ static void read_file(const char *path)
 		cmr_error("%s: %s", path, strerror(errno));
 		return;
 	}
-	uint8_t head[3];
-	size_t got = fread(head, 1, 3, f);
+	uint8_t head[512];
+	size_t got = fread(head, 1, sizeof head, f);
 	if (!cmr_is_jpeg(head, got) && !(got == 0 && has_image_ext(path))) {
 		fclose(f);
-		read_archive(path);
+		if (!in_dir || cmr_is_archive(head, got))
+			read_archive(path);
+		else if (has_image_ext(path))
+			submit("", path, NULL, 0, "not a JPEG file (only JPEG images are decoded)");
+		else {
+			cmr_info("%s: not an image, skipped", path);
+			out.others++;
+		}
 		return;
 	}
 	struct stat st;
@@ -566,7 +613,7 @@ static void read_path(const char *path)
 	else if (!path || strcmp(path, "-") == 0)
 		read_archive(path);
 	else
-		read_file(path);
+		read_file(path, 0);
 }
 
 int main(int argc, char **argv)
@@ -618,6 +665,18 @@ int main(int argc, char **argv)
 		cmr_die_writer(out.w);
 	cmr_writer_free(out.w);
 	progress(1);
+	cmr_skips_summary();
+	if (!out.written && !out.errors && !out.bad_inputs) {
+		const char *in = o.ninputs ? cmr_input_name(o.inputs[0]) : "standard input", *more = o.ninputs > 1 ? " and the other inputs" : "";
+		if (out.others) { /* files, but none an image: nothing for the next stage */
+			cmr_error("no images among the %" PRIu64 " file%s of %s%s", out.others, out.others == 1 ? "" : "s", in,
+				  more);
+			cmr_hint("cmr-decode reads JPEG members of tar and zip archives, directories and JPEG files "
+				 "(-v names what it skipped)");
+			cmr_die("nothing written");
+		}
+		cmr_warn("no images: %s%s hold%s no files", in, more, o.ninputs > 1 ? "" : "s");
+	}
 	/* keep what was decoded: the output is complete for the good images */
 	cmr_output_commit(&output);
 	if (out.errors || out.bad_inputs) {

@@ -369,6 +369,8 @@ int main(int argc, char **argv)
 	cmr_writer_free(g.w);
 	cmr_output_commit(&out);
 	cmr_info("%" PRIu64 " embeddings", g.written);
+	if (!g.written) /* an empty stream in, an empty stream out: say so */
+		cmr_warn("no image or token records in the input: no embeddings written");
 	if (g.truncated)
 		cmr_warn("%" PRIu64 " captions were cut to %d tokens to make room for %d text prompts", g.truncated,
 			 cfg.text.context - g.tun.text_prompts, g.tun.text_prompts);

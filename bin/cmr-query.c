@@ -288,6 +288,8 @@ int main(int argc, char **argv)
 		cmr_die("out of memory");
 	if (o.jobs > 1)
 		openblas_set_num_threads(1); /* our threads, each with its own sgemm */
+	if (!nq)
+		cmr_warn("no query embeddings in the input: no hits written");
 	if (nq && cmr_index_search(ix, q, nq, k, o.nprobe, o.jobs, ord, score) < 0)
 		cmr_die("out of memory searching");
 	cmr_output out;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -242,6 +243,23 @@ int cmr_common_option(int c)
 	default:
 		return 0;
 	}
+}
+
+static uint64_t nskips;
+
+void cmr_skip(const char *where, const char *msg)
+{
+	if (nskips++ < CMR_SKIPS_SHOWN)
+		cmr_error("%s: %s (skipped)", where, msg);
+}
+
+uint64_t cmr_skips(void) { return nskips; }
+
+void cmr_skips_summary(void)
+{
+	if (nskips > CMR_SKIPS_SHOWN)
+		cmr_error("%" PRIu64 " more skipped, not shown (the first %d are above)", nskips - CMR_SKIPS_SHOWN,
+			  CMR_SKIPS_SHOWN);
 }
 
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max)

@@ -47,6 +47,12 @@ void cmr_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cmr_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cmr_info(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* only with -v */
 void cmr_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* "hint: ..." */
+/* A record or file skipped for an error: "WHERE: MESSAGE (skipped)" for the first
+ * CMR_SKIPS_SHOWN, counted after that; cmr_skips_summary() says how many were not shown. */
+#define CMR_SKIPS_SHOWN 10
+void cmr_skip(const char *where, const char *msg);
+uint64_t cmr_skips(void);
+void cmr_skips_summary(void);
 /* Runtime failure: message, remove temporary outputs, exit 1. */
 _Noreturn void cmr_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Usage error: message, a pointer to --help, exit 2. */

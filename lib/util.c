@@ -1,6 +1,8 @@
 /* util.c - helpers shared by the library layers (see util.h). */
 #include "util.h"
 
+#include <string.h>
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -50,4 +52,11 @@ void cmr_unit_rows(float *a, size_t n, int d)
 		for (int i = 0; i < d; i++)
 			e[i] *= inv;
 	}
+}
+
+int cmr_is_archive(const uint8_t *b, size_t n)
+{
+	return (n >= 262 && memcmp(b + 257, "ustar", 5) == 0) || (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) ||
+	       (n >= 4 && memcmp(b, "\x28\xb5\x2f\xfd", 4) == 0) || (n >= 3 && memcmp(b, "BZh", 3) == 0) ||
+	       (n >= 6 && memcmp(b, "\xfd" "7zXZ\0", 6) == 0) || (n >= 4 && memcmp(b, "PK\x03\x04", 4) == 0);
 }

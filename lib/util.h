@@ -30,6 +30,10 @@ static inline void cmr_st64(uint8_t *p, uint64_t v)
 	cmr_st32(p + 4, (uint32_t)(v >> 32));
 }
 
+/* Do these first bytes (up to 512 of a file) start an archive (tar, zip) or a compressed
+ * file (gzip, zstd, bzip2, xz)? What a caption or sidecar file never does, whatever its name. */
+int cmr_is_archive(const uint8_t *b, size_t n);
+
 /* Formats a message into err (the library layers' way to fail); returns -1. */
 int cmr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -54,6 +54,85 @@ void cmr_st_close(cmr_st *st)
 	free(st);
 }
 
+/* the header and tensor table of the bytes at p: every tensor inside the data, its size
+ * that of its dtype and shape */
+static int parse(cmr_st *st, const uint8_t *p, const char *path, char *err, size_t errlen)
+{
+	uint64_t hlen = 0;
+	for (int i = 7; i >= 0; i--)
+		hlen = hlen << 8 | p[i];
+	if (hlen > st->size - 8 || hlen > (100u << 20)) {
+		fail(err, errlen, "%s: header length %llu does not fit the file of %zu bytes", path,
+		     (unsigned long long)hlen, st->size);
+		return -1;
+	}
+	json_error_t jerr;
+	st->header = json_loadb((const char *)p + 8, hlen, 0, &jerr);
+	if (!json_is_object(st->header)) {
+		fail(err, errlen, "%s: header is not a JSON object: %s", path, jerr.text);
+		return -1;
+	}
+	const uint8_t *data = p + 8 + hlen;
+	size_t dsize = st->size - 8 - hlen;
+	st->t = calloc(json_object_size(st->header) + 1, sizeof *st->t);
+	if (!st->t) {
+		fail(err, errlen, "out of memory");
+		return -1;
+	}
+	const char *name;
+	json_t *v;
+	json_object_foreach(st->header, name, v) {
+		if (strcmp(name, "__metadata__") == 0)
+			continue;
+		cmr_st_tensor *t = &st->t[st->n];
+		t->name = name;
+		json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape");
+		json_t *off = json_object_get(v, "data_offsets");
+		if (!json_is_string(dt) || !json_is_array(sh) || !json_is_array(off) || json_array_size(off) != 2) {
+			fail(err, errlen, "%s: tensor '%s': needs dtype, shape and data_offsets", path, name);
+			return -1;
+		}
+		t->dtype = 0;
+		for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
+			if (strcmp(json_string_value(dt), st_dtypes[i].name) == 0)
+				t->dtype = st_dtypes[i].dtype;
+		if (!t->dtype) {
+			fail(err, errlen, "%s: tensor '%s': unknown dtype %s", path, name, json_string_value(dt));
+			return -1;
+		}
+		if (json_array_size(sh) > CMR_ST_MAXDIM) {
+			fail(err, errlen, "%s: tensor '%s': more than %d dimensions", path, name, CMR_ST_MAXDIM);
+			return -1;
+		}
+		t->ndim = (int)json_array_size(sh);
+		uint64_t n = cmr_dtype_size(t->dtype);
+		for (int i = 0; i < t->ndim; i++) {
+			json_t *d = json_array_get(sh, (size_t)i);
+			if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > (1LL << 40)) {
+				fail(err, errlen, "%s: tensor '%s': bad shape", path, name);
+				return -1;
+			}
+			t->shape[i] = json_integer_value(d);
+			if (__builtin_mul_overflow(n, (uint64_t)t->shape[i], &n)) {
+				fail(err, errlen, "%s: tensor '%s': its shape's size overflows", path, name);
+				return -1;
+			}
+		}
+		json_int_t b = json_integer_value(json_array_get(off, 0)), e = json_integer_value(json_array_get(off, 1));
+		if (b < 0 || e < b || (uint64_t)e > dsize || (uint64_t)(e - b) != n) {
+			fail(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld) do not hold its %llu bytes "
+			     "inside the %zu bytes of data", path, name, (long long)b, (long long)e,
+			     (unsigned long long)n, dsize);
+			return -1;
+		}
+		t->data = data + b;
+		t->nbytes = (size_t)n;
+		st->n++;
+	}
+	return 0;
+}
+
+
 cmr_st *cmr_st_open(const char *path, char *err, size_t errlen)
 {
 	cmr_st *st = calloc(1, sizeof *st);
@@ -85,86 +164,27 @@ cmr_st *cmr_st_open(const char *path, char *err, size_t errlen)
 		cmr_st_close(st);
 		return NULL;
 	}
-	const uint8_t *p = st->map;
-	uint64_t hlen = 0;
-	for (int i = 7; i >= 0; i--)
-		hlen = hlen << 8 | p[i];
-	if (hlen > st->size - 8 || hlen > (100u << 20)) {
-		fail(err, errlen, "%s: header length %llu does not fit the file of %zu bytes", path,
-		     (unsigned long long)hlen, st->size);
+	if (parse(st, st->map, path, err, errlen) < 0) {
 		cmr_st_close(st);
 		return NULL;
 	}
-	json_error_t jerr;
-	st->header = json_loadb((const char *)p + 8, hlen, 0, &jerr);
-	if (!json_is_object(st->header)) {
-		fail(err, errlen, "%s: header is not a JSON object: %s", path, jerr.text);
-		cmr_st_close(st);
-		return NULL;
-	}
-	const uint8_t *data = p + 8 + hlen;
-	size_t dsize = st->size - 8 - hlen;
-	st->t = calloc(json_object_size(st->header) + 1, sizeof *st->t);
-	if (!st->t) {
+	return st;
+}
+
+cmr_st *cmr_st_from_memory(const void *buf, size_t size, const char *name, char *err, size_t errlen)
+{
+	cmr_st *st = calloc(1, sizeof *st);
+	if (!st || !(st->path = strdup(name))) {
+		free(st);
 		fail(err, errlen, "out of memory");
-		cmr_st_close(st);
 		return NULL;
 	}
-	const char *name;
-	json_t *v;
-	json_object_foreach(st->header, name, v) {
-		if (strcmp(name, "__metadata__") == 0)
-			continue;
-		cmr_st_tensor *t = &st->t[st->n];
-		t->name = name;
-		json_t *dt = json_object_get(v, "dtype"), *sh = json_object_get(v, "shape");
-		json_t *off = json_object_get(v, "data_offsets");
-		if (!json_is_string(dt) || !json_is_array(sh) || !json_is_array(off) || json_array_size(off) != 2) {
-			fail(err, errlen, "%s: tensor '%s': needs dtype, shape and data_offsets", path, name);
-			cmr_st_close(st);
-			return NULL;
-		}
-		t->dtype = 0;
-		for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++)
-			if (strcmp(json_string_value(dt), st_dtypes[i].name) == 0)
-				t->dtype = st_dtypes[i].dtype;
-		if (!t->dtype) {
-			fail(err, errlen, "%s: tensor '%s': unknown dtype %s", path, name, json_string_value(dt));
-			cmr_st_close(st);
-			return NULL;
-		}
-		if (json_array_size(sh) > CMR_ST_MAXDIM) {
-			fail(err, errlen, "%s: tensor '%s': more than %d dimensions", path, name, CMR_ST_MAXDIM);
-			cmr_st_close(st);
-			return NULL;
-		}
-		t->ndim = (int)json_array_size(sh);
-		uint64_t n = cmr_dtype_size(t->dtype);
-		for (int i = 0; i < t->ndim; i++) {
-			json_t *d = json_array_get(sh, (size_t)i);
-			if (!json_is_integer(d) || json_integer_value(d) < 0 || json_integer_value(d) > (1LL << 40)) {
-				fail(err, errlen, "%s: tensor '%s': bad shape", path, name);
-				cmr_st_close(st);
-				return NULL;
-			}
-			t->shape[i] = json_integer_value(d);
-			if (__builtin_mul_overflow(n, (uint64_t)t->shape[i], &n)) {
-				fail(err, errlen, "%s: tensor '%s': its shape's size overflows", path, name);
-				cmr_st_close(st);
-				return NULL;
-			}
-		}
-		json_int_t b = json_integer_value(json_array_get(off, 0)), e = json_integer_value(json_array_get(off, 1));
-		if (b < 0 || e < b || (uint64_t)e > dsize || (uint64_t)(e - b) != n) {
-			fail(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld) do not hold its %llu bytes "
-			     "inside the %zu bytes of data", path, name, (long long)b, (long long)e,
-			     (unsigned long long)n, dsize);
-			cmr_st_close(st);
-			return NULL;
-		}
-		t->data = data + b;
-		t->nbytes = (size_t)n;
-		st->n++;
+	st->size = size;
+	if (size < 8 || parse(st, buf, name, err, errlen) < 0) {
+		if (size < 8)
+			fail(err, errlen, "%s: %zu bytes: too short for a safetensors file", name, size);
+		cmr_st_close(st);
+		return NULL;
 	}
 	return st;
 }

@@ -24,6 +24,8 @@ typedef struct cmr_st cmr_st;
 /* Maps and parses a file; checks that every tensor lies inside the data and matches its
  * dtype and shape. Returns NULL with a message naming the file (and tensor) in err. */
 cmr_st *cmr_st_open(const char *path, char *err, size_t errlen);
+/* The same checks on a file's bytes in memory, kept by the caller while st lives. */
+cmr_st *cmr_st_from_memory(const void *buf, size_t size, const char *name, char *err, size_t errlen);
 void cmr_st_close(cmr_st *st);
 const cmr_st_tensor *cmr_st_get(const cmr_st *st, const char *name); /* NULL if absent */
 size_t cmr_st_count(const cmr_st *st);

@@ -37,6 +37,10 @@ typedef struct cmr_clip_cfg {
  * for what is absent. dir may also be a config.json file itself (OpenAI's mean and std).
  * Every field is set. Returns 0 or -1 with a message. */
 int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen);
+/* The config.json part of it from text (path names it in messages): every field range-
+ * checked, OpenAI's mean and std. */
+#define CMR_CONFIG_MAX (1 << 20)
+int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err, size_t errlen);
 /* Rows of a vision sequence without extra rows: the class token and the patches. */
 int cmr_clip_vision_seq(const cmr_tower_cfg *c);
 
@@ -148,6 +152,9 @@ cmr_param *cmr_clip_param(cmr_clip *m, const char *name);
  * is an error (a tuning this model was not told about), except HF's position_ids buffers.
  * Computes each loaded tower's hash. Returns 0, or -1 naming the tensor. */
 int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, char *err, size_t errlen);
+/* The same from an opened file, which the model keeps (closed at once on failure). */
+struct cmr_st;
+int cmr_clip_load_st(cmr_clip *m, struct cmr_st *st, unsigned mask, uint64_t seed, char *err, size_t errlen);
 /* transformers' CLIPPreTrainedModel._init_weights (factor 1) for every parameter, from a
  * seeded generator, each tensor its own stream (so the same seed gives the same model on
  * every machine, and adding a tensor does not change the others). */

@@ -4,6 +4,7 @@
 #include "util.h"
 #include "model/clip.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,17 +67,15 @@ static int get_act(json_t *o, int *act, char *err, size_t errlen, const char *wh
 	return 0;
 }
 
-int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen)
+int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err, size_t errlen)
 {
-	char path[4096];
-	struct stat sb;
-	int is_file = stat(dir, &sb) == 0 && S_ISREG(sb.st_mode); /* a config.json itself */
-	snprintf(path, sizeof path, is_file ? "%s" : "%s/config.json", dir);
 	memset(cfg, 0, sizeof *cfg);
 	json_error_t jerr;
-	json_t *j = json_load_file(path, 0, &jerr);
-	if (!j)
-		return fail(err, errlen, "%s: %s", path, jerr.text);
+	json_t *j = json_loadb(text, len, 0, &jerr);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return fail(err, errlen, "%s: %s", path, j ? "not a JSON object" : jerr.text);
+	}
 	json_t *v = json_object_get(j, "vision_config"), *t = json_object_get(j, "text_config");
 	if (!json_is_object(v))
 		v = json_object(); /* absent: OpenAI ViT-B/32 values */
@@ -137,8 +136,29 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
 	static const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 	memcpy(cfg->mean, mean, sizeof mean);
 	memcpy(cfg->std, std, sizeof std);
-	if (is_file)
-		return 0;
+	return 0;
+}
+
+int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen)
+{
+	char path[4096];
+	struct stat sb;
+	int is_file = stat(dir, &sb) == 0 && S_ISREG(sb.st_mode); /* a config.json itself */
+	snprintf(path, sizeof path, is_file ? "%s" : "%s/config.json", dir);
+	memset(cfg, 0, sizeof *cfg);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return fail(err, errlen, "%s: %s", path, strerror(errno));
+	char *text = malloc(CMR_CONFIG_MAX);
+	size_t len = text ? fread(text, 1, CMR_CONFIG_MAX, f) : 0;
+	int bad = !text || ferror(f) || len == CMR_CONFIG_MAX;
+	fclose(f);
+	int rc = bad ? fail(err, errlen, "%s: %s", path, text ? "unreadable, or over 1 MiB" : "out of memory")
+		     : cmr_clip_cfg_parse(text, len, path, cfg, err, errlen);
+	free(text);
+	if (rc || is_file)
+		return rc;
+	json_error_t jerr;
 	snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
 	json_t *p = json_load_file(path, 0, &jerr);
 	if (p) {
@@ -523,10 +543,14 @@ int cmr_clip_set_tensor(cmr_clip *m, cmr_param *p, const struct cmr_st_tensor *t
 
 int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, char *err, size_t errlen)
 {
-	priv_t *pv = m->priv;
 	cmr_st *st = cmr_st_open(path, err, errlen);
-	if (!st)
-		return -1;
+	return st ? cmr_clip_load_st(m, st, mask, seed, err, errlen) : -1;
+}
+
+int cmr_clip_load_st(cmr_clip *m, cmr_st *st, unsigned mask, uint64_t seed, char *err, size_t errlen)
+{
+	priv_t *pv = m->priv;
+	const char *path = cmr_st_path(st);
 	/* every tensor of the file must be one the table knows */
 	for (size_t i = 0; i < cmr_st_count(st); i++) {
 		const char *nm = cmr_st_at(st, i)->name;

@@ -129,6 +129,42 @@ run cmr-dump list -H "$WORK/e.cmr"
 [ "$(grep -c image "$OUT")" -eq 0 ] || why "records in an empty archive"
 end
 
+begin "an empty directory: a warning and an empty stream; files but no image: an error, nothing written"
+mkdir "$WORK/nothing" "$WORK/textonly"
+run cmr-decode -o "$WORK/n.cmr" "$WORK/nothing"
+expect_status 0
+expect_stderr_has "warning: no images: $WORK/nothing holds no files"
+printf 'a caption\n' >"$WORK/textonly/a.txt"
+printf 'another\n' >"$WORK/textonly/b.txt"
+run cmr-decode -o "$WORK/t.cmr" "$WORK/textonly"
+expect_status 1
+expect_stderr_has "no images among the 2 files of $WORK/textonly"
+expect_stderr_has "hint: cmr-decode reads JPEG members"
+expect_no_file "$WORK/t.cmr"
+end
+
+begin "a directory: a symbolic link loop is not followed; sidecar files are skipped as in a tar"
+mkdir -p "$WORK/looped/sub"
+cp "$J/rgb.jpg" "$WORK/looped/sub/a.jpg"
+printf 'a caption\n' >"$WORK/looped/sub/a.txt"
+ln -s .. "$WORK/looped/sub/up"
+ln -s . "$WORK/looped/self"
+run cmr-decode -s 24 -o "$WORK/l.cmr" "$WORK/looped"
+expect_status 0
+expect_stderr_has "self: a symbolic link to a directory it is in: not followed"
+[ "$(cmr-dump list -H "$WORK/l.cmr" | grep -c image)" -eq 1 ] || why "$(cmr-dump list -H "$WORK/l.cmr" | grep -c image) records, 1 expected"
+end
+
+begin "undecodable images: the first 10 errors are shown, then how many more"
+mkdir "$WORK/bad12"
+for i in $(seq 12); do printf 'not a jpeg' >"$WORK/bad12/x$i.png"; done
+run cmr-decode -o "$WORK/b.cmr" "$WORK/bad12"
+expect_status 1
+[ "$(grep -c '(skipped)' "$ERR")" -eq 10 ] || why "$(grep -c '(skipped)' "$ERR") errors shown"
+expect_stderr_has "2 more skipped, not shown (the first 10 are above)"
+expect_stderr_has "12 of 12 images could not be decoded"
+end
+
 begin "a file that is neither archive nor JPEG is an error"
 printf 'hello\n' >"$WORK/hello.txt"
 run cmr-decode -o "$WORK/h.cmr" "$WORK/hello.txt"

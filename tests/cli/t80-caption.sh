@@ -95,6 +95,47 @@ expect_status 0
 [ "$(cat "$OUT")" = "s1#0 s1#1 s2#0 s2#1 s2#2 " ] || why "keys: $(cat "$OUT")"
 end
 
+begin "an archive is known by its bytes, not its name: a tar on standard input, shards.wds, a gzipped tar"
+cp "$WORK/w.tar" "$WORK/shards.wds"
+gzip -c "$WORK/w.tar" >"$WORK/w.gz"
+cmr-caption-ingest "$WORK/w.tar" | cmr-dump list -H | awk '$2 != 0 {print $NF}' >"$WORK/want.keys"
+for how in "< '$WORK/w.tar'" "'$WORK/shards.wds'" "< '$WORK/w.gz'"; do
+	run_sh "cmr-caption-ingest $how | cmr-dump list -H | awk '\$2 != 0 {print \$NF}'"
+	expect_status 0
+	expect_stdout_file "$WORK/want.keys"
+	expect_stderr_empty
+done
+run cmr-caption-ingest -f flickr "$WORK/shards.wds"
+expect_status 1
+expect_stderr_has "shards.wds is an archive or a compressed file, not flickr captions: give -f wds, or no -f"
+end
+
+begin "no captions out of a non-empty input is an error with a hint, nothing written"
+mkdir "$WORK/imgdir"
+"$BUILD/tests/mkjpeg" rgb 16 16 "$WORK/imgdir/a.jpg"
+(cd "$WORK/imgdir" && tar cf ../imgs.tar a.jpg)
+run cmr-caption-ingest -o "$WORK/none.cmr" "$WORK/imgs.tar"
+expect_status 1
+expect_stderr_has "no captions in $WORK/imgs.tar"
+expect_stderr_has "hint: a webdataset tar needs KEY.txt or KEY.json members"
+expect_no_file "$WORK/none.cmr"
+echo zzz >"$WORK/only.txt"
+run cmr-caption-ingest --only "$WORK/only.txt" -o "$WORK/none.cmr" "$WORK/w.tar"
+expect_status 1
+expect_stderr_has "none of the 5 captions of $WORK/w.tar is of an image listed in $WORK/only.txt"
+expect_no_file "$WORK/none.cmr"
+end
+
+begin "errors are capped: the first 10 are shown, then how many more"
+seq 30 | sed 's/^/no tab on line /' >"$WORK/many.token"
+run cmr-caption-ingest -f flickr -o "$WORK/m.cmr" "$WORK/many.token"
+expect_status 1
+[ "$(grep -c '(skipped)' "$ERR")" -eq 10 ] || why "$(grep -c '(skipped)' "$ERR") errors shown"
+expect_stderr_has "many.token:10: no tab"
+expect_stderr_has "20 more skipped, not shown (the first 10 are above)"
+expect_stderr_has "30 of 30 captions could not be read"
+end
+
 begin "TSV and JSON Lines with named columns"
 printf 'caption\timage\nred car\tcars/r.jpg\nblue car\tcars/r.jpg\n' >"$WORK/t.tsv"
 run_sh "cmr-caption-ingest '$WORK/t.tsv' | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"

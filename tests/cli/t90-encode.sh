@@ -60,6 +60,12 @@ run_sh "cmr-decode -s 32 '$WORK/j' | cmr-encode --no-normalize --dtype f16 -m '$
 expect_stdout_has "embedding   f16   [16]"
 end
 
+begin "an input with no image or token record: a warning, an empty stream"
+run_sh "cmr-encode -m '$WORK/tiny' < /dev/null | cmr-dump list -H"
+expect_status 0
+expect_stderr_has "warning: no image or token records in the input: no embeddings written"
+end
+
 begin "one tower loads without the other's tensors"
 mkdir "$WORK/vonly"
 "$MK" model "$WORK/vonly" tiny --drop text

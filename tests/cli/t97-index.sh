@@ -124,6 +124,13 @@ expect_stderr_has "dimension 32, the index has 16"
 expect_no_file "$WORK/e.idx"
 end
 
+begin "no queries: a warning, no hits"
+run cmr-query "$WORK/flat.idx" /dev/null
+expect_status 0
+expect_stdout_empty
+expect_stderr_has "warning: no query embeddings in the input: no hits written"
+end
+
 begin "crafted index files with valid checksums (tests/tools/ixpatch) are refused by their structure, not read out of bounds"
 IX=$BUILD/tests/ixpatch
 "$MV" 200 32 4 0.5 3 >"$WORK/s.cmr"

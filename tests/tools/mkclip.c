@@ -2,7 +2,7 @@
  * preprocessor_config.json, model.safetensors), and random inputs for them, from a seed:
  * the same bytes on every machine (integer generator, no libm in the values).
  *
- *   mkclip model DIR tiny|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]
+ *   mkclip model DIR tiny|mini|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]
  *                                [--drop text|vision] [--extra NAME]
  *   mkclip images N SIZE SEED > images.cmr     random u8 [SIZE, SIZE, 3] records
  *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77 */
@@ -116,12 +116,16 @@ static int model(int argc, char **argv)
 		cfg.v = (tw){32, 2, 4, 64};
 		cfg.t = (tw){32, 2, 4, 64};
 		cfg.image = 32, cfg.patch = 8, cfg.vocab = 49408, cfg.ctx = 77, cfg.proj = 16;
+	} else if (strcmp(preset, "mini") == 0) { /* a few kilobytes: the fuzz corpus's seeds */
+		cfg.v = (tw){8, 1, 2, 16};
+		cfg.t = (tw){8, 1, 2, 16};
+		cfg.image = 8, cfg.patch = 4, cfg.vocab = 64, cfg.ctx = 8, cfg.proj = 4;
 	} else if (strcmp(preset, "b32") == 0) {
 		cfg.v = (tw){768, 12, 12, 3072};
 		cfg.t = (tw){512, 12, 8, 2048};
 		cfg.image = 224, cfg.patch = 32, cfg.vocab = 49408, cfg.ctx = 77, cfg.proj = 512;
 	} else {
-		fprintf(stderr, "mkclip: unknown preset %s (tiny, b32)\n", preset);
+		fprintf(stderr, "mkclip: unknown preset %s (tiny, mini, b32)\n", preset);
 		return 2;
 	}
 	rng_state = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -267,7 +271,7 @@ int main(int argc, char **argv)
 	else if (argc >= 2 && strcmp(argv[1], "tokens") == 0)
 		rc = inputs(argc, argv, 0);
 	if (rc == 2)
-		fprintf(stderr, "usage: mkclip model DIR tiny|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]\n"
+		fprintf(stderr, "usage: mkclip model DIR tiny|mini|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]\n"
 				"       mkclip images N SIZE SEED > images.cmr\n"
 				"       mkclip tokens N SEED > tokens.cmr\n");
 	return rc;

@@ -446,28 +446,41 @@ static json_t *load_json(const char *name, char *buf, size_t n)
 	return j;
 }
 
+typedef struct {
+	json_int_t id;
+	const char *file;
+} coco_image;
+
+static int cmp_coco_image(const void *a, const void *b)
+{
+	json_int_t x = ((const coco_image *)a)->id, y = ((const coco_image *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
 static void do_coco(const char *name, json_t *j)
 {
 	json_t *images = json_object_get(j, "images"), *anns = json_object_get(j, "annotations");
 	if (!json_is_array(images) || !json_is_array(anns))
 		cmr_die("%s: COCO captions JSON needs the arrays \"images\" and \"annotations\"", name);
-	/* image id -> file name */
+	/* image id -> file name: sorted by id, looked up by bisection (linear in the annotations
+	 * whatever their order) */
 	size_t ni = json_array_size(images);
-	json_int_t *ids = malloc((ni + 1) * sizeof *ids);
-	const char **files = malloc((ni + 1) * sizeof *files);
-	if (!ids || !files)
+	coco_image *im = malloc((ni + 1) * sizeof *im);
+	if (!im)
 		cmr_die("out of memory");
 	for (size_t i = 0; i < ni; i++) {
-		json_t *im = json_array_get(images, i);
-		json_t *id = json_object_get(im, "id"), *fn = json_object_get(im, "file_name");
+		json_t *o = json_array_get(images, i);
+		json_t *id = json_object_get(o, "id"), *fn = json_object_get(o, "file_name");
 		if (!json_is_integer(id) || !json_is_string(fn))
 			cmr_die("%s: images[%zu]: needs an integer \"id\" and a string \"file_name\"", name, i);
-		ids[i] = json_integer_value(id);
-		files[i] = json_string_value(fn);
+		im[i] = (coco_image){json_integer_value(id), json_string_value(fn)};
 	}
+	qsort(im, ni, sizeof *im, cmp_coco_image);
+	for (size_t i = 1; i < ni; i++)
+		if (im[i].id == im[i - 1].id)
+			cmr_die("%s: image id %" JSON_INTEGER_FORMAT " occurs twice in \"images\"", name, im[i].id);
 	counter cnt = {0};
 	char where[600];
-	size_t last = 0;
 	for (size_t a = 0; a < json_array_size(anns); a++) {
 		snprintf(where, sizeof where, "%s: annotations[%zu]", name, a);
 		json_t *an = json_array_get(anns, a);
@@ -476,21 +489,16 @@ static void do_coco(const char *name, json_t *j)
 			bad(where, "needs an integer \"image_id\" and a string \"caption\"");
 			continue;
 		}
-		json_int_t want = json_integer_value(iid);
-		size_t i;
-		/* annotations usually follow images: look from the last hit first */
-		for (i = 0; i < ni && ids[(last + i) % ni] != want; i++)
-			;
-		if (i == ni) {
-			bad(where, "image_id %" JSON_INTEGER_FORMAT " is not in \"images\"", want);
+		coco_image want = {json_integer_value(iid), NULL};
+		const coco_image *hit = bsearch(&want, im, ni, sizeof *im, cmp_coco_image);
+		if (!hit) {
+			bad(where, "image_id %" JSON_INTEGER_FORMAT " is not in \"images\"", want.id);
 			continue;
 		}
-		last = (last + i) % ni;
-		emit_numbered(&cnt, files[last], json_string_value(cap), json_string_length(cap), where);
+		emit_numbered(&cnt, hit->file, json_string_value(cap), json_string_length(cap), where);
 	}
 	counter_free(&cnt);
-	free(ids);
-	free(files);
+	free(im);
 }
 
 static int split_wanted(const char *split)

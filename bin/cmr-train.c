@@ -420,9 +420,9 @@ static int run(struct opts *o, int argc, char **argv)
 			break;
 		}
 	/* data */
-	cmr_pairs d = {.size = cfg.vision.image_size, .context = cfg.text.context, .what = "training"};
+	cmr_pairs d = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "training"};
 	cmr_pairs_load(&d, o->inputs, o->ninputs);
-	cmr_pairs ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .what = "evaluation"};
+	cmr_pairs ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "evaluation"};
 	if (o->nevals)
 		cmr_pairs_load(&ev, o->evals, o->nevals);
 	for (int k = 0; tun.text_prompts && k < 2; k++) {

@@ -64,9 +64,19 @@ static int on_record(const cmr_record *rec, const char *input, void *ctx)
 		if (!d->tok[d->ntok] || !d->tkey[d->ntok])
 			cmr_die("out of memory");
 		memcpy(d->tok[d->ntok], rec->data, rec->nbytes);
+		for (uint32_t i = 0; i < rec->dims[0]; i++) /* before the first step, not as a NaN loss */
+			if (d->tok[d->ntok][i] < 0 || d->tok[d->ntok][i] >= d->vocab)
+				cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": token %u is id %d, outside the "
+					"model's vocabulary of %d", input, rec->index, rec->key, rec->offset, i,
+					(int)d->tok[d->ntok][i], d->vocab);
 		d->len[d->ntok++] = (int)rec->dims[0];
 	}
 	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 static int cmp_image(const void *a, const void *b)
@@ -89,6 +99,16 @@ void cmr_pairs_load(cmr_pairs *d, char *const *inputs, int n)
 	for (size_t i = 1; i < d->nimg; i++)
 		if (strcmp(sorted[i].key, sorted[i - 1].key) == 0)
 			cmr_die("the %s streams hold two images with the key '%s'", d->what, sorted[i].key);
+	/* caption keys unique, as cmr-eval wants them */
+	char **tk = malloc(d->ntok * sizeof *tk);
+	if (!tk)
+		cmr_die("out of memory");
+	memcpy(tk, d->tkey, d->ntok * sizeof *tk);
+	qsort(tk, d->ntok, sizeof *tk, cmp_str);
+	for (size_t i = 1; i < d->ntok; i++)
+		if (strcmp(tk[i], tk[i - 1]) == 0)
+			cmr_die("the %s streams hold two captions with the key '%s'", d->what, tk[i]);
+	free(tk);
 	size_t orphans = 0;
 	for (size_t t = 0; t < d->ntok; t++) {
 		char key[CMR_KEY_MAX + 1];

@@ -32,6 +32,7 @@ typedef struct cmr_pairs {
 	size_t ntok, captok;
 	int size;         /* the model's image size */
 	int context;
+	int vocab;        /* the model's vocabulary: token ids in [0, vocab) */
 	const char *what; /* "training" or "evaluation", for messages */
 } cmr_pairs;
 

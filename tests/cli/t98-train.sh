@@ -153,6 +153,25 @@ bad_config '0,/"layer_norm_eps": 1e-05/s//"layer_norm_eps": -1/' "text_config.la
 bad_config 's/"patch_size": 8/"patch_size": 0/' "vision_config.patch_size is 0, outside 1 to 4096"
 end
 
+begin "cmr-train: a token id outside the vocabulary and a caption key given twice are refused before the first step, naming them"
+# one caption, ids 49406 60000 49407, as a .npy (numpy's format 1.0, written by hand)
+h="{'descr': '<i4', 'fortran_order': False, 'shape': (1, 3), }"
+hdr="$h$(printf '%*s' $((64 - (10 + ${#h} + 1) % 64)) '')"
+{ printf '\223NUMPY\001\000'; printf "\\$(printf %03o $((${#hdr} + 1)))\\000"; printf '%s\n' "$hdr"
+  printf '\376\300\000\000\140\352\000\000\377\300\000\000'; } >"$WORK/oov.npy"
+echo 'img000#0' >"$WORK/oov.keys"
+cmr-dump from-npy --kind tokens --keys "$WORK/oov.keys" "$WORK/oov.npy" >"$WORK/oov.cmr"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/oov" -b 8 --steps 1 "$WORK/ti.cmr" "$WORK/tt.cmr" "$WORK/oov.cmr"
+expect_status 1
+expect_stderr_has "oov.cmr: record 1 (key 'img000#0'), byte "
+expect_stderr_has ": token 1 is id 60000, outside the model's vocabulary of 49408"
+expect_no_file "$WORK/oov"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/dup" -b 8 --steps 1 "$WORK/ti.cmr" "$WORK/tt.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "the training streams hold two captions with the key 'img000#0'"
+expect_no_file "$WORK/dup"
+end
+
 begin "cmr-train: an image of the wrong size is refused, naming stream, record and key, and nothing is written"
 "$MK" images 3 64 1 >"$WORK/big.cmr"
 run cmr-train -m "$TINY" -o "$WORK/bad" -b 2 "$WORK/big.cmr" "$WORK/tt.cmr"

@@ -190,8 +190,25 @@ static void print_version(void)
 	}
 }
 
+/* OpenMP's threads (libgomp) spin for a while before they sleep, unless OMP_WAIT_POLICY says
+ * otherwise, and libgomp reads it only as the program starts: on a loaded machine (2 cores
+ * shared with other work) spinning threads take the cores from the ones with work, a
+ * training step under one competing process taking twice as long. So a tool started
+ * without the variable sets it to PASSIVE and starts itself again, once (the same process:
+ * pid, files and arguments are kept). Setting OMP_WAIT_POLICY, to anything, keeps the
+ * choice with the user (and keeps tools under valgrind, which would not follow the exec). */
+static void passive_threads(char **argv)
+{
+	if (getenv("OMP_WAIT_POLICY"))
+		return;
+	if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0)
+		execv("/proc/self/exe", argv);
+	/* no /proc, or exec failed: go on as we are */
+}
+
 void cmr_init(int argc, char **argv, const cmr_tool *tool)
 {
+	passive_threads(argv);
 	the_tool = tool;
 	cmr_progname = tool->name;
 	signal(SIGPIPE, SIG_IGN);

@@ -109,3 +109,21 @@ expect_status 0
 expect_stderr_empty
 [ "$(cat "$WORK/st")" = 141 ] || why "status $(cat "$WORK/st"), expected 141"
 end
+
+begin "threads wait passively: a tool started without OMP_WAIT_POLICY runs with PASSIVE; a user's setting is kept"
+for want in PASSIVE ACTIVE; do
+	rm -f "$WORK/fifo"
+	mkfifo "$WORK/fifo"
+	if [ $want = PASSIVE ]; then
+		env -u OMP_WAIT_POLICY cmr-caption-ingest "$WORK/fifo" >/dev/null &
+	else
+		OMP_WAIT_POLICY=ACTIVE cmr-caption-ingest "$WORK/fifo" >/dev/null &
+	fi
+	pid=$!
+	sleep 0.3
+	got=$(tr '\0' '\n' </proc/$pid/environ | sed -n 's/^OMP_WAIT_POLICY=//p')
+	echo 'a caption' >"$WORK/fifo"
+	wait $pid
+	[ "$got" = $want ] || why "OMP_WAIT_POLICY is '$got' in the running tool, expected $want"
+done
+end

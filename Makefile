@@ -58,7 +58,7 @@ ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(OMPFLAGS) $(PKG_CFLAGS) $(
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
-LIB_SRC := lib/fe.c lib/origin.c lib/util.c lib/image.c lib/eval.c lib/index.c \
+LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/util.c lib/image.c lib/eval.c lib/index.c \
 	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c \
 	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
 	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c \

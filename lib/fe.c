@@ -22,34 +22,8 @@ int cmr_verbose;
 static const cmr_tool *the_tool;
 static cmr_exit_hook exit_hook;
 
-/* ---- temporary outputs, removed on failure and on signals ---- */
-#define MAX_TMP 16
-static char *volatile tmp_paths[MAX_TMP];
-
-static void tmp_register(char *path)
-{
-	for (int i = 0; i < MAX_TMP; i++)
-		if (!tmp_paths[i]) {
-			tmp_paths[i] = path;
-			return;
-		}
-}
-
-static void tmp_unregister(const char *path)
-{
-	for (int i = 0; i < MAX_TMP; i++)
-		if (tmp_paths[i] == path)
-			tmp_paths[i] = NULL;
-}
-
-static void tmp_remove_all(void)
-{
-	for (int i = 0; i < MAX_TMP; i++)
-		if (tmp_paths[i]) {
-			unlink(tmp_paths[i]); /* async-signal-safe */
-			tmp_paths[i] = NULL;
-		}
-}
+/* ---- temporary outputs, removed on failure and on signals (atomic.h) ---- */
+static void tmp_remove_all(void) { cmr_atomic_remove_all(); }
 
 static void on_signal(int sig)
 {
@@ -362,60 +336,33 @@ void cmr_output_open(cmr_output *out, const char *path, int binary)
 		out->name = "(stdout)";
 		return;
 	}
-	size_t n = strlen(path);
-	out->path = strdup(path);
-	out->tmp = malloc(n + 16);
-	if (!out->path || !out->tmp)
-		cmr_die("out of memory");
-	snprintf(out->tmp, n + 16, "%s.tmp.XXXXXX", path);
-	int fd = mkstemp(out->tmp);
-	if (fd < 0)
-		cmr_die("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-	tmp_register(out->tmp);
-	mode_t um = umask(0);
-	umask(um);
-	if (fchmod(fd, 0666 & ~um) < 0)
-		cmr_die("%s: %s", out->tmp, strerror(errno));
-	out->f = fdopen(fd, binary ? "wb" : "w");
-	if (!out->f)
-		cmr_die("%s: %s", out->tmp, strerror(errno));
-	out->name = out->path;
+	char err[4300];
+	if (cmr_atomic_open(&out->at, path, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	out->file = 1;
+	out->f = out->at.f;
+	out->name = out->at.path;
 }
 
 void cmr_output_commit(cmr_output *out)
 {
-	if (!out->path) {
+	if (!out->file) {
 		if (fflush(out->f) != 0 || ferror(out->f))
 			cmr_die_write("standard output", errno ? errno : EIO);
 		return;
 	}
-	int bad = fflush(out->f) != 0 || ferror(out->f);
-	int err = errno;
-	if (fclose(out->f) != 0 && !bad) {
-		bad = 1;
-		err = errno;
-	}
+	char err[9000];
 	out->f = NULL;
-	if (bad)
-		cmr_die("write error on %s: %s", out->path, strerror(err ? err : EIO));
-	if (rename(out->tmp, out->path) < 0)
-		cmr_die("cannot rename %s to %s: %s", out->tmp, out->path, strerror(errno));
-	tmp_unregister(out->tmp);
-	free(out->tmp);
-	free(out->path);
-	out->tmp = out->path = NULL;
+	out->name = "(committed)";
+	if (cmr_atomic_commit(&out->at, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	out->file = 0;
 }
 
 void cmr_output_abort(cmr_output *out)
 {
-	if (out->path) {
-		if (out->f)
-			fclose(out->f);
-		unlink(out->tmp);
-		tmp_unregister(out->tmp);
-		free(out->tmp);
-		free(out->path);
-	}
+	if (out->file)
+		cmr_atomic_abort(&out->at);
 	memset(out, 0, sizeof *out);
 }
 

@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "atomic.h"
 #include "index.h"
 #include "origin.h"
 #include "format/stream.h"
@@ -95,8 +96,8 @@ const char *cmr_input_name(const char *path);
 
 typedef struct cmr_output {
 	FILE *f;
-	char *path; /* final name, NULL for standard output */
-	char *tmp;  /* temporary name being written */
+	int file;         /* 0 for standard output */
+	cmr_atomic at;    /* a file: its temporary name (atomic.h) */
 	const char *name; /* for messages */
 } cmr_output;
 

@@ -3,6 +3,7 @@
 #include "util.h"
 #include "index.h"
 
+#include "atomic.h"
 #include "backend/backend.h"
 #include "format/stream.h"
 
@@ -538,14 +539,16 @@ int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t err
 	XXH3_64bits_update(xs, hdr + HEADER_LEN, (size_t)ns * SECTION_LEN);
 	st64(hdr + 120, XXH3_64bits_digest(xs));
 	XXH3_freeState(xs);
-	size_t plen = strlen(path);
-	char *tmp = malloc(plen + 16);
-	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-	int fd = mkstemp(tmp);
-	FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-	int bad = !f;
+	cmr_atomic af;
+	if (cmr_atomic_open(&af, path, err, errlen) < 0) {
+		free(hdr);
+		free(zkeys);
+		return -1;
+	}
+	FILE *f = af.f;
+	int bad = 0;
 	static const uint8_t zero[64];
-	if (f) {
+	{
 		uint64_t pos = tlen;
 		bad |= fwrite(hdr, 1, tlen, f) != tlen;
 		for (int i = 0; i < ns && !bad; i++) {
@@ -554,23 +557,15 @@ int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t err
 			bad |= sec[i].len && fwrite(sec[i].data, 1, sec[i].len, f) != sec[i].len;
 			pos = want + sec[i].len;
 		}
-		bad |= fclose(f) != 0;
 	}
 	int e = errno;
 	free(hdr);
 	free(zkeys);
-	if (bad || rename(tmp, path) < 0) {
-		if (!bad)
-			e = errno;
-		unlink(tmp);
-		free(tmp);
-		return fail(err, errlen, "%s: %s", path, strerror(e));
+	if (bad) {
+		cmr_atomic_abort(&af);
+		return fail(err, errlen, "%s: %s", path, strerror(e ? e : EIO));
 	}
-	mode_t um = umask(0);
-	umask(um);
-	chmod(path, 0666 & ~um);
-	free(tmp);
-	return 0;
+	return cmr_atomic_commit(&af, err, errlen);
 }
 
 /* every field of the file at h (size bytes, 8-aligned) checked against the others: a

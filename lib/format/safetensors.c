@@ -1,6 +1,7 @@
 /* format/safetensors.c - memory-mapped reader and writer of Hugging Face .safetensors files. */
 #include "util.h"
 #include "format/safetensors.h"
+#include "atomic.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -243,17 +244,14 @@ int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *me
 	if (!text)
 		return fail(err, errlen, "out of memory");
 	size_t hl = strlen(text), pad = (8 - hl % 8) % 8; /* align the data to 8 bytes */
-	size_t plen = strlen(path);
-	char *tmp = malloc(plen + 16);
-	if (!tmp) {
+	cmr_atomic at;
+	if (cmr_atomic_open(&at, path, err, errlen) < 0) {
 		free(text);
-		return fail(err, errlen, "out of memory");
+		return -1;
 	}
-	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-	int fd = mkstemp(tmp);
-	FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-	int bad = !f;
-	if (f) {
+	FILE *f = at.f;
+	int bad = 0;
+	{
 		uint8_t len8[8];
 		uint64_t total = hl + pad;
 		for (int i = 0; i < 8; i++)
@@ -267,16 +265,12 @@ int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *me
 				bytes *= (size_t)t[i].shape[d];
 			bad |= bytes && fwrite(t[i].data, 1, bytes, f) != bytes;
 		}
-		bad |= fclose(f) != 0;
 	}
 	free(text);
-	if (bad || rename(tmp, path) < 0) {
+	if (bad) {
 		int e = errno;
-		unlink(tmp);
-		free(tmp);
-		return fail(err, errlen, "%s: %s", path, strerror(e));
+		cmr_atomic_abort(&at);
+		return fail(err, errlen, "%s: %s", path, strerror(e ? e : EIO));
 	}
-	chmod(path, 0644);
-	free(tmp);
-	return 0;
+	return cmr_atomic_commit(&at, err, errlen);
 }

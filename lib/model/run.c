@@ -241,21 +241,34 @@ static void save(run_t *r, int64_t step)
 			nt++;
 		}
 	}
+	/* The pair is committed so that some resumable checkpoint survives a kill at any point:
+	 * both new files are written complete under .next names, then the old state becomes
+	 * train-state.prev, the new state and the new model are renamed into place, and prev goes.
+	 * A kill between two renames leaves a model whose step is that of train-state.prev, which
+	 * --resume then takes (cmr-checkpoint(5)). */
+	const char *mname = o->tuning ? CMR_TUNING_TENSORS : "model.safetensors";
+	char snext[4096], mnext[4096], sfinal[4096], mfinal[4096], sprev[4096];
+	snprintf(snext, sizeof snext, "%s/train-state.next.safetensors", o->output);
+	snprintf(sfinal, sizeof sfinal, "%s/train-state.safetensors", o->output);
+	snprintf(sprev, sizeof sprev, "%s/train-state.prev.safetensors", o->output);
+	snprintf(mnext, sizeof mnext, "%s/%s.next", o->output, mname);
+	snprintf(mfinal, sizeof mfinal, "%s/%s", o->output, mname);
 	t[nt++] = (cmr_st_out){"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st};
-	snprintf(path, sizeof path, "%s/train-state.safetensors", o->output);
-	if (cmr_st_write(path, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err) < 0)
+	if (cmr_st_write(snext, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err) < 0)
 		cmr_die("%s", err);
 	free(t);
 	free(names);
 	json_t *meta = json_pack("{s:s, s:s, s:s}", "format", "pt", "cmr-train", o->provenance, "step",
 				 (snprintf(path, sizeof path, "%" PRId64, step), path));
 	char *mj = json_dumps(meta, JSON_COMPACT);
-	snprintf(path, sizeof path, "%s/%s", o->output, o->tuning ? CMR_TUNING_TENSORS : "model.safetensors");
-	if (!mj || (o->tuning ? cmr_tuning_save_tensors(r->m, o->tuning, path, mj, err, sizeof err)
-			      : cmr_clip_save(r->m, path, mj, err, sizeof err)) < 0)
+	if (!mj || (o->tuning ? cmr_tuning_save_tensors(r->m, o->tuning, mnext, mj, err, sizeof err)
+			      : cmr_clip_save(r->m, mnext, mj, err, sizeof err)) < 0)
 		cmr_die("%s", mj ? err : "out of memory");
 	free(mj);
 	json_decref(meta);
+	if ((rename(sfinal, sprev) < 0 && errno != ENOENT) || rename(snext, sfinal) < 0 || rename(mnext, mfinal) < 0)
+		cmr_die("%s: cannot put the checkpoint in place: %s", o->output, strerror(errno));
+	unlink(sprev);
 	cmr_info("%s: checkpoint at step %" PRId64, o->output, step);
 }
 
@@ -351,11 +364,43 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* resume: the state file of DIR, checked against this run */
+/* the step a state file records, or -1 when it is absent or not readable */
+static int64_t state_step(const char *path)
+{
+	char err[1024];
+	cmr_st *st = cmr_st_open(path, err, sizeof err);
+	const cmr_st_tensor *s = st ? cmr_st_get(st, "step_seed_batch_pairs_total") : NULL;
+	int64_t step = -1;
+	if (s && s->dtype == CMR_DTYPE_I64 && s->nbytes == 40)
+		memcpy(&step, s->data, sizeof step);
+	cmr_st_close(st);
+	return step;
+}
+
+/* resume: the state file of DIR, checked against this run: train-state.safetensors, or
+ * train-state.prev.safetensors when a save was cut between its renames and the model is
+ * still the previous one */
 static int64_t load_state(run_t *r, const char *dir)
 {
 	char path[4096], err[1024], mpath[4096];
 	snprintf(path, sizeof path, "%s/train-state.safetensors", dir);
+	{
+		char prev[4096];
+		snprintf(prev, sizeof prev, "%s/train-state.prev.safetensors", dir);
+		snprintf(mpath, sizeof mpath, "%s/%s", dir, r->o->tuning ? CMR_TUNING_TENSORS : "model.safetensors");
+		cmr_st *ms = cmr_st_open(mpath, err, sizeof err);
+		const char *mstep = ms ? cmr_st_metadata(ms, "step") : NULL;
+		char want[32] = "";
+		int64_t ps = state_step(prev);
+		if (ps >= 0)
+			snprintf(want, sizeof want, "%" PRId64, ps);
+		if (mstep && ps >= 0 && strcmp(mstep, want) == 0 && state_step(path) != ps) {
+			cmr_warn("%s: the last save was cut short; resuming from the checkpoint before it (step %s)", dir,
+				 mstep);
+			snprintf(path, sizeof path, "%s", prev);
+		}
+		cmr_st_close(ms);
+	}
 	cmr_st *st = cmr_st_open(path, err, sizeof err);
 	if (!st)
 		cmr_die("%s", err);

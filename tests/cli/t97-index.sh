@@ -124,6 +124,26 @@ expect_stderr_has "dimension 32, the index has 16"
 expect_no_file "$WORK/e.idx"
 end
 
+begin "SIGTERM while the index file is being written leaves no temporary file (one mechanism for every file written)"
+"$MV" 300000 64 50 1.0 1 >"$WORK/big.cmr"
+hit=0
+for try in 1 2 3 4 5; do
+	rm -f "$WORK/sig.idx"
+	cmr-index -o "$WORK/sig.idx" "$WORK/big.cmr" &
+	pid=$!
+	n=0
+	while ! ls "$WORK"/sig.idx.tmp.* >/dev/null 2>&1 && [ $n -lt 20000 ] && kill -0 $pid 2>/dev/null; do n=$((n + 1)); done
+	kill -TERM $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	st=$?
+	[ $st -eq 143 ] && hit=1 && break # killed while writing
+done
+[ $hit = 1 ] || why "never caught it writing"
+ls "$WORK" | grep -q 'sig.idx.tmp' && why "left: $(ls "$WORK" | grep sig.idx)"
+expect_no_file "$WORK/sig.idx"
+rm -f "$WORK/big.cmr"
+end
+
 begin "no queries: a warning, no hits"
 run cmr-query "$WORK/flat.idx" /dev/null
 expect_status 0

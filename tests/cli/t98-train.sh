@@ -62,6 +62,23 @@ run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/h.cmr"
 expect_status 0
 end
 
+begin "cmr-train: a save cut between its renames (new state, old model) resumes from the checkpoint before it, to the uninterrupted model"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/c13" -b 8 --epochs 6 --lr 1e-3 --max-steps 13 "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/c14" -b 8 --epochs 6 --lr 1e-3 --max-steps 14 "$WORK/ti.cmr" "$WORK/tt.cmr"
+# what a kill after "state.next -> state" and before "model.next -> model" leaves
+cp "$WORK/c13/train-state.safetensors" "$WORK/c13/train-state.prev.safetensors"
+cp "$WORK/c14/train-state.safetensors" "$WORK/c13/train-state.safetensors"
+cp "$WORK/c14/model.safetensors" "$WORK/c13/model.safetensors.next"
+run cmr-train -t 1 --resume "$WORK/c13" -b 8 --epochs 6 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+expect_stderr_has "the last save was cut short; resuming from the checkpoint before it (step 13)"
+cmr-encode -m "$WORK/c13" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/c.cmr"
+run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/c.cmr"
+expect_status 0
+expect_no_file "$WORK/c13/train-state.prev.safetensors" "$WORK/c13/train-state.next.safetensors"
+ls "$WORK/c13" | grep -q 'tmp\.' && why "temporary files left: $(ls "$WORK/c13")"
+end
+
 begin "cmr-train: --resume refuses a different batch, naming what differs"
 cmr-train -q -t 1 -m "$TINY" -o "$WORK/r2" -b 8 --epochs 6 --max-steps 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
 run cmr-train --resume "$WORK/r2" -b 4 --epochs 6 "$WORK/ti.cmr" "$WORK/tt.cmr"

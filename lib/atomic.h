@@ -1,0 +1,29 @@
+/* atomic.h - the one way a file is written: under a temporary name beside it, renamed into
+ * place when complete, and removed on failure, on exit and on SIGINT/SIGTERM/SIGHUP (the
+ * front end's signal handler calls cmr_atomic_remove_all). Every writer (tools' outputs,
+ * index files, safetensors, checkpoints) goes through it, so an interrupted run leaves no
+ * *.tmp.* file behind and never a half-written file under the real name. Library code:
+ * never prints or exits. */
+#ifndef CMR_ATOMIC_H
+#define CMR_ATOMIC_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct cmr_atomic {
+	char *path, *tmp;
+	FILE *f;
+} cmr_atomic;
+
+/* Creates PATH.tmp.XXXXXX (mode 0666 less the umask) and opens it for writing. Returns 0,
+ * or -1 with a message in err. */
+int cmr_atomic_open(cmr_atomic *a, const char *path, char *err, size_t errlen);
+/* Flushes, closes and renames the file into place. Returns 0, or -1 with a message (the
+ * temporary file is removed). */
+int cmr_atomic_commit(cmr_atomic *a, char *err, size_t errlen);
+/* Closes and removes the temporary file (safe on a closed or never opened one). */
+void cmr_atomic_abort(cmr_atomic *a);
+/* Removes every temporary file not yet committed: async-signal-safe (unlink only). */
+void cmr_atomic_remove_all(void);
+
+#endif

@@ -286,8 +286,7 @@ int main(int argc, char **argv)
 	float *score = malloc((nq * (uint64_t)k + 1) * sizeof *score);
 	if (!ord || !score)
 		cmr_die("out of memory");
-	if (o.jobs > 1)
-		openblas_set_num_threads(1); /* our threads, each with its own sgemm */
+	openblas_set_num_threads(1); /* -j threads in all: ours, each with its own sgemm */
 	if (!nq)
 		cmr_warn("no query embeddings in the input: no hits written");
 	if (nq && cmr_index_search(ix, q, nq, k, o.nprobe, o.jobs, ord, score) < 0)

@@ -954,9 +954,13 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, in
 		free(th);
 		return -1;
 	}
+	/* threads take whole blocks of 64 queries (the flat search's sgemm blocks), so that a
+	 * query's scores come from the same product whatever the number of threads: results
+	 * do not depend on it */
+	uint64_t nb = (nq + 63) / 64;
 	for (int t = 0; t < threads; t++) {
-		jobs[t] = (job_t){ix, q, nq * (uint64_t)t / (uint64_t)threads, nq * (uint64_t)(t + 1) / (uint64_t)threads, k, nprobe,
-				  hits_ord, hits_score, 0};
+		uint64_t q0 = nb * (uint64_t)t / (uint64_t)threads * 64, q1 = nb * (uint64_t)(t + 1) / (uint64_t)threads * 64;
+		jobs[t] = (job_t){ix, q, q0 < nq ? q0 : nq, q1 < nq ? q1 : nq, k, nprobe, hits_ord, hits_score, 0};
 		if (t > 0 && pthread_create(&th[t], NULL, search_job, &jobs[t]) != 0)
 			jobs[t].rc = -2;
 	}

@@ -144,6 +144,16 @@ expect_no_file "$WORK/sig.idx"
 rm -f "$WORK/big.cmr"
 end
 
+begin "results do not depend on the thread count: cmr-query -j 1, -j 2 and -j 3 write the same bytes (flat, IVF, SQ8)"
+"$MV" 2300 32 40 1.0 7 q 2000 >"$WORK/q300.cmr"
+cmr-index --sq8 -o "$WORK/j.sq8" "$WORK/v.cmr"
+for ix in "$WORK/flat.idx" "$WORK/a.ivf" "$WORK/j.sq8"; do
+	for j in 1 2 3; do cmr-query -j $j -k 7 --nprobe 3 "$ix" "$WORK/q300.cmr" >"$WORK/j$j.tsv"; done
+	expect_same "$WORK/j1.tsv" "$WORK/j2.tsv"
+	expect_same "$WORK/j1.tsv" "$WORK/j3.tsv"
+done
+end
+
 begin "no queries: a warning, no hits"
 run cmr-query "$WORK/flat.idx" /dev/null
 expect_status 0

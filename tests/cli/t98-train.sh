@@ -79,6 +79,17 @@ expect_no_file "$WORK/c13/train-state.prev.safetensors" "$WORK/c13/train-state.n
 ls "$WORK/c13" | grep -q 'tmp\.' && why "temporary files left: $(ls "$WORK/c13")"
 end
 
+begin "cmr-train: results do not depend on the thread count: -t 1, -t 2 and -t 3 train the same model bit for bit"
+for t in 1 2 3; do
+	cmr-train -q -t $t -m "$TINY" -o "$WORK/thr$t" -b 8 --steps 4 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+	cmr-encode -m "$WORK/thr$t" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/thr$t.cmr"
+done
+for t in 2 3; do
+	run cmr-dump diff --max-abs 0 "$WORK/thr1.cmr" "$WORK/thr$t.cmr"
+	expect_status 0
+done
+end
+
 begin "cmr-train: --resume refuses a different batch, naming what differs"
 cmr-train -q -t 1 -m "$TINY" -o "$WORK/r2" -b 8 --epochs 6 --max-steps 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
 run cmr-train --resume "$WORK/r2" -b 4 --epochs 6 "$WORK/ti.cmr" "$WORK/tt.cmr"

@@ -234,18 +234,21 @@ static void emit(const char *key, const char *text, size_t len, const char *wher
 /* ---- per-image caption numbering (coco, tsv, jsonl, karpathy) ---- */
 typedef struct {
 	char **keys;
+	char **names; /* the image name that first gave each key */
 	int *count;
 	size_t n, cap;
 } counter;
 
-static int next_index(counter *c, const char *key)
+/* the next caption number of the image key; -1 when the key was first given by another
+ * image name (a/x.jpg and b/x.jpg both give x: two images under one key) */
+static int next_index(counter *c, const char *key, const char *name, const char **first)
 {
 	/* linear probing over a small open table keyed by the image key */
 	if ((c->n + 1) * 2 > c->cap) {
 		size_t cap = c->cap ? 2 * c->cap : 1024;
-		char **k = calloc(cap, sizeof *k);
+		char **k = calloc(cap, sizeof *k), **nm = calloc(cap, sizeof *nm);
 		int *v = calloc(cap, sizeof *v);
-		if (!k || !v)
+		if (!k || !v || !nm)
 			cmr_die("out of memory");
 		for (size_t i = 0; i < c->cap; i++)
 			if (c->keys[i]) {
@@ -256,11 +259,14 @@ static int next_index(counter *c, const char *key)
 				while (k[h])
 					h = (h + 1) & (cap - 1);
 				k[h] = c->keys[i];
+				nm[h] = c->names[i];
 				v[h] = c->count[i];
 			}
 		free(c->keys);
+		free(c->names);
 		free(c->count);
 		c->keys = k;
+		c->names = nm;
 		c->count = v;
 		c->cap = cap;
 	}
@@ -271,18 +277,24 @@ static int next_index(counter *c, const char *key)
 	while (c->keys[h] && strcmp(c->keys[h], key) != 0)
 		h = (h + 1) & (c->cap - 1);
 	if (!c->keys[h]) {
-		if (!(c->keys[h] = strdup(key)))
+		if (!(c->keys[h] = strdup(key)) || !(c->names[h] = strdup(name)))
 			cmr_die("out of memory");
 		c->n++;
+	} else if (strcmp(c->names[h], name) != 0) {
+		*first = c->names[h];
+		return -1;
 	}
 	return c->count[h]++;
 }
 
 static void counter_free(counter *c)
 {
-	for (size_t i = 0; i < c->cap; i++)
+	for (size_t i = 0; i < c->cap; i++) {
 		free(c->keys[i]);
+		free(c->names[i]);
+	}
 	free(c->keys);
+	free(c->names);
 	free(c->count);
 	memset(c, 0, sizeof *c);
 }
@@ -291,7 +303,19 @@ static void emit_numbered(counter *c, const char *image, const char *text, size_
 {
 	char ik[CMR_KEY_MAX + 1], key[CMR_KEY_MAX + 16];
 	image_key(image, strlen(image), ik, sizeof ik);
-	snprintf(key, sizeof key, "%s#%d", ik, next_index(c, ik));
+	if (!ik[0]) {
+		bad(where, "the image name '%s' gives an empty key (cmr-stream(5): the name without directories, "
+			   "up to its first dot)", image);
+		return;
+	}
+	const char *first = NULL;
+	int n = next_index(c, ik, image, &first);
+	if (n < 0) {
+		bad(where, "the images '%s' and '%s' both have the key '%s': captions of two images would be mixed "
+			   "(rename one)", first, image, ik);
+		return;
+	}
+	snprintf(key, sizeof key, "%s#%d", ik, n);
 	emit(key, text, len, where);
 }
 
@@ -426,6 +450,8 @@ static void do_jsonl(const char *name, char *buf, size_t n)
 			json_t *k = json_object_get(j, g.o->key_field), *t = json_object_get(j, g.o->text_field);
 			if (!json_is_string(k) || !json_is_string(t))
 				bad(where, "\"%s\" and \"%s\" must be strings", g.o->key_field, g.o->text_field);
+			else if (strlen(json_string_value(k)) != json_string_length(k))
+				bad(where, "\"%s\" holds a NUL character (\\u0000): not a key", g.o->key_field);
 			else
 				emit_numbered(&cnt, json_string_value(k), json_string_value(t), json_string_length(t), where);
 		} else {
@@ -521,6 +547,7 @@ static void do_karpathy(const char *name, json_t *j)
 	json_t *images = json_object_get(j, "images");
 	if (!json_is_array(images))
 		cmr_die("%s: Karpathy JSON needs the array \"images\"", name);
+	counter cnt = {0};
 	char where[600];
 	for (size_t i = 0; i < json_array_size(images); i++) {
 		json_t *im = json_array_get(images, i);
@@ -533,9 +560,11 @@ static void do_karpathy(const char *name, json_t *j)
 		}
 		if (!split_wanted(json_string_value(sp)))
 			continue;
-		char ik[CMR_KEY_MAX + 1], key[CMR_KEY_MAX + 32];
-		const char *f = json_string_value(fn);
-		image_key(f, strlen(f), ik, sizeof ik);
+		/* the image's name with its directory (filepath), so that two images of one
+		 * basename in two directories are told apart, and refused: one key each */
+		const char *fp = json_string_value(json_object_get(im, "filepath"));
+		char full[2048];
+		snprintf(full, sizeof full, "%s%s%s", fp ? fp : "", fp && *fp ? "/" : "", json_string_value(fn));
 		for (size_t s = 0; s < json_array_size(sents); s++) {
 			snprintf(where, sizeof where, "%s: images[%zu].sentences[%zu]", name, i, s);
 			json_t *raw = json_object_get(json_array_get(sents, s), "raw");
@@ -543,10 +572,10 @@ static void do_karpathy(const char *name, json_t *j)
 				bad(where, "\"raw\" is not a string");
 				continue;
 			}
-			snprintf(key, sizeof key, "%s#%zu", ik, s);
-			emit(key, json_string_value(raw), json_string_length(raw), where);
+			emit_numbered(&cnt, full, json_string_value(raw), json_string_length(raw), where);
 		}
 	}
+	counter_free(&cnt);
 }
 
 /* ---- webdataset tars ---- */

@@ -126,6 +126,24 @@ expect_stderr_has "none of the 5 captions of $WORK/w.tar is of an image listed i
 expect_no_file "$WORK/none.cmr"
 end
 
+begin "one key grammar: two images of one basename, an empty image name, a key with a NUL are errors naming them (were a#0 twice, #0, a cut key)"
+cat >"$WORK/k.json" <<'JSON'
+{"images": [{"filepath": "train", "filename": "a.jpg", "split": "test", "sentences": [{"raw": "one"}]},
+            {"filepath": "val", "filename": "a.jpg", "split": "test", "sentences": [{"raw": "two"}]},
+            {"filepath": "val", "filename": ".jpg", "split": "test", "sentences": [{"raw": "three"}]}]}
+JSON
+run cmr-caption-ingest -o "$WORK/k.cmr" "$WORK/k.json"
+expect_status 1
+expect_stderr_has "images[1].sentences[0]: the images 'train/a.jpg' and 'val/a.jpg' both have the key 'a'"
+expect_stderr_has "images[2].sentences[0]: the image name 'val/.jpg' gives an empty key"
+run cmr-dump list -H "$WORK/k.cmr"
+[ "$(grep -c tokens "$OUT")" -eq 1 ] || why "$(grep -c tokens "$OUT") records, 1 expected (train/a.jpg's)"
+printf '{"image": "x\\u0000y.jpg", "caption": "hello"}\n' >"$WORK/nul.jsonl"
+run cmr-caption-ingest -o "$WORK/n.cmr" "$WORK/nul.jsonl"
+expect_status 1
+expect_stderr_has "nul.jsonl:1: \"image\" holds a NUL character (\\u0000): not a key"
+end
+
 begin "errors are capped: the first 10 are shown, then how many more"
 seq 30 | sed 's/^/no tab on line /' >"$WORK/many.token"
 run cmr-caption-ingest -f flickr -o "$WORK/m.cmr" "$WORK/many.token"

@@ -91,7 +91,7 @@ all: $(TOOL_BIN)
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
 	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libopenblas-dev mandoc man-db \
-	bsdutils clang libclang-rt-14-dev tar gzip zstd zip time
+	bsdutils clang libclang-rt-14-dev tar gzip zstd zip time valgrind
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -14,12 +14,13 @@
 
 #include "text/clip_tok.h"
 #include "fe.h"
+#include "model/clip.h"
 #include "util.h"
 #include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-caption-ingest",
-	"[-f FORMAT] [--split SPLIT] [--key-field F] [--text-field F] [--desc] [-c N]\n"
+	"[-f FORMAT] [--split SPLIT] [--key-field F] [--text-field F] [--desc] [-c N | -m MODEL]\n"
 	"[--only LIST] [--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]",
 	"Tokenize captions with OpenAI CLIP's tokenizer into token records (i32 [T] with start\n"
 	"and end tokens, no padding; cmr-stream(5)). With no INPUT, or '-', standard input is\n"
@@ -45,6 +46,8 @@ static const cmr_tool tool = {
 	"      --only LIST       keep the captions of the images named in LIST, one file name or\n"
 	"                        key per line (e.g. Flickr8k's dev.txt)\n"
 	"  -c, --context N       context length: ids per caption with start and end (default 77)\n"
+	"  -m, --model DIR       the context length of a CLIP checkpoint (its config.json's\n"
+	"                        text_config.max_position_embeddings)\n"
 	"      --strict          stop at the first bad caption (default: skip, count, exit 1)\n"
 	"      --max-bytes N     refuse captions longer than N bytes (default 16384)\n"
 	"      --bpe FILE        CLIP merges file (bpe_simple_vocab_16e6.txt[.gz]) instead of\n"
@@ -62,7 +65,8 @@ struct opts {
 	const char *split;
 	const char *key_field, *text_field;
 	int desc;
-	int context;
+	int context, context_given;
+	const char *model;
 	int strict;
 	long long max_bytes;
 	const char *bpe, *hf;
@@ -84,6 +88,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"text-field", required_argument, NULL, OPT_TEXTF},
 		{"desc", no_argument, NULL, OPT_DESC},
 		{"context", required_argument, NULL, 'c'},
+		{"model", required_argument, NULL, 'm'},
 		{"strict", no_argument, NULL, OPT_STRICT},
 		{"max-bytes", required_argument, NULL, OPT_MAXB},
 		{"bpe", required_argument, NULL, OPT_BPE},
@@ -100,7 +105,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->context = CMR_CLIP_CONTEXT;
 	o->max_bytes = 16384;
 	int c;
-	while ((c = getopt_long(argc, argv, "f:c:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:c:m:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': {
 			size_t i;
@@ -116,7 +121,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_KEYF: o->key_field = optarg; break;
 		case OPT_TEXTF: o->text_field = optarg; break;
 		case OPT_DESC: o->desc = 1; break;
-		case 'c': o->context = (int)cmr_parse_int("--context", optarg, 2, 65536); break;
+		case 'c': o->context = (int)cmr_parse_int("--context", optarg, 2, 65536), o->context_given = 1; break;
+		case 'm': o->model = optarg; break;
 		case OPT_STRICT: o->strict = 1; break;
 		case OPT_MAXB: o->max_bytes = cmr_parse_int("--max-bytes", optarg, 1, 1 << 30); break;
 		case OPT_BPE: o->bpe = optarg; break;
@@ -128,6 +134,16 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
 		}
+	}
+	if (o->model) { /* the model says its context: one statement of the geometry */
+		cmr_clip_cfg cfg;
+		char err[4400];
+		if (cmr_clip_cfg_load(o->model, &cfg, err, sizeof err) < 0)
+			cmr_die("%s", err);
+		if (o->context_given && o->context != cfg.text.context)
+			cmr_usage_error("-c %d disagrees with %s, whose context is %d: give one of them", o->context, o->model,
+					cfg.text.context);
+		o->context = cfg.text.context;
 	}
 	if (o->bpe && o->hf)
 		cmr_usage_error("--bpe and --hf exclude each other");

@@ -16,18 +16,20 @@
 
 #include "fe.h"
 #include "image.h"
+#include "model/clip.h"
 #include "util.h"
 #include "format/stream.h"
 
 static const cmr_tool tool = {
 	"cmr-decode",
-	"[-s SIZE] [--resize MODE] [-j N] [--strict] [-o OUT.cmr] [INPUT...]",
+	"[-s SIZE | -m MODEL] [--resize MODE] [-j N] [--strict] [-o OUT.cmr] [INPUT...]",
 	"Decode the JPEG images of archives (tar, tar.gz, tar.zst, zip, ... read as streams),\n"
 	"directories (walked in sorted order) and JPEG files into image records (u8 [S,S,3] RGB,\n"
 	"cmr-stream(5)). With no INPUT, or '-', an archive is read from standard input. A record's\n"
 	"key is the member's file name without directories and extensions.\n"
 	"\nOptions:\n"
 	"  -s, --size S          output size in pixels (default 224)\n"
+	"  -m, --model DIR       the size a CLIP checkpoint takes (its config.json's image_size)\n"
 	"      --resize MODE     shorter-crop (default: shorter side to S with PIL's bicubic\n"
 	"                        filter, then center crop, as CLIP), squash (S x S, aspect\n"
 	"                        not kept), pad (longer side to S, centered on --pad-color),\n"
@@ -48,7 +50,8 @@ static const cmr_tool tool = {
 };
 
 struct opts {
-	int size;
+	int size, size_given;
+	const char *model;
 	int mode;
 	uint8_t pad[3];
 	int exif;
@@ -70,6 +73,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{"size", required_argument, NULL, 's'},
+		{"model", required_argument, NULL, 'm'},
 		{"resize", required_argument, NULL, OPT_RESIZE},
 		{"pad-color", required_argument, NULL, OPT_PAD},
 		{"no-exif", no_argument, NULL, OPT_NO_EXIF},
@@ -94,9 +98,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->max_pixels = 178956970;
 	o->max_bytes = 256u << 20;
 	int c;
-	while ((c = getopt_long(argc, argv, "s:j:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:m:j:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
-		case 's': o->size = (int)cmr_parse_int("--size", optarg, 1, 8192); break;
+		case 's': o->size = (int)cmr_parse_int("--size", optarg, 1, 8192), o->size_given = 1; break;
+		case 'm': o->model = optarg; break;
 		case OPT_RESIZE:
 			if (strcmp(optarg, "shorter-crop") == 0)
 				o->mode = CMR_RESIZE_SHORTER_CROP;
@@ -132,6 +137,16 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
 		}
+	}
+	if (o->model) { /* the model says its size: one statement of the geometry */
+		cmr_clip_cfg cfg;
+		char err[4400];
+		if (cmr_clip_cfg_load(o->model, &cfg, err, sizeof err) < 0)
+			cmr_die("%s", err);
+		if (o->size_given && o->size != cfg.vision.image_size)
+			cmr_usage_error("-s %d disagrees with %s, which takes images of %d: give one of them", o->size,
+					o->model, cfg.vision.image_size);
+		o->size = cfg.vision.image_size;
 	}
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
@@ -537,7 +552,8 @@ static void read_dir(const char *path)
 			cmr_die("out of memory");
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, cmp_names); /* byte order: the same on every machine */
+	if (n) /* byte order: the same on every machine (qsort of NULL is undefined) */
+		qsort(names, n, sizeof *names, cmp_names);
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(path) + strlen(names[i]) + 2;
 		char *p = malloc(l);

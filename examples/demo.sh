@@ -21,15 +21,16 @@ say "1. synthetic data: 3000 training images, 100 held-out (webdataset tars of J
 "$BUILD/examples/mkshapes" --distinct --prefix held 100 2 >"$OUT/test.tar"
 tar -xOf "$OUT/test.tar" held00000.txt
 
-say "2. decode (64 x 64) and tokenize (context 32)"
-cmr-decode -q -s 64 -o "$OUT/train-images.cmr" "$OUT/train.tar"
-cmr-caption-ingest -q -f wds -c 32 -o "$OUT/train-texts.cmr" "$OUT/train.tar"
-cmr-decode -q -s 64 -o "$OUT/test-images.cmr" "$OUT/test.tar"
-cmr-caption-ingest -q -f wds -c 32 -o "$OUT/test-texts.cmr" "$OUT/test.tar"
+say "2. decode and tokenize at the model's size and context (64 x 64, 32: -m its config)"
+CFG=examples/demo-config.json
+cmr-decode -q -m $CFG -o "$OUT/train-images.cmr" "$OUT/train.tar"
+cmr-caption-ingest -q -f wds -m $CFG -o "$OUT/train-texts.cmr" "$OUT/train.tar"
+cmr-decode -q -m $CFG -o "$OUT/test-images.cmr" "$OUT/test.tar"
+cmr-caption-ingest -q -f wds -m $CFG -o "$OUT/test-texts.cmr" "$OUT/test.tar"
 cmr-dump list "$OUT/train-images.cmr" | sed -n 2,3p
 
 say "3. train a tiny CLIP from scratch ($EPOCHS epochs; log in $OUT/train.jsonl)"
-cmr-train --config examples/demo-config.json -o "$OUT/model" -b 64 --epochs "$EPOCHS" --lr 2e-3 \
+cmr-train --config $CFG -o "$OUT/model" -b 64 --epochs "$EPOCHS" --lr 2e-3 \
 	--log-every 460 --log "$OUT/train.jsonl" "$OUT/train-images.cmr" "$OUT/train-texts.cmr"
 
 say "4. encode the held-out set with the checkpoint, index the images"
@@ -41,7 +42,7 @@ say "5. text queries (descriptions of four held-out images): the 3 best images, 
 for k in held00003 held00017 held00042 held00071; do
 	tar -xOf "$OUT/test.tar" $k.txt | sed -n 2p
 done >"$OUT/queries.txt"
-cmr-caption-ingest -q -f text -c 32 "$OUT/queries.txt" | cmr-encode -q -m "$OUT/model" |
+cmr-caption-ingest -q -f text -m "$OUT/model" "$OUT/queries.txt" | cmr-encode -q -m "$OUT/model" |
 	cmr-query -k 3 "$OUT/test.idx" >"$OUT/hits.tsv"
 n=0
 while IFS= read -r q; do

@@ -13,7 +13,6 @@
 #   CAPTIONS  caption file (any cmr-caption-ingest format)            default: Flickr8k captions
 #   ONLY      the images' list, so that only their captions are kept  default: derived from IMAGES
 #   OUT       where the streams and results go                        default: out/zeroshot
-#   SIZE      image size                                 default: the model's image_size
 #   BIN       the cmr tools                                           default: build/bin
 #   BATCH     cmr-encode batch size                                   default: 32
 
@@ -23,10 +22,11 @@ CAPTIONS ?= ../shared/data/flickr8k/captions.token.txt
 OUT      ?= out/zeroshot
 BIN      ?= build/bin
 BATCH    ?= 32
-SIZE     ?= $(or $(shell sed -n 's/.*"image_size": *\([0-9][0-9]*\).*/\1/p' $(MODEL)/config.json 2>/dev/null | head -n 1),224)
-
 ifeq ($(MODEL),)
 $(error MODEL=DIR is required: a Hugging Face CLIP checkpoint directory)
+endif
+ifeq ($(wildcard $(MODEL)/config.json),)
+$(error MODEL=$(MODEL) has no config.json: give a Hugging Face CLIP checkpoint directory)
 endif
 
 MODEL_FILES := $(wildcard $(MODEL)/config.json $(MODEL)/model.safetensors $(MODEL)/preprocessor_config.json)
@@ -40,16 +40,16 @@ show: $(OUT)/results.txt
 $(OUT):
 	mkdir -p $@
 
-# the images' keys, for keeping their captions only
-$(OUT)/images.list: $(IMAGES) | $(OUT)
-	for a in $(IMAGES); do if [ -d "$$a" ]; then find "$$a" -type f -name '*.jp*g'; else tar tf "$$a"; fi; done \
-		| sed 's|.*/||' | grep -i '\.jpe\?g$$' >$@.tmp && mv $@.tmp $@
+# the decoded images' keys (any archive format, any directory), for keeping their captions only
+$(OUT)/images.list: $(OUT)/images.cmr $(BIN)/cmr-dump
+	$(BIN)/cmr-dump list -H $(OUT)/images.cmr | awk '$$4 == "image" { print $$NF }' >$@.tmp && mv $@.tmp $@
 
-$(OUT)/images.cmr: $(IMAGES) $(BIN)/cmr-decode | $(OUT)
-	$(BIN)/cmr-decode -s $(SIZE) -o $@ $(IMAGES)
+# the image size and the context length come from the model (-m)
+$(OUT)/images.cmr: $(IMAGES) $(MODEL_FILES) $(BIN)/cmr-decode | $(OUT)
+	$(BIN)/cmr-decode -m $(MODEL) -o $@ $(IMAGES)
 
-$(OUT)/captions.cmr: $(CAPTIONS) $(OUT)/images.list $(BIN)/cmr-caption-ingest | $(OUT)
-	$(BIN)/cmr-caption-ingest --only $(OUT)/images.list -o $@ $(CAPTIONS)
+$(OUT)/captions.cmr: $(CAPTIONS) $(OUT)/images.list $(MODEL_FILES) $(BIN)/cmr-caption-ingest | $(OUT)
+	$(BIN)/cmr-caption-ingest -m $(MODEL) --only $(OUT)/images.list -o $@ $(CAPTIONS)
 
 $(OUT)/image-emb.cmr: $(OUT)/images.cmr $(MODEL_FILES) $(BIN)/cmr-encode
 	$(BIN)/cmr-encode -m $(MODEL) -b $(BATCH) -o $@ $(OUT)/images.cmr

@@ -165,6 +165,21 @@ expect_stderr_has "2 more skipped, not shown (the first 10 are above)"
 expect_stderr_has "12 of 12 images could not be decoded"
 end
 
+begin "-m MODEL: the size the checkpoint takes; -s that disagrees is a usage error"
+"$BUILD/tests/mkclip" model "$WORK/mini" mini
+run_sh "cmr-decode -m '$WORK/mini' '$J/rgb.jpg' | cmr-dump list -H"
+expect_status 0
+expect_stdout_has "image       u8    [8,8,3]"
+run cmr-decode -m "$WORK/mini" -s 8 -o "$WORK/m.cmr" "$J/rgb.jpg"
+expect_status 0
+run cmr-decode -m "$WORK/mini" -s 224 -o "$WORK/m.cmr" "$J/rgb.jpg"
+expect_status 2
+expect_stderr_has "-s 224 disagrees with $WORK/mini, which takes images of 8: give one of them"
+run cmr-decode -m "$WORK/nowhere" "$J/rgb.jpg"
+expect_status 1
+expect_stderr_has "nowhere/config.json"
+end
+
 begin "a file that is neither archive nor JPEG is an error"
 printf 'hello\n' >"$WORK/hello.txt"
 run cmr-decode -o "$WORK/h.cmr" "$WORK/hello.txt"

@@ -144,6 +144,16 @@ expect_status 1
 expect_stderr_has "nul.jsonl:1: \"image\" holds a NUL character (\\u0000): not a key"
 end
 
+begin "-m MODEL: the context length of the checkpoint; -c that disagrees is a usage error"
+"$BUILD/tests/mkclip" model "$WORK/mini" mini
+run_sh "echo 'a caption much longer than eight tokens of the mini model' | cmr-caption-ingest -m '$WORK/mini' | cmr-dump list -H"
+expect_status 0
+expect_stdout_has "tokens      i32   [8]"
+run_sh "echo x | cmr-caption-ingest -m '$WORK/mini' -c 77 > /dev/null"
+expect_status 2
+expect_stderr_has "-c 77 disagrees with $WORK/mini, whose context is 8: give one of them"
+end
+
 begin "errors are capped: the first 10 are shown, then how many more"
 seq 30 | sed 's/^/no tab on line /' >"$WORK/many.token"
 run cmr-caption-ingest -f flickr -o "$WORK/m.cmr" "$WORK/many.token"

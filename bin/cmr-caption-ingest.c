@@ -122,7 +122,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_TEXTF: o->text_field = optarg; break;
 		case OPT_DESC: o->desc = 1; break;
 		case 'c': o->context = (int)cmr_parse_int("--context", optarg, 2, 65536), o->context_given = 1; break;
-		case 'm': o->model = optarg; break;
+		case 'm': o->model = cmr_parse_model(optarg); break;
 		case OPT_STRICT: o->strict = 1; break;
 		case OPT_MAXB: o->max_bytes = cmr_parse_int("--max-bytes", optarg, 1, 1 << 30); break;
 		case OPT_BPE: o->bpe = optarg; break;

@@ -101,7 +101,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "s:m:j:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 's': o->size = (int)cmr_parse_int("--size", optarg, 1, 8192), o->size_given = 1; break;
-		case 'm': o->model = optarg; break;
+		case 'm': o->model = cmr_parse_model(optarg); break;
 		case OPT_RESIZE:
 			if (strcmp(optarg, "shorter-crop") == 0)
 				o->mode = CMR_RESIZE_SHORTER_CROP;

@@ -85,7 +85,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	int c;
 	while ((c = getopt_long(argc, argv, "m:b:t:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
-		case 'm': o->model = optarg; break;
+		case 'm': o->model = cmr_parse_model(optarg); break;
 		case OPT_TUNING: o->tuning = optarg; break;
 		case 'b': o->batch = (int)cmr_parse_int("--batch", optarg, 1, 4096); break;
 		case OPT_BACKEND:

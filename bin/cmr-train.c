@@ -180,7 +180,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	int c;
 	while ((c = getopt_long(argc, argv, "m:o:b:t:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
-		case 'm': o->init = optarg; break;
+		case 'm': o->init = cmr_parse_model(optarg); break;
 		case OPT_CONFIG: o->config = optarg; break;
 		case OPT_RESUME: o->resume = optarg; break;
 		case 'o': o->output = optarg; break;

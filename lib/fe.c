@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "backend/backend.h"
+#include "model/clip.h"
 #include "util.h"
 
 const char *cmr_progname = "cmr";
@@ -251,6 +252,19 @@ void cmr_skips_summary(void)
 	if (nskips > CMR_SKIPS_SHOWN)
 		cmr_error("%" PRIu64 " more skipped, not shown (the first %d are above)", nskips - CMR_SKIPS_SHOWN,
 			  CMR_SKIPS_SHOWN);
+}
+
+const char *cmr_parse_model(const char *arg)
+{
+	char out[8192], err[16384];
+	if (cmr_model_resolve(arg, out, sizeof out, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	if (strcmp(out, arg) != 0)
+		cmr_info("%s: %s", arg, out);
+	char *s = strdup(out);
+	if (!s)
+		cmr_die("out of memory");
+	return s; /* kept for the tool's life */
 }
 
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max)

@@ -83,6 +83,10 @@ int cmr_common_option(int c);
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max);
 /* The same for a decimal number (strtod's syntax) in [min, max]. */
 double cmr_parse_double(const char *opt, const char *s, double min, double max);
+/* -m MODEL: the checkpoint directory it names (a path, a config.json, or a Hugging Face hub
+ * id in the local cache: cmr_model_resolve), or death with a message that says what was
+ * found there and what to do. */
+const char *cmr_parse_model(const char *arg);
 /* --backend NAME: the registered backend (backend.h); "list" prints each one's name and
  * description on standard output and exits 0; another name is a usage error listing them. */
 const struct cmr_ops *cmr_parse_backend(const char *s);

@@ -33,6 +33,13 @@ typedef struct cmr_clip_cfg {
 	float mean[3], std[3]; /* image normalisation */
 } cmr_clip_cfg;
 
+/* Where the model -m names is: a checkpoint directory (config.json, model.safetensors), a
+ * config.json itself, or a Hugging Face hub id (ORG/NAME) found in the local cache
+ * (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub: models--ORG--NAME/snapshots/REV,
+ * REV from refs/main; offline). Anything else gets a message saying what was found and what
+ * to do (an OpenCLIP layout, pickle weights only, a weights file given for the directory).
+ * Returns 0 with the path in out, or -1. */
+int cmr_model_resolve(const char *arg, char *out, size_t cap, char *err, size_t errlen);
 /* Reads DIR/config.json (and DIR/preprocessor_config.json for mean/std); OpenAI's values
  * for what is absent. dir may also be a config.json file itself (OpenAI's mean and std).
  * Every field is set. Returns 0 or -1 with a message. */

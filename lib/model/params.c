@@ -67,6 +67,91 @@ static int get_act(json_t *o, int *act, char *err, size_t errlen, const char *wh
 	return 0;
 }
 
+/* ---- where a model is ---- */
+static int is_dir(const char *p)
+{
+	struct stat sb;
+	return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static int is_file(const char *p)
+{
+	struct stat sb;
+	return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* ORG/NAME: a Hugging Face hub id rather than a path */
+static int hub_id(const char *s)
+{
+	const char *sl = strchr(s, '/');
+	return sl && sl > s && sl[1] && !strchr(sl + 1, '/') && s[0] != '.' && s[0] != '~' && !strchr(s, ' ');
+}
+
+int cmr_model_resolve(const char *arg, char *out, size_t cap, char *err, size_t errlen)
+{
+	char p[8192];
+	if (is_dir(arg)) {
+		snprintf(p, sizeof p, "%s/config.json", arg);
+		if (is_file(p)) {
+			snprintf(out, cap, "%s", arg);
+			return 0;
+		}
+		const char *why = NULL;
+		snprintf(p, sizeof p, "%s/open_clip_config.json", arg);
+		if (is_file(p))
+			why = "an OpenCLIP checkpoint (open_clip_config.json): cmr reads the Hugging Face layout, config.json "
+			      "and model.safetensors (convert it with open_clip and transformers, or take the hub's "
+			      "transformers version of the model)";
+		snprintf(p, sizeof p, "%s/pytorch_model.bin", arg);
+		if (!why && is_file(p))
+			why = "PyTorch pickle weights (pytorch_model.bin) and no config.json: cmr reads config.json and "
+			      "model.safetensors (transformers: CLIPModel.from_pretrained(DIR).save_pretrained(NEW, "
+			      "safe_serialization=True))";
+		return fail(err, errlen, "%s: no config.json: %s", arg,
+			    why ? why : "not a Hugging Face CLIP checkpoint directory (config.json, model.safetensors)");
+	}
+	if (is_file(arg)) {
+		size_t l = strlen(arg);
+		if (l >= 12 && strcmp(arg + l - 12, ".safetensors") == 0)
+			return fail(err, errlen, "%s is a weights file: give the checkpoint's directory (with its "
+						 "config.json)", arg);
+		snprintf(out, cap, "%s", arg); /* a config.json itself, for tools that need the geometry only */
+		return 0;
+	}
+	if (hub_id(arg)) { /* the Hugging Face cache, offline: hub/models--ORG--NAME/snapshots/REV */
+		char cache[2048], ref[4096], rev[256] = "";
+		const char *hc = getenv("HF_HUB_CACHE"), *hh = getenv("HF_HOME"), *home = getenv("HOME");
+		if (hc)
+			snprintf(cache, sizeof cache, "%s", hc);
+		else if (hh)
+			snprintf(cache, sizeof cache, "%s/hub", hh);
+		else
+			snprintf(cache, sizeof cache, "%s/.cache/huggingface/hub", home ? home : "");
+		char name[1024];
+		snprintf(name, sizeof name, "models--%.1000s", arg);
+		*strchr(name, '/') = 0;
+		snprintf(name + strlen(name), sizeof name - strlen(name), "--%s", strchr(arg, '/') + 1);
+		snprintf(ref, sizeof ref, "%s/%s/refs/main", cache, name);
+		FILE *f = fopen(ref, "r");
+		if (f) {
+			if (!fgets(rev, sizeof rev, f))
+				rev[0] = 0;
+			fclose(f);
+			rev[strcspn(rev, "\r\n")] = 0;
+		}
+		snprintf(p, sizeof p, "%s/%s/snapshots/%s/config.json", cache, name, rev);
+		if (rev[0] && !strchr(rev, '/') && is_file(p)) {
+			snprintf(out, cap, "%s/%s/snapshots/%s", cache, name, rev);
+			return 0;
+		}
+		return fail(err, errlen, "%s: no such directory; as a Hugging Face hub id it is not in the cache either "
+					 "(%s/%s/snapshots/): download it where there is a network (huggingface-cli download "
+					 "%s) and give its directory", arg, cache, name, arg);
+	}
+	return fail(err, errlen, "%s: no such model directory (a Hugging Face CLIP checkpoint: config.json, "
+				 "model.safetensors)", arg);
+}
+
 int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err, size_t errlen)
 {
 	memset(cfg, 0, sizeof *cfg);

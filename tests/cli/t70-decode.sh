@@ -177,7 +177,7 @@ expect_status 2
 expect_stderr_has "-s 224 disagrees with $WORK/mini, which takes images of 8: give one of them"
 run cmr-decode -m "$WORK/nowhere" "$J/rgb.jpg"
 expect_status 1
-expect_stderr_has "nowhere/config.json"
+expect_stderr_has "nowhere: no such model directory (a Hugging Face CLIP checkpoint: config.json, model.safetensors)"
 end
 
 begin "a file that is neither archive nor JPEG is an error"

@@ -89,6 +89,33 @@ expect_stderr_has "model.safetensors: tensor 'text_model.embeddings.token_embedd
 expect_no_file "$WORK/x.cmr"
 end
 
+begin "-m: a hub id is found in the Hugging Face cache offline; other layouts get a message saying what was found and what to do"
+mkdir -p "$WORK/hf/models--someorg--tiny-clip/refs" "$WORK/hf/models--someorg--tiny-clip/snapshots/abc123"
+echo abc123 >"$WORK/hf/models--someorg--tiny-clip/refs/main"
+cp "$WORK/tiny/"* "$WORK/hf/models--someorg--tiny-clip/snapshots/abc123/"
+cmr-encode -m "$WORK/tiny" -o "$WORK/direct.cmr" "$WORK/tiny-i.cmr"
+run env HF_HUB_CACHE="$WORK/hf" cmr-encode -m someorg/tiny-clip -o "$WORK/hub.cmr" "$WORK/tiny-i.cmr"
+expect_status 0
+run cmr-dump diff --max-abs 0 "$WORK/direct.cmr" "$WORK/hub.cmr"
+expect_status 0
+run env HF_HUB_CACHE="$WORK/hf" cmr-encode -m openai/clip-vit-base-patch32 "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "openai/clip-vit-base-patch32: no such directory; as a Hugging Face hub id it is not in the cache either ($WORK/hf/models--openai--clip-vit-base-patch32/snapshots/)"
+expect_stderr_has "huggingface-cli download openai/clip-vit-base-patch32"
+mkdir "$WORK/pickle" "$WORK/oc"
+: >"$WORK/pickle/pytorch_model.bin"
+run cmr-encode -m "$WORK/pickle" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "pickle: no config.json: PyTorch pickle weights (pytorch_model.bin)"
+: >"$WORK/oc/open_clip_config.json"
+run cmr-encode -m "$WORK/oc" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "oc: no config.json: an OpenCLIP checkpoint (open_clip_config.json)"
+run cmr-encode -m "$WORK/tiny/model.safetensors" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "model.safetensors is a weights file: give the checkpoint's directory"
+end
+
 begin "a tensor the model does not know (a tuning it was not given) is refused, naming it; position_ids buffers are not parameters"
 "$MK" model "$WORK/extra" tiny --extra prompts.text.prefix
 run cmr-encode -m "$WORK/extra" -o "$WORK/x.cmr" "$WORK/tiny-i.cmr"
@@ -133,7 +160,7 @@ expect_status 1
 expect_stderr_has "a record of kind embedding cannot be encoded"
 run cmr-encode -m "$WORK/nowhere" "$WORK/tiny-i.cmr"
 expect_status 1
-expect_stderr_has "nowhere/config.json"
+expect_stderr_has "nowhere: no such model directory (a Hugging Face CLIP checkpoint: config.json, model.safetensors)"
 mkdir "$WORK/trunc"
 cp "$WORK/tiny/config.json" "$WORK/trunc/"
 head -c 100000 "$WORK/tiny/model.safetensors" >"$WORK/trunc/model.safetensors"

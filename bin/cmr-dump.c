@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -120,6 +121,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				o->cmd = cmds[i].cmd;
 				first = 2;
 			}
+	if (first == 1 && argc > 1 && access(argv[1], F_OK) != 0 && argv[1][0] >= 'a' && argv[1][0] <= 'z' &&
+	    strspn(argv[1], "abcdefghijklmnopqrstuvwxyz-") == strlen(argv[1]))
+		cmr_usage_error("'%s' is neither a command (list, show, meta, verify, diff, to-npy, from-npy) nor a file",
+				argv[1]); /* a mistyped command, not a missing stream */
 	optind = first;
 	int c;
 	while ((c = getopt_long(argc, argv, "+Hk:n:ao:z:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {

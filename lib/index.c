@@ -212,7 +212,10 @@ static float *kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, siz
 	if (ns > vs->n)
 		ns = vs->n;
 	if (vs->n < k) {
-		fail(err, errlen, "%llu vectors cannot train %u lists", (unsigned long long)vs->n, k);
+		uint64_t sug = (uint64_t)(4 * sqrt((double)vs->n));
+		sug = sug < 1 ? 1 : sug > vs->n ? vs->n : sug;
+		fail(err, errlen, "%llu vectors cannot train %u lists: fewer lists (about 4 sqrt(n): --ivf %llu), or "
+				  "a flat index (no --ivf)", (unsigned long long)vs->n, k, (unsigned long long)sug);
 		return NULL;
 	}
 	rng_state = o->seed * 0x9e3779b97f4a7c15ULL + 0x1234567;

@@ -306,8 +306,10 @@ again:;
 			  h[3] == CMR_MAGIC3))
 		return rfail(r, start, NULL,
 			     "bad magic %02x %02x %02x %02x (expected 89 43 4d 52, \"\\x89CMR\"): "
-			     "not a cmr stream",
-			     h[0], h[1], h[2], h[3]);
+			     "not a cmr stream%s",
+			     h[0], h[1], h[2], h[3],
+			     start == 0 ? " (streams are made by cmr-decode from images, cmr-caption-ingest from "
+					  "captions, cmr-dump from-npy from arrays)" : "");
 	if (got < CMR_HEADER_LEN_V1) {
 		if (ferror(r->f))
 			return rfail(r, start, NULL, "read error: %s", strerror(errno));

@@ -135,3 +135,13 @@ ls "$WORK" | grep -q 'int.cmr' && why "left behind: $(ls "$WORK" | grep int.cmr)
 kill $feeder 2>/dev/null
 wait $feeder 2>/dev/null
 end
+
+begin "a mistyped command is a usage error (exit 2), not a missing file; a non-stream input says how streams are made"
+run cmr-dump lst nothing.cmr
+expect_status 2
+expect_stderr_has "'lst' is neither a command (list, show, meta, verify, diff, to-npy, from-npy) nor a file"
+printf 'hello world\n' >"$WORK/plain.txt"
+run cmr-dump list "$WORK/plain.txt"
+expect_status 1
+expect_stderr_has "not a cmr stream (streams are made by cmr-decode from images, cmr-caption-ingest from captions, cmr-dump from-npy from arrays)"
+end

@@ -154,6 +154,13 @@ for ix in "$WORK/flat.idx" "$WORK/a.ivf" "$WORK/j.sq8"; do
 done
 end
 
+begin "too many lists for the vectors: the error suggests a list count"
+"$MV" 100 16 3 0.5 1 >"$WORK/v100.cmr"
+run cmr-index --ivf 4096 -o "$WORK/x.ivf" "$WORK/v100.cmr"
+expect_status 1
+expect_stderr_has "100 vectors cannot train 4096 lists: fewer lists (about 4 sqrt(n): --ivf 40), or a flat index (no --ivf)"
+end
+
 begin "no queries: a warning, no hits"
 run cmr-query "$WORK/flat.idx" /dev/null
 expect_status 0

@@ -15,7 +15,7 @@ trap '[ -n "$busy" ] && kill $busy 2>/dev/null; rm -rf "$T"' EXIT
 build/tests/mkclip model "$T/tiny" tiny
 build/tests/mkclip images 64 32 1 >"$T/i.cmr"
 build/tests/mkclip tokens 64 2 >"$T/t.cmr"
-build/tests/mkclip images 512 32 2 >"$T/e.cmr"
+build/tests/mkclip images 8192 32 2 >"$T/e.cmr"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 # best and spread of RUNS timings of a command (seconds)
 timed() {
@@ -44,7 +44,7 @@ section="<!-- contention:begin -->
 
 Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load before
 the run $load. Date: $(date -u +%Y-%m-%d). Command: \`sh bench/contention.sh\` (RUNS=$RUNS).
-Training: mkclip's tiny model, 30 steps of batch 16, default threads. Encoding: 512 images
+Training: mkclip's tiny model, 30 steps of batch 16, default threads. Encoding: 8192 images
 of 32x32 with the tiny model. The busy process is \`sh -c 'while :; do :; done'\` on one core.
 \"Spin\" is libgomp's default wait (\`OMP_WAIT_POLICY\` empty), what the tools did before they
 set the variable themselves; \"passive\" is what a tool started without it now runs with.

@@ -91,6 +91,8 @@ const cmr_ops *cmr_ops_find(const char *name);
 const char *cmr_ops_names(void);
 /* Threads for the BLAS backend (OpenBLAS's pool). */
 void cmr_ops_set_threads(int n);
+/* The threads the BLAS backend uses (its results are bit-identical for a given count). */
+int cmr_ops_threads(void);
 
 /* The host implementations of the memory and glue operations, shared by the CPU backends. */
 void *cmr_host_alloc(size_t bytes);

@@ -12,15 +12,17 @@
 #include "backend/backend.h"
 #include "backend/grad.h"
 
-/* Threads: one pool, OpenMP's. The sgemms are split into blocks of BLOCK rows (or output
- * features), shared out to the threads, each block a single-threaded OpenBLAS call; the row
- * loops and the (segment, head) pairs of attention are shared out the same way. (OpenBLAS's
- * own pool and OpenMP's would spin against each other between the many small calls of a
- * training step.) The blocks are the same whatever the thread count, and every output
- * element is computed by one thread, in one order: results do not depend on the number of
- * threads (a product's rounding depends on the shape of the call that computes it, so the
- * blocks cannot follow the threads). Without OpenMP, OpenBLAS's pool does the threading. */
-#define BLOCK 128
+/* Threads: one pool, OpenMP's. The sgemms are split into row blocks, one per thread, each
+ * a single-threaded OpenBLAS call; the row loops and the (segment, head) pairs of attention
+ * are shared out the same way. (OpenBLAS's own pool and OpenMP's would spin against each
+ * other between the many small calls of a training step.) Every output element is computed
+ * by one thread, and for a given thread count the results are the same bits on every run.
+ * Between thread counts they differ in the last bits (about 1e-7 relative): a product's
+ * rounding depends on the shape of the call that computes it, and the row blocks follow the
+ * threads. Blocks of a fixed 128 rows would make results independent of the thread count,
+ * but cost a quarter of a ViT-B/32 prompt-tuning step here (OpenBLAS packs the weights again
+ * for every call): so cmr-train records the count and resumes only with it. Without OpenMP,
+ * OpenBLAS's pool does the threading. */
 static int n_threads = 0; /* 0: the number of cores */
 
 static int threads(void)
@@ -52,10 +54,10 @@ static int split(long long n, long long w)
 /* y[M, N] = x[M, K] . W[N, K]^T + b: bias first, then sgemm accumulates onto it */
 static void blas_linear(const float *x, const float *W, const float *b, float *y, int M, int K, int N)
 {
-	int nb = (M + BLOCK - 1) / BLOCK, nt = split(nb, (long long)BLOCK * K * N);
+	int nt = split(M, (long long)K * N);
 #pragma omp parallel for num_threads(nt) schedule(static)
-	for (int t = 0; t < nb; t++) {
-		int m0 = t * BLOCK, m1 = m0 + BLOCK < M ? m0 + BLOCK : M;
+	for (int t = 0; t < nt; t++) {
+		int m0 = (int)((long long)M * t / nt), m1 = (int)((long long)M * (t + 1) / nt);
 		if (b)
 			for (int m = m0; m < m1; m++)
 				memcpy(y + (size_t)m * N, b, (size_t)N * sizeof *y);
@@ -191,19 +193,19 @@ static void blas_linear_bw(const float *x, const float *W, const float *dy, floa
 			   int M, int K, int N)
 {
 	if (dx) {
-		int nb = (M + BLOCK - 1) / BLOCK, nt = split(nb, (long long)BLOCK * K * N);
+		int nt = split(M, (long long)K * N);
 #pragma omp parallel for num_threads(nt) schedule(static)
-		for (int t = 0; t < nb; t++) {
-			int m0 = t * BLOCK, m1 = m0 + BLOCK < M ? m0 + BLOCK : M;
+		for (int t = 0; t < nt; t++) {
+			int m0 = (int)((long long)M * t / nt), m1 = (int)((long long)M * (t + 1) / nt);
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m1 - m0, K, N, 1.0f, dy + (size_t)m0 * N, N, W,
 				    K, 1.0f, dx + (size_t)m0 * K, K);
 		}
 	}
 	if (dW || db) {
-		int nb = (N + BLOCK - 1) / BLOCK, nt = split(nb, (long long)BLOCK * K * M);
+		int nt = split(N, (long long)K * M);
 #pragma omp parallel for num_threads(nt) schedule(static)
-		for (int t = 0; t < nb; t++) {
-			int n0 = t * BLOCK, n1 = n0 + BLOCK < N ? n0 + BLOCK : N;
+		for (int t = 0; t < nt; t++) {
+			int n0 = (int)((long long)N * t / nt), n1 = (int)((long long)N * (t + 1) / nt);
 			if (dW)
 				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n1 - n0, K, M, 1.0f, dy + n0, N, x, K, 1.0f,
 					    dW + (size_t)n0 * K, K);
@@ -333,6 +335,11 @@ const cmr_ops cmr_ops_blas = {
 	.attention_bw = blas_attention_bw,
 	.act_bw = blas_act_bw,
 };
+
+int cmr_ops_threads(void)
+{
+	return threads();
+}
 
 void cmr_ops_set_threads(int n)
 {

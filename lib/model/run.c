@@ -225,7 +225,7 @@ static void save(run_t *r, int64_t step)
 	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
 	/* the moments of each trainable parameter, under its name */
 	const cmr_clip *m = r->m;
-	cmr_st_out *t = calloc(2 * (size_t)m->nparam + 1, sizeof *t);
+	cmr_st_out *t = calloc(2 * (size_t)m->nparam + 2, sizeof *t); /* the moments, the counters, the threads */
 	char (*names)[128] = calloc(2 * (size_t)m->nparam, sizeof *names);
 	if (!t || !names)
 		cmr_die("out of memory");
@@ -254,6 +254,8 @@ static void save(run_t *r, int64_t step)
 	snprintf(mnext, sizeof mnext, "%s/%s.next", o->output, mname);
 	snprintf(mfinal, sizeof mfinal, "%s/%s", o->output, mname);
 	t[nt++] = (cmr_st_out){"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st};
+	int64_t threads = cmr_ops_threads(); /* results are bit-identical for one thread count */
+	t[nt++] = (cmr_st_out){"threads", CMR_DTYPE_I64, 1, {1}, &threads};
 	if (cmr_st_write(snext, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err) < 0)
 		cmr_die("%s", err);
 	free(t);
@@ -429,9 +431,19 @@ static int64_t load_state(run_t *r, const char *dir)
 			have++;
 		}
 	}
+	const cmr_st_tensor *th = cmr_st_get(st, "threads");
+	int64_t was_threads = -1; /* checked last: the other mismatches say more */
+	int has_threads = th != NULL;
+	if (th) { /* states before it have none: not checked */
+		if (th->dtype == CMR_DTYPE_I64 && th->nbytes == 8)
+			memcpy(&was_threads, th->data, 8);
+		else
+			was_threads = 0;
+		have++;
+	}
 	if (have + 1 != cmr_st_count(st))
 		cmr_die("%s: the run being resumed trained %zu parameter tensors, this one %zu (give the same --train "
-			"and --freeze)", path, (cmr_st_count(st) - 1) / 2, have / 2);
+			"and --freeze)", path, (cmr_st_count(st) - 1 - (th != NULL)) / 2, (have - (th != NULL)) / 2);
 	int64_t x[5];
 	memcpy(x, s->data, sizeof x);
 	/* the model must be the one saved with this state */
@@ -453,6 +465,10 @@ static int64_t load_state(run_t *r, const char *dir)
 			" images and %" PRId64 " steps; this one has %" PRIu64 ", %d, %zu and %" PRId64
 			": give the same data and options",
 			path, x[1], x[2], x[3], x[4], o->seed, o->batch, r->npairs, r->total);
+	if (has_threads && was_threads != cmr_ops_threads())
+		cmr_die("%s: the run being resumed used %" PRId64 " threads, this one %d: the results depend on the thread "
+			"count in their last bits, so give -t %" PRId64 " to go on bit for bit", path, was_threads,
+			cmr_ops_threads(), was_threads);
 	return x[0];
 }
 

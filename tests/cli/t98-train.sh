@@ -79,15 +79,22 @@ expect_no_file "$WORK/c13/train-state.prev.safetensors" "$WORK/c13/train-state.n
 ls "$WORK/c13" | grep -q 'tmp\.' && why "temporary files left: $(ls "$WORK/c13")"
 end
 
-begin "cmr-train: results do not depend on the thread count: -t 1, -t 2 and -t 3 train the same model bit for bit"
-for t in 1 2 3; do
-	cmr-train -q -t $t -m "$TINY" -o "$WORK/thr$t" -b 8 --steps 4 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
-	cmr-encode -m "$WORK/thr$t" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/thr$t.cmr"
+begin "cmr-train: the same -t gives the same bits; another -t differs in the last bits only; --resume refuses another -t, naming it"
+for t in 1 2 2; do
+	rm -rf "$WORK/thr"
+	cmr-train -q -t $t -m "$TINY" -o "$WORK/thr" -b 16 --steps 4 --max-steps 3 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+	cmr-encode -m "$WORK/thr" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/thr$t.cmr.new"
+	[ -e "$WORK/thr$t.cmr" ] && { cmp -s "$WORK/thr$t.cmr" "$WORK/thr$t.cmr.new" || why "-t $t twice: different bits"; }
+	mv "$WORK/thr$t.cmr.new" "$WORK/thr$t.cmr"
 done
-for t in 2 3; do
-	run cmr-dump diff --max-abs 0 "$WORK/thr1.cmr" "$WORK/thr$t.cmr"
-	expect_status 0
-done
+# measured: 3.8e-7 at most between -t 1 and -t 2 (tiny, batch 16)
+run cmr-dump diff --max-abs 1e-6 "$WORK/thr1.cmr" "$WORK/thr2.cmr"
+expect_status 0
+run cmr-train -q -t 1 --resume "$WORK/thr" -b 16 --steps 4 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "the run being resumed used 2 threads, this one 1: the results depend on the thread count in their last bits, so give -t 2"
+run cmr-train -q -t 2 --resume "$WORK/thr" -b 16 --steps 4 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
 end
 
 begin "cmr-train: --resume refuses a different batch, naming what differs"
@@ -142,7 +149,7 @@ grep -a -q 'exp_avg/visual_projection.weight' "$WORK/pj/train-state.safetensors"
 run cmr-train --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 1
 expect_stderr_has "trained 2 parameter tensors, this one 1"
-run cmr-train -q --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight --train text_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
+run cmr-train -q -t 1 --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight --train text_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 0
 end
 

@@ -256,15 +256,16 @@ void cmr_skips_summary(void)
 
 const char *cmr_parse_model(const char *arg)
 {
-	char out[8192], err[16384];
-	if (cmr_model_resolve(arg, out, sizeof out, err, sizeof err) < 0)
+	static char out[4][8192]; /* for the tool's life: a few -m options at most */
+	static int n;
+	char err[16384];
+	if (n == 4)
+		cmr_usage_error("-m given more than 4 times");
+	if (cmr_model_resolve(arg, out[n], sizeof out[n], err, sizeof err) < 0)
 		cmr_die("%s", err);
-	if (strcmp(out, arg) != 0)
-		cmr_info("%s: %s", arg, out);
-	char *s = strdup(out);
-	if (!s)
-		cmr_die("out of memory");
-	return s; /* kept for the tool's life */
+	if (strcmp(out[n], arg) != 0)
+		cmr_info("%s: %s", arg, out[n]);
+	return out[n++];
 }
 
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max)

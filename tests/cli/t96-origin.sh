@@ -25,6 +25,13 @@ a_i=$(id "$WORK/Ai.cmr") a_t=$(id "$WORK/At.cmr") b_t=$(id "$WORK/Bt.cmr")
 [ "$a_t" != "$b_t" ] || why "A and B have one id $a_t"
 end
 
+begin "a model's identity is a function of its config and tensors alone: mkclip's tiny model (seed 1) has the recorded one in every build (make check, make check-asan)"
+# recorded 2026-12-01; it changes only when the model, mkclip's generator or the hashing does
+[ "$a_i" = f0b2e705be7ec4ea ] || why "model.id is $a_i, recorded f0b2e705be7ec4ea"
+run cmr-dump meta "$WORK/Ai.cmr"
+expect_stdout_has '"towers":{"vision":"41336a6597246ec3","text":"2b4eb71b4fd83219"}'
+end
+
 begin "cmr-eval: images of A with texts of B are refused, naming both models; --force warns and evaluates"
 run cmr-eval "$WORK/Ai.cmr" "$WORK/Bt.cmr"
 expect_status 1

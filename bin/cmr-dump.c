@@ -242,13 +242,27 @@ static void print_elem(const cmr_record *rec, uint64_t i)
 static int show_one(const cmr_record *rec, const char *input, void *ctx)
 {
 	struct opts *o = ctx;
-	(void)input;
 	if (rec->type != CMR_TYPE_TENSOR || !key_selected(o, rec))
 		return 0;
 	char shape[80];
 	shape_text(rec, shape, sizeof shape);
 	const char *kn = cmr_kind_name(rec->kind);
 	printf("%s\t%s\t%s\t%s\n", rec->key, kn ? kn : "unknown", cmr_dtype_name(rec->dtype), shape);
+	if (rec->kind == CMR_KIND_HITS) { /* rank, key, score per hit, not the payload's bytes */
+		const char *why;
+		int64_t nh = cmr_hits_decode(rec, NULL, 0, &why);
+		cmr_hit *h = nh > 0 ? malloc((size_t)nh * sizeof *h) : NULL;
+		if (nh < 0 || (nh > 0 && !h) || (nh > 0 && cmr_hits_decode(rec, h, (size_t)nh, &why) < 0))
+			cmr_die("%s: record %" PRIu64 " (key '%s'): %s", input, rec->index, rec->key, nh < 0 ? why : "out of memory");
+		int64_t shown = (o->limit < 0 || o->limit > nh) ? nh : o->limit;
+		for (int64_t i = 0; i < shown; i++)
+			printf("%" PRId64 "\t%.*s\t%.6g\n", i + 1, (int)h[i].len, h[i].key, (double)h[i].score);
+		if (shown < nh)
+			printf("... (%" PRId64 " more hits; -a shows all)\n", nh - shown);
+		free(h);
+		check_stdout();
+		return 0;
+	}
 	uint64_t n = cmr_record_nelem(rec);
 	uint64_t row = rec->rank ? rec->dims[rec->rank - 1] : 1;
 	uint64_t shown = (o->limit < 0 || (uint64_t)o->limit > n) ? n : (uint64_t)o->limit;

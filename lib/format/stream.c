@@ -681,3 +681,38 @@ int cmr_record_tensor(cmr_record *rec, int kind, int dtype, int rank, const uint
 	rec->nbytes = n;
 	return 0;
 }
+
+int64_t cmr_hits_decode(const cmr_record *rec, cmr_hit *out, size_t cap, const char **why)
+{
+	const uint8_t *p = rec->data;
+	uint64_t n = rec->nbytes;
+	if (rec->kind != CMR_KIND_HITS || rec->dtype != CMR_DTYPE_U8 || rec->rank != 1 || n < 4) {
+		*why = "not a hits record (u8 [n], at least 4 bytes)";
+		return -1;
+	}
+	uint32_t count = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+	uint64_t at = 4;
+	for (uint32_t i = 0; i < count; i++) {
+		if (n - at < 6) {
+			*why = "hits payload ends inside an entry";
+			return -1;
+		}
+		uint32_t bits = (uint32_t)p[at] | (uint32_t)p[at + 1] << 8 | (uint32_t)p[at + 2] << 16 | (uint32_t)p[at + 3] << 24;
+		uint16_t len = (uint16_t)(p[at + 4] | p[at + 5] << 8);
+		if (n - at - 6 < len) {
+			*why = "hits payload ends inside a key";
+			return -1;
+		}
+		if (out && i < cap) {
+			memcpy(&out[i].score, &bits, 4);
+			out[i].key = (const char *)p + at + 6;
+			out[i].len = len;
+		}
+		at += 6 + (uint64_t)len;
+	}
+	if (at != n) {
+		*why = "hits payload has bytes after its last entry";
+		return -1;
+	}
+	return count;
+}

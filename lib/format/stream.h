@@ -98,6 +98,17 @@ void cmr_swap_elems(void *data, uint64_t nbytes, size_t esize);
 /* Number of elements of a record's tensor (product of dims; 1 for rank 0). */
 uint64_t cmr_record_nelem(const cmr_record *rec);
 
+/* One hit of a hits record (kind hits, cmr-stream(5)): its key points into the payload. */
+typedef struct cmr_hit {
+	float score;
+	const char *key;
+	uint16_t len;
+} cmr_hit;
+/* The hits of a hits record, best first: checks that the entries fill the payload exactly
+ * and stores at most cap of them in out (out may be NULL to count). Returns the count, or
+ * -1 with the reason in *why. */
+int64_t cmr_hits_decode(const cmr_record *rec, cmr_hit *out, size_t cap, const char **why);
+
 /* Checks that a key is valid: at most CMR_KEY_MAX bytes, valid UTF-8, no control characters
  * (U+0000-U+001F, U+007F). Returns 0 or -1 with a reason in why. */
 int cmr_key_check(const char *key, size_t len, const char **why);

@@ -24,6 +24,12 @@ run_sh "cmr-query -k 5 -f stream '$WORK/flat.idx' '$WORK/q.cmr' | cmr-dump list 
 expect_status 0
 expect_stdout_has "tensor hits"
 [ "$(grep -c 'tensor hits' "$OUT")" -eq 50 ] || why "expected 50 hit records"
+# cmr-dump show decodes them: rank, key, score, as the TSV has them
+run_sh "cmr-query -k 5 -f stream '$WORK/flat.idx' '$WORK/q.cmr' | cmr-dump show -a"
+expect_status 0
+awk -F'\t' 'NF == 4 && $2 == "hits" { q = $1; next } NF == 3 { printf "%s\t%s\t%s\t%.5f\n", q, $1, $2, $3 }' "$OUT" >"$WORK/shown.tsv"
+awk -F'\t' '{ printf "%s\t%s\t%s\t%.5f\n", $1, $2, $3, $4 }' "$WORK/hits.tsv" >"$WORK/hits5.tsv"
+expect_same "$WORK/hits5.tsv" "$WORK/shown.tsv"
 end
 
 begin "IVF recall@10 against exact search on 100k clustered vectors >= 0.95 at nprobe 16"

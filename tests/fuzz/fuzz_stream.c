@@ -25,6 +25,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (uint64_t i = 0; i < rec.nbytes; i++)
 			sum += p[i];
 		sum += strlen(rec.key) + cmr_record_nelem(&rec);
+		if (rec.type == CMR_TYPE_TENSOR && rec.kind == CMR_KIND_HITS) { /* the hits decoder */
+			const char *why;
+			cmr_hit h[8];
+			int64_t n = cmr_hits_decode(&rec, h, 8, &why);
+			for (int64_t i = 0; i < n && i < 8; i++)
+				if (h[i].key < (const char *)rec.data || h[i].key + h[i].len > (const char *)rec.data + rec.nbytes)
+					__builtin_trap();
+		}
 	}
 	if (rc < 0 && !cmr_reader_error(r)[0])
 		__builtin_trap(); /* an error must come with a message */

@@ -308,6 +308,7 @@ int main(int argc, char **argv)
 				      (json_int_t)tx.n, "captions_per_image_min", (json_int_t)cmin,
 				      "captions_per_image_max", (json_int_t)cmax, "captions_per_image_mean",
 				      (double)tx.n / (double)im.n, "dim", im.dim);
+		json_object_set_new(j, "recall_unit", json_string("percent")); /* R@K and rsum: 0 to 100 */
 		for (int s = 0; s < 2; s++) {
 			json_t *d = json_object();
 			for (int k = 0; k < o.nk; k++) {

@@ -22,6 +22,7 @@ expect_status 0
 expect_stdout_has '"R@1": 66.6667'
 expect_stdout_has '"R@1_ci95": ['
 expect_stdout_has '"median_rank": 1.0'
+expect_stdout_has '"recall_unit": "percent"'
 run cmr-eval --plot "$WORK/r.svg" "$WORK/img.cmr" "$WORK/txt.cmr"
 expect_status 0
 grep -c '<polyline' "$WORK/r.svg" | grep -q '^2$' || why "the plot lacks its two curves"

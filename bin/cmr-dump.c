@@ -16,7 +16,7 @@
 
 static const cmr_tool tool = {
 	"cmr-dump",
-	"[list] [-H] [FILE...]\n"
+	"[list] [-H | --json] [FILE...]\n"
 	"show [-k KEY]... [-n N | -a] [FILE...]\n"
 	"meta [FILE...]\n"
 	"verify [FILE...]\n"
@@ -39,6 +39,7 @@ static const cmr_tool tool = {
 	"  from-npy   split a .npy array along its first axis into tensor records\n"
 	"\nOptions:\n"
 	"  -H, --no-header     list: omit the column header\n"
+	"      --json          list: one JSON object per record (JSON Lines) instead of columns\n"
 	"  -k, --key KEY       show, to-npy: only the record(s) with this key\n"
 	"  -n, --limit N       show: at most N values per record (default 64)\n"
 	"  -a, --all           show: every value\n"
@@ -61,7 +62,7 @@ enum cmd { CMD_LIST, CMD_SHOW, CMD_META, CMD_VERIFY, CMD_DIFF, CMD_TO_NPY, CMD_F
 
 struct opts {
 	enum cmd cmd;
-	int no_header;
+	int no_header, json;
 	const char **keys; /* -k */
 	int nkeys;
 	long long limit;
@@ -77,7 +78,7 @@ struct opts {
 	int ninputs;
 };
 
-enum { OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY, OPT_TMAX, OPT_TMEAN, OPT_TREL, OPT_TNORM };
+enum { OPT_JSON = 300, OPT_KEYS = 256, OPT_META, OPT_KIND, OPT_NO_PROV, OPT_SINGLE_KEY, OPT_TMAX, OPT_TMEAN, OPT_TREL, OPT_TNORM };
 
 static double parse_tol(const char *opt, const char *s)
 {
@@ -93,6 +94,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	};
 	static const struct option longopts[] = {
 		{"no-header", no_argument, NULL, 'H'},
+		{"json", no_argument, NULL, OPT_JSON},
 		{"key", required_argument, NULL, 'k'},
 		{"limit", required_argument, NULL, 'n'},
 		{"all", no_argument, NULL, 'a'},
@@ -130,6 +132,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "+Hk:n:ao:z:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'H': o->no_header = 1; break;
+		case OPT_JSON: o->json = 1; break;
 		case 'k':
 			/* --key means one whole-array key for from-npy, a filter elsewhere */
 			if (o->cmd == CMD_FROM_NPY)
@@ -203,8 +206,7 @@ static void check_stdout(void)
 /* ---- list ---- */
 static int list_one(const cmr_record *rec, const char *input, void *ctx)
 {
-	(void)input;
-	(void)ctx;
+	const struct opts *o = ctx;
 	char shape[80], kind[16], dt[8];
 	shape_text(rec, shape, sizeof shape);
 	const char *kn = cmr_kind_name(rec->kind);
@@ -213,9 +215,24 @@ static int list_one(const cmr_record *rec, const char *input, void *ctx)
 	const char *dn = cmr_dtype_name(rec->dtype);
 	if (!dn)
 		snprintf(dt, sizeof dt, "%u", rec->dtype);
-	printf("%6" PRIu64 " %10" PRIu64 " %-6s %-11s %-5s %-18s %10" PRIu64 " %10" PRIu64 " %s\n",
-	       rec->index, rec->offset, cmr_type_name(rec->type), kn ? kn : kind, dn ? dn : dt, shape,
-	       rec->nbytes, rec->stored_len, rec->key);
+	if (o->json) {
+		json_t *dims = json_array();
+		for (int d = 0; d < rec->rank; d++)
+			json_array_append_new(dims, json_integer(rec->dims[d]));
+		json_t *j = json_pack("{s:s, s:I, s:I, s:s, s:s, s:s, s:o, s:I, s:I, s:s}", "input", cmr_input_name(input),
+				      "index", (json_int_t)rec->index, "offset", (json_int_t)rec->offset, "type",
+				      cmr_type_name(rec->type), "kind", kn ? kn : kind, "dtype", dn ? dn : dt, "shape", dims,
+				      "bytes", (json_int_t)rec->nbytes, "stored", (json_int_t)rec->stored_len, "key", rec->key);
+		char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		if (!s)
+			cmr_die("out of memory (or a key that is not UTF-8)");
+		printf("%s\n", s);
+		free(s);
+		json_decref(j);
+	} else
+		printf("%6" PRIu64 " %10" PRIu64 " %-6s %-11s %-5s %-18s %10" PRIu64 " %10" PRIu64 " %s\n",
+		       rec->index, rec->offset, cmr_type_name(rec->type), kn ? kn : kind, dn ? dn : dt, shape,
+		       rec->nbytes, rec->stored_len, rec->key);
 	check_stdout();
 	return 0;
 }
@@ -668,7 +685,7 @@ int main(int argc, char **argv)
 	int status = CMR_EXIT_OK;
 	switch (o.cmd) {
 	case CMD_LIST:
-		if (!o.no_header)
+		if (!o.no_header && !o.json)
 			printf("%6s %10s %-6s %-11s %-5s %-18s %10s %10s %s\n", "#", "offset", "type",
 			       "kind", "dtype", "shape", "bytes", "stored", "key");
 		cmr_each_record(o.inputs, o.ninputs, list_one, &o);

@@ -17,7 +17,7 @@ static const cmr_tool tool = {
 	"[--iter N] [--sample N] [--force] -o OUT.idx [STREAM...]\n"
 	"add [--force] -o OUT.idx BASE.idx [STREAM...]\n"
 	"merge [--force] -o OUT.idx SHARD.idx...\n"
-	"info INDEX.idx",
+	"info [--json] INDEX.idx",
 	"Build an index file (cmr-index(5)) from embedding records: exact search over every vector\n"
 	"(flat, the default) or an inverted file (--ivf) whose k-means lists cmr-query visits\n"
 	"--nprobe at a time; vectors stored as f32 or as 8-bit codes (--sq8). Vectors are made\n"
@@ -40,7 +40,8 @@ static const cmr_tool tool = {
 	"      --iter N          k-means iterations (default 20)\n"
 	"      --sample N        k-means training vectors (default 256 per list)\n"
 	CMR_FORCE_HELP
-	"  -o, --output FILE     the index to write (required)\n",
+	"  -o, --output FILE     the index to write (required)\n"
+	"      --json            info: one JSON object (its provenance parsed) instead of lines\n",
 };
 
 enum cmd { C_BUILD, C_ADD, C_MERGE, C_INFO };
@@ -49,13 +50,13 @@ struct opts {
 	enum cmd cmd;
 	cmr_build_opts b;
 	const char *quantizer;
-	int train_only;
+	int train_only, json;
 	const char *output;
 	char **inputs;
 	int ninputs;
 };
 
-enum { OPT_IVF = 256, OPT_SQ8, OPT_Q, OPT_TRAIN, OPT_SEED, OPT_ITER, OPT_SAMPLE };
+enum { OPT_IVF = 256, OPT_SQ8, OPT_Q, OPT_TRAIN, OPT_SEED, OPT_ITER, OPT_SAMPLE, OPT_JSON };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -67,6 +68,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"seed", required_argument, NULL, OPT_SEED},
 		{"iter", required_argument, NULL, OPT_ITER},
 		{"sample", required_argument, NULL, OPT_SAMPLE},
+		{"json", no_argument, NULL, OPT_JSON},
 		CMR_FORCE_LONGOPT,
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -99,6 +101,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_TRAIN: o->train_only = 1; break;
 		case OPT_SEED: o->b.seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
 		case OPT_ITER: o->b.iters = (int)cmr_parse_int("--iter", optarg, 1, 1000); break;
+		case OPT_JSON: o->json = 1; break;
 		case OPT_SAMPLE: o->b.sample = (uint64_t)cmr_parse_int("--sample", optarg, 1, INT64_MAX); break;
 		case 'o': o->output = optarg; break;
 		default:
@@ -146,9 +149,47 @@ static void write_or_die(cmr_index *ix, const char *path)
 	cmr_info("%s: %" PRIu64 " vectors of dimension %u", path, ix->n, ix->dim);
 }
 
-static void info(const char *path)
+static void info_json(const cmr_index *ix, const char *path, const cmr_origins *org)
+{
+	json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:I}", "index", path, "kind", ix->kind == CMR_INDEX_IVF ? "ivf" : "flat",
+			      "code", ix->code == CMR_CODE_SQ8 ? "sq8" : "f32", "dim", (int)ix->dim, "vectors", (json_int_t)ix->n);
+	if (ix->kind == CMR_INDEX_IVF) {
+		json_t *sizes = json_array();
+		for (uint32_t l = 0; l < ix->nlist; l++)
+			json_array_append_new(sizes, json_integer((json_int_t)(ix->list_off[l + 1] - ix->list_off[l])));
+		json_object_set_new(j, "list_sizes", sizes);
+	}
+	if (ix->quantizer_hash) {
+		char h[17];
+		snprintf(h, sizeof h, "%016" PRIx64, ix->quantizer_hash);
+		json_object_set_new(j, "quantizer", json_string(h));
+	}
+	json_t *models = json_array();
+	char d[1300];
+	for (int i = 0; i < org->n; i++)
+		json_array_append_new(models, json_string(cmr_origin_describe(&org->o[i], d, sizeof d)));
+	json_object_set_new(j, "models", models);
+	json_t *prov = ix->provenance ? json_loads(ix->provenance, 0, NULL) : NULL;
+	json_object_set_new(j, "provenance", prov ? prov : json_null());
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (!s)
+		cmr_die("out of memory");
+	printf("%s\n", s);
+	free(s);
+	json_decref(j);
+}
+
+static void info(const char *path, int json)
 {
 	cmr_index *ix = open_or_die(path);
+	if (json) {
+		cmr_origins org;
+		index_origins(ix, path, &org);
+		info_json(ix, path, &org);
+		cmr_origins_free(&org);
+		cmr_index_free(ix);
+		return;
+	}
 	printf("index    %s\n", path);
 	printf("kind     %s\n", ix->kind == CMR_INDEX_IVF ? "ivf" : "flat");
 	printf("code     %s\n", ix->code == CMR_CODE_SQ8 ? "sq8" : "f32");
@@ -183,7 +224,7 @@ int main(int argc, char **argv)
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
 	if (o.cmd == C_INFO) {
-		info(o.inputs[0]);
+		info(o.inputs[0], o.json);
 		return cmr_exit(CMR_EXIT_OK);
 	}
 	char *own = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs), *prov = NULL;

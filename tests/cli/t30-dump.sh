@@ -128,7 +128,7 @@ i=0
 while [ $i -lt 50 ] && ! ls "$WORK" | grep -q 'int.cmr.tmp'; do sleep 0.1; i=$((i + 1)); done
 ls "$WORK" | grep -q 'int.cmr.tmp' || why "no temporary file appeared"
 kill -TERM $pid
-wait $pid
+wait $pid 2>/dev/null
 st=$?
 [ $st -eq 143 ] || why "status $st, expected 143 (SIGTERM)"
 ls "$WORK" | grep -q 'int.cmr' && why "left behind: $(ls "$WORK" | grep int.cmr)"
@@ -144,4 +144,13 @@ printf 'hello world\n' >"$WORK/plain.txt"
 run cmr-dump list "$WORK/plain.txt"
 expect_status 1
 expect_stderr_has "not a cmr stream (streams are made by cmr-decode from images, cmr-caption-ingest from captions, cmr-dump from-npy from arrays)"
+end
+
+begin "list --json: one JSON object per record with the columns' fields"
+cmr-dump from-npy "$FIX/f32-3x4.npy" >"$WORK/j.cmr"
+run cmr-dump list --json "$WORK/j.cmr"
+expect_status 0
+[ "$(wc -l <"$OUT")" -eq 4 ] || why "$(wc -l <"$OUT") lines, 4 expected (provenance and 3 rows)"
+expect_stdout_has '"index":1,"offset":'
+expect_stdout_has ',"type":"tensor","kind":"generic","dtype":"f32","shape":[4],"bytes":16,"stored":16,"key":"1"}'
 end

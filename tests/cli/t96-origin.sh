@@ -61,6 +61,11 @@ run cmr-index info "$WORK/a.idx"
 expect_stdout_has "model    image embeddings of A (model $a_i)"
 expect_stdout_has "model    text embeddings of A (model $a_i)"
 expect_stdout_has '"history":[{"tool":"cmr-encode"'
+run cmr-index info --json "$WORK/a.idx"
+expect_status 0
+expect_stdout_has '"vectors": 16,'
+expect_stdout_has "\"text embeddings of A (model $a_i)\""
+expect_stdout_has '"tool": "cmr-index",'
 end
 
 begin "cmr-index refuses to mix: in one build, in add, in merge, and a quantizer of another model"

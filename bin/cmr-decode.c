@@ -233,34 +233,14 @@ static struct {
 	uint64_t written, errors, seen;
 	uint64_t others; /* members and files skipped as not images */
 	uint64_t bad_inputs; /* archives, directories or files that could not be read */
-	struct timespec t0, last;
-	int progress;
+	cmr_progress progress;
 	const struct opts *o;
 } out;
-
-static double since(const struct timespec *a)
-{
-	struct timespec b;
-	clock_gettime(CLOCK_MONOTONIC, &b);
-	return (double)(b.tv_sec - a->tv_sec) + (double)(b.tv_nsec - a->tv_nsec) * 1e-9;
-}
-
-static void progress(int final)
-{
-	if (!out.progress || (!final && since(&out.last) < 0.5))
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &out.last);
-	double t = since(&out.t0);
-	fprintf(stderr, "\r%s: %" PRIu64 " images, %" PRIu64 " errors, %.0f images/s%s", cmr_progname,
-		out.written, out.errors, t > 0 ? (double)out.written / t : 0.0, final ? "\n" : "");
-}
 
 static void emit(job *j)
 {
 	if (j->err[0]) {
 		out.errors++;
-		if (out.progress)
-			fputc('\n', stderr);
 		if (out.o->strict)
 			cmr_die("%s: %s", j->where, j->err);
 		cmr_skip(j->where, j->err);
@@ -273,7 +253,7 @@ static void emit(job *j)
 			cmr_die_writer(out.w);
 		out.written++;
 	}
-	progress(0);
+	cmr_progress_update(&out.progress, out.written);
 }
 
 /* Writes every finished job at the head of the ring; with wait, blocks for the head. */
@@ -642,9 +622,7 @@ int main(int argc, char **argv)
 	cmr_output_open(&output, o.output, 1);
 	out.w = cmr_writer_new(output.f, output.name, o.level);
 	out.o = &o;
-	out.progress = isatty(2) && cmr_verbose >= 0;
-	clock_gettime(CLOCK_MONOTONIC, &out.t0);
-	out.last = out.t0;
+	cmr_progress_start(&out.progress, "images", 0);
 	char *prov = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
 	cmr_writer_set_provenance(out.w, tool.name, prov);
 	free(prov);
@@ -680,7 +658,7 @@ int main(int argc, char **argv)
 	if (cmr_writer_finish(out.w) < 0)
 		cmr_die_writer(out.w);
 	cmr_writer_free(out.w);
-	progress(1);
+	cmr_progress_end(&out.progress, out.written);
 	cmr_skips_summary();
 	if (!out.written && !out.errors && !out.bad_inputs) {
 		const char *in = o.ninputs ? cmr_input_name(o.inputs[0]) : "standard input", *more = o.ninputs > 1 ? " and the other inputs" : "";

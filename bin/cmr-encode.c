@@ -140,6 +140,7 @@ static struct {
 	float *emb;
 	uint16_t *emb16;
 	uint64_t written;
+	cmr_progress progress; /* on a terminal */
 } g;
 
 static char *provenance(int kind)
@@ -263,6 +264,7 @@ static void flush(void)
 		g.written++;
 	}
 	g.npending = 0;
+	cmr_progress_update(&g.progress, g.written);
 }
 
 /* Passes metadata along; queues an image or token record for its tower's next batch. */
@@ -357,8 +359,10 @@ int main(int argc, char **argv)
 	cmr_output out;
 	cmr_output_open(&out, o.output, 1);
 	g.w = cmr_writer_new(out.f, out.name, o.level);
+	cmr_progress_start(&g.progress, "embeddings", 0);
 	cmr_each_record(o.inputs, o.ninputs, take, NULL);
 	flush();
+	cmr_progress_end(&g.progress, g.written);
 	if (!g.prov_done) { /* no tensor at all: say who we are anyway */
 		char *p = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
 		cmr_writer_set_provenance(g.w, tool.name, p);

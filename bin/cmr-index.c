@@ -126,6 +126,15 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("--quantizer brings its own kind and code; leave out --ivf and --sq8");
 }
 
+/* k-means iterations on a terminal */
+static void kmeans_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	cmr_progress *p = ctx;
+	if (done == 0)
+		cmr_progress_start(p, "k-means iterations", total);
+	cmr_progress_update(p, done);
+}
+
 static cmr_index *open_or_die(const char *path)
 {
 	char err[1024];
@@ -269,7 +278,11 @@ int main(int argc, char **argv)
 		cmr_origins_free(&read);
 		prov = cmr_origins_json(own, &org);
 		o.b.quantizer = q;
+		cmr_progress km = {0};
+		o.b.progress = kmeans_progress;
+		o.b.progress_ctx = &km;
 		cmr_index *built = cmr_index_build(&vs, &o.b, prov, err, sizeof err);
+		cmr_progress_end(&km, km.total);
 		if (!built)
 			cmr_die("%s", err);
 		if (o.train_only) { /* the quantizer alone */

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <time.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -46,10 +48,14 @@ void cmr_set_exit_hook(cmr_exit_hook hook) { exit_hook = hook; }
 /* ---- messages ---- */
 static int stdout_closed;
 
+static cmr_progress *active_progress; /* a line to clear before a message */
+
 static void vmsg(const char *prefix, const char *fmt, va_list ap)
 {
 	if (!stdout_closed)
 		fflush(stdout);
+	if (active_progress)
+		cmr_progress_clear(active_progress);
 	fprintf(stderr, "%s: %s", cmr_progname, prefix);
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
@@ -235,6 +241,69 @@ int cmr_common_option(int c)
 	default:
 		return 0;
 	}
+}
+
+/* ---- progress ---- */
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cmr_progress_start(cmr_progress *p, const char *what, uint64_t total)
+{
+	memset(p, 0, sizeof *p);
+	const char *env = getenv("CMR_PROGRESS"); /* 1: also into a log (batch jobs), 0: never */
+	p->forced = env && strcmp(env, "1") == 0;
+	p->on = cmr_verbose >= 0 && (p->forced || (isatty(STDERR_FILENO) && !(env && strcmp(env, "0") == 0)));
+	p->t0 = p->last = mono_now();
+	p->total = total;
+	p->what = what;
+	if (p->on)
+		active_progress = p;
+}
+
+static void progress_draw(cmr_progress *p, uint64_t done, double t, const char *end)
+{
+	double el = t - p->t0, rate = el > 0 ? (double)done / el : 0;
+	char tot[32] = "", eta[48] = "";
+	if (p->total)
+		snprintf(tot, sizeof tot, "/%" PRIu64, p->total);
+	if (p->total && rate > 0 && done < p->total) {
+		double left = (double)(p->total - done) / rate;
+		snprintf(eta, sizeof eta, ", %.0f:%02.0f left", floor(left / 60), fmod(left, 60));
+	}
+	fprintf(stderr, "\r%s: %" PRIu64 "%s %s, %.1f/s%s\033[K%s", cmr_progname, done, tot, p->what, rate, eta, end);
+	p->shown = 1;
+}
+
+void cmr_progress_update(cmr_progress *p, uint64_t done)
+{
+	if (!p->on)
+		return;
+	double t = mono_now();
+	if (t - p->last < 0.5)
+		return;
+	p->last = t;
+	progress_draw(p, done, t, "");
+}
+
+void cmr_progress_clear(cmr_progress *p)
+{
+	if (p->on && p->shown) {
+		fputs("\r\033[K", stderr);
+		p->shown = 0;
+	}
+}
+
+void cmr_progress_end(cmr_progress *p, uint64_t done)
+{
+	if (p->on && (p->shown || p->forced || mono_now() - p->t0 > 1.0))
+		progress_draw(p, done, mono_now(), "\n");
+	p->on = 0;
+	if (active_progress == p)
+		active_progress = NULL;
 }
 
 static uint64_t nskips;

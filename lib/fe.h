@@ -48,6 +48,23 @@ void cmr_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cmr_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cmr_info(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* only with -v */
 void cmr_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* "hint: ..." */
+/* A progress line on standard error for work that can take more than a few seconds: when
+ * standard error is a terminal (and not -q), or CMR_PROGRESS=1 (into a log too; 0: never);
+ * rewritten at most twice a second as
+ * "prog: DONE[/TOTAL] WHAT, RATE WHAT/s[, ETA]"; ended with a newline by cmr_progress_end.
+ * total 0: unknown. */
+typedef struct cmr_progress {
+	int on, shown, forced;
+	double t0, last;
+	uint64_t total;
+	const char *what;
+} cmr_progress;
+void cmr_progress_start(cmr_progress *p, const char *what, uint64_t total);
+void cmr_progress_update(cmr_progress *p, uint64_t done);
+/* Before another message on stderr: clears the line (it is drawn again by the next update). */
+void cmr_progress_clear(cmr_progress *p);
+void cmr_progress_end(cmr_progress *p, uint64_t done);
+
 /* A record or file skipped for an error: "WHERE: MESSAGE (skipped)" for the first
  * CMR_SKIPS_SHOWN, counted after that; cmr_skips_summary() says how many were not shown. */
 #define CMR_SKIPS_SHOWN 10

@@ -237,7 +237,10 @@ static float *kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, siz
 	}
 	for (uint32_t c = 0; c < k; c++) /* the first k of the sample */
 		memcpy(C + (size_t)c * d, x + (size_t)c * d, d * sizeof *C);
-	for (int it = 0; it < (o->iters ? o->iters : 20); it++) {
+	int iters = o->iters ? o->iters : 20;
+	for (int it = 0; it < iters; it++) {
+		if (o->progress)
+			o->progress(o->progress_ctx, (uint64_t)it, (uint64_t)iters);
 		if (assign(o->ops ? o->ops : &cmr_ops_blas, x, ns, C, k, d, a, av) < 0) {
 			fail(err, errlen, "out of memory for k-means");
 			goto out;

@@ -43,6 +43,8 @@ typedef struct {
 	uint64_t sample;  /* k-means training sample, 0: 256 per list */
 	const cmr_index *quantizer; /* reuse its centroids and SQ parameters instead of training */
 	const struct cmr_ops *ops;  /* the k-means score products (NULL: the BLAS backend) */
+	void (*progress)(void *ctx, uint64_t done, uint64_t total); /* k-means iterations, or NULL */
+	void *progress_ctx;
 } cmr_build_opts;
 
 /* Builds an index in memory from vs (which keeps ownership of its arrays). */

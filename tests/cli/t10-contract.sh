@@ -127,3 +127,28 @@ for want in PASSIVE ACTIVE; do
 	[ "$got" = $want ] || why "OMP_WAIT_POLICY is '$got' in the running tool, expected $want"
 done
 end
+
+begin "progress lines: none into a file by default; with CMR_PROGRESS=1 (for logs) cmr-index's k-means, cmr-encode and cmr-decode draw theirs"
+"$BUILD/tests/mkvec" 3000 16 8 0.5 1 >"$WORK/pv.cmr"
+run cmr-index --ivf 8 -o "$WORK/p.ivf" "$WORK/pv.cmr"
+expect_stderr_empty
+run env CMR_PROGRESS=1 cmr-index --ivf 8 -o "$WORK/p.ivf" "$WORK/pv.cmr"
+expect_status 0
+expect_stderr_has "cmr-index: 20/20 k-means iterations, "
+"$BUILD/tests/mkclip" model "$WORK/tiny" tiny
+"$BUILD/tests/mkclip" images 3 32 1 >"$WORK/pi.cmr"
+run cmr-encode -m "$WORK/tiny" -o "$WORK/pe.cmr" "$WORK/pi.cmr"
+expect_stderr_empty
+run env CMR_PROGRESS=1 cmr-encode -m "$WORK/tiny" -o "$WORK/pe.cmr" "$WORK/pi.cmr"
+expect_stderr_has "cmr-encode: 3 embeddings, "
+mkdir "$WORK/pj"
+"$BUILD/tests/mkjpeg" rgb 40 30 "$WORK/pj/a.jpg"
+"$BUILD/tests/mkjpeg" gray 30 40 "$WORK/pj/b.jpg"
+run env CMR_PROGRESS=1 cmr-decode -s 32 -o "$WORK/pd.cmr" "$WORK/pj"
+expect_status 0
+expect_stderr_has "cmr-decode: 2 images, "
+if command -v script >/dev/null 2>&1; then # a terminal, but CMR_PROGRESS=0
+	script -qec "env CMR_PROGRESS=0 cmr-index --ivf 8 -o '$WORK/p3.ivf' '$WORK/pv.cmr'" /dev/null >"$WORK/tty.txt" 2>&1
+	grep -q "k-means" "$WORK/tty.txt" && why "CMR_PROGRESS=0 drew a line"
+fi
+end

@@ -135,7 +135,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok jpeg tuning index model
+FUZZ_TARGETS := stream npy tok jpeg tuning index model caption
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -149,6 +149,7 @@ $(BUILD)/obj/tests/fuzz/fuzz_jpeg.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz
 $(BUILD)/obj/tests/fuzz/fuzz_tuning.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tuning_one
 $(BUILD)/obj/tests/fuzz/fuzz_index.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_index_one
 $(BUILD)/obj/tests/fuzz/fuzz_model.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_model_one
+$(BUILD)/obj/tests/fuzz/fuzz_caption.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_caption_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)

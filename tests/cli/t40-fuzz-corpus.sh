@@ -1,11 +1,14 @@
 # t40-fuzz-corpus.sh - replays the fuzz corpora (tests/fuzz/corpus/) through the fuzz targets
 # without libFuzzer; under make check-asan this runs them with the sanitizers.
 . "$SRCDIR/tests/lib.sh"
-for target in stream npy tok jpeg tuning index model; do
+for target in stream npy tok jpeg tuning index model caption; do
 	begin "fuzz corpus replay: $target"
 	set -- "$SRCDIR"/tests/fuzz/corpus/$target/*
 	[ -e "$1" ] || why "corpus tests/fuzz/corpus/$target is empty"
-	run "$BUILD/tests/fuzz-replay" $target "$@"
+	# caption: a fatal error returns to the harness by longjmp and leaves its memory
+	lsan=
+	[ $target = caption ] && lsan="ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+	run env $lsan "$BUILD/tests/fuzz-replay" $target "$@"
 	expect_status 0
 	expect_stdout_has "replayed $# inputs"
 	end

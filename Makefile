@@ -135,7 +135,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok jpeg tuning index model caption
+FUZZ_TARGETS := stream npy tok jpeg tuning index model caption tokfiles
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -150,6 +150,7 @@ $(BUILD)/obj/tests/fuzz/fuzz_tuning.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fu
 $(BUILD)/obj/tests/fuzz/fuzz_index.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_index_one
 $(BUILD)/obj/tests/fuzz/fuzz_model.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_model_one
 $(BUILD)/obj/tests/fuzz/fuzz_caption.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_caption_one
+$(BUILD)/obj/tests/fuzz/fuzz_tokfiles.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tokfiles_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)

@@ -753,10 +753,14 @@ static cmr_clip_tok *build(char **merges, size_t nmerges, smap *vocab, char *err
 				goto oom;
 			e->val = 512 + (int32_t)r; /* a later duplicate wins, as in CLIP's dict() */
 		}
-		skv *s = smap_find(v, "<|startoftext|>", 15, 1), *e = smap_find(v, "<|endoftext|>", 13, 1);
-		if (!s || !e)
+		/* one at a time: an insertion may grow the table and move every entry */
+		skv *s = smap_find(v, "<|startoftext|>", 15, 1);
+		if (!s)
 			goto oom;
 		s->val = 512 + (int32_t)nmerges;
+		skv *e = smap_find(v, "<|endoftext|>", 13, 1);
+		if (!e)
+			goto oom;
 		e->val = 513 + (int32_t)nmerges;
 	}
 	skv *s = smap_find(v, "<|startoftext|>", 15, 0), *e = smap_find(v, "<|endoftext|>", 13, 0);
@@ -766,7 +770,12 @@ static cmr_clip_tok *build(char **merges, size_t nmerges, smap *vocab, char *err
 	}
 	t->sot = s->val;
 	t->eot = e->val;
-	t->nvocab = (int32_t)v->used;
+	/* the ids run to the largest one given: with a duplicate merge, the later one wins (as
+	 * in CLIP's dict()), so there are fewer distinct entries than ids */
+	t->nvocab = 0;
+	for (size_t i = 0; i < v->cap; i++)
+		if (v->slot[i].key && v->slot[i].val >= t->nvocab)
+			t->nvocab = v->slot[i].val + 1;
 	t->pcap = 1;
 	while (t->pcap < nmerges * 2 + 16)
 		t->pcap *= 2;
@@ -924,8 +933,8 @@ cmr_clip_tok *cmr_clip_tok_from_hf(const char *vocab_json, const char *merges_tx
 	const char *k;
 	json_t *val;
 	json_object_foreach(j, k, val) {
-		if (!json_is_integer(val)) {
-			fail(err, errlen, "%s: the value of \"%s\" is not an integer id", vocab_json, k);
+		if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) >= (1 << 24)) {
+			fail(err, errlen, "%s: the value of \"%s\" is not an integer id (0 to 2^24 - 1)", vocab_json, k);
 			json_decref(j);
 			smap_free(&vocab);
 			return NULL;

@@ -72,7 +72,7 @@ TEST(index_flat_equals_brute_force_with_ties)
 	make(&vs, n, raw, 1);
 	make(&qs, nq, qraw, 2);
 	char err[256];
-	cmr_build_opts o = {CMR_INDEX_FLAT, CMR_CODE_F32, 0, 1, 0, 0, NULL, NULL};
+	cmr_build_opts o = {CMR_INDEX_FLAT, CMR_CODE_F32, 0, 1, 0, 0, NULL, NULL, NULL, NULL};
 	cmr_index *ix = cmr_index_build(&vs, &o, NULL, err, sizeof err);
 	CHECK(ix);
 	CHECK(check_exact(ix, raw, n, qraw, nq, 10, 1));
@@ -109,7 +109,7 @@ TEST(index_ivf_all_lists_is_exact)
 	make(&vs, n, raw, 3);
 	make(&qs, nq, qraw, 4);
 	char err[256];
-	cmr_build_opts o = {CMR_INDEX_IVF, CMR_CODE_F32, 16, 7, 10, 0, NULL, NULL};
+	cmr_build_opts o = {CMR_INDEX_IVF, CMR_CODE_F32, 16, 7, 10, 0, NULL, NULL, NULL, NULL};
 	cmr_index *ix = cmr_index_build(&vs, &o, NULL, err, sizeof err);
 	CHECK(ix);
 	CHECK(ix->list_off[16] == (uint64_t)n);
@@ -127,7 +127,7 @@ TEST(index_sq8_rows_within_half_a_step)
 	for (int i = 0; i < n * 8; i++) /* off-grid values */
 		vs.v[i] = vs.v[i] * 0.37f + 0.01f * (float)(i % 7);
 	char err[256];
-	cmr_build_opts o = {CMR_INDEX_FLAT, CMR_CODE_SQ8, 0, 1, 0, 0, NULL, NULL};
+	cmr_build_opts o = {CMR_INDEX_FLAT, CMR_CODE_SQ8, 0, 1, 0, 0, NULL, NULL, NULL, NULL};
 	cmr_index *ix = cmr_index_build(&vs, &o, NULL, err, sizeof err);
 	CHECK(ix);
 	float row[8];

@@ -694,31 +694,8 @@ cmr_index *cmr_index_open(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	priv_t *p = ix->priv;
-	int fd = open(path, O_RDONLY);
-	struct stat sb;
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		fail(err, errlen, "%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	if (!(p->map = cmr_map_file(path, HEADER_LEN, "an index (a header is 128 bytes)", &p->size, err, errlen)))
 		goto bad;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		close(fd);
-		fail(err, errlen, "%s: not a regular file (an index is mapped)", path);
-		goto bad;
-	}
-	p->size = (size_t)sb.st_size;
-	if (p->size < HEADER_LEN) {
-		close(fd);
-		fail(err, errlen, "%s: %zu bytes: truncated (a header is %d)", path, p->size, HEADER_LEN);
-		goto bad;
-	}
-	p->map = mmap(NULL, p->size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	if (p->map == MAP_FAILED) {
-		fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
-		goto bad;
-	}
 	if (parse(ix, p->map, p->size, path, err, errlen) < 0)
 		goto bad;
 	return ix;

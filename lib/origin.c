@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "fe.h"
+#include "util.h"
 
 int cmr_force_mix;
 
@@ -17,18 +18,7 @@ int cmr_force_mix;
 
 static int parse_hex(json_t *v, uint64_t *h)
 {
-	const char *s = json_string_value(v);
-	if (!s || strlen(s) != 16)
-		return -1;
-	uint64_t x = 0;
-	for (int i = 0; i < 16; i++) {
-		int c = s[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-		if (d < 0)
-			return -1;
-		x = x << 4 | (uint64_t)d;
-	}
-	*h = x;
-	return 0;
+	return cmr_parse_hex64(json_string_value(v), h);
 }
 
 /* an origin from a "model" object: {"name", "tower", "id", "towers": {"vision", "text"}, "tuning": {"path"}} */

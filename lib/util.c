@@ -1,7 +1,12 @@
 /* util.c - helpers shared by the library layers (see util.h). */
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <math.h>
 #include <stdarg.h>
@@ -59,4 +64,43 @@ int cmr_is_archive(const uint8_t *b, size_t n)
 	return (n >= 262 && memcmp(b + 257, "ustar", 5) == 0) || (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) ||
 	       (n >= 4 && memcmp(b, "\x28\xb5\x2f\xfd", 4) == 0) || (n >= 3 && memcmp(b, "BZh", 3) == 0) ||
 	       (n >= 6 && memcmp(b, "\xfd" "7zXZ\0", 6) == 0) || (n >= 4 && memcmp(b, "PK\x03\x04", 4) == 0);
+}
+
+int cmr_parse_hex64(const char *s, uint64_t *out)
+{
+	if (!s || strlen(s) != 16)
+		return -1;
+	uint64_t v = 0;
+	for (int i = 0; i < 16; i++) {
+		int c = s[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v << 4 | (uint64_t)d;
+	}
+	*out = v;
+	return 0;
+}
+
+void *cmr_map_file(const char *path, size_t min, const char *what, size_t *size, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		cmr_errf(err, errlen, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	void *map = NULL;
+	if (!S_ISREG(sb.st_mode))
+		cmr_errf(err, errlen, "%s: not a regular file (%s is mapped)", path, what);
+	else if ((size_t)sb.st_size < min || sb.st_size == 0)
+		cmr_errf(err, errlen, "%s: %lld bytes: too short for %s", path, (long long)sb.st_size, what);
+	else if ((map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
+		cmr_errf(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+		map = NULL;
+	}
+	close(fd);
+	*size = (size_t)sb.st_size;
+	return map;
 }

@@ -34,6 +34,14 @@ static inline void cmr_st64(uint8_t *p, uint64_t v)
  * file (gzip, zstd, bzip2, xz)? What a caption or sidecar file never does, whatever its name. */
 int cmr_is_archive(const uint8_t *b, size_t n);
 
+/* Maps a regular file of at least min bytes read-only (what names its kind in the message
+ * when it is shorter: "a safetensors file"). Returns the mapping (munmap it with *size), or
+ * NULL with a message naming the file. */
+void *cmr_map_file(const char *path, size_t min, const char *what, size_t *size, char *err, size_t errlen);
+
+/* 16 lowercase hex digits (an XXH3-64 identity as written in JSON) into *out: 0, or -1. */
+int cmr_parse_hex64(const char *s, uint64_t *out);
+
 /* Formats a message into err (the library layers' way to fail); returns -1. */
 int cmr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -142,26 +142,7 @@ cmr_st *cmr_st_open(const char *path, char *err, size_t errlen)
 		fail(err, errlen, "out of memory");
 		return NULL;
 	}
-	int fd = open(path, O_RDONLY);
-	struct stat sb;
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		fail(err, errlen, "%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		cmr_st_close(st);
-		return NULL;
-	}
-	st->size = (size_t)sb.st_size;
-	if (st->size < 8) {
-		close(fd);
-		fail(err, errlen, "%s: %zu bytes: too short for a safetensors file", path, st->size);
-		cmr_st_close(st);
-		return NULL;
-	}
-	st->map = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	if (st->map == MAP_FAILED) {
-		fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+	if (!(st->map = cmr_map_file(path, 8, "a safetensors file", &st->size, err, errlen))) {
 		cmr_st_close(st);
 		return NULL;
 	}

@@ -89,20 +89,6 @@ int cmr_tuning_has(const cmr_tuning *t, const cmr_clip *m, const cmr_param *p)
 }
 
 /* ---- adapter_config.json ---- */
-static int parse_hash(const char *s, uint64_t *h)
-{
-	if (strlen(s) != 16)
-		return -1;
-	uint64_t v = 0;
-	for (int i = 0; i < 16; i++) {
-		int c = s[i], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-		if (d < 0)
-			return -1;
-		v = v << 4 | (uint64_t)d;
-	}
-	*h = v;
-	return 0;
-}
 
 static int get_int(json_t *o, const char *key, int *v, int lo, int hi, const char *name, char *err, size_t errlen)
 {
@@ -187,7 +173,7 @@ int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning 
 		json_t *v = json_object_get(h, tower_word(k));
 		if (!v && !prompts_of(t, k))
 			continue;
-		if (!json_is_string(v) || parse_hash(json_string_value(v), &t->base_hash[k]) < 0) {
+		if (!json_is_string(v) || cmr_parse_hex64(json_string_value(v), &t->base_hash[k]) < 0) {
 			fail(err, errlen, "%s: base_model_hash.%s must be 16 lowercase hex digits", name, tower_word(k));
 			goto out;
 		}

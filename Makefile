@@ -23,9 +23,13 @@ WERROR  ?= 1
 SAN     ?= 0
 
 # ---- dependencies (Debian: see .ci/run) ----
-PKGS := libzstd libxxhash jansson libutf8proc libarchive libjpeg libexif
+PKGS := libzstd libxxhash jansson libutf8proc libarchive libjpeg libexif libpng libwebp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lzstd -lxxhash -ljansson -lutf8proc -larchive -ljpeg -lexif)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lzstd -lxxhash -ljansson -lutf8proc -larchive -ljpeg -lexif -lpng16 -lwebp)
+
+# cairo draws cmr-query's contact sheets (that tool alone links it)
+CAIRO_CFLAGS := $(shell pkg-config --cflags cairo 2>/dev/null)
+CAIRO_LIBS   := $(shell pkg-config --libs cairo 2>/dev/null || echo -lcairo)
 
 # OpenBLAS through pkg-config, else Debian's paths (used by the compute tools).
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
@@ -58,7 +62,7 @@ ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(OMPFLAGS) $(PKG_CFLAGS) $(
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
-LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/util.c lib/image.c lib/eval.c lib/index.c \
+LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/util.c lib/image.c lib/image_codecs.c lib/eval.c lib/index.c \
 	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c \
 	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
 	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c \
@@ -90,7 +94,7 @@ all: $(TOOL_BIN)
 # Debian packages cmr needs to build and test (make deps installs them; run as root or
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
-	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libopenblas-dev mandoc man-db \
+	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libwebp-dev libcairo2-dev libopenblas-dev mandoc man-db \
 	bsdutils clang libclang-rt-14-dev tar gzip zstd zip time valgrind
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:
@@ -130,12 +134,14 @@ $(LIBCMR): $(LIB_OBJ)
 $(BUILD)/bin/%: $(BUILD)/obj/bin/%.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
+$(BUILD)/obj/bin/cmr-query.o: ALL_CFLAGS += $(CAIRO_CFLAGS)
+$(BUILD)/bin/cmr-query: LIBS += $(CAIRO_LIBS)
 
 $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok jpeg tuning index model caption tokfiles
+FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -145,12 +151,13 @@ $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 $(BUILD)/obj/tests/fuzz/fuzz_stream.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_stream_one
 $(BUILD)/obj/tests/fuzz/fuzz_npy.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_npy_one
 $(BUILD)/obj/tests/fuzz/fuzz_tok.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tok_one
-$(BUILD)/obj/tests/fuzz/fuzz_jpeg.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_jpeg_one
+$(BUILD)/obj/tests/fuzz/fuzz_image.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_image_one
 $(BUILD)/obj/tests/fuzz/fuzz_tuning.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tuning_one
 $(BUILD)/obj/tests/fuzz/fuzz_index.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_index_one
 $(BUILD)/obj/tests/fuzz/fuzz_model.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_model_one
 $(BUILD)/obj/tests/fuzz/fuzz_caption.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_caption_one
 $(BUILD)/obj/tests/fuzz/fuzz_tokfiles.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tokfiles_one
+$(BUILD)/obj/tests/fuzz/fuzz_state.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_state_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)

@@ -21,6 +21,7 @@
 static const cmr_tool tool = {
 	"cmr-caption-ingest",
 	"[-f FORMAT] [--split SPLIT] [--key-field F] [--text-field F] [--desc] [-c N | -m MODEL]\n"
+	"[--template T]... [--templates FILE]\n"
 	"[--only LIST] [--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]",
 	"Tokenize captions with OpenAI CLIP's tokenizer into token records (i32 [T] with start\n"
 	"and end tokens, no padding; cmr-stream(5)). With no INPUT, or '-', standard input is\n"
@@ -35,6 +36,8 @@ static const cmr_tool tool = {
 	"  tsv       tab-separated with a header naming --key-field and --text-field\n"
 	"  jsonl     JSON Lines: objects with --key-field and --text-field, or bare strings\n"
 	"  text      one caption per line; keys are line numbers\n"
+	"  classes   a class name per line, put through every template (zero-shot\n"
+	"            classification): keys CLASS#T, T the template's number\n"
 	"\nOptions:\n"
 	"  -f, --format FORMAT   the input format (default: detected)\n"
 	"      --split LIST      karpathy: splits to keep, comma-separated (train, val, test,\n"
@@ -43,6 +46,9 @@ static const cmr_tool tool = {
 	"      --text-field F    tsv, jsonl, wds .json: the caption column (default caption)\n"
 	"      --desc            the texts are auxiliary descriptions made by a captioning\n"
 	"                        model, not ground truth: records of kind desc-tokens\n"
+	"      --template T      classes: a prompt template, {} standing for the class name\n"
+	"                        (repeat for an ensemble; default 'a photo of a {}.')\n"
+	"      --templates FILE  classes: templates, one per line\n"
 	"      --only LIST       keep the captions of the images named in LIST, one file name or\n"
 	"                        key per line (e.g. Flickr8k's dev.txt)\n"
 	"  -c, --context N       context length: ids per caption with start and end (default 77)\n"
@@ -57,8 +63,8 @@ static const cmr_tool tool = {
 	"  -o, --output FILE     write here instead of standard output\n",
 };
 
-enum fmt { F_AUTO, F_FLICKR, F_COCO, F_KARPATHY, F_WDS, F_TSV, F_JSONL, F_TEXT };
-static const char *fmt_names[] = {"auto", "flickr", "coco", "karpathy", "wds", "tsv", "jsonl", "text"};
+enum fmt { F_AUTO, F_FLICKR, F_COCO, F_KARPATHY, F_WDS, F_TSV, F_JSONL, F_TEXT, F_CLASSES };
+static const char *fmt_names[] = {"auto", "flickr", "coco", "karpathy", "wds", "tsv", "jsonl", "text", "classes"};
 
 struct opts {
 	enum fmt fmt;
@@ -71,13 +77,29 @@ struct opts {
 	long long max_bytes;
 	const char *bpe, *hf;
 	const char *only;
+	char **templates; /* classes: the prompt templates */
+	int ntemplates;
+	const char *templates_file;
 	int level;
 	const char *output;
 	char **inputs;
 	int ninputs;
 };
 
-enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF, OPT_ONLY };
+enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF, OPT_ONLY, OPT_TEMPLATE,
+       OPT_TEMPLATES };
+
+static void add_template(struct opts *o, const char *t, size_t len, const char *where)
+{
+	const char *b = memchr(t, '{', len);
+	if (!b || b + 1 >= t + len || b[1] != '}')
+		cmr_usage_error("%s: the template '%.*s' has no {} for the class name", where, (int)len, t);
+	char **p = realloc(o->templates, (size_t)(o->ntemplates + 1) * sizeof *p);
+	if (!p || !(p[o->ntemplates] = strndup(t, len)))
+		cmr_die("out of memory");
+	o->templates = p;
+	o->ntemplates++;
+}
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -94,6 +116,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"bpe", required_argument, NULL, OPT_BPE},
 		{"hf", required_argument, NULL, OPT_HF},
 		{"only", required_argument, NULL, OPT_ONLY},
+		{"template", required_argument, NULL, OPT_TEMPLATE},
+		{"templates", required_argument, NULL, OPT_TEMPLATES},
 		{"compress", required_argument, NULL, 'z'},
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -113,7 +137,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				if (strcmp(optarg, fmt_names[i]) == 0)
 					break;
 			if (i == sizeof fmt_names / sizeof fmt_names[0])
-				cmr_usage_error("--format: '%s' is not flickr, coco, karpathy, wds, tsv, jsonl or text", optarg);
+				cmr_usage_error("--format: '%s' is not flickr, coco, karpathy, wds, tsv, jsonl, text or classes",
+						optarg);
 			o->fmt = (enum fmt)i;
 			break;
 		}
@@ -128,6 +153,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_BPE: o->bpe = optarg; break;
 		case OPT_HF: o->hf = optarg; break;
 		case OPT_ONLY: o->only = optarg; break;
+		case OPT_TEMPLATE: add_template(o, optarg, strlen(optarg), "--template"); break;
+		case OPT_TEMPLATES: o->templates_file = optarg; break;
 		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
 		case 'o': o->output = optarg; break;
 		default:
@@ -147,6 +174,29 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	}
 	if (o->bpe && o->hf)
 		cmr_usage_error("--bpe and --hf exclude each other");
+	if ((o->ntemplates || o->templates_file) && o->fmt != F_CLASSES)
+		cmr_usage_error("--template and --templates are for -f classes");
+	if (o->templates_file) {
+		char err[4200];
+		size_t n;
+		char *text = cmr_read_file(o->templates_file, 1 << 20, &n, err, sizeof err);
+		if (!text)
+			cmr_die("%s", err);
+		for (char *p = text, *end = text + n; p < end;) {
+			char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t len = (size_t)((nl ? nl : end) - p);
+			if (len && p[len - 1] == '\r')
+				len--;
+			if (len)
+				add_template(o, p, len, o->templates_file);
+			p = nl ? nl + 1 : end;
+		}
+		free(text);
+		if (!o->ntemplates)
+			cmr_die("%s: no templates in it", o->templates_file);
+	}
+	if (o->fmt == F_CLASSES && !o->ntemplates)
+		add_template(o, "a photo of a {}.", 16, "the default template");
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
 }
@@ -394,6 +444,41 @@ static void do_text(const char *name, char *buf, size_t n)
 		snprintf(key, sizeof key, "%" PRIu64, l.line);
 		emit(key, s, len, where);
 	}
+}
+
+/* classes: each class name through each template, key CLASS#T (cmr-eval --labels averages
+ * a class's prompts into its embedding) */
+static void do_classes(const char *name, char *buf, size_t n)
+{
+	lines l = {buf, buf + n, 0};
+	char *s, where[600];
+	size_t len;
+	counter seen = {0};
+	while (next_line(&l, &s, &len)) {
+		snprintf(where, sizeof where, "%s:%" PRIu64, name, l.line);
+		if (len == 0)
+			continue;
+		char cls[CMR_KEY_MAX + 1];
+		if (len > CMR_KEY_MAX - 12 || memchr(s, '#', len)) {
+			bad(where, "the class name '%.*s' %s", (int)(len > 80 ? 80 : len), s,
+			    len > CMR_KEY_MAX - 12 ? "is too long for a key" : "holds '#', which keys use to number a prompt");
+			continue;
+		}
+		snprintf(cls, sizeof cls, "%.*s", (int)len, s);
+		const char *first = NULL;
+		if (next_index(&seen, cls, cls, &first) > 0) {
+			bad(where, "the class '%s' is given twice", cls);
+			continue;
+		}
+		for (int t = 0; t < g.o->ntemplates; t++) {
+			const char *tp = g.o->templates[t], *b = strstr(tp, "{}");
+			char text[2 * CMR_KEY_MAX + 4096], key[CMR_KEY_MAX + 16];
+			int tl = snprintf(text, sizeof text, "%.*s%s%s", (int)(b - tp), tp, cls, b + 2);
+			snprintf(key, sizeof key, "%s#%d", cls, t);
+			emit(key, text, (size_t)tl < sizeof text ? (size_t)tl : sizeof text - 1, where);
+		}
+	}
+	counter_free(&seen);
 }
 
 static void do_tsv(const char *name, char *buf, size_t n)
@@ -827,6 +912,8 @@ static void ingest(const char *path)
 			do_tsv(name, buf, n);
 		else if (f == F_JSONL)
 			do_jsonl(name, buf, n);
+		else if (f == F_CLASSES)
+			do_classes(name, buf, n);
 		else
 			do_text(name, buf, n);
 	}

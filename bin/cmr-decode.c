@@ -1,5 +1,5 @@
-/* cmr-decode - image archives (tar, tar.gz, tar.zst, zip, ...), directories and JPEG files
- * to image records, preprocessed as CLIP does (shorter side resized with PIL's bicubic
+/* cmr-decode - image archives (tar, tar.gz, tar.zst, zip, ...), directories and JPEG, PNG
+ * and WebP files to image records, preprocessed as CLIP does (shorter side resized with PIL's bicubic
  * filter, center crop), decoded in parallel, written in input order. */
 #include <dirent.h>
 #include <errno.h>
@@ -23,9 +23,9 @@
 static const cmr_tool tool = {
 	"cmr-decode",
 	"[-s SIZE | -m MODEL] [--resize MODE] [-j N] [--strict] [-o OUT.cmr] [INPUT...]",
-	"Decode the JPEG images of archives (tar, tar.gz, tar.zst, zip, ... read as streams),\n"
-	"directories (walked in sorted order) and JPEG files into image records (u8 [S,S,3] RGB,\n"
-	"cmr-stream(5)). With no INPUT, or '-', an archive is read from standard input. A record's\n"
+	"Decode the JPEG, PNG and WebP images of archives (tar, tar.gz, tar.zst, zip, ... read as\n"
+	"streams), directories (walked in sorted order) and image files into image records (u8\n"
+	"[S,S,3] RGB as PIL's convert('RGB') gives it: alpha dropped, cmr-stream(5)). With no INPUT, or '-', an archive is read from standard input. A record's\n"
 	"key is the member's file name without directories and extensions.\n"
 	"\nOptions:\n"
 	"  -s, --size S          output size in pixels (default 224)\n"
@@ -159,7 +159,7 @@ typedef struct job {
 	char *key;
 	uint8_t *data;   /* the member's bytes */
 	size_t len;
-	const char *read_err; /* set by the reader: member too large, empty, not a JPEG */
+	const char *read_err; /* set by the reader: member too large, empty, not an image we decode */
 	int state;       /* 0 queued, 1 taken, 2 done */
 	cmr_image img;
 	char err[256];
@@ -191,7 +191,7 @@ static void decode_job(job *j, const struct opts *o)
 		jo.min_short = (int)(o->dct_ratio * o->size);
 	cmr_image full;
 	int m, orient;
-	if (cmr_jpeg_decode(j->data, j->len, &jo, &full, &m, &orient, j->err, sizeof j->err) < 0)
+	if (cmr_image_decode(j->data, j->len, &jo, &full, &m, &orient, j->err, sizeof j->err) < 0)
 		return;
 	if (orient != 1 && cmr_image_orient(&full, orient) < 0) {
 		snprintf(j->err, sizeof j->err, "out of memory");
@@ -327,9 +327,10 @@ static void submit(const char *container, const char *name, uint8_t *data, size_
 	drain(0);
 }
 
-/* Is a member with this name and these first bytes an image we should decode? JPEGs by
- * their bytes; other image extensions are counted as errors (not decodable); the rest
+/* Is a member with this name and these first bytes an image we should decode? JPEG, PNG and
+ * WebP by their bytes; other image extensions are counted as errors (not decodable); the rest
  * (captions, metadata) is skipped silently. */
+#define NOT_DECODED "not a JPEG, PNG or WebP file (GIF, BMP and TIFF are not decoded)"
 static const char *image_ext[] = {"jpg", "jpeg", "jpe", "jfif", "png", "gif", "webp", "bmp", "tif", "tiff", NULL};
 
 static int has_image_ext(const char *name)
@@ -353,12 +354,12 @@ static void consider(const char *container, const char *name, uint8_t *data, siz
 			free(data);
 		return;
 	}
-	if (cmr_is_jpeg(data, len)) {
+	if (cmr_image_kind(data, len) != CMR_IMG_NONE) {
 		submit(container, name, data, len, NULL);
 		return;
 	}
 	if (has_image_ext(name)) {
-		submit(container, name, data, len, "not a JPEG file (only JPEG images are decoded)");
+		submit(container, name, data, len, NOT_DECODED);
 		return;
 	}
 	cmr_info("%s%s%s: not an image, skipped", container, *container ? ": " : "", name);
@@ -552,9 +553,10 @@ static void read_dir(const char *path)
 	nwalking--;
 }
 
-/* A file: a JPEG is one image; anything else is read as an archive. Found in a directory
- * (in_dir), a file follows the rules of an archive's members: JPEGs and archives (known by
- * their bytes) are read, other image types are errors, the rest is skipped. */
+/* A file: an image (JPEG, PNG, WebP) is one image; anything else is read as an archive.
+ * Found in a directory (in_dir), a file follows the rules of an archive's members: images
+ * and archives (known by their bytes) are read, other image types are errors, the rest is
+ * skipped. */
 static void read_file(const char *path, int in_dir)
 {
 	FILE *f = fopen(path, "rb");
@@ -567,12 +569,12 @@ static void read_file(const char *path, int in_dir)
 	}
 	uint8_t head[512];
 	size_t got = fread(head, 1, sizeof head, f);
-	if (!cmr_is_jpeg(head, got) && !(got == 0 && has_image_ext(path))) {
+	if (cmr_image_kind(head, got) == CMR_IMG_NONE && !(got == 0 && has_image_ext(path))) {
 		fclose(f);
 		if (!in_dir || cmr_is_archive(head, got))
 			read_archive(path);
 		else if (has_image_ext(path))
-			submit("", path, NULL, 0, "not a JPEG file (only JPEG images are decoded)");
+			submit("", path, NULL, 0, NOT_DECODED);
 		else {
 			cmr_info("%s: not an image, skipped", path);
 			out.others++;
@@ -665,7 +667,7 @@ int main(int argc, char **argv)
 		if (out.others) { /* files, but none an image: nothing for the next stage */
 			cmr_error("no images among the %" PRIu64 " file%s of %s%s", out.others, out.others == 1 ? "" : "s", in,
 				  more);
-			cmr_hint("cmr-decode reads JPEG members of tar and zip archives, directories and JPEG files "
+			cmr_hint("cmr-decode reads JPEG, PNG and WebP members of tar and zip archives, directories and image files "
 				 "(-v names what it skipped)");
 			cmr_die("nothing written");
 		}

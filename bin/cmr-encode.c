@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "backend/backend.h"
+#include "eval.h"
 #include "fe.h"
 #include "util.h"
 #include "format/half.h"
@@ -20,11 +21,12 @@ static const cmr_tool tool = {
 	"cmr-encode",
 	"-m MODEL_DIR [--tuning DIR] [-b N] [--backend NAME] [-t N] [--no-normalize]\n"
 	"[--dtype f32|f16]\n"
-	"[-z N] [-o OUT.cmr] [INPUT...]",
+	"[--mean-by-key] [-z N] [-o OUT.cmr] [INPUT...]",
 	"Encode image records (cmr-decode) and token records (cmr-caption-ingest) into embedding\n"
 	"records with a CLIP checkpoint in Hugging Face's layout: MODEL_DIR/config.json and\n"
 	"MODEL_DIR/model.safetensors (fp32, fp16 or bf16), and preprocessor_config.json for the\n"
-	"image mean and std when present. Each tower is loaded on first use, memory-mapped.\n"
+	"image mean and std when present; or in OpenCLIP's: open_clip_config.json and\n"
+	"open_clip_model.safetensors (CLIP ViTs). Each tower is loaded on first use, memory-mapped.\n"
 	"Embeddings keep the input's keys and order; metadata records are passed along and the\n"
 	"model's name and content hash are added to the provenance (with --tuning, the identity\n"
 	"of base + tuning, and the base's).\n"
@@ -39,6 +41,10 @@ static const cmr_tool tool = {
 	"  -t, --threads N       BLAS threads (default: the number of cores)\n"
 	"      --no-normalize    keep raw projections (default: unit L2 norm)\n"
 	"      --dtype f32|f16   element type of the embeddings (default f32)\n"
+	"      --mean-by-key     one embedding per KEY for the records keyed KEY#N: the mean of\n"
+	"                        theirs, unit length (class embeddings from the prompts of\n"
+	"                        cmr-caption-ingest -f classes, for cmr-index and cmr-query),\n"
+	"                        in the order each KEY first comes\n"
 	"  -z, --compress N      zstd level 1-19 for payloads (default 0, stored)\n"
 	"  -o, --output FILE     write here instead of standard output\n",
 };
@@ -50,6 +56,7 @@ struct opts {
 	int threads;
 	int normalize;
 	int dtype;
+	int mean_by_key;
 	int level;
 	const char *output;
 	char **inputs;
@@ -58,7 +65,7 @@ struct opts {
 	char **argv;
 };
 
-enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE, OPT_TUNING };
+enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE, OPT_TUNING, OPT_MEAN };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -70,6 +77,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"threads", required_argument, NULL, 't'},
 		{"no-normalize", no_argument, NULL, OPT_NONORM},
 		{"dtype", required_argument, NULL, OPT_DTYPE},
+		{"mean-by-key", no_argument, NULL, OPT_MEAN},
 		{"compress", required_argument, NULL, 'z'},
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -101,6 +109,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			else
 				cmr_usage_error("--dtype: '%s' is not f32 or f16", optarg);
 			break;
+		case OPT_MEAN: o->mean_by_key = 1; break;
 		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
 		case 'o': o->output = optarg; break;
 		default:
@@ -108,6 +117,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				cmr_usage_error("unhandled option");
 		}
 	}
+	if (o->mean_by_key && !o->normalize)
+		cmr_usage_error("--mean-by-key writes unit vectors: it excludes --no-normalize");
 	if (!o->model)
 		cmr_usage_error("a model is needed: -m MODEL_DIR");
 	o->inputs = argv + optind;
@@ -141,7 +152,61 @@ static struct {
 	uint16_t *emb16;
 	uint64_t written;
 	cmr_progress progress; /* on a terminal */
+	/* --mean-by-key: every embedding, averaged at the end */
+	float *acc;
+	char **acc_keys;
+	size_t nacc, acc_cap;
+	int acc_dim, acc_kind;
 } g;
+
+/* Writes one embedding record (f32, or f16 by --dtype). */
+static void put_embedding(const float *e, int dim, const char *key)
+{
+	cmr_record rec;
+	uint32_t dims[1] = {(uint32_t)dim};
+	const void *data = e;
+	if (g.o->dtype == CMR_DTYPE_F16) {
+		for (int d = 0; d < dim; d++)
+			g.emb16[d] = cmr_f32_to_f16(e[d]);
+		data = g.emb16;
+	}
+	cmr_record_tensor(&rec, CMR_KIND_EMBEDDING, g.o->dtype, 1, dims, key, data);
+	if (cmr_writer_put(g.w, &rec) < 0)
+		cmr_die_writer(g.w);
+	g.written++;
+}
+
+static void keep_for_mean(const float *e, int dim, int kind, const char *key, const char *where)
+{
+	if (g.nacc && kind != g.acc_kind)
+		cmr_die("%s: --mean-by-key averages the embeddings of one tower, and the input holds both images and "
+			"tokens", where);
+	g.acc_kind = kind, g.acc_dim = dim;
+	if (g.nacc == g.acc_cap) {
+		g.acc_cap = g.acc_cap ? 2 * g.acc_cap : 1024;
+		g.acc = realloc(g.acc, g.acc_cap * (size_t)dim * sizeof *g.acc);
+		g.acc_keys = realloc(g.acc_keys, g.acc_cap * sizeof *g.acc_keys);
+		if (!g.acc || !g.acc_keys)
+			cmr_die("out of memory");
+	}
+	memcpy(g.acc + g.nacc * (size_t)dim, e, (size_t)dim * sizeof *e);
+	if (!(g.acc_keys[g.nacc++] = strdup(key)))
+		cmr_die("out of memory");
+}
+
+static void write_means(void)
+{
+	cmr_classes c;
+	if (cmr_class_means(g.acc, g.acc_keys, g.nacc, g.acc_dim, &c) < 0)
+		cmr_die("out of memory");
+	for (size_t k = 0; k < c.n; k++)
+		put_embedding(c.emb + k * (size_t)g.acc_dim, g.acc_dim, c.name[k]);
+	cmr_info("%zu embeddings averaged into %zu", g.nacc, c.n);
+	cmr_classes_free(&c);
+	for (size_t i = 0; i < g.nacc; i++)
+		free(g.acc_keys[i]);
+	free(g.acc_keys), free(g.acc);
+}
 
 static char *provenance(int kind)
 {
@@ -189,7 +254,7 @@ static void load_weights(unsigned mask)
 		if (!g.m)
 			cmr_die("%s", err);
 	} else {
-		snprintf(path, sizeof path, "%s/model.safetensors", g.o->model);
+		snprintf(path, sizeof path, "%s/%s", g.o->model, cmr_clip_weights_name(&g.m->cfg));
 		if (cmr_clip_load(g.m, path, mask, 0, err, sizeof err) < 0 ||
 		    (g.o->tuning && cmr_tuning_load(g.m, &g.tun, g.o->tuning, mask, err, sizeof err) < 0))
 			cmr_die("%s", err);
@@ -250,21 +315,13 @@ static void flush(void)
 		float *e = g.emb + (size_t)b * dim;
 		if (g.o->normalize)
 			cmr_unit_rows(e, 1, dim);
-		cmr_record rec;
-		uint32_t dims[1] = {(uint32_t)dim};
-		const void *data = e;
-		if (g.o->dtype == CMR_DTYPE_F16) {
-			for (int d = 0; d < dim; d++)
-				g.emb16[d] = cmr_f32_to_f16(e[d]);
-			data = g.emb16;
-		}
-		cmr_record_tensor(&rec, CMR_KIND_EMBEDDING, g.o->dtype, 1, dims, g.pending[b].key, data);
-		if (cmr_writer_put(g.w, &rec) < 0)
-			cmr_die_writer(g.w);
-		g.written++;
+		if (g.o->mean_by_key)
+			keep_for_mean(e, dim, kind, g.pending[b].key, g.pending[b].where);
+		else
+			put_embedding(e, dim, g.pending[b].key);
 	}
 	g.npending = 0;
-	cmr_progress_update(&g.progress, g.written);
+	cmr_progress_update(&g.progress, g.o->mean_by_key ? g.nacc : g.written);
 }
 
 /* Passes metadata along; queues an image or token record for its tower's next batch. */
@@ -362,7 +419,9 @@ int main(int argc, char **argv)
 	cmr_progress_start(&g.progress, "embeddings", 0);
 	cmr_each_record(o.inputs, o.ninputs, take, NULL);
 	flush();
-	cmr_progress_end(&g.progress, g.written);
+	cmr_progress_end(&g.progress, o.mean_by_key ? g.nacc : g.written);
+	if (o.mean_by_key && g.nacc)
+		write_means();
 	if (!g.prov_done) { /* no tensor at all: say who we are anyway */
 		char *p = cmr_provenance(argc, argv, (const char *const *)o.inputs, o.ninputs);
 		cmr_writer_set_provenance(g.w, tool.name, p);

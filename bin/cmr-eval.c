@@ -11,10 +11,12 @@
 #include "eval.h"
 #include "fe.h"
 #include "format/stream.h"
+#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-eval",
-	"[-k LIST] [--json] [--plot FILE.svg] [--bootstrap N] [--seed N] [--force] IMAGES.cmr TEXTS.cmr",
+	"[-k LIST] [--json] [--plot FILE.svg] [--bootstrap N] [--seed N] [--force] IMAGES.cmr TEXTS.cmr\n"
+	"cmr-eval --labels LABELS [-k LIST] [--json] [--force] IMAGES.cmr CLASSES.cmr",
 	"Evaluate retrieval in both directions from embeddings: IMAGES.cmr holds one embedding per\n"
 	"image (key: the image key), TEXTS.cmr one per caption (key: <image key>#<n>). Similarity\n"
 	"is the cosine. An image query is a hit at K when any of its captions is among the top K\n"
@@ -22,7 +24,13 @@ static const cmr_tool tool = {
 	"VSE++ protocol). Ranks are 1-based; a candidate scoring the same as the correct one\n"
 	"counts above it when it comes earlier in the input. Both streams must come from one model\n"
 	"(their provenance says which: cmr-stream(5)).\n"
+	"With --labels, zero-shot classification instead: CLASSES.cmr holds text embeddings of\n"
+	"prompts keyed CLASS#T (cmr-caption-ingest -f classes) or of classes keyed CLASS\n"
+	"(cmr-encode --mean-by-key); each class is the normalised mean of its prompts, each image\n"
+	"is given the class it is most similar to, and top-K accuracy, each class's accuracy and\n"
+	"the most frequent confusions are printed.\n"
 	"\nOptions:\n"
+	"      --labels FILE     KEY<TAB>CLASS lines: each image's class (classification mode)\n"
 	"  -k, --recall LIST     the K of Recall@K, comma-separated (default 1,5,10)\n"
 	"      --json            one JSON object instead of the table\n"
 	"      --plot FILE       draw Recall@K against K (1 to 50) for both directions as SVG\n"
@@ -41,9 +49,11 @@ struct opts {
 	uint64_t seed;
 	size_t chunk;
 	const char *images, *texts;
+	const char *labels;
+	int k_given;
 };
 
-enum { OPT_JSON = 256, OPT_PLOT, OPT_BOOT, OPT_SEED, OPT_CHUNK };
+enum { OPT_JSON = 256, OPT_PLOT, OPT_BOOT, OPT_SEED, OPT_CHUNK, OPT_LABELS };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -54,6 +64,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"bootstrap", required_argument, NULL, OPT_BOOT},
 		{"seed", required_argument, NULL, OPT_SEED},
 		{"chunk", required_argument, NULL, OPT_CHUNK},
+		{"labels", required_argument, NULL, OPT_LABELS},
 		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
@@ -67,6 +78,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case 'k': {
 			o->nk = 0;
+			o->k_given = 1;
 			char *s = optarg, *end;
 			while (*s) {
 				long v = strtol(s, &end, 10);
@@ -82,6 +94,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_BOOT: o->bootstrap = (int)cmr_parse_int("--bootstrap", optarg, 1, 100000); break;
 		case OPT_SEED: o->seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
 		case OPT_CHUNK: o->chunk = (size_t)cmr_parse_int("--chunk", optarg, 1, 1 << 20); break;
+		case OPT_LABELS: o->labels = optarg; break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -93,6 +106,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->texts = argv[optind + 1];
 	if (strcmp(o->images, "-") == 0 && strcmp(o->texts, "-") == 0)
 		cmr_usage_error("only one of the two streams can be standard input");
+	if (o->labels && (o->plot || o->bootstrap))
+		cmr_usage_error("--plot and --bootstrap are for retrieval, not --labels");
+	if (o->labels && !o->k_given) /* top-1 and top-5 accuracy */
+		o->ks[0] = 1, o->ks[1] = 5, o->nk = 2;
 }
 
 /* ---- reading embeddings ---- */
@@ -190,13 +207,48 @@ static void interval(const uint32_t *rank, size_t n, uint32_t k, int reps, doubl
 	free(v);
 }
 
+/* 95% percentile band of Recall@1..kmax over resampled queries: one resampling gives every
+ * K at once (a histogram of the ranks up to kmax) */
+static void band(const uint32_t *rank, size_t n, uint32_t kmax, int reps, double *lo, double *hi)
+{
+	double *v = malloc((size_t)reps * kmax * sizeof *v);
+	size_t *hist = malloc((kmax + 1) * sizeof *hist);
+	if (!v || !hist)
+		cmr_die("out of memory");
+	for (int r = 0; r < reps; r++) {
+		memset(hist, 0, (kmax + 1) * sizeof *hist);
+		for (size_t i = 0; i < n; i++) {
+			uint32_t x = rank[rnd() % n];
+			if (x >= 1 && x <= kmax)
+				hist[x]++;
+		}
+		size_t c = 0;
+		for (uint32_t k = 1; k <= kmax; k++) {
+			c += hist[k];
+			v[(size_t)(k - 1) * reps + r] = 100.0 * (double)c / (double)n;
+		}
+	}
+	for (uint32_t k = 0; k < kmax; k++) {
+		double *vk = v + (size_t)k * reps;
+		qsort(vk, (size_t)reps, sizeof *vk, cmp_dbl);
+		lo[k] = vk[(size_t)(0.025 * (reps - 1) + 0.5)];
+		hi[k] = vk[(size_t)(0.975 * (reps - 1) + 0.5)];
+	}
+	free(v);
+	free(hist);
+}
+
 /* ---- plot ---- */
-static void plot(const char *path, const uint32_t *i2t, size_t ni, const uint32_t *t2i, size_t nt)
+/* Recall@K for K = 1..50, both directions. The legend sits above the plot, never over a
+ * curve; text->image is dashed, so that coinciding curves both show; with reps > 0 each
+ * curve has its 95% bootstrap band. */
+static void plot(const char *path, const uint32_t *i2t, size_t ni, const uint32_t *t2i, size_t nt, int reps)
 {
 	cmr_output out;
 	cmr_output_open(&out, path, 0);
 	FILE *f = out.f;
-	const int W = 640, H = 400, L = 60, R = 20, T = 30, B = 50, KMAX = 50;
+	enum { KMAX = 50 };
+	const int W = 640, H = 420, L = 60, R = 20, T = 50, B = 50;
 	double pw = W - L - R, ph = H - T - B;
 	fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
 	fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
@@ -212,17 +264,201 @@ static void plot(const char *path, const uint32_t *i2t, size_t ni, const uint32_
 	}
 	fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">K</text>\n", L + pw / 2, H - 12);
 	const char *colour[2] = {"#1f77b4", "#d62728"}, *label[2] = {"image \xe2\x86\x92 text", "text \xe2\x86\x92 image"};
+	const char *dash[2] = {"", " stroke-dasharray=\"7 4\""};
 	const uint32_t *ranks[2] = {i2t, t2i};
 	size_t ns[2] = {ni, nt};
-	for (int s = 0; s < 2; s++) {
-		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", colour[s]);
+#define PX(k) (L + pw * ((k) - 1) / (KMAX - 1))
+#define PY(r) (T + ph - ph * (r) / 100)
+	for (int s = 0; s < 2 && reps > 0; s++) { /* bands first, under both curves */
+		double lo[KMAX], hi[KMAX];
+		band(ranks[s], ns[s], KMAX, reps, lo, hi);
+		fprintf(f, "<polygon class=\"band\" fill=\"%s\" fill-opacity=\"0.18\" stroke=\"none\" points=\"", colour[s]);
 		for (int k = 1; k <= KMAX; k++)
-			fprintf(f, "%.1f,%.1f ", L + pw * (k - 1) / (KMAX - 1), T + ph - ph * cmr_recall(ranks[s], ns[s], (uint32_t)k) / 100);
+			fprintf(f, "%.1f,%.1f ", PX(k), PY(hi[k - 1]));
+		for (int k = KMAX; k >= 1; k--)
+			fprintf(f, "%.1f,%.1f ", PX(k), PY(lo[k - 1]));
 		fprintf(f, "\"/>\n");
-		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\">%s</text>\n", L + pw - 120.0, T + ph - 30.0 + 16 * s, colour[s], label[s]);
 	}
+	for (int s = 0; s < 2; s++) {
+		fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", colour[s], dash[s]);
+		for (int k = 1; k <= KMAX; k++)
+			fprintf(f, "%.1f,%.1f ", PX(k), PY(cmr_recall(ranks[s], ns[s], (uint32_t)k)));
+		fprintf(f, "\"/>\n");
+		/* the legend, above the plot area at its right */
+		double lx = W - R - 300 + 150.0 * s, ly = 38;
+		fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", lx,
+			ly - 4, lx + 24, ly - 4, colour[s], dash[s]);
+		fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" fill=\"%s\">%s%s</text>\n", lx + 30, ly, colour[s], label[s],
+			reps > 0 ? " (95% band)" : "");
+	}
+#undef PX
+#undef PY
 	fprintf(f, "</svg>\n");
 	cmr_output_commit(&out);
+}
+
+/* ---- zero-shot classification (--labels) ---- */
+typedef struct {
+	uint32_t truth, pred;
+	size_t n;
+} confusion;
+
+static int cmp_conf(const void *a, const void *b)
+{
+	const confusion *x = a, *y = b;
+	if (x->n != y->n)
+		return x->n > y->n ? -1 : 1;
+	return x->truth != y->truth ? (x->truth < y->truth ? -1 : 1) : (x->pred < y->pred ? -1 : x->pred > y->pred);
+}
+
+static void classify(const struct opts *o, const cmr_vecs *im, const cmr_vecs *tx)
+{
+	cmr_classes c;
+	if (cmr_class_means(tx->v, tx->keys, tx->n, tx->dim, &c) < 0)
+		cmr_die("out of memory");
+	char err[4200];
+	size_t len;
+	char *text = cmr_read_file(o->labels, (size_t)1 << 30, &len, err, sizeof err);
+	if (!text)
+		cmr_die("%s", err);
+	/* the labels, sorted by key */
+	size_t nl = 0, cap = 0;
+	char **lk = NULL, **lc = NULL;
+	uint64_t line = 0;
+	for (char *p = text, *end = text + len; p < end;) {
+		char *nlp = memchr(p, '\n', (size_t)(end - p));
+		char *e = nlp ? nlp : end;
+		line++;
+		if (e > p && e[-1] == '\r')
+			e[-1] = 0, e--;
+		*e = 0;
+		if (e > p) {
+			char *tab = strchr(p, '\t');
+			if (!tab || tab == p || !tab[1])
+				cmr_die("%s:%" PRIu64 ": not KEY<TAB>CLASS", o->labels, line);
+			*tab = 0;
+			if (nl == cap) {
+				cap = cap ? 2 * cap : 1024;
+				lk = realloc(lk, cap * sizeof *lk);
+				lc = realloc(lc, cap * sizeof *lc);
+				if (!lk || !lc)
+					cmr_die("out of memory");
+			}
+			lk[nl] = p, lc[nl] = tab + 1, nl++;
+		}
+		p = nlp ? nlp + 1 : end;
+	}
+	size_t *perm = malloc((nl + 1) * sizeof *perm);
+	char **sk = malloc((nl + 1) * sizeof *sk);
+	if (!perm || !sk)
+		cmr_die("out of memory");
+	memcpy(sk, lk, nl * sizeof *sk);
+	qsort(sk, nl, sizeof *sk, cmp_str);
+	for (size_t i = 1; i < nl; i++)
+		if (strcmp(sk[i - 1], sk[i]) == 0)
+			cmr_die("%s: the image '%s' is labelled twice", o->labels, sk[i]);
+	for (size_t i = 0; i < nl; i++)
+		perm[find(sk, nl, lk[i])] = i;
+	/* the class names, sorted, for the labels' lookup */
+	char **sc = malloc((c.n + 1) * sizeof *sc);
+	uint32_t *cpos = malloc((c.n + 1) * sizeof *cpos);
+	if (!sc || !cpos)
+		cmr_die("out of memory");
+	memcpy(sc, c.name, c.n * sizeof *sc);
+	qsort(sc, c.n, sizeof *sc, cmp_str);
+	for (size_t g = 0; g < c.n; g++)
+		cpos[find(sc, c.n, c.name[g])] = (uint32_t)g;
+	uint32_t *truth = malloc(im->n * sizeof *truth), *rank = malloc(im->n * sizeof *rank);
+	uint32_t *best = malloc(im->n * sizeof *best);
+	size_t *per_n = calloc(c.n + 1, sizeof *per_n), *per_hit = calloc(c.n + 1, sizeof *per_hit);
+	if (!truth || !rank || !best || !per_n || !per_hit)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < im->n; i++) {
+		long l = find(sk, nl, im->keys[i]);
+		if (l < 0)
+			cmr_die("%s: the image '%s' has no label in %s", cmr_input_name(o->images), im->keys[i], o->labels);
+		const char *cls = lc[perm[l]];
+		long g = find(sc, c.n, cls);
+		if (g < 0) {
+			cmr_error("%s: the image '%s' is labelled '%s', which is not a class of %s", o->labels, im->keys[i],
+				  cls, cmr_input_name(o->texts));
+			cmr_hint("the classes are the keys of %s before their '#' (%s%s%s)", cmr_input_name(o->texts),
+				 c.name[0], c.n > 1 ? ", " : "", c.n > 1 ? c.name[1] : "");
+			cmr_die("nothing evaluated");
+		}
+		truth[i] = cpos[g];
+	}
+	if (cmr_classify(&cmr_ops_blas, im->v, im->n, &c, im->dim, truth, rank, best, o->chunk) < 0)
+		cmr_die("out of memory");
+	confusion *cf = calloc(im->n + 1, sizeof *cf);
+	size_t ncf = 0;
+	if (!cf)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < im->n; i++) {
+		per_n[truth[i]]++;
+		per_hit[truth[i]] += rank[i] == 1;
+		if (rank[i] == 1)
+			continue;
+		size_t j = 0;
+		while (j < ncf && (cf[j].truth != truth[i] || cf[j].pred != best[i]))
+			j++;
+		if (j == ncf)
+			cf[ncf++] = (confusion){truth[i], best[i], 0};
+		cf[j].n++;
+	}
+	qsort(cf, ncf, sizeof *cf, cmp_conf);
+	size_t show = ncf < 10 ? ncf : 10;
+	if (o->json) {
+		json_t *j = json_pack("{s:I, s:I, s:I, s:i, s:s}", "images", (json_int_t)im->n, "classes",
+				      (json_int_t)c.n, "texts", (json_int_t)tx->n, "dim", im->dim, "accuracy_unit",
+				      "percent");
+		for (int k = 0; k < o->nk; k++) {
+			char name[32];
+			snprintf(name, sizeof name, "top%u", o->ks[k]);
+			json_object_set_new(j, name, json_real(cmr_recall(rank, im->n, o->ks[k])));
+		}
+		json_t *pc = json_object();
+		for (size_t g = 0; g < c.n; g++)
+			json_object_set_new(pc, c.name[g],
+					    json_pack("{s:I, s:I, s:f}", "images", (json_int_t)per_n[g], "prompts",
+						      (json_int_t)c.texts[g], "top1",
+						      per_n[g] ? 100.0 * (double)per_hit[g] / (double)per_n[g] : 0.0));
+		json_object_set_new(j, "per_class", pc);
+		json_t *ca = json_array();
+		for (size_t i = 0; i < show; i++)
+			json_array_append_new(ca, json_pack("{s:s, s:s, s:I}", "true", c.name[cf[i].truth], "predicted",
+							    c.name[cf[i].pred], "images", (json_int_t)cf[i].n));
+		json_object_set_new(j, "confusions", ca);
+		char *txt = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+		printf("%s\n", txt);
+		free(txt);
+		json_decref(j);
+	} else {
+		printf("zero-shot classification: %zu images, %zu classes (from %zu texts), dimension %d\n", im->n, c.n,
+		       tx->n, im->dim);
+		for (int k = 0; k < o->nk; k++) {
+			char h[24];
+			snprintf(h, sizeof h, "top-%u", o->ks[k]);
+			printf("%-8s accuracy %7.2f\n", h, cmr_recall(rank, im->n, o->ks[k]));
+		}
+		printf("%-24s %7s %7s %7s\n", "class", "prompts", "images", "top-1");
+		for (size_t g = 0; g < c.n; g++) {
+			char acc[16] = "-";
+			if (per_n[g])
+				snprintf(acc, sizeof acc, "%.2f", 100.0 * (double)per_hit[g] / (double)per_n[g]);
+			printf("%-24s %7zu %7zu %7s\n", c.name[g], c.texts[g], per_n[g], acc);
+		}
+		if (show) {
+			printf("most confused (true -> predicted: images)\n");
+			for (size_t i = 0; i < show; i++)
+				printf("  %s -> %s: %zu\n", c.name[cf[i].truth], c.name[cf[i].pred], cf[i].n);
+		}
+	}
+	if (ferror(stdout))
+		cmr_die_write("standard output", errno);
+	free(cf), free(truth), free(rank), free(best), free(per_n), free(per_hit), free(sc), free(cpos);
+	free(perm), free(sk), free(lk), free(lc), free(text);
+	cmr_classes_free(&c);
 }
 
 int main(int argc, char **argv)
@@ -240,6 +476,12 @@ int main(int argc, char **argv)
 	cmr_origins_free(&ot);
 	if (im.dim != tx.dim)
 		cmr_die("images have dimension %d, texts %d: not from one model", im.dim, tx.dim);
+	if (o.labels) {
+		classify(&o, &im, &tx);
+		cmr_vecs_free(&im);
+		cmr_vecs_free(&tx);
+		return cmr_exit(CMR_EXIT_OK);
+	}
 	/* image keys: unique, sorted for lookup (index into im via a permutation) */
 	char **sorted = malloc(im.n * sizeof *sorted);
 	if (!sorted)
@@ -360,7 +602,7 @@ int main(int argc, char **argv)
 	if (ferror(stdout))
 		cmr_die_write("standard output", errno);
 	if (o.plot)
-		plot(o.plot, i2t, im.n, t2i, tx.n);
+		plot(o.plot, i2t, im.n, t2i, tx.n, o.bootstrap);
 	cmr_vecs_free(&im);
 	cmr_vecs_free(&tx);
 	free(sorted);

@@ -9,6 +9,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <cairo.h>
 #include <cblas.h>
 #include <jansson.h>
 
@@ -16,10 +17,11 @@
 #include "image.h"
 #include "index.h"
 #include "format/stream.h"
+#include "util.h"
 
 static const cmr_tool tool = {
 	"cmr-query",
-	"[-k N] [--nprobe N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.jpg --images ARCHIVE...]\n"
+	"[-k N] [--nprobe N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.png --images ARCHIVE...]\n"
 	"[--force] [-o OUT] INDEX [QUERIES...]",
 	"Search an index (cmr-index) with the embedding records of QUERIES (standard input when\n"
 	"none): the k stored vectors of highest cosine for each query, best first; a stored vector\n"
@@ -36,10 +38,15 @@ static const cmr_tool tool = {
 	"      --nprobe N        IVF lists visited per query (default 8); more is slower and\n"
 	"                        closer to exact\n"
 	"  -j, --jobs N          search threads (default: the number of cores)\n"
-	"      --sheet FILE.jpg  also draw a contact sheet: a row per query (at most 32), its hits'\n"
-	"                        images left to right, read from the --images archives\n"
+	"      --sheet FILE      also draw a contact sheet, PNG (FILE.png, or - for standard\n"
+	"                        output) or JPEG (FILE.jpg): a row per query (at most 32) under\n"
+	"                        its key, its hits' images left to right, each labelled with its\n"
+	"                        rank, score and key, read from the --images archives\n"
 	"      --images A        archives or directories holding the indexed images (repeat)\n"
 	"      --thumb N         thumbnail size in the sheet (default 96)\n"
+	"      --query-text FILE what the sheet writes above each query instead of its key:\n"
+	"                        KEY<TAB>TEXT lines, or plain lines, line N for key N (the\n"
+	"                        keys cmr-caption-ingest -f text gives)\n"
 	CMR_FORCE_HELP
 	"  -o, --output FILE     write here instead of standard output\n",
 };
@@ -49,7 +56,7 @@ enum fmt { F_TSV, F_JSONL, F_STREAM };
 struct opts {
 	int k, nprobe, jobs, thumb;
 	enum fmt fmt;
-	const char *sheet;
+	const char *sheet, *query_text;
 	const char **images;
 	int nimages;
 	const char *output;
@@ -58,7 +65,18 @@ struct opts {
 	int ninputs;
 };
 
-enum { OPT_NPROBE = 256, OPT_SHEET, OPT_IMAGES, OPT_THUMB };
+enum { OPT_NPROBE = 256, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT };
+
+/* the contact sheet's format, by FILE's extension: 1 PNG, 0 JPEG, -1 neither */
+static int sheet_format(const char *path)
+{
+	const char *dot = strrchr(path, '.');
+	if (strcmp(path, "-") == 0 || (dot && strcasecmp(dot, ".png") == 0))
+		return 1;
+	if (dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0))
+		return 0;
+	return -1;
+}
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -69,6 +87,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"sheet", required_argument, NULL, OPT_SHEET},
 		{"images", required_argument, NULL, OPT_IMAGES},
 		{"thumb", required_argument, NULL, OPT_THUMB},
+		{"query-text", required_argument, NULL, OPT_QTEXT},
 		{"output", required_argument, NULL, 'o'},
 		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
@@ -100,6 +119,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_SHEET: o->sheet = optarg; break;
 		case OPT_IMAGES: o->images[o->nimages++] = optarg; break;
 		case OPT_THUMB: o->thumb = (int)cmr_parse_int("--thumb", optarg, 8, 1024); break;
+		case OPT_QTEXT: o->query_text = optarg; break;
 		case 'o': o->output = optarg; break;
 		default:
 			if (!cmr_common_option(c))
@@ -110,6 +130,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("give an index");
 	if (o->sheet && !o->nimages)
 		cmr_usage_error("--sheet needs the images: --images ARCHIVE");
+	if (o->query_text && !o->sheet)
+		cmr_usage_error("--query-text labels the --sheet: give --sheet FILE.png");
+	if (o->sheet && sheet_format(o->sheet) < 0)
+		cmr_usage_error("--sheet %s: name a .png or .jpg file (or - for PNG on standard output)", o->sheet);
 	o->index = argv[optind];
 	o->inputs = argv + optind + 1;
 	o->ninputs = argc - optind - 1;
@@ -142,13 +166,13 @@ static void take_member(const char *name, const uint8_t *data, size_t len, int s
 	char key[CMR_KEY_MAX + 1];
 	snprintf(key, sizeof key, "%.*s", (int)strcspn(base, "."), base);
 	thumb_t *t = find_thumb(key);
-	if (!t || t->px || !cmr_is_jpeg(data, len))
+	if (!t || t->px || cmr_image_kind(data, len) == CMR_IMG_NONE)
 		return;
 	cmr_jpeg_opts jo = {1, 2 * size, 178956970};
 	cmr_image im, out;
 	int m, orient;
 	char err[256];
-	if (cmr_jpeg_decode(data, len, &jo, &im, &m, &orient, err, sizeof err) < 0) {
+	if (cmr_image_decode(data, len, &jo, &im, &m, &orient, err, sizeof err) < 0) {
 		cmr_warn("%s: %s (left blank in the sheet)", name, err);
 		return;
 	}
@@ -203,10 +227,74 @@ static void read_images(const char *path, int size)
 	archive_read_free(a);
 }
 
-static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const cmr_index *ix, uint64_t nq)
+/* --query-text: the text of query KEY, or NULL. Lines "KEY<TAB>TEXT", or plain lines, the
+ * Nth for key N. */
+static char *query_text_of(const char *path, const char *key)
+{
+	static char *text;
+	static size_t len;
+	if (!text) {
+		char err[1024];
+		if (!(text = cmr_read_file(path, 1 << 26, &len, err, sizeof err)))
+			cmr_die("%s", err);
+	}
+	char want[32];
+	size_t lineno = 0;
+	for (const char *p = text, *end = text + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = (size_t)((nl ? nl : end) - p);
+		if (n && p[n - 1] == '\r')
+			n--;
+		lineno++;
+		const char *tab = memchr(p, '\t', n);
+		snprintf(want, sizeof want, "%zu", lineno);
+		const char *k = tab ? p : want, *v = tab ? tab + 1 : p;
+		size_t kl = tab ? (size_t)(tab - p) : strlen(want), vl = tab ? n - kl - 1 : n;
+		if (kl == strlen(key) && memcmp(k, key, kl) == 0) {
+			char *out = malloc(vl + 1);
+			if (!out)
+				cmr_die("out of memory");
+			memcpy(out, v, vl);
+			out[vl] = 0;
+			return out;
+		}
+		p = nl ? nl + 1 : end;
+	}
+	return NULL;
+}
+
+/* Text at (x, y) (its baseline), cut with an ellipsis to fit width w. */
+static void draw_text(cairo_t *cr, const char *text, double x, double y, double w)
+{
+	char buf[CMR_KEY_MAX + 520];
+	snprintf(buf, sizeof buf, "%s", text);
+	cairo_text_extents_t e;
+	cairo_text_extents(cr, buf, &e);
+	size_t n = strlen(buf);
+	while (n > 0 && e.x_advance > w) { /* drop whole UTF-8 characters, then add "..." */
+		do
+			n--;
+		while (n > 0 && ((unsigned char)buf[n] & 0xc0) == 0x80);
+		snprintf(buf + n, sizeof buf - n, "\xe2\x80\xa6");
+		cairo_text_extents(cr, buf, &e);
+	}
+	cairo_move_to(cr, x, y);
+	cairo_show_text(cr, buf);
+}
+
+static cairo_status_t write_png_chunk(void *closure, const unsigned char *data, unsigned int len)
+{
+	return fwrite(data, 1, len, closure) == len ? CAIRO_STATUS_SUCCESS : CAIRO_STATUS_WRITE_ERROR;
+}
+
+/* The contact sheet (cmr-query(1)): per query a line with its key, then its hits left to
+ * right, each a T x T thumbnail with "RANK  SCORE" and the key under it. Text by cairo's
+ * sans-serif face; PNG by cairo, JPEG by libjpeg-turbo. */
+static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const float *score, const cmr_index *ix,
+		  uint64_t nq)
 {
 	uint64_t rows = nq < 32 ? nq : 32;
-	int k = o->k, T = o->thumb, gap = 4;
+	int k = o->k, T = o->thumb, gap = 6, head = 18, label = 28;
 	/* the images needed */
 	thumbs = calloc(rows * (uint64_t)k + 1, sizeof *thumbs);
 	for (uint64_t q = 0; q < rows; q++)
@@ -221,40 +309,100 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 	nthumbs = u;
 	for (int i = 0; i < o->nimages; i++)
 		read_images(o->images[i], T);
-	int W = k * (T + gap) + gap, H = (int)rows * (T + gap) + gap;
-	uint8_t *canvas = malloc((size_t)W * H * 3);
-	if (!canvas)
+	int rowh = head + T + label, W = k * (T + gap) + gap, H = (int)rows * (rowh + gap) + gap;
+	if (W < 160)
+		W = 160;
+	cairo_surface_t *surf = cairo_image_surface_create(CAIRO_FORMAT_RGB24, W, H);
+	cairo_t *cr = cairo_create(surf);
+	if (cairo_status(cr) != CAIRO_STATUS_SUCCESS)
+		cmr_die("%s: cannot draw a %dx%d sheet: %s", o->sheet, W, H, cairo_status_to_string(cairo_status(cr)));
+	cairo_set_source_rgb(cr, 0.16, 0.16, 0.16);
+	cairo_paint(cr);
+	cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+	uint32_t *argb = malloc((size_t)T * T * sizeof *argb);
+	if (!argb)
 		cmr_die("out of memory");
-	memset(canvas, 40, (size_t)W * H * 3);
 	size_t missing = 0;
-	for (uint64_t q = 0; q < rows; q++)
+	for (uint64_t q = 0; q < rows; q++) {
+		int y0 = gap + (int)q * (rowh + gap);
+		cairo_set_source_rgb(cr, 1, 1, 1);
+		cairo_set_font_size(cr, 13);
+		char *qt = o->query_text ? query_text_of(o->query_text, qkeys[q]) : NULL;
+		char qlabel[CMR_KEY_MAX + 512];
+		snprintf(qlabel, sizeof qlabel, qt ? "%s: %s" : "query %s", qkeys[q], qt);
+		free(qt);
+		draw_text(cr, qlabel, gap, y0 + 13, W - 2 * gap);
 		for (int r = 0; r < k; r++) {
 			uint64_t oi = ord[q * k + r];
-			thumb_t *t = oi == UINT64_MAX ? NULL : find_thumb(ix->keys[oi]);
-			if (!t || !t->px) {
-				missing += oi != UINT64_MAX;
-				continue;
+			if (oi == UINT64_MAX)
+				break;
+			int x0 = gap + r * (T + gap), ty = y0 + head;
+			thumb_t *t = find_thumb(ix->keys[oi]);
+			if (t && t->px) {
+				for (int i = 0; i < T * T; i++)
+					argb[i] = 0xff000000u | (uint32_t)t->px[3 * i] << 16 | (uint32_t)t->px[3 * i + 1] << 8 |
+						  t->px[3 * i + 2];
+				cairo_surface_t *ts = cairo_image_surface_create_for_data(
+					(unsigned char *)argb, CAIRO_FORMAT_RGB24, T, T, T * 4);
+				cairo_set_source_surface(cr, ts, x0, ty);
+				cairo_rectangle(cr, x0, ty, T, T);
+				cairo_fill(cr);
+				cairo_surface_destroy(ts);
+			} else {
+				missing++;
+				cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
+				cairo_rectangle(cr, x0, ty, T, T);
+				cairo_fill(cr);
+				cairo_set_source_rgb(cr, 0.8, 0.8, 0.8);
+				cairo_set_font_size(cr, 10);
+				draw_text(cr, "no image", x0 + 4, ty + T / 2 + 4, T - 8);
 			}
-			int x0 = gap + r * (T + gap), y0 = gap + (int)q * (T + gap);
-			for (int y = 0; y < T; y++)
-				memcpy(canvas + ((size_t)(y0 + y) * W + x0) * 3, t->px + (size_t)y * T * 3, (size_t)T * 3);
+			char line[64];
+			snprintf(line, sizeof line, "%d   %.4f", r + 1, (double)score[q * k + r]);
+			cairo_set_font_size(cr, 10);
+			cairo_set_source_rgb(cr, 1, 0.85, 0.3);
+			draw_text(cr, line, x0, ty + T + 11, T);
+			cairo_set_source_rgb(cr, 0.85, 0.85, 0.85);
+			draw_text(cr, ix->keys[oi], x0, ty + T + 24, T);
 		}
+	}
+	free(argb);
+	cairo_surface_flush(surf);
 	if (missing)
 		cmr_warn("%zu hits have no image in the --images given (left blank)", missing);
 	cmr_info("%s: %zu of %zu images found", o->sheet, nthumbs - missing, nthumbs);
-	(void)qkeys;
-	char err[1024];
-	size_t len;
-	unsigned char *jpg = cmr_jpeg_encode(canvas, W, H, 90, &len, err, sizeof err);
-	if (!jpg)
-		cmr_die("%s: %s", o->sheet, err);
 	cmr_output out;
 	cmr_output_open(&out, o->sheet, 1);
-	if (fwrite(jpg, 1, len, out.f) != len)
-		cmr_die_write(o->sheet, errno);
-	free(jpg);
+	if (sheet_format(o->sheet) == 1) {
+		cairo_status_t st = cairo_surface_write_to_png_stream(surf, write_png_chunk, out.f);
+		if (st != CAIRO_STATUS_SUCCESS)
+			cmr_die("%s: %s", o->sheet, st == CAIRO_STATUS_WRITE_ERROR ? strerror(errno) : cairo_status_to_string(st));
+	} else {
+		const unsigned char *d = cairo_image_surface_get_data(surf);
+		int stride = cairo_image_surface_get_stride(surf);
+		uint8_t *rgb = malloc((size_t)W * H * 3);
+		if (!rgb)
+			cmr_die("out of memory");
+		for (int y = 0; y < H; y++)
+			for (int x = 0; x < W; x++) {
+				uint32_t v;
+				memcpy(&v, d + (size_t)y * stride + 4 * (size_t)x, 4);
+				uint8_t *p = rgb + ((size_t)y * W + x) * 3;
+				p[0] = (uint8_t)(v >> 16), p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)v;
+			}
+		char err[1024];
+		size_t len;
+		unsigned char *jpg = cmr_jpeg_encode(rgb, W, H, 90, &len, err, sizeof err);
+		if (!jpg)
+			cmr_die("%s: %s", o->sheet, err);
+		if (fwrite(jpg, 1, len, out.f) != len)
+			cmr_die_write(o->sheet, errno);
+		free(jpg);
+		free(rgb);
+	}
 	cmr_output_commit(&out);
-	free(canvas);
+	cairo_destroy(cr);
+	cairo_surface_destroy(surf);
 	for (size_t i = 0; i < nthumbs; i++)
 		free(thumbs[i].px);
 	free(thumbs);
@@ -359,7 +507,7 @@ int main(int argc, char **argv)
 	}
 	cmr_output_commit(&out);
 	if (o.sheet)
-		sheet(&o, qkeys, ord, ix, nq);
+		sheet(&o, qkeys, ord, score, ix, nq);
 	cmr_vecs_free(&qv);
 	cmr_origins_free(&qorg);
 	free(ord);

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "fe.h"
+#include "util.h"
 #include "model/run.h"
 #include "model/tuning.h"
 #include "text/clip_tok.h"
@@ -270,33 +271,6 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		o->epochs = 1;
 }
 
-/* ---- files ---- */
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	char *buf = NULL;
-	size_t n = 0, cap = 0;
-	for (;;) {
-		if (n + 4096 > cap && !(buf = realloc(buf, cap = 2 * cap + 8192)))
-			cmr_die("out of memory");
-		size_t r = fread(buf + n, 1, cap - n - 1, f);
-		n += r;
-		if (r == 0)
-			break;
-	}
-	int bad = ferror(f);
-	fclose(f);
-	if (bad) {
-		free(buf);
-		return NULL;
-	}
-	buf[n] = 0;
-	*len = n;
-	return buf;
-}
-
 /* the text prompts' initial rows: the phrase's token embeddings */
 static void init_phrase(cmr_clip *m, const char *phrase)
 {
@@ -368,11 +342,15 @@ static int run(struct opts *o, int argc, char **argv)
 			snprintf(path, sizeof path, "%s", o->config);
 		else
 			snprintf(path, sizeof path, "%s/config.json", src);
-		if (!(config_text = slurp(path, &config_len)))
-			cmr_die("%s: %s", path, strerror(errno));
-		if (!o->config) {
+		if (cfg.layout == CMR_LAYOUT_OPENCLIP) { /* saved in transformers' layout: its config */
+			if (!(config_text = cmr_clip_cfg_hf_json(&cfg)))
+				cmr_die("out of memory");
+			config_len = strlen(config_text);
+		} else if (!(config_text = cmr_read_file(path, CMR_CONFIG_MAX, &config_len, err, sizeof err)))
+			cmr_die("%s", err);
+		if (!o->config && cfg.layout != CMR_LAYOUT_OPENCLIP) {
 			snprintf(path, sizeof path, "%s/preprocessor_config.json", src);
-			pre_text = slurp(path, &pre_len);
+			pre_text = cmr_read_file(path, CMR_CONFIG_MAX, &pre_len, err, sizeof err);
 		}
 		if (!pre_text) {
 			json_t *p = json_pack("{s:i, s:b, s:b, s:b, s:[f,f,f], s:[f,f,f], s:i, s:i}", "crop_size",
@@ -399,7 +377,7 @@ static int run(struct opts *o, int argc, char **argv)
 		if (cmr_clip_init(m, o->seed, err, sizeof err) < 0)
 			cmr_die("%s", err);
 	} else {
-		snprintf(path, sizeof path, "%s/model.safetensors", src);
+		snprintf(path, sizeof path, "%s/%s", src, cmr_clip_weights_name(&cfg));
 		if (cmr_clip_load(m, path, CMR_TOWERS_BOTH, o->seed, err, sizeof err) < 0)
 			cmr_die("%s", err);
 		cmr_clip_set_name(m, src);

@@ -3,7 +3,8 @@
 # Makes a synthetic dataset (examples/mkshapes.c: coloured shapes in places, with templated
 # captions, as webdataset tars), trains a tiny CLIP from scratch on 3000 images
 # (examples/demo-config.json), encodes 100 held-out images whose descriptions all differ,
-# indexes them, runs a few text queries and prints the Recall@K table. Fails (exit 1) when
+# indexes them, runs a few text queries, prints the Recall@K table and classifies the held-out
+# images zero-shot by colour and by shape (prompts of the class names). Fails (exit 1) when
 # text->image R@1 on the held-out images is below 80%.
 # Environment: BUILD (default build), OUT (default $BUILD/demo), EPOCHS (default 40).
 set -eu
@@ -55,6 +56,27 @@ done <"$OUT/queries.txt"
 
 say "6. Recall@K on the held-out set (cmr-eval)"
 cmr-eval "$OUT/test-image-emb.cmr" "$OUT/test-text-emb.cmr" | tee "$OUT/eval.txt"
+
+say "7. zero-shot classification of the held-out images by colour and by shape (cmr-eval --labels)"
+# the labels from each image's first caption: "a SIZE COLOUR SHAPE in the PLACE"
+tar -xOf "$OUT/test.tar" $(tar tf "$OUT/test.tar" | grep '\.txt$') | awk 'NR % 3 == 1' >"$OUT/first.txt"
+tar tf "$OUT/test.tar" | grep '\.txt$' | sed 's/\.txt$//' >"$OUT/keys.txt"
+for what in colour shape; do
+	col=$([ $what = colour ] && echo 3 || echo 4)
+	awk -v c=$col '{ print $c }' "$OUT/first.txt" | paste "$OUT/keys.txt" - >"$OUT/$what.labels"
+	cut -f2 "$OUT/$what.labels" | awk '!seen[$0]++' >"$OUT/$what.classes"
+	printf 'a {}\na small {}\na large {}\nthere is a {}\n' >"$OUT/templates.txt"
+	cmr-caption-ingest -q -f classes --templates "$OUT/templates.txt" -m "$OUT/model" "$OUT/$what.classes" |
+		cmr-encode -q -m "$OUT/model" --mean-by-key -o "$OUT/$what-classes.cmr"
+	printf 'by %s (%s classes, 4 prompts each): ' $what "$(wc -l <"$OUT/$what.classes")"
+	cmr-eval --labels "$OUT/$what.labels" "$OUT/test-image-emb.cmr" "$OUT/$what-classes.cmr" | sed -n 2p
+done
+cmr-index -q -o "$OUT/colours.idx" "$OUT/colour-classes.cmr"
+echo "image -> colour answers (cmr-query -k 1 against the class embeddings), the first three:"
+cmr-query -k 1 "$OUT/colours.idx" "$OUT/test-image-emb.cmr" | head -3 | while IFS="$(printf '\t')" read -r key rank cls score; do
+	printf '  %s: %s (%s)  [%s]\n' "$key" "$cls" "$score" "$(grep "^$key	" "$OUT/colour.labels" | cut -f2)"
+done
+
 r1=$(awk '$1 == "text->image" { print $2 }' "$OUT/eval.txt")
 printf '\ndemo: text->image R@1 %s%% on 100 held-out images (target >= 80%%), %s s in all\n' "$r1" $(($(date +%s) - start))
 awk -v r="$r1" 'BEGIN { exit !(r >= 80) }'

@@ -80,18 +80,26 @@ int cmr_atomic_open(cmr_atomic *a, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-int cmr_atomic_commit(cmr_atomic *a, char *err, size_t errlen)
+int cmr_atomic_finish(cmr_atomic *a, char *err, size_t errlen)
 {
+	if (!a->f)
+		return a->tmp ? 0 : fail(err, errlen, "internal error: no file open for writing");
 	int bad = fflush(a->f) != 0 || ferror(a->f), e = errno;
 	if (fclose(a->f) != 0 && !bad)
 		bad = 1, e = errno;
 	a->f = NULL;
 	if (bad) {
+		int rc = fail(err, errlen, "write error on %s: %s", a->path ? a->path : "?", strerror(e ? e : EIO));
 		cmr_atomic_abort(a);
-		return fail(err, errlen, "write error on %s: %s", a->path ? a->path : "?", strerror(e ? e : EIO));
+		return rc;
 	}
+	return 0;
+}
+
+int cmr_atomic_rename(cmr_atomic *a, char *err, size_t errlen)
+{
 	if (rename(a->tmp, a->path) < 0) {
-		e = errno;
+		int e = errno;
 		int rc = fail(err, errlen, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(e));
 		cmr_atomic_abort(a);
 		return rc;
@@ -101,6 +109,13 @@ int cmr_atomic_commit(cmr_atomic *a, char *err, size_t errlen)
 	free(a->path);
 	a->tmp = a->path = NULL;
 	return 0;
+}
+
+int cmr_atomic_commit(cmr_atomic *a, char *err, size_t errlen)
+{
+	if (cmr_atomic_finish(a, err, errlen) < 0)
+		return -1;
+	return cmr_atomic_rename(a, err, errlen);
 }
 
 void cmr_atomic_abort(cmr_atomic *a)

@@ -19,8 +19,14 @@ typedef struct cmr_atomic {
  * or -1 with a message in err. */
 int cmr_atomic_open(cmr_atomic *a, const char *path, char *err, size_t errlen);
 /* Flushes, closes and renames the file into place. Returns 0, or -1 with a message (the
- * temporary file is removed). */
+ * temporary file is removed). The same as cmr_atomic_finish then cmr_atomic_rename. */
 int cmr_atomic_commit(cmr_atomic *a, char *err, size_t errlen);
+/* The two halves of a commit, for a set of files that must all be complete before any is
+ * put in place (a checkpoint): finish flushes and closes, and reports any write error (then
+ * the temporary file is removed); the file stays under its temporary name, still removed on
+ * a signal or by cmr_atomic_abort, until cmr_atomic_rename puts it in place. */
+int cmr_atomic_finish(cmr_atomic *a, char *err, size_t errlen);
+int cmr_atomic_rename(cmr_atomic *a, char *err, size_t errlen);
 /* Closes and removes the temporary file (safe on a closed or never opened one). */
 void cmr_atomic_abort(cmr_atomic *a);
 /* Removes every temporary file not yet committed: async-signal-safe (unlink only). */

@@ -1,7 +1,8 @@
 /* eval.c - ranks of correct items in both retrieval directions, in chunks of rows of the
- * backend's score products. */
+ * backend's score products; zero-shot classification. */
 #include "eval.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,4 +88,132 @@ double cmr_rank_mean(const uint32_t *rank, size_t n)
 	for (size_t i = 0; i < n; i++)
 		s += rank[i];
 	return n ? s / (double)n : 0;
+}
+
+/* ---- zero-shot classification ---- */
+typedef struct {
+	const char *key;
+	size_t len; /* of the class part */
+	size_t at;  /* input position */
+} cls_item;
+
+static int cmp_cls(const void *a, const void *b)
+{
+	const cls_item *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->key, y->key, n);
+	if (c)
+		return c;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return x->at < y->at ? -1 : x->at > y->at;
+}
+
+static int cmp_first(const void *a, const void *b, void *firsts)
+{
+	const size_t *f = firsts, x = *(const size_t *)a, y = *(const size_t *)b;
+	return f[x] < f[y] ? -1 : f[x] > f[y];
+}
+
+int cmr_class_means(const float *txt, char *const *keys, size_t nt, int d, cmr_classes *c)
+{
+	memset(c, 0, sizeof *c);
+	cls_item *it = malloc((nt + 1) * sizeof *it);
+	size_t *group = malloc((nt + 1) * sizeof *group), *first = malloc((nt + 1) * sizeof *first);
+	size_t *order = malloc((nt + 1) * sizeof *order);
+	if (!it || !group || !first || !order)
+		goto oom;
+	for (size_t t = 0; t < nt; t++) {
+		const char *h = strrchr(keys[t], '#');
+		it[t] = (cls_item){keys[t], h ? (size_t)(h - keys[t]) : strlen(keys[t]), t};
+	}
+	qsort(it, nt, sizeof *it, cmp_cls);
+	size_t ng = 0;
+	for (size_t t = 0; t < nt; t++) {
+		if (t == 0 || it[t].len != it[t - 1].len || memcmp(it[t].key, it[t - 1].key, it[t].len) != 0)
+			first[ng++] = it[t].at; /* sorted by position within a group: its first text */
+		group[it[t].at] = ng - 1;
+	}
+	/* the classes in the order of their first text */
+	for (size_t g = 0; g < ng; g++)
+		order[g] = g;
+	qsort_r(order, ng, sizeof *order, cmp_first, first);
+	size_t *rank = malloc((ng + 1) * sizeof *rank);
+	c->name = calloc(ng + 1, sizeof *c->name);
+	c->emb = calloc(ng * (size_t)d + 1, sizeof *c->emb);
+	c->texts = calloc(ng + 1, sizeof *c->texts);
+	if (!rank || !c->name || !c->emb || !c->texts) {
+		free(rank);
+		goto oom;
+	}
+	c->n = ng;
+	for (size_t g = 0; g < ng; g++)
+		rank[order[g]] = g;
+	for (size_t g = 0; g < ng; g++) {
+		const char *k = keys[first[order[g]]], *h = strrchr(k, '#');
+		if (!(c->name[g] = strndup(k, h ? (size_t)(h - k) : strlen(k)))) {
+			free(rank);
+			goto oom;
+		}
+	}
+	for (size_t t = 0; t < nt; t++) { /* in input order: the sums do not depend on the sort */
+		size_t g = rank[group[t]];
+		double nrm = 0;
+		for (int j = 0; j < d; j++)
+			nrm += (double)txt[t * (size_t)d + j] * txt[t * (size_t)d + j];
+		float s = nrm > 0 ? (float)(1 / sqrt(nrm)) : 0;
+		for (int j = 0; j < d; j++)
+			c->emb[g * (size_t)d + j] += txt[t * (size_t)d + j] * s;
+		c->texts[g]++;
+	}
+	free(rank);
+	for (size_t g = 0; g < ng; g++) {
+		double nrm = 0;
+		for (int j = 0; j < d; j++)
+			nrm += (double)c->emb[g * (size_t)d + j] * c->emb[g * (size_t)d + j];
+		float s = nrm > 0 ? (float)(1 / sqrt(nrm)) : 0;
+		for (int j = 0; j < d; j++)
+			c->emb[g * (size_t)d + j] *= s;
+	}
+	free(it), free(group), free(first), free(order);
+	return 0;
+oom:
+	free(it), free(group), free(first), free(order);
+	cmr_classes_free(c);
+	return -1;
+}
+
+void cmr_classes_free(cmr_classes *c)
+{
+	for (size_t g = 0; c->name && g < c->n; g++)
+		free(c->name[g]);
+	free(c->name);
+	free(c->emb);
+	free(c->texts);
+	memset(c, 0, sizeof *c);
+}
+
+int cmr_classify(const cmr_ops *ops, const float *img, size_t ni, const cmr_classes *c, int d,
+		 const uint32_t *truth, uint32_t *rank, uint32_t *best, size_t chunk)
+{
+	if (chunk == 0)
+		chunk = 256;
+	float *sim = malloc(chunk * c->n * sizeof *sim + 1);
+	if (!sim)
+		return -1;
+	for (size_t i0 = 0; i0 < ni; i0 += chunk) {
+		size_t m = ni - i0 < chunk ? ni - i0 : chunk;
+		ops->matmul_nt(img + i0 * (size_t)d, c->emb, sim, (int)m, (int)c->n, d);
+		for (size_t i = 0; i < m; i++) {
+			const float *row = sim + i * c->n;
+			size_t b = 0;
+			for (size_t j = 1; j < c->n; j++)
+				if (row[j] > row[b])
+					b = j;
+			best[i0 + i] = (uint32_t)b;
+			rank[i0 + i] = rank_of(row, c->n, truth[i0 + i]);
+		}
+	}
+	free(sim);
+	return 0;
 }

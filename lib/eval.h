@@ -1,5 +1,6 @@
 /* eval.h - retrieval metrics: ranks of the correct items for image->text and text->image
- * queries, from embeddings, in chunks so memory stays bounded. Never prints or exits. */
+ * queries, from embeddings, in chunks so memory stays bounded; zero-shot classification
+ * against class embeddings averaged from prompts. Never prints or exits. */
 #ifndef CMR_EVAL_H
 #define CMR_EVAL_H
 
@@ -24,5 +25,25 @@ double cmr_recall(const uint32_t *rank, size_t n, uint32_t k);
  * of ranks. */
 double cmr_rank_median(const uint32_t *rank, size_t n);
 double cmr_rank_mean(const uint32_t *rank, size_t n);
+
+/* ---- zero-shot classification ---- */
+typedef struct cmr_classes {
+	size_t n;      /* classes, in the order their first text comes */
+	char **name;   /* the key before its last '#' (the whole key when it has none) */
+	float *emb;    /* [n, d]: the mean of the class's texts, made unit length */
+	size_t *texts; /* how many texts each mean is of */
+} cmr_classes;
+
+/* Class embeddings from text embeddings keyed CLASS#T (CLASS alone: a class of one):
+ * CLIP's prompt ensemble, the normalised mean of each class's normalised texts. Returns 0,
+ * or -1 when out of memory. */
+int cmr_class_means(const float *txt, char *const *keys, size_t nt, int d, cmr_classes *c);
+void cmr_classes_free(cmr_classes *c);
+
+/* Scores every image against every class (cosine; unit vectors): rank[i] is the rank of
+ * class truth[i] for image i (1-based; a class scoring the same counts above it when it
+ * comes earlier), best[i] the best class. Returns 0, or -1 when out of memory. */
+int cmr_classify(const cmr_ops *ops, const float *img, size_t ni, const cmr_classes *c, int d,
+		 const uint32_t *truth, uint32_t *rank, uint32_t *best, size_t chunk);
 
 #endif

@@ -266,7 +266,8 @@ void cmr_progress_start(cmr_progress *p, const char *what, uint64_t total)
 
 static void progress_draw(cmr_progress *p, uint64_t done, double t, const char *end)
 {
-	double el = t - p->t0, rate = el > 0 ? (double)done / el : 0;
+	uint64_t ran = done > p->base ? done - p->base : 0;
+	double el = t - p->t0, rate = el > 0 ? (double)ran / el : 0;
 	char tot[32] = "", eta[48] = "";
 	if (p->total)
 		snprintf(tot, sizeof tot, "/%" PRIu64, p->total);
@@ -274,8 +275,17 @@ static void progress_draw(cmr_progress *p, uint64_t done, double t, const char *
 		double left = (double)(p->total - done) / rate;
 		snprintf(eta, sizeof eta, ", %.0f:%02.0f left", floor(left / 60), fmod(left, 60));
 	}
-	fprintf(stderr, "\r%s: %" PRIu64 "%s %s, %.1f/s%s\033[K%s", cmr_progname, done, tot, p->what, rate, eta, end);
+	fprintf(stderr, "\r%s: %" PRIu64 "%s %s, %.1f/s%s%s%s\033[K%s", cmr_progname, done, tot, p->what, rate, eta,
+		p->detail[0] ? ", " : "", p->detail, end);
 	p->shown = 1;
+}
+
+void cmr_progress_detail(cmr_progress *p, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(p->detail, sizeof p->detail, fmt, ap);
+	va_end(ap);
 }
 
 void cmr_progress_update(cmr_progress *p, uint64_t done)
@@ -291,7 +301,9 @@ void cmr_progress_update(cmr_progress *p, uint64_t done)
 
 void cmr_progress_clear(cmr_progress *p)
 {
-	if (p->on && p->shown) {
+	if (!p)
+		p = active_progress;
+	if (p && p->on && p->shown) {
 		fputs("\r\033[K", stderr);
 		p->shown = 0;
 	}
@@ -301,6 +313,14 @@ void cmr_progress_end(cmr_progress *p, uint64_t done)
 {
 	if (p->on && (p->shown || p->forced || mono_now() - p->t0 > 1.0))
 		progress_draw(p, done, mono_now(), "\n");
+	p->on = 0;
+	if (active_progress == p)
+		active_progress = NULL;
+}
+
+void cmr_progress_stop(cmr_progress *p)
+{
+	cmr_progress_clear(p);
 	p->on = 0;
 	if (active_progress == p)
 		active_progress = NULL;

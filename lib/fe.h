@@ -57,13 +57,20 @@ typedef struct cmr_progress {
 	int on, shown, forced;
 	double t0, last;
 	uint64_t total;
+	uint64_t base; /* the count it started at (a resumed run): the rate and ETA are of what follows */
 	const char *what;
+	char detail[200]; /* appended to the line ("loss 0.1234 ..."), or empty */
 } cmr_progress;
 void cmr_progress_start(cmr_progress *p, const char *what, uint64_t total);
 void cmr_progress_update(cmr_progress *p, uint64_t done);
-/* Before another message on stderr: clears the line (it is drawn again by the next update). */
+/* Text the next drawing appends (printf format). */
+void cmr_progress_detail(cmr_progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Before another message on stderr: clears the line (it is drawn again by the next update).
+ * NULL: the line being drawn, if any. */
 void cmr_progress_clear(cmr_progress *p);
 void cmr_progress_end(cmr_progress *p, uint64_t done);
+/* Ends it without a last line (the caller says how it ended). */
+void cmr_progress_stop(cmr_progress *p);
 
 /* A record or file skipped for an error: "WHERE: MESSAGE (skipped)" for the first
  * CMR_SKIPS_SHOWN, counted after that; cmr_skips_summary() says how many were not shown. */

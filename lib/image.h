@@ -1,4 +1,5 @@
-/* image.h - 8-bit RGB images: JPEG decoding (libjpeg-turbo), EXIF orientation (libexif),
+/* image.h - 8-bit RGB images: JPEG (libjpeg-turbo), PNG (libpng) and WebP (libwebp)
+ * decoding, EXIF orientation (libexif),
  * resampling that reproduces PIL's antialiased bicubic exactly, and CLIP's preprocessing.
  * Like stream.h this layer never prints or exits. */
 #ifndef CMR_IMAGE_H
@@ -41,6 +42,26 @@ int cmr_jpeg_decode(const void *buf, size_t len, const cmr_jpeg_opts *o, cmr_ima
 /* Encodes RGB pixels [h, w, 3] as a baseline JPEG of the given quality (1..100). Returns the
  * file's bytes (free() them) and their number in *len, or NULL with a message in err. */
 unsigned char *cmr_jpeg_encode(const uint8_t *rgb, int w, int h, int quality, size_t *len, char *err, size_t errlen);
+
+/* ---- PNG, WebP, and the decoder an image's bytes choose (image_codecs.c) ---- */
+enum { CMR_IMG_NONE, CMR_IMG_JPEG, CMR_IMG_PNG, CMR_IMG_WEBP };
+/* Whether buf starts like a PNG (its 8-byte signature) or a WebP (RIFF....WEBP) file. */
+int cmr_is_png(const void *buf, size_t len);
+int cmr_is_webp(const void *buf, size_t len);
+/* CMR_IMG_JPEG, _PNG, _WEBP by the first bytes, or CMR_IMG_NONE. */
+int cmr_image_kind(const void *buf, size_t len);
+/* Decodes a PNG (any colour type, bit depth and interlace) or a still WebP (lossy or
+ * lossless) from memory to RGB exactly as PIL's Image.open(f).convert("RGB"): palettes
+ * expanded, transparency and alpha dropped (not composited), 16 bits to the high byte except
+ * 16-bit gray without alpha, which PIL clips to 0..255 (see image_codecs.c). Corrupt or
+ * truncated data, an animated WebP, or more than max_pixels pixels are errors. Returns 0, or
+ * -1 with a message in err. */
+int cmr_png_decode(const void *buf, size_t len, uint64_t max_pixels, cmr_image *out, char *err, size_t errlen);
+int cmr_webp_decode(const void *buf, size_t len, uint64_t max_pixels, cmr_image *out, char *err, size_t errlen);
+/* Any of the three, chosen by the bytes: JPEG as cmr_jpeg_decode with o; PNG and WebP with
+ * o->max_pixels (then *scale_m = 8 and *orientation = 1). */
+int cmr_image_decode(const void *buf, size_t len, const cmr_jpeg_opts *o, cmr_image *out, int *scale_m,
+		     int *orientation, char *err, size_t errlen);
 
 /* Applies an EXIF orientation (1..8) in place (may swap w and h). Returns 0 or -1. */
 int cmr_image_orient(cmr_image *im, int orientation);

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "format/half.h"
 
@@ -79,6 +80,49 @@ int cmr_parse_hex64(const char *s, uint64_t *out)
 	}
 	*out = v;
 	return 0;
+}
+
+char *cmr_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return cmr_errf(err, errlen, "%s: %s", path, strerror(errno)), NULL;
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	int bad = 0, big = 0;
+	for (;;) {
+		if (n + 1 >= cap) {
+			size_t want = cap ? 2 * cap : 65536;
+			if (want > max + 2)
+				want = max + 2;
+			char *p = want > cap ? realloc(buf, want) : NULL;
+			if (!p) {
+				bad = want > cap;
+				big = !bad;
+				break;
+			}
+			buf = p, cap = want;
+		}
+		size_t r = fread(buf + n, 1, cap - n - 1, f);
+		n += r;
+		if (n > max) {
+			big = 1;
+			break;
+		}
+		if (r == 0)
+			break;
+	}
+	int e = ferror(f) ? errno : 0;
+	fclose(f);
+	if (bad || big || e) {
+		free(buf);
+		if (big)
+			return cmr_errf(err, errlen, "%s: larger than %zu bytes", path, max), NULL;
+		return cmr_errf(err, errlen, "%s: %s", path, bad ? "out of memory" : strerror(e ? e : EIO)), NULL;
+	}
+	buf[n] = 0;
+	*len = n;
+	return buf;
 }
 
 void *cmr_map_file(const char *path, size_t min, const char *what, size_t *size, char *err, size_t errlen)

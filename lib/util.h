@@ -37,6 +37,9 @@ int cmr_is_archive(const uint8_t *b, size_t n);
 /* Maps a regular file of at least min bytes read-only (what names its kind in the message
  * when it is shorter: "a safetensors file"). Returns the mapping (munmap it with *size), or
  * NULL with a message naming the file. */
+/* The whole of the file at path, NUL-terminated, malloc'd, its length in *len; NULL with
+ * "PATH: reason" in err when it cannot be read or holds more than max bytes. */
+char *cmr_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
 void *cmr_map_file(const char *path, size_t min, const char *what, size_t *size, char *err, size_t errlen);
 
 /* 16 lowercase hex digits (an XXH3-64 identity as written in JSON) into *out: 0, or -1. */

@@ -192,6 +192,15 @@ const char *cmr_st_path(const cmr_st *st) { return st->path; }
 int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *metadata_json, char *err,
 		 size_t errlen)
 {
+	cmr_atomic at;
+	if (cmr_st_write_held(&at, path, t, n, metadata_json, err, errlen) < 0)
+		return -1;
+	return cmr_atomic_rename(&at, err, errlen);
+}
+
+int cmr_st_write_held(cmr_atomic *held, const char *path, const cmr_st_out *t, size_t n, const char *metadata_json,
+		      char *err, size_t errlen)
+{
 	json_t *h = json_object();
 	uint64_t off = 0;
 	if (metadata_json) {
@@ -225,12 +234,12 @@ int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *me
 	if (!text)
 		return fail(err, errlen, "out of memory");
 	size_t hl = strlen(text), pad = (8 - hl % 8) % 8; /* align the data to 8 bytes */
-	cmr_atomic at;
-	if (cmr_atomic_open(&at, path, err, errlen) < 0) {
+	cmr_atomic *at = held;
+	if (cmr_atomic_open(at, path, err, errlen) < 0) {
 		free(text);
 		return -1;
 	}
-	FILE *f = at.f;
+	FILE *f = at->f;
 	int bad = 0;
 	{
 		uint8_t len8[8];
@@ -250,8 +259,8 @@ int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *me
 	free(text);
 	if (bad) {
 		int e = errno;
-		cmr_atomic_abort(&at);
+		cmr_atomic_abort(at);
 		return fail(err, errlen, "%s: %s", path, strerror(e ? e : EIO));
 	}
-	return cmr_atomic_commit(&at, err, errlen);
+	return cmr_atomic_finish(at, err, errlen);
 }

@@ -45,7 +45,12 @@ typedef struct cmr_st_out {
 
 /* Writes to path (via a temporary file renamed into place). metadata_json may be NULL.
  * Returns 0 or -1 with a message. */
+struct cmr_atomic;
 int cmr_st_write(const char *path, const cmr_st_out *t, size_t n, const char *metadata_json,
 		 char *err, size_t errlen);
+/* The same, but the complete file is left under its temporary name in *held (atomic.h) for
+ * the caller to cmr_atomic_rename, with others, or to cmr_atomic_abort. */
+int cmr_st_write_held(struct cmr_atomic *held, const char *path, const cmr_st_out *t, size_t n,
+		      const char *metadata_json, char *err, size_t errlen);
 
 #endif

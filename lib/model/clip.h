@@ -27,11 +27,27 @@ typedef struct cmr_tower_cfg {
 	int vocab, context;         /* text: vocab_size, max_position_embeddings (0 for vision) */
 } cmr_tower_cfg;
 
+/* how a checkpoint names and lays out its tensors */
+enum cmr_ckpt_layout {
+	CMR_LAYOUT_HF,       /* transformers' CLIPModel: config.json, model.safetensors */
+	CMR_LAYOUT_OPENCLIP, /* OpenCLIP / OpenAI state dict: open_clip_config.json,
+			      * open_clip_model.safetensors (attention's q, k, v fused as in_proj,
+			      * the projections stored transposed) */
+};
+
 typedef struct cmr_clip_cfg {
 	cmr_tower_cfg vision, text;
 	int proj;              /* projection_dim */
 	float mean[3], std[3]; /* image normalisation */
+	int layout;            /* enum cmr_ckpt_layout: which checkpoint files, which tensor names */
 } cmr_clip_cfg;
+
+/* The weights file of a checkpoint of this config: model.safetensors, or
+ * open_clip_model.safetensors. */
+const char *cmr_clip_weights_name(const cmr_clip_cfg *cfg);
+/* transformers' config.json (CLIPConfig) of cfg, malloc'd, or NULL when out of memory: what
+ * a checkpoint cmr-train writes from an OpenCLIP base says. */
+char *cmr_clip_cfg_hf_json(const cmr_clip_cfg *cfg);
 
 /* Where the model -m names is: a checkpoint directory (config.json, model.safetensors), a
  * config.json itself, or a Hugging Face hub id (ORG/NAME) found in the local cache
@@ -48,6 +64,12 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
  * checked, OpenAI's mean and std. */
 #define CMR_CONFIG_MAX (1 << 20)
 int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err, size_t errlen);
+/* The same for an OpenCLIP open_clip_config.json ({"model_cfg": {"embed_dim", "quick_gelu",
+ * "vision_cfg", "text_cfg"}, "preprocess_cfg": {"mean", "std"}}) of a CLIP ViT: towers
+ * OpenCLIP builds otherwise (timm or Hugging Face towers, ResNets, attentional pooling,
+ * layer scale, ...) are refused, naming the field. */
+int cmr_clip_cfg_parse_openclip(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err,
+				size_t errlen);
 /* Rows of a vision sequence without extra rows: the class token and the patches. */
 int cmr_clip_vision_seq(const cmr_tower_cfg *c);
 
@@ -173,12 +195,15 @@ cmr_clip *cmr_clip_open(const char *dir, unsigned mask, char *err, size_t errlen
 uint64_t cmr_clip_id(const cmr_clip *m);
 /* The towers' name: the last component of the model directory. */
 void cmr_clip_set_name(cmr_clip *m, const char *dir);
-/* Writes every loaded parameter as F32 in table order, atomically. */
-int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, char *err, size_t errlen);
+/* Writes every loaded parameter as F32 in table order, atomically; with held, the complete
+ * file is left under its temporary name there for the caller to rename (cmr_st_write_held). */
+struct cmr_atomic;
+int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, struct cmr_atomic *held,
+		  char *err, size_t errlen);
 /* The same for the parameters want() accepts (ctx is its). */
 int cmr_clip_save_some(const cmr_clip *m, const char *path, const char *metadata_json,
-		       int (*want)(const cmr_clip *m, const cmr_param *p, const void *ctx), const void *ctx, char *err,
-		       size_t errlen);
+		       int (*want)(const cmr_clip *m, const cmr_param *p, const void *ctx), const void *ctx,
+		       struct cmr_atomic *held, char *err, size_t errlen);
 /* Parameter p's values from tensor t of a safetensors file (path: for messages): the shape
  * checked, F16/BF16 converted; a frozen F32 tensor is used in place unless copy (then the
  * file may be closed). Returns 0 or -1 naming the tensor. */

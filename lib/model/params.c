@@ -98,17 +98,25 @@ int cmr_model_resolve(const char *arg, char *out, size_t cap, char *err, size_t 
 		}
 		const char *why = NULL;
 		snprintf(p, sizeof p, "%s/open_clip_config.json", arg);
-		if (is_file(p))
-			why = "an OpenCLIP checkpoint (open_clip_config.json): cmr reads the Hugging Face layout, config.json "
-			      "and model.safetensors (convert it with open_clip and transformers, or take the hub's "
-			      "transformers version of the model)";
+		if (is_file(p)) { /* OpenCLIP's layout: its weights as safetensors */
+			snprintf(p, sizeof p, "%s/open_clip_model.safetensors", arg);
+			if (is_file(p)) {
+				snprintf(out, cap, "%s", arg);
+				return 0;
+			}
+			why = "an OpenCLIP checkpoint (open_clip_config.json) without open_clip_model.safetensors: cmr "
+			      "reads safetensors, not PyTorch pickles (open_clip_pytorch_model.bin): convert it with "
+			      "safetensors.torch.save_file(torch.load(BIN), 'open_clip_model.safetensors')";
+		}
 		snprintf(p, sizeof p, "%s/pytorch_model.bin", arg);
 		if (!why && is_file(p))
 			why = "PyTorch pickle weights (pytorch_model.bin) and no config.json: cmr reads config.json and "
 			      "model.safetensors (transformers: CLIPModel.from_pretrained(DIR).save_pretrained(NEW, "
 			      "safe_serialization=True))";
 		return fail(err, errlen, "%s: no config.json: %s", arg,
-			    why ? why : "not a Hugging Face CLIP checkpoint directory (config.json, model.safetensors)");
+			    why ? why
+				: "not a CLIP checkpoint directory (Hugging Face: config.json, model.safetensors; "
+				  "OpenCLIP: open_clip_config.json, open_clip_model.safetensors)");
 	}
 	if (is_file(arg)) {
 		size_t l = strlen(arg);
@@ -151,6 +159,10 @@ int cmr_model_resolve(const char *arg, char *out, size_t cap, char *err, size_t 
 	return fail(err, errlen, "%s: no such model directory (a Hugging Face CLIP checkpoint: config.json, "
 				 "model.safetensors)", arg);
 }
+
+/* the OpenAI image mean and std, transformers' and OpenCLIP's default */
+static const float openai_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+static const float openai_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err, size_t errlen)
 {
@@ -217,11 +229,158 @@ int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_
 	json_decref(j);
 	if (rc)
 		return rc;
-	static const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-	static const float std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
-	memcpy(cfg->mean, mean, sizeof mean);
-	memcpy(cfg->std, std, sizeof std);
+	memcpy(cfg->mean, openai_mean, sizeof openai_mean);
+	memcpy(cfg->std, openai_std, sizeof openai_std);
+	cfg->layout = CMR_LAYOUT_HF;
 	return 0;
+}
+
+const char *cmr_clip_weights_name(const cmr_clip_cfg *cfg)
+{
+	return cfg->layout == CMR_LAYOUT_OPENCLIP ? "open_clip_model.safetensors" : "model.safetensors";
+}
+
+/* an OpenCLIP tower option cmr does not build: refused when present and not its default */
+static int refuse_option(json_t *o, const char *where, const char *k, json_t *dflt, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(o, k);
+	int same = !v || json_is_null(v) || (dflt && json_equal(v, dflt));
+	json_decref(dflt);
+	return same ? 0
+		    : fail(err, errlen, "%s%s is set: cmr builds OpenCLIP's plain CLIP ViT towers only (no %s)", where,
+			   k, k);
+}
+
+int cmr_clip_cfg_parse_openclip(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err,
+				size_t errlen)
+{
+	memset(cfg, 0, sizeof *cfg);
+	json_error_t jerr;
+	json_t *j = json_loadb(text, len, 0, &jerr);
+	json_t *mc = json_object_get(j, "model_cfg");
+	if (!json_is_object(mc)) {
+		json_decref(j);
+		return fail(err, errlen, "%s: %s", path, j ? "no \"model_cfg\" object" : jerr.text);
+	}
+	json_t *v = json_object_get(mc, "vision_cfg"), *t = json_object_get(mc, "text_cfg");
+	char vw[4200], tw[4200], top[4200];
+	snprintf(vw, sizeof vw, "%s: model_cfg.vision_cfg.", path);
+	snprintf(tw, sizeof tw, "%s: model_cfg.text_cfg.", path);
+	snprintf(top, sizeof top, "%s: model_cfg.", path);
+	int rc = 0;
+	if (!json_is_object(v) || !json_is_object(t))
+		rc = fail(err, errlen, "%s: model_cfg needs vision_cfg and text_cfg objects", path);
+	if (rc == 0 && json_is_array(json_object_get(v, "layers")))
+		rc = fail(err, errlen, "%slayers is a list: a ResNet tower, which cmr does not build (CLIP ViTs only)", vw);
+	static const char *const vrefuse[] = {"timm_model_name", "attentional_pool", "attn_pooler_queries",
+					      "ls_init_value", "patch_dropout", "input_patchnorm", "no_ln_pre",
+					      "final_ln_after_pool", "output_tokens", "act_kwargs", "norm_kwargs", NULL};
+	static const char *const trefuse[] = {"hf_model_name", "ls_init_value", "embed_cls", "proj_bias",
+					      "output_tokens", "no_causal_mask", "act_kwargs", "norm_kwargs", NULL};
+	for (int i = 0; rc == 0 && vrefuse[i]; i++) {
+		json_t *d = !strcmp(vrefuse[i], "patch_dropout") ? json_real(0)
+			  : !strcmp(vrefuse[i], "attn_pooler_queries") ? json_integer(256)
+			  : (!strcmp(vrefuse[i], "act_kwargs") || !strcmp(vrefuse[i], "norm_kwargs")) ? json_object()
+			  : json_false();
+		rc = refuse_option(v, vw, vrefuse[i], d, err, errlen);
+	}
+	for (int i = 0; rc == 0 && trefuse[i]; i++)
+		rc = refuse_option(t, tw, trefuse[i],
+				   (!strcmp(trefuse[i], "act_kwargs") || !strcmp(trefuse[i], "norm_kwargs")) ? json_object()
+													     : json_false(),
+				   err, errlen);
+	if (rc == 0)
+		rc = refuse_option(v, vw, "pool_type", json_string("tok"), err, errlen);
+	if (rc == 0)
+		rc = refuse_option(t, tw, "pool_type", json_string("argmax"), err, errlen);
+	if (rc == 0)
+		rc = refuse_option(t, tw, "pad_id", json_integer(0), err, errlen);
+	int head_width = 64;
+	float vratio = 4, tratio = 4;
+#define I(obj, w, key, dflt, lo, hi, dst) \
+	if (rc == 0) \
+	rc = get_int(obj, w, key, dflt, lo, hi, dst, err, errlen)
+	I(v, vw, "width", 768, 1, 16384, &cfg->vision.width);
+	I(v, vw, "layers", 12, 0, 256, &cfg->vision.layers);
+	I(v, vw, "head_width", 64, 1, 16384, &head_width);
+	I(v, vw, "image_size", 224, 1, 4096, &cfg->vision.image_size);
+	I(v, vw, "patch_size", 32, 1, 4096, &cfg->vision.patch_size);
+	I(t, tw, "width", 512, 1, 16384, &cfg->text.width);
+	I(t, tw, "layers", 12, 0, 256, &cfg->text.layers);
+	I(t, tw, "heads", 8, 1, 1024, &cfg->text.heads);
+	I(t, tw, "vocab_size", 49408, 1, 1 << 22, &cfg->text.vocab);
+	I(t, tw, "context_length", 77, 2, 16384, &cfg->text.context);
+	I(mc, top, "embed_dim", 512, 1, 16384, &cfg->proj);
+#undef I
+	if (rc == 0)
+		rc = get_num(v, vw, "mlp_ratio", 4, 0, 64, &vratio, err, errlen);
+	if (rc == 0)
+		rc = get_num(t, tw, "mlp_ratio", 4, 0, 64, &tratio, err, errlen);
+	json_t *qg = json_object_get(mc, "quick_gelu");
+	if (rc == 0 && qg && !json_is_boolean(qg))
+		rc = fail(err, errlen, "%squick_gelu must be true or false", top);
+	if (rc == 0 && cfg->vision.width % head_width)
+		rc = fail(err, errlen, "%swidth %d is not a multiple of head_width %d", vw, cfg->vision.width, head_width);
+	if (rc == 0) {
+		cfg->vision.heads = cfg->vision.width / head_width;
+		cfg->vision.mlp = (int)(cfg->vision.width * (double)vratio);
+		cfg->text.mlp = (int)(cfg->text.width * (double)tratio);
+		if (cfg->vision.mlp < 1 || cfg->text.mlp < 1 || cfg->vision.mlp > 65536 || cfg->text.mlp > 65536)
+			rc = fail(err, errlen, "%s: mlp_ratio gives an MLP width outside 1 to 65536", path);
+		/* OpenCLIP's nn.GELU (erf) unless quick_gelu, as OpenAI's models; LayerNorm's eps */
+		cfg->vision.act = cfg->text.act = json_is_true(qg) ? CMR_ACT_QUICK_GELU : CMR_ACT_GELU;
+		cfg->vision.eps = cfg->text.eps = 1e-5f;
+	}
+	if (rc == 0 && cfg->text.width % cfg->text.heads)
+		rc = fail(err, errlen, "%swidth %d is not a multiple of heads %d", tw, cfg->text.width, cfg->text.heads);
+	if (rc == 0 && cfg->vision.image_size % cfg->vision.patch_size)
+		rc = fail(err, errlen, "%simage_size %d is not a multiple of patch_size %d", vw, cfg->vision.image_size,
+			  cfg->vision.patch_size);
+	if (rc == 0 && cmr_clip_vision_seq(&cfg->vision) > 16385)
+		rc = fail(err, errlen, "%s: image_size %d / patch_size %d gives %d patches, more than 16384", path,
+			  cfg->vision.image_size, cfg->vision.patch_size, cmr_clip_vision_seq(&cfg->vision) - 1);
+	memcpy(cfg->mean, openai_mean, sizeof openai_mean);
+	memcpy(cfg->std, openai_std, sizeof openai_std);
+	json_t *pc = json_object_get(j, "preprocess_cfg");
+	for (int k = 0; rc == 0 && k < 2 && pc; k++) {
+		json_t *a = json_object_get(pc, k ? "std" : "mean");
+		if (!a)
+			continue;
+		float *dst = k ? cfg->std : cfg->mean;
+		if (!json_is_array(a) || json_array_size(a) != 3)
+			rc = fail(err, errlen, "%s: preprocess_cfg.%s must be 3 numbers", path, k ? "std" : "mean");
+		for (size_t i = 0; rc == 0 && i < 3; i++) {
+			double x = json_number_value(json_array_get(a, i));
+			if (!json_is_number(json_array_get(a, i)) || !isfinite(x) || (k && !(x > 0)))
+				rc = fail(err, errlen, "%s: preprocess_cfg.%s must be finite numbers%s", path, k ? "std" : "mean",
+					  k ? " above 0" : "");
+			dst[i] = (float)x;
+		}
+	}
+	json_decref(j);
+	if (rc)
+		return rc;
+	cfg->layout = CMR_LAYOUT_OPENCLIP;
+	return 0;
+}
+
+char *cmr_clip_cfg_hf_json(const cmr_clip_cfg *cfg)
+{
+	const cmr_tower_cfg *t = &cfg->text, *v = &cfg->vision;
+	const char *act[2] = {"quick_gelu", "gelu"};
+	json_t *j = json_pack(
+		"{s:[s], s:s, s:i, s:f, s:{s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:f}, s:{s:i, s:i, s:i, s:i, s:i, s:i, "
+		"s:s, s:f}}",
+		"architectures", "CLIPModel", "model_type", "clip", "projection_dim", cfg->proj,
+		"logit_scale_init_value", 2.6592, "text_config", "hidden_size", t->width, "num_hidden_layers", t->layers,
+		"num_attention_heads", t->heads, "intermediate_size", t->mlp, "vocab_size", t->vocab,
+		"max_position_embeddings", t->context, "hidden_act", act[t->act == CMR_ACT_GELU], "layer_norm_eps",
+		(double)t->eps, "vision_config", "hidden_size", v->width, "num_hidden_layers", v->layers,
+		"num_attention_heads", v->heads, "intermediate_size", v->mlp, "image_size", v->image_size, "patch_size",
+		v->patch_size, "hidden_act", act[v->act == CMR_ACT_GELU], "layer_norm_eps", (double)v->eps);
+	char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) : NULL;
+	json_decref(j);
+	return s;
 }
 
 int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errlen)
@@ -231,17 +390,24 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
 	int is_file = stat(dir, &sb) == 0 && S_ISREG(sb.st_mode); /* a config.json itself */
 	snprintf(path, sizeof path, is_file ? "%s" : "%s/config.json", dir);
 	memset(cfg, 0, sizeof *cfg);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return fail(err, errlen, "%s: %s", path, strerror(errno));
-	char *text = malloc(CMR_CONFIG_MAX);
-	size_t len = text ? fread(text, 1, CMR_CONFIG_MAX, f) : 0;
-	int bad = !text || ferror(f) || len == CMR_CONFIG_MAX;
-	fclose(f);
-	int rc = bad ? fail(err, errlen, "%s: %s", path, text ? "unreadable, or over 1 MiB" : "out of memory")
-		     : cmr_clip_cfg_parse(text, len, path, cfg, err, errlen);
+	int openclip = 0;
+	if (!is_file && stat(path, &sb) < 0) { /* no config.json: OpenCLIP's layout? */
+		snprintf(path, sizeof path, "%s/open_clip_config.json", dir);
+		openclip = stat(path, &sb) == 0;
+		if (!openclip)
+			snprintf(path, sizeof path, "%s/config.json", dir);
+	} else if (is_file) {
+		size_t l = strlen(dir);
+		openclip = l >= 21 && strcmp(dir + l - 21, "open_clip_config.json") == 0;
+	}
+	size_t len;
+	char *text = cmr_read_file(path, CMR_CONFIG_MAX - 1, &len, err, errlen);
+	if (!text)
+		return -1;
+	int rc = openclip ? cmr_clip_cfg_parse_openclip(text, len, path, cfg, err, errlen)
+			  : cmr_clip_cfg_parse(text, len, path, cfg, err, errlen);
 	free(text);
-	if (rc || is_file)
+	if (rc || is_file || openclip)
 		return rc;
 	json_error_t jerr;
 	snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
@@ -505,6 +671,99 @@ static int own(cmr_param *p, char *err, size_t errlen)
 	return 0;
 }
 
+/* ---- checkpoint layouts: where a parameter's values are in a file ---- */
+typedef struct {
+	char name[160];
+	int part, nparts; /* rows part/nparts of the file's tensor (q, k, v in OpenCLIP's in_proj) */
+	int transpose;    /* stored transposed (OpenCLIP's projections: x @ proj) */
+} src_ref;
+
+/* transformers' names (the table's) to OpenCLIP's (OpenAI's state dict); the conversion
+ * is transformers' convert_clip_original_pytorch_to_hf.py read backwards */
+static void source_of(const cmr_clip *m, const cmr_param *p, src_ref *r)
+{
+	memset(r, 0, sizeof *r);
+	r->nparts = 1;
+	snprintf(r->name, sizeof r->name, "%s", p->name);
+	if (m->cfg.layout != CMR_LAYOUT_OPENCLIP)
+		return;
+	static const struct {
+		const char *hf, *oc;
+		int transpose;
+	} whole[] = {
+		{"text_model.embeddings.token_embedding.weight", "token_embedding.weight", 0},
+		{"text_model.embeddings.position_embedding.weight", "positional_embedding", 0},
+		{"text_model.final_layer_norm.weight", "ln_final.weight", 0},
+		{"text_model.final_layer_norm.bias", "ln_final.bias", 0},
+		{"vision_model.embeddings.class_embedding", "visual.class_embedding", 0},
+		{"vision_model.embeddings.patch_embedding.weight", "visual.conv1.weight", 0},
+		{"vision_model.embeddings.position_embedding.weight", "visual.positional_embedding", 0},
+		{"vision_model.pre_layrnorm.weight", "visual.ln_pre.weight", 0},
+		{"vision_model.pre_layrnorm.bias", "visual.ln_pre.bias", 0},
+		{"vision_model.post_layernorm.weight", "visual.ln_post.weight", 0},
+		{"vision_model.post_layernorm.bias", "visual.ln_post.bias", 0},
+		{"visual_projection.weight", "visual.proj", 1},
+		{"text_projection.weight", "text_projection", 1},
+		{"logit_scale", "logit_scale", 0},
+	};
+	for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++)
+		if (strcmp(p->name, whole[i].hf) == 0) {
+			snprintf(r->name, sizeof r->name, "%s", whole[i].oc);
+			r->transpose = whole[i].transpose;
+			return;
+		}
+	static const struct {
+		const char *hf, *oc;
+		int part;
+	} sub[] = {
+		{"layer_norm1.weight", "ln_1.weight", -1},
+		{"layer_norm1.bias", "ln_1.bias", -1},
+		{"layer_norm2.weight", "ln_2.weight", -1},
+		{"layer_norm2.bias", "ln_2.bias", -1},
+		{"self_attn.q_proj.weight", "attn.in_proj_weight", 0},
+		{"self_attn.k_proj.weight", "attn.in_proj_weight", 1},
+		{"self_attn.v_proj.weight", "attn.in_proj_weight", 2},
+		{"self_attn.q_proj.bias", "attn.in_proj_bias", 0},
+		{"self_attn.k_proj.bias", "attn.in_proj_bias", 1},
+		{"self_attn.v_proj.bias", "attn.in_proj_bias", 2},
+		{"self_attn.out_proj.weight", "attn.out_proj.weight", -1},
+		{"self_attn.out_proj.bias", "attn.out_proj.bias", -1},
+		{"mlp.fc1.weight", "mlp.c_fc.weight", -1},
+		{"mlp.fc1.bias", "mlp.c_fc.bias", -1},
+		{"mlp.fc2.weight", "mlp.c_proj.weight", -1},
+		{"mlp.fc2.bias", "mlp.c_proj.bias", -1},
+	};
+	const char *tp = p->tower == CMR_TOWER_VISION ? "vision_model.encoder.layers." : "text_model.encoder.layers.";
+	if (p->layer < 0 || strncmp(p->name, tp, strlen(tp)) != 0)
+		return; /* prompts, adapters: a tuning's own names */
+	const char *rest = strchr(p->name + strlen(tp), '.');
+	for (size_t i = 0; rest && i < sizeof sub / sizeof sub[0]; i++)
+		if (strcmp(rest + 1, sub[i].hf) == 0) {
+			snprintf(r->name, sizeof r->name, "%stransformer.resblocks.%d.%s",
+				 p->tower == CMR_TOWER_VISION ? "visual." : "", p->layer, sub[i].oc);
+			if (sub[i].part >= 0)
+				r->part = sub[i].part, r->nparts = 3;
+			return;
+		}
+}
+
+/* the bytes of p's values in the file (its part of a fused tensor), or NULL */
+static const cmr_st_tensor *source_tensor(const cmr_clip *m, const cmr_param *p, const cmr_st *st, src_ref *r,
+					  cmr_st_tensor *view)
+{
+	source_of(m, p, r);
+	const cmr_st_tensor *t = st ? cmr_st_get(st, r->name) : NULL;
+	if (!t || r->nparts == 1)
+		return t;
+	if (t->ndim < 1 || t->shape[0] % r->nparts)
+		return t; /* the shape check names it */
+	*view = *t;
+	view->shape[0] = t->shape[0] / r->nparts;
+	view->nbytes = t->nbytes / (size_t)r->nparts;
+	view->data = (const unsigned char *)t->data + (size_t)r->part * view->nbytes;
+	return view;
+}
+
 /* each tower's identity: its config and its tensors, in table order. A tower in mask is
  * hashed from the file's bytes (st) or its loaded values; any other tower whose tensors the
  * file holds is hashed from the file alone, without loading it, so that a model's identity
@@ -532,7 +791,9 @@ static void hash_towers(cmr_clip *m, unsigned mask, const cmr_st *st)
 			const cmr_param *p = &m->param[i];
 			if (p->tower != k || p->group == CMR_GROUP_PROMPT || p->group == CMR_GROUP_ADAPTER)
 				continue; /* the base's own tensors: a tuning's identity is added to it */
-			const cmr_st_tensor *ft = st ? cmr_st_get(st, p->name) : NULL;
+			src_ref sr;
+			cmr_st_tensor view;
+			const cmr_st_tensor *ft = source_tensor(m, p, st, &sr, &view);
 			if (!ft && (!loaded || !p->w))
 				break; /* not in this file: the tower's identity stays unknown */
 			XXH3_64bits_update(x, p->name, strlen(p->name));
@@ -626,6 +887,38 @@ int cmr_clip_set_tensor(cmr_clip *m, cmr_param *p, const struct cmr_st_tensor *t
 	return 0;
 }
 
+/* p from a 2-D tensor stored transposed (OpenCLIP's projections): always a copy */
+static int set_transposed(cmr_clip *m, cmr_param *p, const cmr_st_tensor *t, const char *path, char *err,
+			  size_t errlen)
+{
+	if (p->ndim != 2 || t->ndim != 2 || t->shape[0] != p->shape[1] || t->shape[1] != p->shape[0]) {
+		char want[128], got[128];
+		int64_t tr[2] = {p->shape[1], p->shape[0]};
+		return fail(err, errlen, "%s: tensor '%s' has shape [%s], the config says [%s]", path, t->name,
+			    shape_str(got, sizeof got, t->ndim, t->shape), shape_str(want, sizeof want, 2, tr));
+	}
+	if (t->dtype != CMR_DTYPE_F32 && t->dtype != CMR_DTYPE_F16 && t->dtype != CMR_DTYPE_BF16)
+		return fail(err, errlen, "%s: tensor '%s' has dtype %s; only F32, F16 and BF16 weights are read", path,
+			    t->name, cmr_dtype_name(t->dtype));
+	if (own(p, err, errlen) < 0)
+		return -1;
+	size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1], es = t->dtype == CMR_DTYPE_F32 ? 4 : 2;
+	const unsigned char *src = t->data;
+	for (size_t i = 0; i < rows; i++)
+		for (size_t j = 0; j < cols; j++) {
+			const unsigned char *e = src + (i * cols + j) * es;
+			float v;
+			uint16_t h;
+			if (es == 4)
+				memcpy(&v, e, 4);
+			else
+				memcpy(&h, e, 2), v = t->dtype == CMR_DTYPE_F16 ? cmr_f16_to_f32(h) : cmr_bf16_to_f32(h);
+			p->w[j * rows + i] = v;
+		}
+	bind(m, p);
+	return 0;
+}
+
 int cmr_clip_load(cmr_clip *m, const char *path, unsigned mask, uint64_t seed, char *err, size_t errlen)
 {
 	cmr_st *st = cmr_st_open(path, err, errlen);
@@ -642,6 +935,25 @@ int cmr_clip_load_st(cmr_clip *m, cmr_st *st, unsigned mask, uint64_t seed, char
 		size_t l = strlen(nm);
 		if (l >= 13 && strcmp(nm + l - 13, ".position_ids") == 0)
 			continue; /* transformers' buffer, not a parameter */
+		if (m->cfg.layout == CMR_LAYOUT_OPENCLIP) {
+			/* OpenAI's state dicts hold these three numbers too; buffers are not parameters */
+			if (!strcmp(nm, "input_resolution") || !strcmp(nm, "context_length") || !strcmp(nm, "vocab_size") ||
+			    (l >= 9 && strcmp(nm + l - 9, "attn_mask") == 0))
+				continue;
+			int known = 0;
+			for (int k = 0; k < m->nparam && !known; k++) {
+				src_ref r;
+				source_of(m, &m->param[k], &r);
+				known = strcmp(r.name, nm) == 0;
+			}
+			if (!known) {
+				fail(err, errlen, "%s: tensor '%s' is not part of an OpenCLIP CLIP ViT (see cmr-checkpoint(5))",
+				     path, nm);
+				cmr_st_close(st);
+				return -1;
+			}
+			continue;
+		}
 		if (!cmr_clip_param(m, nm)) {
 			fail(err, errlen, "%s: tensor '%s' is not part of this model (a tuning or module it was not "
 					  "given? see cmr-checkpoint(5))", path, nm);
@@ -653,7 +965,9 @@ int cmr_clip_load_st(cmr_clip *m, cmr_st *st, unsigned mask, uint64_t seed, char
 		cmr_param *p = &m->param[i];
 		if (!wanted(p, mask))
 			continue;
-		const cmr_st_tensor *t = cmr_st_get(st, p->name);
+		src_ref sr;
+		cmr_st_tensor view;
+		const cmr_st_tensor *t = source_tensor(m, p, st, &sr, &view);
 		if (!t && (p->flags & CMR_PARAM_OPTIONAL)) {
 			if (own(p, err, errlen) < 0)
 				goto bad;
@@ -662,10 +976,11 @@ int cmr_clip_load_st(cmr_clip *m, cmr_st *st, unsigned mask, uint64_t seed, char
 			continue;
 		}
 		if (!t) {
-			fail(err, errlen, "%s: tensor '%s' is missing", path, p->name);
+			fail(err, errlen, "%s: tensor '%s' is missing", path, sr.name);
 			goto bad;
 		}
-		if (cmr_clip_set_tensor(m, p, t, path, 0, err, errlen) < 0)
+		if ((sr.transpose ? set_transposed(m, p, t, path, err, errlen)
+				  : cmr_clip_set_tensor(m, p, t, path, 0, err, errlen)) < 0)
 			goto bad;
 	}
 	cmr_st **l = realloc(pv->st, (size_t)(pv->nst + 1) * sizeof *l);
@@ -694,7 +1009,7 @@ cmr_clip *cmr_clip_open(const char *dir, unsigned mask, char *err, size_t errlen
 		return NULL;
 	}
 	char path[4096];
-	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	snprintf(path, sizeof path, "%s/%s", dir, cmr_clip_weights_name(&cfg));
 	if (cmr_clip_load(m, path, mask, 0, err, errlen) < 0) {
 		cmr_clip_free(m);
 		return NULL;
@@ -715,14 +1030,15 @@ void cmr_clip_set_name(cmr_clip *m, const char *dir)
 		snprintf(m->tower[k].name, sizeof m->tower[k].name, "%s", base && base[1] ? base + 1 : name);
 }
 
-int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, char *err, size_t errlen)
+int cmr_clip_save(const cmr_clip *m, const char *path, const char *metadata_json, struct cmr_atomic *held,
+		  char *err, size_t errlen)
 {
-	return cmr_clip_save_some(m, path, metadata_json, NULL, NULL, err, errlen);
+	return cmr_clip_save_some(m, path, metadata_json, NULL, NULL, held, err, errlen);
 }
 
 int cmr_clip_save_some(const cmr_clip *m, const char *path, const char *metadata_json,
-		       int (*want)(const cmr_clip *m, const cmr_param *p, const void *ctx), const void *ctx, char *err,
-		       size_t errlen)
+		       int (*want)(const cmr_clip *m, const cmr_param *p, const void *ctx), const void *ctx,
+		       struct cmr_atomic *held, char *err, size_t errlen)
 {
 	cmr_st_out *o = calloc((size_t)m->nparam, sizeof *o);
 	if (!o)
@@ -740,7 +1056,8 @@ int cmr_clip_save_some(const cmr_clip *m, const char *path, const char *metadata
 		o[n].data = p->w;
 		n++;
 	}
-	int rc = cmr_st_write(path, o, n, metadata_json, err, errlen);
+	int rc = held ? cmr_st_write_held(held, path, o, n, metadata_json, err, errlen)
+		      : cmr_st_write(path, o, n, metadata_json, err, errlen);
 	free(o);
 	return rc;
 }

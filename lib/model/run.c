@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "atomic.h"
 #include "eval.h"
 #include "fe.h"
 #include "format/safetensors.h"
@@ -185,15 +187,45 @@ static void shuffle(size_t *perm, size_t n, uint64_t seed, int64_t epoch)
 }
 
 
-static void write_text(const char *dir, const char *name, const char *text, size_t len)
+/* a checkpoint's files, all written complete under temporary names before any is put in
+ * place (atomic.h): on a failure (a full disk) or a signal none of them appears */
+enum { CK_MAX = 4 };
+typedef struct {
+	cmr_atomic f[CK_MAX];
+	int n;
+	const char *dir;
+	int made_dir; /* this save made the directory: removed again when the save fails */
+} ckpt;
+
+static void ck_fail(ckpt *c, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+static void ck_fail(ckpt *c, const char *fmt, ...)
 {
-	char path[4096];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	cmr_output out;
-	cmr_output_open(&out, path, 0);
-	if (fwrite(text, 1, len, out.f) != len)
-		cmr_die_write(path, errno);
-	cmr_output_commit(&out);
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	for (int i = 0; i < c->n; i++)
+		cmr_atomic_abort(&c->f[i]);
+	if (c->made_dir)
+		rmdir(c->dir);
+	cmr_die("%s%s", msg, c->made_dir ? " (nothing was saved)" : " (the previous checkpoint is kept)");
+}
+
+static void ck_text(ckpt *c, const char *name, const char *text, size_t len)
+{
+	char path[4096], err[1024];
+	snprintf(path, sizeof path, "%s/%s", c->dir, name);
+	cmr_atomic *a = &c->f[c->n];
+	if (cmr_atomic_open(a, path, err, sizeof err) < 0)
+		ck_fail(c, "%s", err);
+	c->n++;
+	if (fwrite(text, 1, len, a->f) != len) {
+		int e = errno;
+		ck_fail(c, "write error on %s: %s", path, strerror(e));
+	}
+	if (cmr_atomic_finish(a, err, sizeof err) < 0)
+		ck_fail(c, "%s", err);
 }
 
 typedef struct {
@@ -209,26 +241,28 @@ static void save(run_t *r, int64_t step)
 {
 	char path[4096], err[1024];
 	const cmr_run_opts *o = r->o;
-	if (mkdir(o->output, 0777) < 0 && errno != EEXIST)
+	ckpt c = {.dir = o->output};
+	if (mkdir(o->output, 0777) == 0)
+		c.made_dir = 1;
+	else if (errno != EEXIST)
 		cmr_die("%s: %s", o->output, strerror(errno));
 	if (o->tuning) { /* a tuning directory (cmr-tuning(5)): the config, the tuned tensors */
 		char *cj = cmr_tuning_config_json(r->m, o->tuning, o->provenance);
 		if (!cj)
-			cmr_die("out of memory");
-		write_text(o->output, CMR_TUNING_CONFIG, cj, strlen(cj));
+			ck_fail(&c, "out of memory");
+		ck_text(&c, CMR_TUNING_CONFIG, cj, strlen(cj));
 		free(cj);
 	} else {
-		write_text(o->output, "config.json", o->config_text, o->config_len);
-		write_text(o->output, "preprocessor_config.json", o->pre_text, o->pre_len);
+		ck_text(&c, "config.json", o->config_text, o->config_len);
+		ck_text(&c, "preprocessor_config.json", o->pre_text, o->pre_len);
 	}
-	/* the state first: a model newer than its state is refused on --resume, not used */
 	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
 	/* the moments of each trainable parameter, under its name */
 	const cmr_clip *m = r->m;
 	cmr_st_out *t = calloc(2 * (size_t)m->nparam + 2, sizeof *t); /* the moments, the counters, the threads */
 	char (*names)[128] = calloc(2 * (size_t)m->nparam, sizeof *names);
 	if (!t || !names)
-		cmr_die("out of memory");
+		ck_fail(&c, "out of memory");
 	size_t nt = 0;
 	for (int i = 0; i < m->nparam; i++) {
 		const cmr_param *p = &m->param[i];
@@ -241,35 +275,46 @@ static void save(run_t *r, int64_t step)
 			nt++;
 		}
 	}
-	/* The pair is committed so that some resumable checkpoint survives a kill at any point:
-	 * both new files are written complete under .next names, then the old state becomes
-	 * train-state.prev, the new state and the new model are renamed into place, and prev goes.
-	 * A kill between two renames leaves a model whose step is that of train-state.prev, which
-	 * --resume then takes (cmr-checkpoint(5)). */
+	/* Every file is written complete under a temporary name first, so a full disk or a
+	 * signal leaves the previous checkpoint as it was (and a first save leaves nothing).
+	 * Then the old state becomes train-state.prev, the new state and the new model are
+	 * renamed into place, and prev goes. A kill between two renames leaves a model whose
+	 * step is that of train-state.prev, which --resume then takes (cmr-checkpoint(5)). */
 	const char *mname = o->tuning ? CMR_TUNING_TENSORS : "model.safetensors";
-	char snext[4096], mnext[4096], sfinal[4096], mfinal[4096], sprev[4096];
-	snprintf(snext, sizeof snext, "%s/train-state.next.safetensors", o->output);
+	char sfinal[4096], mfinal[4096], sprev[4096];
 	snprintf(sfinal, sizeof sfinal, "%s/train-state.safetensors", o->output);
 	snprintf(sprev, sizeof sprev, "%s/train-state.prev.safetensors", o->output);
-	snprintf(mnext, sizeof mnext, "%s/%s.next", o->output, mname);
 	snprintf(mfinal, sizeof mfinal, "%s/%s", o->output, mname);
 	t[nt++] = (cmr_st_out){"step_seed_batch_pairs_total", CMR_DTYPE_I64, 1, {5}, st};
 	int64_t threads = cmr_ops_threads(); /* results are bit-identical for one thread count */
 	t[nt++] = (cmr_st_out){"threads", CMR_DTYPE_I64, 1, {1}, &threads};
-	if (cmr_st_write(snext, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err) < 0)
-		cmr_die("%s", err);
+	cmr_atomic *state = &c.f[c.n], *model = &c.f[c.n + 1];
+	int rc = cmr_st_write_held(state, sfinal, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err);
 	free(t);
 	free(names);
+	if (rc < 0)
+		ck_fail(&c, "%s", err);
+	c.n++;
 	json_t *meta = json_pack("{s:s, s:s, s:s}", "format", "pt", "cmr-train", o->provenance, "step",
 				 (snprintf(path, sizeof path, "%" PRId64, step), path));
 	char *mj = json_dumps(meta, JSON_COMPACT);
-	if (!mj || (o->tuning ? cmr_tuning_save_tensors(r->m, o->tuning, mnext, mj, err, sizeof err)
-			      : cmr_clip_save(r->m, mnext, mj, err, sizeof err)) < 0)
-		cmr_die("%s", mj ? err : "out of memory");
-	free(mj);
 	json_decref(meta);
-	if ((rename(sfinal, sprev) < 0 && errno != ENOENT) || rename(snext, sfinal) < 0 || rename(mnext, mfinal) < 0)
-		cmr_die("%s: cannot put the checkpoint in place: %s", o->output, strerror(errno));
+	if (!mj)
+		ck_fail(&c, "out of memory");
+	rc = o->tuning ? cmr_tuning_save_tensors(r->m, o->tuning, mfinal, mj, model, err, sizeof err)
+		       : cmr_clip_save(r->m, mfinal, mj, model, err, sizeof err);
+	free(mj);
+	if (rc < 0)
+		ck_fail(&c, "%s", err);
+	c.n++;
+	/* all complete: into place, the configs first (the same text at every save) */
+	for (int i = 0; i < c.n - 2; i++)
+		if (cmr_atomic_rename(&c.f[i], err, sizeof err) < 0)
+			ck_fail(&c, "%s", err);
+	if (rename(sfinal, sprev) < 0 && errno != ENOENT)
+		ck_fail(&c, "%s: cannot put the checkpoint in place: %s", o->output, strerror(errno));
+	if (cmr_atomic_rename(state, err, sizeof err) < 0 || cmr_atomic_rename(model, err, sizeof err) < 0)
+		cmr_die("%s: cannot put the checkpoint in place: %s", o->output, err);
 	unlink(sprev);
 	cmr_info("%s: checkpoint at step %" PRId64, o->output, step);
 }
@@ -320,6 +365,7 @@ static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
 		rec[0][k] = cmr_recall(ri, ev->nimg, ks[k]);
 		rec[1][k] = cmr_recall(rt, nt, ks[k]);
 	}
+	cmr_progress_clear(NULL);
 	if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: eval at step %" PRId64 " (%zu images, %zu texts): image->text R@1 %.1f R@5 %.1f R@10 %.1f, "
 				"text->image R@1 %.1f R@5 %.1f R@10 %.1f\n",
@@ -379,6 +425,24 @@ static int64_t state_step(const char *path)
 	return step;
 }
 
+/* load_state's fatal errors: the message made while the state's strings are valid, then
+ * the files it has open closed (a fuzzed or resumed run leaks nothing), then cmr_die */
+static cmr_st *state_open[2];
+static void state_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void state_die(const char *fmt, ...)
+{
+	char msg[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	for (int i = 0; i < 2; i++) {
+		cmr_st_close(state_open[i]);
+		state_open[i] = NULL;
+	}
+	cmr_die("%s", msg);
+}
+
 /* resume: the state file of DIR, checked against this run: train-state.safetensors, or
  * train-state.prev.safetensors when a save was cut between its renames and the model is
  * still the previous one */
@@ -403,16 +467,16 @@ static int64_t load_state(run_t *r, const char *dir)
 		}
 		cmr_st_close(ms);
 	}
-	cmr_st *st = cmr_st_open(path, err, sizeof err);
+	cmr_st *st = state_open[0] = cmr_st_open(path, err, sizeof err);
 	if (!st)
-		cmr_die("%s", err);
+		state_die("%s", err);
 	const char *fmt = cmr_st_metadata(st, "format");
 	if (!fmt || strcmp(fmt, "cmr-train-2") != 0)
-		cmr_die("%s: not a cmr-train state of this version (metadata format '%s', this cmr-train reads "
+		state_die("%s: not a cmr-train state of this version (metadata format '%s', this cmr-train reads "
 			"'cmr-train-2'; see cmr-checkpoint(5))", path, fmt ? fmt : "");
 	const cmr_st_tensor *s = cmr_st_get(st, "step_seed_batch_pairs_total");
 	if (!s || s->dtype != CMR_DTYPE_I64 || s->nbytes != 40)
-		cmr_die("%s: not a training state (step_seed_batch_pairs_total missing or of another type)", path);
+		state_die("%s: not a training state (step_seed_batch_pairs_total missing or of another type)", path);
 	/* the moments of exactly the parameters this run trains */
 	size_t have = 0;
 	for (int i = 0; i < r->m->nparam; i++) {
@@ -423,10 +487,10 @@ static int64_t load_state(run_t *r, const char *dir)
 			snprintf(mpath, sizeof mpath, "%s/%s", k ? "exp_avg_sq" : "exp_avg", p->name);
 			const cmr_st_tensor *t = cmr_st_get(st, mpath);
 			if (!t)
-				cmr_die("%s: no '%s': the run being resumed did not train %s (give the same --train and "
+				state_die("%s: no '%s': the run being resumed did not train %s (give the same --train and "
 					"--freeze)", path, mpath, p->name);
 			if (t->dtype != CMR_DTYPE_F32 || t->nbytes != p->n * 4)
-				cmr_die("%s: '%s' is not F32 of %zu values", path, mpath, p->n);
+				state_die("%s: '%s' is not F32 of %zu values", path, mpath, p->n);
 			memcpy((k ? r->vel : r->mom) + p->at, t->data, t->nbytes);
 			have++;
 		}
@@ -441,30 +505,43 @@ static int64_t load_state(run_t *r, const char *dir)
 			was_threads = 0;
 		have++;
 	}
-	if (have + 1 != cmr_st_count(st))
-		cmr_die("%s: the run being resumed trained %zu parameter tensors, this one %zu (give the same --train "
-			"and --freeze)", path, (cmr_st_count(st) - 1 - (th != NULL)) / 2, (have - (th != NULL)) / 2);
+	if (have + 1 != cmr_st_count(st)) { /* a tensor this run does not know: name it */
+		const char *extra = "?";
+		for (size_t i = 0; i < cmr_st_count(st); i++) {
+			const char *n = cmr_st_at(st, i)->name, *slash = strchr(n, '/');
+			cmr_param *p = slash && (!strncmp(n, "exp_avg/", 8) || !strncmp(n, "exp_avg_sq/", 11))
+					       ? cmr_clip_param(r->m, slash + 1) : NULL;
+			if (strcmp(n, "step_seed_batch_pairs_total") && strcmp(n, "threads") && (!p || !p->g)) {
+				extra = n;
+				break;
+			}
+		}
+		state_die("%s: holds '%s', which this run does not train: the run being resumed trained %zu parameter "
+			  "tensors, this one %zu (give the same --train and --freeze)", path, extra,
+			  (cmr_st_count(st) - 1 - (th != NULL)) / 2, (have - (th != NULL)) / 2);
+	}
 	int64_t x[5];
 	memcpy(x, s->data, sizeof x);
 	/* the model must be the one saved with this state */
 	snprintf(mpath, sizeof mpath, "%s/%s", dir, r->o->tuning ? CMR_TUNING_TENSORS : "model.safetensors");
-	cmr_st *ms = cmr_st_open(mpath, err, sizeof err);
+	cmr_st *ms = state_open[1] = cmr_st_open(mpath, err, sizeof err);
 	if (!ms)
-		cmr_die("%s", err);
+		state_die("%s", err);
 	const char *ms_step = cmr_st_metadata(ms, "step");
 	char want[32];
 	snprintf(want, sizeof want, "%" PRId64, x[0]);
 	if (!ms_step || strcmp(ms_step, want) != 0)
-		cmr_die("%s is at step %s, %s at step %s (interrupted while saving?): not resumable", mpath,
+		state_die("%s is at step %s, %s at step %s (interrupted while saving?): not resumable", mpath,
 			ms_step ? ms_step : "(none recorded)", path, want);
+	state_open[0] = state_open[1] = NULL;
 	cmr_st_close(ms);
 	cmr_st_close(st);
 	const cmr_run_opts *o = r->o;
 	if ((uint64_t)x[1] != o->seed || x[2] != o->batch || (size_t)x[3] != r->npairs || x[4] != r->total)
-		cmr_die("%s: the run being resumed had --seed %" PRId64 ", --batch %" PRId64 ", %" PRId64
+		cmr_die("%s: the run being resumed had --seed %" PRIu64 ", --batch %" PRId64 ", %" PRId64
 			" images and %" PRId64 " steps; this one has %" PRIu64 ", %d, %zu and %" PRId64
 			": give the same data and options",
-			path, x[1], x[2], x[3], x[4], o->seed, o->batch, r->npairs, r->total);
+			path, (uint64_t)x[1], x[2], x[3], x[4], o->seed, o->batch, r->npairs, r->total);
 	if (has_threads && was_threads != cmr_ops_threads())
 		cmr_die("%s: the run being resumed used %" PRId64 " threads, this one %d: the results depend on the thread "
 			"count in their last bits, so give -t %" PRId64 " to go on bit for bit", path, was_threads,
@@ -520,10 +597,14 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 				"(%" PRId64 " per epoch)%s\n",
 			cmr_progname, d->nimg, d->ntok, (snprintf(err, 64, "%.2fM", nall / 1e6), err),
 			(ntrain < 100000 ? snprintf(path, 64, "%zu", ntrain) : snprintf(path, 64, "%.2fM", ntrain / 1e6), path), r.total, B, r.spe, o->resume ? ", resumed" : "");
-	int tty = isatty(2);
+	/* on a terminal (or CMR_PROGRESS=1) a progress line with the ETA; every --log-every steps
+	 * a line that stays */
+	cmr_progress pr;
+	cmr_progress_start(&pr, "steps", (uint64_t)r.total);
+	pr.base = (uint64_t)step;
 	int64_t perm_epoch = -1;
 	catch_stop();
-	double t0 = now(), tlog = t0;
+	double t0 = now();
 	int64_t since = 0;
 	for (; step < stop; step++) {
 		int64_t epoch = step / r.spe, at = step % r.spe;
@@ -554,13 +635,17 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 					"\"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
 				step + 1, (double)(step + 1) / r.spe, loss, lr, gnorm, exp(m->param[m->logit].w[0]),
 				B / ((t - t0) / (double)since));
-		if (cmr_verbose >= 0 && (tty || (step + 1) % o->log_every == 0 || step + 1 == stop)) {
-			if (!tty || t - tlog > 0.2 || step + 1 == stop || (step + 1) % o->log_every == 0) {
-				fprintf(stderr, "%sstep %" PRId64 "/%" PRId64 " epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s%s",
-					tty ? "\r" : "", step + 1, r.total, (double)(step + 1) / r.spe, loss, lr,
-					exp(m->param[m->logit].w[0]), B * since / (t - t0), tty && (step + 1) % o->log_every ? "  " : "\n");
-				tlog = t;
+		if (cmr_verbose >= 0) {
+			double scale = exp(m->param[m->logit].w[0]), pps = B * since / (t - t0);
+			double ep = (double)(step + 1) / r.spe;
+			cmr_progress_detail(&pr, "epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s", ep, loss, lr, scale,
+					    pps);
+			if ((step + 1) % o->log_every == 0 || step + 1 == stop) {
+				cmr_progress_clear(&pr);
+				fprintf(stderr, "step %" PRId64 "/%" PRId64 " epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s\n",
+					step + 1, r.total, ep, loss, lr, scale, pps);
 			}
+			cmr_progress_update(&pr, (uint64_t)(step + 1));
 		}
 		if (o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop)
 			save(&r, step + 1);
@@ -571,8 +656,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			break;
 		}
 	}
-	if (tty && cmr_verbose >= 0)
-		fputc('\n', stderr);
+	cmr_progress_stop(&pr);
 	save(&r, step);
 	int sig = stop_signal;
 	if (ev && !sig)

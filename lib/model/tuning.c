@@ -188,16 +188,13 @@ int cmr_tuning_read(const char *dir, cmr_tuning *t, char *err, size_t errlen)
 {
 	char path[4096];
 	snprintf(path, sizeof path, "%s/" CMR_TUNING_CONFIG, dir);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return fail(err, errlen, "%s: %s%s", path, strerror(errno),
-			    errno == ENOENT ? " (not a tuning directory: see cmr-tuning(5))" : "");
-	char *buf = malloc(1 << 20);
-	size_t n = buf ? fread(buf, 1, 1 << 20, f) : 0;
-	int bad = !buf || ferror(f) || n == 1 << 20;
-	fclose(f);
-	int rc = bad ? fail(err, errlen, "%s: %s", path, buf ? "unreadable or over 1 MiB" : "out of memory")
-		     : cmr_tuning_parse(buf, n, path, t, err, errlen);
+	size_t n;
+	char *buf = cmr_read_file(path, (1 << 20) - 1, &n, err, errlen);
+	if (!buf)
+		return errno == ENOENT ? fail(err, errlen, "%s: %s (not a tuning directory: see cmr-tuning(5))", path,
+					      strerror(ENOENT))
+				       : -1;
+	int rc = cmr_tuning_parse(buf, n, path, t, err, errlen);
 	free(buf);
 	return rc;
 }
@@ -304,7 +301,7 @@ cmr_clip *cmr_tuning_open(const char *base, const char *tuning_dir, unsigned mas
 		fail(err, errlen, "out of memory for the model");
 		return NULL;
 	}
-	snprintf(path, sizeof path, "%s/model.safetensors", base);
+	snprintf(path, sizeof path, "%s/%s", base, cmr_clip_weights_name(&cfg));
 	if (cmr_tuning_add(m, t, 0, err, errlen) < 0 || cmr_clip_load(m, path, mask, 0, err, errlen) < 0) {
 		size_t l = strlen(err);
 		if (l + 40 < errlen && strncmp(err, tuning_dir, strlen(tuning_dir)) != 0)
@@ -359,7 +356,7 @@ static int want_tuned(const cmr_clip *m, const cmr_param *p, const void *ctx)
 }
 
 int cmr_tuning_save_tensors(const cmr_clip *m, const cmr_tuning *t, const char *path, const char *metadata_json,
-			    char *err, size_t errlen)
+			    struct cmr_atomic *held, char *err, size_t errlen)
 {
-	return cmr_clip_save_some(m, path, metadata_json, want_tuned, t, err, errlen);
+	return cmr_clip_save_some(m, path, metadata_json, want_tuned, t, held, err, errlen);
 }

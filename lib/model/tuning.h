@@ -65,9 +65,10 @@ cmr_clip *cmr_tuning_open(const char *base, const char *tuning_dir, unsigned mas
  * JSON object of how it was trained, or NULL), malloc'd; NULL when out of memory. The
  * caller writes it (cmr-train: under a temporary name, renamed). */
 char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char *training_json);
-/* Writes the tuned tensors as F32 to path (adapter_model.safetensors), atomically. */
+/* Writes the tuned tensors as F32 to path (adapter_model.safetensors), atomically (held: as
+ * cmr_clip_save). */
 int cmr_tuning_save_tensors(const cmr_clip *m, const cmr_tuning *t, const char *path, const char *metadata_json,
-			    char *err, size_t errlen);
+			    struct cmr_atomic *held, char *err, size_t errlen);
 
 /* Whether parameter p is part of tuning t (what its file holds). */
 int cmr_tuning_has(const cmr_tuning *t, const cmr_clip *m, const cmr_param *p);

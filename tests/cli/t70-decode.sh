@@ -46,6 +46,39 @@ run_sh "cmr-decode --resize none '$J/big.jpg' | cmr-dump list -H"
 expect_stdout_has "[200,300,3]"
 end
 
+# PNG and WebP: tests/fixtures/images and PIL's decoding of them (tests/ref/make-codec-refs.sh)
+F=$SRCDIR/tests/fixtures/images
+begin "PNG (every colour type, bit depth 1-16, palettes with tRNS, Adam7, all row filters) and WebP (lossy, lossless, alpha) equal PIL's convert('RGB'), as decoded and at 96 pixels (max abs 0)"
+cmr-decode --resize none "$F" >"$WORK/codecs.cmr"
+cmr-decode --exact -s 96 "$F/gray16.png" "$F/lossy-alpha.webp" "$F/palette8-trns.png" "$F/rgba8.png" >>"$WORK/codecs.cmr"
+run cmr-dump diff --max-abs 0 "$SRCDIR/tests/golden/decode/pil-codecs.cmr" "$WORK/codecs.cmr"
+expect_status 0
+[ "$(grep -c '^[a-z]' "$OUT")" -eq 26 ] || why "expected 25 images compared (and the header): $(head -3 "$OUT")"
+end
+
+begin "PNG and WebP members of a tar decode whatever their names; corrupt ones are skipped and named"
+mkdir "$WORK/pw" && cd "$WORK/pw"
+cp "$F/rgba8.png" a-png.bin && cp "$F/lossy.webp" b-webp.dat
+head -c 2000 "$F/rgb8.png" >c-trunc.png
+cp "$F/rgb8.png" d-crc.png
+printf '\000' | dd of=d-crc.png bs=1 seek=$(($(wc -c <d-crc.png) - 13)) conv=notrunc 2>/dev/null # the last IDAT's CRC
+head -c 600 "$F/lossless.webp" >e-trunc.webp
+# a VP8X header that announces an animation
+printf 'RIFF\026\000\000\000WEBPVP8X\012\000\000\000\002\000\000\000\007\000\000\007\000\000' >f-anim.webp
+cd "$WORK" && tar cf pw.tar -C pw . && rm -r pw
+run_sh "cmr-decode --resize none pw.tar | cmr-dump list -H | awk '\$2 != 0 {print \$NF}' | tr '\n' ' '"
+[ "$(cat "$OUT")" = "a-png b-webp " ] || why "records: $(cat "$OUT")"
+expect_stderr_has "pw.tar: ./c-trunc.png: corrupt PNG: truncated file (skipped)"
+expect_stderr_has "pw.tar: ./d-crc.png: corrupt PNG: IDAT: CRC error (skipped)"
+expect_stderr_has "pw.tar: ./e-trunc.webp: corrupt WebP: the image data does not decode (skipped)"
+expect_stderr_has "pw.tar: ./f-anim.webp: animated WebP (only still images are decoded) (skipped)"
+expect_stderr_has "4 of 6 images could not be decoded"
+run cmr-decode --max-pixels 1000 -s 16 "$F/gray8.png" "$F/lossy.webp"
+expect_status 1
+expect_stderr_has "gray8.png: image of 72x54 pixels exceeds the limit of 1000 pixels (skipped)"
+expect_stderr_has "lossy.webp: image of 72x54 pixels exceeds the limit of 1000 pixels (skipped)"
+end
+
 begin "output is byte-identical whatever the thread count"
 cmr-decode -j 1 -s 24 "$J" "$J" "$J" >"$WORK/j1.cmr"
 cmr-decode -j 2 -s 24 "$J" "$J" "$J" >"$WORK/j2.cmr"
@@ -92,7 +125,7 @@ expect_status 0 # the status of cmr-dump; cmr-decode's follows
 awk '$2 != 0 {print $NF}' "$OUT" | tr '\n' ' ' >"$WORK/keys"
 [ "$(cat "$WORK/keys")" = "a-good f-good " ] || why "records: $(cat "$WORK/keys")"
 expect_stderr_has "bad.tar: b-truncated.jpg: corrupt JPEG data: Premature end of JPEG file (skipped)"
-expect_stderr_has "bad.tar: c-garbage.jpg: not a JPEG file (only JPEG images are decoded) (skipped)"
+expect_stderr_has "bad.tar: c-garbage.jpg: not a JPEG, PNG or WebP file (GIF, BMP and TIFF are not decoded) (skipped)"
 expect_stderr_has "bad.tar: d-empty.jpg: empty file (skipped)"
 expect_stderr_has "bad.tar: e-huge.jpg: image of 60000x60000 pixels exceeds the limit of 178956970 pixels (skipped)"
 expect_stderr_has "cmr-decode: 4 of 6 images could not be decoded"
@@ -139,7 +172,7 @@ printf 'another\n' >"$WORK/textonly/b.txt"
 run cmr-decode -o "$WORK/t.cmr" "$WORK/textonly"
 expect_status 1
 expect_stderr_has "no images among the 2 files of $WORK/textonly"
-expect_stderr_has "hint: cmr-decode reads JPEG members"
+expect_stderr_has "hint: cmr-decode reads JPEG, PNG and WebP members"
 expect_no_file "$WORK/t.cmr"
 end
 

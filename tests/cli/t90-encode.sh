@@ -23,6 +23,18 @@ for preset in tiny b32; do
 			end
 		done
 	done
+	begin "$preset in OpenCLIP's layout (q, k, v fused in in_proj, projections transposed): PyTorch's embeddings (relative error <= 2e-6), the HF layout's bit for bit"
+	"$MK" openclip "$WORK/$preset" "$WORK/$preset-oc"
+	run cmr-encode -m "$WORK/$preset-oc" -o "$WORK/oc.cmr" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr"
+	expect_status 0
+	run cmr-dump diff --max-rel-norm 2e-6 "$G/$preset.cmr" "$WORK/oc.cmr"
+	expect_status 0
+	[ "$(grep -c '^img' "$OUT")" -eq 14 ] || why "expected 14 embeddings compared"
+	cmr-encode -m "$WORK/$preset" -o "$WORK/hf.cmr" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr"
+	run cmr-dump diff --max-abs 0 "$WORK/hf.cmr" "$WORK/oc.cmr"
+	expect_status 0
+	rm -rf "$WORK/$preset-oc"
+	end
 	begin "$preset: an fp16 checkpoint gives embeddings within 1e-3 of the fp32 one"
 	mkdir "$WORK/$preset-h"
 	"$MK" model "$WORK/$preset-h" $preset --dtype f16
@@ -181,4 +193,59 @@ hdr='{"logit_scale":{"dtype":"F32","shape":[2147483648,2147483648,4],"data_offse
 run cmr-encode -m "$WORK/wrap" "$WORK/tiny-i.cmr"
 expect_status 1
 expect_stderr_has "model.safetensors: tensor 'logit_scale': its shape's size overflows"
+end
+
+begin "--mean-by-key: one unit embedding per class of prompts; cmr-eval --labels says the same of both; cmr-query answers image -> class"
+printf 'cat\nsea lion\nbird\n' >"$WORK/cls.txt"
+cmr-caption-ingest -f classes --template 'a {}' --template 'the {}' -m "$WORK/tiny" "$WORK/cls.txt" >"$WORK/p.cmr"
+cmr-encode -m "$WORK/tiny" -o "$WORK/pe.cmr" "$WORK/p.cmr"
+run cmr-encode -m "$WORK/tiny" --mean-by-key -o "$WORK/ce.cmr" "$WORK/p.cmr"
+expect_status 0
+run_sh "cmr-dump show '$WORK/ce.cmr' | grep '	embedding	' | cut -f1 | tr '\n' ,"
+[ "$(cat "$OUT")" = "cat,sea lion,bird," ] || why "classes: $(cat "$OUT")"
+cmr-encode -m "$WORK/tiny" -o "$WORK/ie.cmr" "$WORK/tiny-i.cmr"
+cmr-dump list -H "$WORK/ie.cmr" | awk '$3 == "tensor" {print $NF}' | awk '{ print $1 "\t" (NR % 3 == 1 ? "cat" : NR % 3 == 2 ? "sea lion" : "bird") }' >"$WORK/zs.labels"
+cmr-eval --labels "$WORK/zs.labels" "$WORK/ie.cmr" "$WORK/pe.cmr" >"$WORK/a.txt"
+cmr-eval --labels "$WORK/zs.labels" "$WORK/ie.cmr" "$WORK/ce.cmr" >"$WORK/b.txt"
+# the same accuracies, per class and confusions (not the counts of texts and prompts)
+[ "$(sed 1d "$WORK/a.txt" | awk '{ $(NF - 2) = ""; print }')" = "$(sed 1d "$WORK/b.txt" | awk '{ $(NF - 2) = ""; print }')" ] || why "prompts and their means classify differently: $(diff "$WORK/a.txt" "$WORK/b.txt" | head -5)"
+grep -q "from 6 texts" "$WORK/a.txt" && grep -q "from 3 texts" "$WORK/b.txt" || why "text counts: $(head -1 "$WORK/a.txt") / $(head -1 "$WORK/b.txt")"
+cmr-index -q -o "$WORK/cls.idx" "$WORK/ce.cmr"
+run cmr-query -k 1 "$WORK/cls.idx" "$WORK/ie.cmr"
+expect_status 0
+[ "$(wc -l <"$OUT")" -eq 7 ] || why "expected an answer for each of 7 images"
+cut -f3 "$OUT" | grep -qvE '^(cat|sea lion|bird)$' && why "answers that are no class: $(cut -f3 "$OUT" | sort -u)"
+run cmr-encode -m "$WORK/tiny" --mean-by-key "$WORK/tiny-i.cmr" "$WORK/p.cmr"
+expect_status 1
+expect_stderr_has "--mean-by-key averages the embeddings of one tower, and the input holds both images and tokens"
+run cmr-encode -m "$WORK/tiny" --mean-by-key --no-normalize "$WORK/p.cmr"
+expect_status 2
+end
+
+begin "OpenCLIP layouts cmr does not run are refused naming the field; a stray tensor and missing weights are named"
+"$MK" openclip "$WORK/tiny" "$WORK/oc"
+cp -r "$WORK/oc" "$WORK/oc-timm"
+sed 's/"vision_cfg": {/"vision_cfg": {"timm_model_name": "vit_base_patch16_224", /' "$WORK/oc/open_clip_config.json" >"$WORK/oc-timm/open_clip_config.json"
+run cmr-encode -m "$WORK/oc-timm" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "open_clip_config.json: model_cfg.vision_cfg.timm_model_name is set: cmr builds OpenCLIP's plain CLIP ViT towers only"
+sed 's/"layers": 2, "width": 32, "head_width"/"layers": [3, 4, 6, 3], "width": 32, "head_width"/' "$WORK/oc/open_clip_config.json" >"$WORK/oc-timm/open_clip_config.json"
+run cmr-encode -m "$WORK/oc-timm" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "layers is a list: a ResNet tower, which cmr does not build"
+rm "$WORK/oc-timm/open_clip_model.safetensors"
+cp "$WORK/oc/open_clip_config.json" "$WORK/oc-timm/"
+run cmr-encode -m "$WORK/oc-timm" "$WORK/tiny-i.cmr"
+expect_status 1
+expect_stderr_has "without open_clip_model.safetensors: cmr reads safetensors, not PyTorch pickles"
+end
+
+begin "cmr-train from an OpenCLIP checkpoint writes a Hugging Face checkpoint that encodes like it before training (0 steps of change: --lr 0)"
+run cmr-train -q -t 1 -m "$WORK/oc" -o "$WORK/oc-trained" -b 4 --steps 1 --lr 0 --wd 0 "$WORK/tiny-i.cmr" "$WORK/tiny-t.cmr"
+expect_status 0
+[ -f "$WORK/oc-trained/config.json" ] && [ -f "$WORK/oc-trained/model.safetensors" ] || why "no HF checkpoint: $(ls "$WORK/oc-trained")"
+cmr-encode -m "$WORK/oc" -o "$WORK/a.cmr" "$WORK/tiny-i.cmr" "$WORK/tiny-t.cmr"
+cmr-encode -m "$WORK/oc-trained" -o "$WORK/b.cmr" "$WORK/tiny-i.cmr" "$WORK/tiny-t.cmr"
+run cmr-dump diff --max-abs 0 "$WORK/a.cmr" "$WORK/b.cmr"
+expect_status 0
 end

@@ -26,6 +26,71 @@ expect_stdout_has '"recall_unit": "percent"'
 run cmr-eval --plot "$WORK/r.svg" "$WORK/img.cmr" "$WORK/txt.cmr"
 expect_status 0
 grep -c '<polyline' "$WORK/r.svg" | grep -q '^2$' || why "the plot lacks its two curves"
+grep -q '<polygon' "$WORK/r.svg" && why "a band without --bootstrap"
+end
+
+begin "--plot: the legend above the curves, text->image dashed (coinciding curves both show), --bootstrap draws a band around each curve"
+run cmr-eval --bootstrap 300 --plot "$WORK/b.svg" "$WORK/img.cmr" "$WORK/txt.cmr"
+expect_status 0
+grep '<polyline' "$WORK/b.svg" | sed -n 2p | grep -q 'stroke-dasharray' || why "text->image is not dashed"
+# the curves' highest point (smallest y) is below the legend's lowest text
+top=$(grep '<polyline' "$WORK/b.svg" | sed 's/.*points="//; s/".*//' | tr ' ' '\n' | awk -F, 'NF == 2 && (m == "" || $2 < m) { m = $2 } END { print m }')
+for y in $(grep -o '<text x="[0-9.]*" y="[0-9.]*" fill=' "$WORK/b.svg" | sed 's/.* y="//; s/".*//'); do
+	awk -v y="$y" -v t="$top" 'BEGIN { exit !(y + 4 < t) }' || why "a legend text at y $y reaches the curves (top $t)"
+done
+[ "$(grep -c '<polygon class="band"' "$WORK/b.svg")" -eq 2 ] || why "not two bands"
+# each band holds its curve at every K: band y of the upper edge <= curve y <= lower edge
+for s in 1 2; do
+	grep '<polyline' "$WORK/b.svg" | sed -n ${s}p | sed 's/.*points="//; s/".*//' | tr ' ' '\n' | grep , >"$WORK/c$s"
+	grep '<polygon class="band"' "$WORK/b.svg" | sed -n ${s}p | sed 's/.*points="//; s/".*//' | tr ' ' '\n' | grep , >"$WORK/b$s"
+	[ "$(wc -l <"$WORK/b$s")" -eq 100 ] || why "band $s has $(wc -l <"$WORK/b$s") points, not 2 x 50"
+	awk -F, 'FNR == NR { c[FNR] = $2; next } FNR <= 50 { if ($2 > c[FNR] + 0.05) bad++ } FNR > 50 { if ($2 < c[101 - FNR] - 0.05) bad++ } END { exit bad > 0 }' "$WORK/c$s" "$WORK/b$s" || why "band $s does not hold its curve"
+done
+end
+
+# zero-shot classification: images a b c at 0, 90, 180 degrees labelled cat dog cat; prompts
+# cat#0 cat#1 at +-10 (mean 0), dog#0 dog#1 at 100 and 80 (mean 90), bird#0 at 225:
+# a -> cat, b -> dog, c -> bird (cos 45 beats cat's -1), its class cat ranked 3rd of 3
+cmr-dump from-npy --kind embedding --keys "$FIX/zs-txt.keys" "$FIX/zs-txt.npy" >"$WORK/zs.cmr"
+begin "--labels: zero-shot top-1 and top-5 accuracy, per class, confusions (hand-computed)"
+run cmr-eval --labels "$FIX/zs.labels" "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 0
+expect_stdout_has "zero-shot classification: 3 images, 3 classes (from 5 texts), dimension 2"
+expect_stdout_has "top-1    accuracy   66.67"
+expect_stdout_has "top-5    accuracy  100.00"
+expect_stdout_has "cat                            2       2   50.00"
+expect_stdout_has "dog                            2       1  100.00"
+expect_stdout_has "bird                           1       0       -"
+expect_stdout_has "  cat -> bird: 1"
+run cmr-eval --labels "$FIX/zs.labels" -k 1,2 --json "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 0
+expect_stdout_has '"top1": 66.6667'
+expect_stdout_has '"top2": 66.6667'
+expect_stdout_has '"accuracy_unit": "percent"'
+expect_stdout_has '"true": "cat"'
+expect_stdout_has '"predicted": "bird"'
+end
+
+begin "--labels: an image without a label, a label that is no class, a bad line, a label twice: errors naming them"
+printf 'a\tcat\nb\tdog\n' >"$WORK/l1"
+run cmr-eval --labels "$WORK/l1" "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 1
+expect_stderr_has "the image 'c' has no label in $WORK/l1"
+printf 'a\tcat\nb\tdog\nc\tfish\n' >"$WORK/l2"
+run cmr-eval --labels "$WORK/l2" "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 1
+expect_stderr_has "the image 'c' is labelled 'fish', which is not a class of"
+expect_stderr_has "hint: the classes are the keys of"
+printf 'a\tcat\nb dog\n' >"$WORK/l3"
+run cmr-eval --labels "$WORK/l3" "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 1
+expect_stderr_has "l3:2: not KEY<TAB>CLASS"
+printf 'a\tcat\nb\tdog\nc\tcat\na\tdog\n' >"$WORK/l4"
+run cmr-eval --labels "$WORK/l4" "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 1
+expect_stderr_has "the image 'a' is labelled twice"
+run cmr-eval --labels "$FIX/zs.labels" --plot "$WORK/x.svg" "$WORK/img.cmr" "$WORK/zs.cmr"
+expect_status 2
 end
 
 begin "a caption whose image is absent is refused with its key"

@@ -216,26 +216,42 @@ expect_status 1
 expect_stderr_has "the keys section declares 2147483648 bytes, which 200 keys cannot have: corrupt"
 end
 
-begin "a contact sheet: one row per query, the hits' images from the archive"
+begin "a contact sheet: a PNG, a row per query under its key or --query-text, the hits' images labelled with rank, score and key"
 mkdir "$WORK/img"
 for k in rgb gray marked progressive; do "$BUILD/tests/mkjpeg" $k 64 48 "$WORK/img/$k.jpg"; done
 (cd "$WORK/img" && tar cf "$WORK/img.tar" *.jpg)
 "$BUILD/tests/mkclip" model "$WORK/tiny" tiny
 cmr-decode -s 32 "$WORK/img.tar" | cmr-encode -m "$WORK/tiny" >"$WORK/ie.cmr"
 cmr-index -o "$WORK/img.idx" "$WORK/ie.cmr"
-run cmr-query -k 3 --sheet "$WORK/sheet.jpg" --images "$WORK/img.tar" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr"
+run cmr-query -k 3 --sheet "$WORK/sheet.png" --images "$WORK/img.tar" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr"
 expect_status 0
 # progressive decodes to rgb's pixels: either may come first, at 1.0
 grep -qE "^rgb	1	(rgb|progressive)	1.000000" "$OUT" || why "query rgb: first hit not rgb or progressive at 1.0: $(grep '^rgb' "$OUT" | head -2)"
 expect_stderr_empty # every hit's image was found
-run_sh "cmr-decode --resize none '$WORK/sheet.jpg' | cmr-dump list -H"
+head -c 8 "$WORK/sheet.png" | od -c | grep -q 'P   N   G' || why "not a PNG"
+run_sh "cmr-decode --resize none '$WORK/sheet.png' | cmr-dump list -H"
 expect_status 0
-# 3 hits of 32 px with 4 px gaps: 3 * 36 + 4 = 112 wide; 4 queries: 148 high
-expect_stdout_has "[148,112,3]"
-# the first hit of the first query (gray, itself) is drawn: a grey pixel, not the background
-run_sh "cmr-decode --resize none '$WORK/sheet.jpg' | cmr-dump show -a | sed -n '2,\$p' | awk 'NR == 4 + 112 * 20 + 20 { if (\$1 == 40 && \$2 == 40) exit 1; if (\$1 != \$2 || \$2 != \$3) exit 2 }'"
-expect_status 0
+# 3 hits of 32 px with 6 px gaps: 3 * 38 + 6 = 120, widened to the minimum 160; 4 rows of
+# 18 (key) + 32 + 28 (labels) + 6: 342 high
+expect_stdout_has "[342,160,3]"
+cmr-decode --resize none "$WORK/sheet.png" | cmr-dump show -a | sed -n '2,$p' >"$WORK/px"
+# the first hit of the first query (gray, itself) is drawn: a grey pixel, not the background (41)
+awk 'NR == 160 * 40 + 22 + 1 { exit !($1 == $2 && $2 == $3 && $1 != 41) }' "$WORK/px" || why "no grey thumbnail at (22, 40)"
+# text is drawn in the first row's key band (y 6-23) and under its first tile (y 56-83, x 6-37)
+awk -v y0=6 -v y1=23 -v x0=6 -v x1=150 'NR > 160 * y0 && NR <= 160 * (y1 + 1) { x = (NR - 1) % 160; if (x >= x0 && x <= x1 && $1 != 41) n++ } END { exit !(n > 20) }' "$WORK/px" || why "no query label drawn"
+awk -v y0=56 -v y1=83 -v x0=6 -v x1=37 'NR > 160 * y0 && NR <= 160 * (y1 + 1) { x = (NR - 1) % 160; if (x >= x0 && x <= x1 && $1 != 41) n++ } END { exit !(n > 20) }' "$WORK/px" || why "no rank/score/key label drawn"
+# --query-text replaces the key with the text: the key band changes, the tiles do not
+printf 'gray\ta grey picture\n' >"$WORK/qt.tsv"
+cmr-query -k 3 --sheet "$WORK/sheet-t.png" --query-text "$WORK/qt.tsv" --images "$WORK/img.tar" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr" >/dev/null
+cmr-decode --resize none "$WORK/sheet-t.png" | cmr-dump show -a | sed -n '2,$p' >"$WORK/px-t"
+[ "$(head -$((160 * 24)) "$WORK/px" | md5sum)" != "$(head -$((160 * 24)) "$WORK/px-t" | md5sum)" ] || why "--query-text did not change the first row's label"
+[ "$(sed -n "$((160 * 24 + 1)),$((160 * 84))p" "$WORK/px" | md5sum)" = "$(sed -n "$((160 * 24 + 1)),$((160 * 84))p" "$WORK/px-t" | md5sum)" ] || why "--query-text changed the tiles"
 run cmr-query -k 3 --sheet "$WORK/s2.jpg" --images "$WORK/img" --thumb 32 "$WORK/img.idx" "$WORK/ie.cmr"
 expect_status 0
-expect_stderr_empty # from a directory too
+expect_stderr_empty # from a directory too, and as JPEG
+head -c 3 "$WORK/s2.jpg" | od -An -tx1 | grep -q 'ff d8 ff' || why "s2.jpg is not a JPEG"
+run cmr-query -k 3 --sheet "$WORK/s3.gif" --images "$WORK/img" "$WORK/img.idx" "$WORK/ie.cmr"
+expect_status 2
+expect_stderr_has "--sheet $WORK/s3.gif: name a .png or .jpg file (or - for PNG on standard output)"
+expect_no_file "$WORK/s3.gif"
 end

@@ -44,6 +44,22 @@ grep -q '"eval": {"images": 40, "texts": 40, "image_to_text": {"R@1": ' "$WORK/l
 cmp -s "$TINY/config.json" "$WORK/out/config.json" || why "config.json not kept verbatim"
 end
 
+begin "cmr-train: a save that fails (a full disk) leaves nothing on a first save, and the previous checkpoint otherwise"
+# a file size limit stands in for a full disk: the configs fit, the state and the model do not
+run sh -c 'trap "" XFSZ; ulimit -f 8; exec cmr-train -q -t 1 -m "$1" -o "$2" -b 8 --epochs 6 --max-steps 2 "$3" "$4"' sh "$TINY" "$WORK/full" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "File too large (nothing was saved)"
+expect_no_file "$WORK/full"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/full" -b 8 --epochs 6 --max-steps 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
+cp -r "$WORK/full" "$WORK/full.before"
+run sh -c 'trap "" XFSZ; ulimit -f 8; exec cmr-train -q -t 1 --resume "$1" -b 8 --epochs 6 --max-steps 3 "$2" "$3"' sh "$WORK/full" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "(the previous checkpoint is kept)"
+diff -r "$WORK/full.before" "$WORK/full" >/dev/null || why "the checkpoint changed: $(ls "$WORK/full")"
+run cmr-train -q -t 1 --resume "$WORK/full" -b 8 --epochs 6 --max-steps 3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+end
+
 begin "cmr-train: its --eval figures are cmr-eval's on cmr-encode's embeddings of the checkpoint"
 cmr-encode -m "$WORK/out" -o "$WORK/ei.cmr" "$WORK/ti.cmr" && cmr-encode -m "$WORK/out" -o "$WORK/et.cmr" "$WORK/tt.cmr"
 run cmr-eval --json "$WORK/ei.cmr" "$WORK/et.cmr"
@@ -65,17 +81,17 @@ end
 begin "cmr-train: a save cut between its renames (new state, old model) resumes from the checkpoint before it, to the uninterrupted model"
 cmr-train -q -t 1 -m "$TINY" -o "$WORK/c13" -b 8 --epochs 6 --lr 1e-3 --max-steps 13 "$WORK/ti.cmr" "$WORK/tt.cmr"
 cmr-train -q -t 1 -m "$TINY" -o "$WORK/c14" -b 8 --epochs 6 --lr 1e-3 --max-steps 14 "$WORK/ti.cmr" "$WORK/tt.cmr"
-# what a kill after "state.next -> state" and before "model.next -> model" leaves
+# what a kill after "state -> state.prev, new state -> state" and before "new model ->
+# model" leaves (with the new model under its temporary name, which the kill cannot remove)
 cp "$WORK/c13/train-state.safetensors" "$WORK/c13/train-state.prev.safetensors"
 cp "$WORK/c14/train-state.safetensors" "$WORK/c13/train-state.safetensors"
-cp "$WORK/c14/model.safetensors" "$WORK/c13/model.safetensors.next"
 run cmr-train -t 1 --resume "$WORK/c13" -b 8 --epochs 6 --lr 1e-3 "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 0
 expect_stderr_has "the last save was cut short; resuming from the checkpoint before it (step 13)"
 cmr-encode -m "$WORK/c13" "$WORK/ti.cmr" "$WORK/tt.cmr" >"$WORK/c.cmr"
 run cmr-dump diff --max-abs 0 "$WORK/f.cmr" "$WORK/c.cmr"
 expect_status 0
-expect_no_file "$WORK/c13/train-state.prev.safetensors" "$WORK/c13/train-state.next.safetensors"
+expect_no_file "$WORK/c13/train-state.prev.safetensors"
 ls "$WORK/c13" | grep -q 'tmp\.' && why "temporary files left: $(ls "$WORK/c13")"
 end
 
@@ -148,7 +164,7 @@ size=$(wc -c <"$WORK/pj/train-state.safetensors")
 grep -a -q 'exp_avg/visual_projection.weight' "$WORK/pj/train-state.safetensors" || why "no moments named for visual_projection.weight"
 run cmr-train --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 1
-expect_stderr_has "trained 2 parameter tensors, this one 1"
+expect_stderr_has "holds 'exp_avg/text_projection.weight', which this run does not train: the run being resumed trained 2 parameter tensors, this one 1"
 run cmr-train -q -t 1 --resume "$WORK/pj" -b 8 --epochs 2 --train visual_projection.weight --train text_projection.weight "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 0
 end
@@ -214,6 +230,13 @@ expect_status 1
 expect_stderr_has "big.cmr: record 0 (key 'img000'), byte 0: the image is u8 [64, 64, 3]"
 expect_stderr_has "cmr-decode -s 32"
 expect_no_file "$WORK/bad"
+end
+
+begin "cmr-train: CMR_PROGRESS=1 draws the shared progress line (steps, rate, time left, loss) and the --log-every lines stay"
+run env CMR_PROGRESS=1 cmr-train -t 1 -m "$TINY" -o "$WORK/prog" -b 8 --steps 150 --log-every 50 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+tr '\r' '\n' <"$ERR" | grep -qE '^cmr-train: [0-9]+/150 steps, [0-9.]+/s, [0-9]+:[0-9]+ left, epoch [0-9.]+ loss [0-9.]+' || why "no progress line: $(tr '\r' '\n' <"$ERR" | head -5)"
+[ "$(tr '\r' '\n' <"$ERR" | grep -c '^.*step [0-9]*/150 epoch')" -eq 3 ] || why "expected the lines of steps 50, 100, 150"
 end
 
 begin "cmr-train: usage errors exit 2"

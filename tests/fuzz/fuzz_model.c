@@ -2,7 +2,8 @@
  * safetensors file (lib/format/safetensors.c) from arbitrary bytes, then the loader that
  * checks one against the other, for one tower frozen (tensors used in place) and for both
  * towers trainable (copied), and a forward pass of what loads.
- * Input: u32le n, n bytes of config.json, the safetensors file. */
+ * Input: u32le n, n bytes of config.json, the safetensors file; with the top bit of n set,
+ * the config is an OpenCLIP open_clip_config.json and the file in OpenCLIP's layout. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,11 +56,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 4)
 		return 0;
 	uint32_t n = (uint32_t)data[0] | (uint32_t)data[1] << 8 | (uint32_t)data[2] << 16 | (uint32_t)data[3] << 24;
+	int openclip = (n >> 31) & 1;
+	n &= 0x7fffffffu;
 	if (n > size - 4)
 		return 0;
 	cmr_clip_cfg cfg;
 	char err[1024];
-	if (cmr_clip_cfg_parse((const char *)data + 4, n, "config.json", &cfg, err, sizeof err) < 0)
+	if ((openclip ? cmr_clip_cfg_parse_openclip((const char *)data + 4, n, "open_clip_config.json", &cfg, err,
+						    sizeof err)
+		      : cmr_clip_cfg_parse((const char *)data + 4, n, "config.json", &cfg, err, sizeof err)) < 0)
 		return 0;
 	if (floats(&cfg) > 4e6)
 		return 0;

@@ -4,6 +4,8 @@
  *
  *   mkclip model DIR tiny|mini|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]
  *                                [--drop text|vision] [--extra NAME]
+ *   mkclip openclip HF_DIR DIR                 the same weights in OpenCLIP's layout
+ *                                              (open_clip_config.json, open_clip_model.safetensors)
  *   mkclip images N SIZE SEED > images.cmr     random u8 [SIZE, SIZE, 3] records
  *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77 */
 #include <stdio.h>
@@ -221,6 +223,167 @@ static int model(int argc, char **argv)
 	return 0;
 }
 
+/* ---- an HF checkpoint rewritten in OpenCLIP's layout, from OpenCLIP's side: the state dict
+ * of open_clip.model.CLIP (OpenAI's names), attention as torch.nn.MultiheadAttention keeps it
+ * (in_proj_weight = [W_q; W_k; W_v], in_proj_bias likewise), the projections as the
+ * parameters x @ proj uses ([width, embed_dim]) ---- */
+typedef struct {
+	cmr_st_out *o;
+	size_t n;
+	cmr_st *st;
+	int bad;
+} oc_out;
+
+static const cmr_st_tensor *hf(oc_out *w, const char *name)
+{
+	const cmr_st_tensor *t = cmr_st_get(w->st, name);
+	if (!t || t->dtype != CMR_DTYPE_F32) {
+		fprintf(stderr, "mkclip: no F32 tensor '%s' in the HF checkpoint\n", name);
+		w->bad = 1;
+	}
+	return t;
+}
+
+static void put(oc_out *w, const char *name, int ndim, const int64_t *shape, float *data)
+{
+	cmr_st_out *o = &w->o[w->n++];
+	o->name = strdup(name);
+	o->dtype = CMR_DTYPE_F32;
+	o->ndim = ndim;
+	for (int k = 0; k < ndim; k++)
+		o->shape[k] = shape[k];
+	o->data = data;
+}
+
+/* a tensor as it is, under its OpenCLIP name */
+static void same(oc_out *w, const char *oc, const char *hfname)
+{
+	const cmr_st_tensor *t = hf(w, hfname);
+	if (!t)
+		return;
+	float *d = malloc(t->nbytes + 1);
+	memcpy(d, t->data, t->nbytes);
+	put(w, oc, t->ndim, t->shape, d);
+}
+
+static void transposed(oc_out *w, const char *oc, const char *hfname)
+{
+	const cmr_st_tensor *t = hf(w, hfname);
+	if (!t)
+		return;
+	int64_t r = t->shape[0], c = t->shape[1], sh[4] = {c, r};
+	float *d = malloc(t->nbytes + 1);
+	const float *s = t->data;
+	for (int64_t i = 0; i < r; i++)
+		for (int64_t j = 0; j < c; j++)
+			d[j * r + i] = s[i * c + j];
+	put(w, oc, 2, sh, d);
+}
+
+/* [q; k; v] stacked along the rows */
+static void in_proj(oc_out *w, const char *oc, const char *hfl, const char *what)
+{
+	const cmr_st_tensor *t[3];
+	char nm[256];
+	static const char *qkv[3] = {"q", "k", "v"};
+	for (int k = 0; k < 3; k++) {
+		snprintf(nm, sizeof nm, "%s.self_attn.%s_proj.%s", hfl, qkv[k], what);
+		if (!(t[k] = hf(w, nm)))
+			return;
+	}
+	int64_t sh[4] = {3 * t[0]->shape[0], t[0]->ndim > 1 ? t[0]->shape[1] : 0};
+	float *d = malloc(3 * t[0]->nbytes + 1);
+	for (int k = 0; k < 3; k++)
+		memcpy((char *)d + k * t[0]->nbytes, t[k]->data, t[0]->nbytes);
+	put(w, oc, t[0]->ndim, sh, d);
+}
+
+static int openclip(int argc, char **argv)
+{
+	if (argc != 4)
+		return 2;
+	char path[4096], err[1024];
+	cmr_clip_cfg hc;
+	if (cmr_clip_cfg_load(argv[2], &hc, err, sizeof err) < 0) {
+		fprintf(stderr, "mkclip: %s\n", err);
+		return 1;
+	}
+	snprintf(path, sizeof path, "%s/model.safetensors", argv[2]);
+	oc_out w = {calloc(4096, sizeof(cmr_st_out)), 0, cmr_st_open(path, err, sizeof err), 0};
+	if (!w.st) {
+		fprintf(stderr, "mkclip: %s\n", err);
+		return 1;
+	}
+	same(&w, "positional_embedding", "text_model.embeddings.position_embedding.weight");
+	transposed(&w, "text_projection", "text_projection.weight");
+	same(&w, "logit_scale", "logit_scale");
+	same(&w, "token_embedding.weight", "text_model.embeddings.token_embedding.weight");
+	same(&w, "ln_final.weight", "text_model.final_layer_norm.weight");
+	same(&w, "ln_final.bias", "text_model.final_layer_norm.bias");
+	same(&w, "visual.class_embedding", "vision_model.embeddings.class_embedding");
+	same(&w, "visual.positional_embedding", "vision_model.embeddings.position_embedding.weight");
+	transposed(&w, "visual.proj", "visual_projection.weight");
+	same(&w, "visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight");
+	same(&w, "visual.ln_pre.weight", "vision_model.pre_layrnorm.weight");
+	same(&w, "visual.ln_pre.bias", "vision_model.pre_layrnorm.bias");
+	same(&w, "visual.ln_post.weight", "vision_model.post_layernorm.weight");
+	same(&w, "visual.ln_post.bias", "vision_model.post_layernorm.bias");
+	for (int tv = 0; tv < 2; tv++) {
+		int layers = tv ? hc.vision.layers : hc.text.layers;
+		for (int l = 0; l < layers; l++) {
+			char oc[128], hfl[128], a[320], b[320];
+			snprintf(oc, sizeof oc, "%stransformer.resblocks.%d", tv ? "visual." : "", l);
+			snprintf(hfl, sizeof hfl, "%s.encoder.layers.%d", tv ? "vision_model" : "text_model", l);
+			static const char *pair[][2] = {{"ln_1", "layer_norm1"}, {"ln_2", "layer_norm2"},
+							{"attn.out_proj", "self_attn.out_proj"}, {"mlp.c_fc", "mlp.fc1"},
+							{"mlp.c_proj", "mlp.fc2"}};
+			for (size_t k = 0; k < sizeof pair / sizeof pair[0]; k++)
+				for (int wb = 0; wb < 2; wb++) {
+					snprintf(a, sizeof a, "%s.%s.%s", oc, pair[k][0], wb ? "bias" : "weight");
+					snprintf(b, sizeof b, "%s.%s.%s", hfl, pair[k][1], wb ? "bias" : "weight");
+					same(&w, a, b);
+				}
+			snprintf(a, sizeof a, "%s.attn.in_proj_weight", oc);
+			in_proj(&w, a, hfl, "weight");
+			snprintf(a, sizeof a, "%s.attn.in_proj_bias", oc);
+			in_proj(&w, a, hfl, "bias");
+		}
+	}
+	if (w.bad)
+		return 1;
+	mkdir(argv[3], 0777);
+	snprintf(path, sizeof path, "%s/open_clip_model.safetensors", argv[3]);
+	if (cmr_st_write(path, w.o, w.n, NULL, err, sizeof err) < 0) {
+		fprintf(stderr, "mkclip: %s\n", err);
+		return 1;
+	}
+	snprintf(path, sizeof path, "%s/open_clip_config.json", argv[3]);
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		return 1;
+	}
+	/* OpenCLIP's fields; mlp_ratio and head_width as the HF config implies them */
+	fprintf(f, "{\n  \"model_cfg\": {\n    \"embed_dim\": %d,\n    \"quick_gelu\": %s,\n"
+		   "    \"vision_cfg\": {\"image_size\": %d, \"layers\": %d, \"width\": %d, \"head_width\": %d, "
+		   "\"mlp_ratio\": %.17g, \"patch_size\": %d},\n"
+		   "    \"text_cfg\": {\"context_length\": %d, \"vocab_size\": %d, \"width\": %d, \"heads\": %d, "
+		   "\"layers\": %d, \"mlp_ratio\": %.17g}\n  },\n"
+		   "  \"preprocess_cfg\": {\"mean\": [%.9g, %.9g, %.9g], \"std\": [%.9g, %.9g, %.9g]}\n}\n",
+		hc.proj, hc.text.act == CMR_ACT_QUICK_GELU ? "true" : "false", hc.vision.image_size,
+		hc.vision.layers, hc.vision.width, hc.vision.width / hc.vision.heads,
+		(double)hc.vision.mlp / hc.vision.width, hc.vision.patch_size, hc.text.context, hc.text.vocab,
+		hc.text.width, hc.text.heads, hc.text.layers, (double)hc.text.mlp / hc.text.width,
+		(double)hc.mean[0], (double)hc.mean[1], (double)hc.mean[2], (double)hc.std[0], (double)hc.std[1],
+		(double)hc.std[2]);
+	fclose(f);
+	for (size_t i = 0; i < w.n; i++)
+		free((void *)w.o[i].data), free((void *)w.o[i].name);
+	free(w.o);
+	cmr_st_close(w.st);
+	return 0;
+}
+
 static int inputs(int argc, char **argv, int images)
 {
 	if (argc < (images ? 5 : 4))
@@ -266,12 +429,15 @@ int main(int argc, char **argv)
 	int rc = 2;
 	if (argc >= 2 && strcmp(argv[1], "model") == 0)
 		rc = model(argc, argv);
+	else if (argc >= 2 && strcmp(argv[1], "openclip") == 0)
+		rc = openclip(argc, argv);
 	else if (argc >= 2 && strcmp(argv[1], "images") == 0)
 		rc = inputs(argc, argv, 1);
 	else if (argc >= 2 && strcmp(argv[1], "tokens") == 0)
 		rc = inputs(argc, argv, 0);
 	if (rc == 2)
 		fprintf(stderr, "usage: mkclip model DIR tiny|mini|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]\n"
+				"       mkclip openclip HF_DIR DIR\n"
 				"       mkclip images N SIZE SEED > images.cmr\n"
 				"       mkclip tokens N SEED > tokens.cmr\n");
 	return rc;

@@ -76,7 +76,7 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
 
-TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index cmr-query cmr-train
+TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index cmr-query cmr-train cmr-promptpool
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)

@@ -297,7 +297,7 @@ static void flush(void)
 		const uint8_t *px[4096];
 		for (int b = 0; b < B; b++)
 			px[b] = g.pending[b].data;
-		rc = cmr_clip_encode_images(g.m, g.o->ops, g.ws[kind], px, B, g.emb);
+		rc = cmr_tuning_encode_images(g.m, g.o->tuning ? &g.tun : NULL, g.o->ops, g.ws[kind], px, B, g.emb, NULL);
 	} else {
 		const int32_t *ids[4096];
 		int lens[4096];
@@ -406,7 +406,8 @@ int main(int argc, char **argv)
 			cmr_die("%s", err);
 		if (cmr_tuning_check(&t, &cfg, err, sizeof err) < 0)
 			cmr_die("%s: %s", o.tuning, err);
-		load_weights((t.vision_prompts ? 1u << CMR_TOWER_VISION : 0) | (t.text_prompts ? 1u << CMR_TOWER_TEXT : 0));
+		load_weights((t.vision_prompts || t.pool_size ? 1u << CMR_TOWER_VISION : 0) |
+			     (t.text_prompts ? 1u << CMR_TOWER_TEXT : 0));
 	}
 	g.pending = calloc((size_t)o.batch, sizeof *g.pending);
 	g.emb = malloc((size_t)o.batch * maxdim * sizeof *g.emb);

@@ -272,6 +272,11 @@ out:
 	return NULL;
 }
 
+float *cmr_kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, size_t errlen)
+{
+	return kmeans(vs, o, err, errlen);
+}
+
 cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance, char *err,
 			   size_t errlen)
 {

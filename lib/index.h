@@ -47,6 +47,11 @@ typedef struct {
 	void *progress_ctx;
 } cmr_build_opts;
 
+/* Spherical k-means of the rows of vs (unit vectors) into o->nlist unit centroids [nlist,
+ * dim], malloc'd, with o's sample, iterations, seed, backend and progress (the coarse
+ * quantiser's; also a prompt pool's keys, cmr-promptpool). NULL with a message when there
+ * are fewer rows than centroids or memory runs out. */
+float *cmr_kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, size_t errlen);
 /* Builds an index in memory from vs (which keeps ownership of its arrays). */
 cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance,
 			   char *err, size_t errlen);

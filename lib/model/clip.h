@@ -138,7 +138,11 @@ typedef struct cmr_clip_tower {
 	const float *w[CMR_T_N];
 	float *g[CMR_T_N];
 	cmr_layer *layer;
-	int nprefix;      /* extra prefix rows (CMR_T_PREFIX), 0 without */
+	int nprefix;      /* extra prefix rows per sample (CMR_T_PREFIX), 0 without */
+	int prefix_len;   /* > 0: the prefix table is a pool of prompts of this many rows, of which
+			   * each sample takes prefix_k (cmr_batch.prefix_sel): nprefix = k * len */
+	int prefix_k;
+	int prefix_table; /* rows of the CMR_T_PREFIX parameter (the pool: prompts x prefix_len) */
 	cmr_hook *hooks;  /* modules attached to this tower's layers, or NULL */
 	int grad_from;    /* the lowest depth a gradient is needed at (see cmr_clip_grads) */
 	char name[256];   /* model directory's last component */
@@ -296,6 +300,13 @@ typedef struct cmr_batch {
 	const uint8_t *const *pixels;
 	const int32_t *const *ids;
 	const int *lens;
+	/* a tower whose prefix table is a pool (prefix_len > 0): the prompts each sample takes,
+	 * B x prefix_k ids into the table's prompts of prefix_len rows each, in order; NULL: the
+	 * first prefix_k prompts */
+	const int32_t *prefix_sel;
+	int no_prefix;  /* run the plain model: no prefix rows (a pool's query pass) */
+	float *state;   /* when not NULL: [B, width] receives the pooled rows after the final layer
+			 * norm, before the projection (host memory) */
 } cmr_batch;
 
 /* The forward pass: out [B, proj] (host memory; raw projections, not normalised). Returns 0,

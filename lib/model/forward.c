@@ -141,9 +141,21 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 }
 
 /* ---- the layout ---- */
-static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, int B, int max_rows)
+/* row i (0-based) of sample b's prefix: the row of the prefix table it takes, or -1 for a
+ * selection outside the pool */
+static int prefix_row(const cmr_clip_tower *t, const cmr_batch *in, int b, int i)
 {
-	int np = t->nprefix, npatch = cmr_clip_vision_seq(&t->cfg) - 1, seq = 1 + np + npatch;
+	if (t->prefix_len <= 0)
+		return i;
+	int j = i / t->prefix_len, sel = in && in->prefix_sel ? in->prefix_sel[(size_t)b * t->prefix_k + j] : j;
+	int npool = t->prefix_table / t->prefix_len;
+	return sel >= 0 && sel < npool ? sel * t->prefix_len + i % t->prefix_len : -1;
+}
+
+static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batch *in, int max_rows)
+{
+	int B = in->B;
+	int np = in->no_prefix ? 0 : t->nprefix, npatch = cmr_clip_vision_seq(&t->cfg) - 1, seq = 1 + np + npatch;
 	if (B * seq > max_rows)
 		return -1;
 	lay->B = B;
@@ -159,7 +171,9 @@ static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, int B, int ma
 			lay->tok[r] = -1;
 			/* class: position 0; prefix rows: none; patch j: position 1 + j */
 			lay->pos[r] = i == 0 ? 0 : j < 0 ? -1 : 1 + j;
-			lay->pre[r] = i >= 1 && j < 0 ? i - 1 : -1;
+			lay->pre[r] = i >= 1 && j < 0 ? prefix_row(t, in, b, i - 1) : -1;
+			if (i >= 1 && j < 0 && lay->pre[r] < 0)
+				return -1;
 			lay->patch[r] = j >= 0 ? b * npatch + j : -1;
 			lay->cls[r] = i == 0 ? 0 : -1;
 			if (j >= 0)
@@ -172,7 +186,7 @@ static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, int B, int ma
 static int layout_texts(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batch *in, int max_rows)
 {
 	const cmr_tower_cfg *c = &t->cfg;
-	int rows = 0, np = t->nprefix;
+	int rows = 0, np = in->no_prefix ? 0 : t->nprefix;
 	lay->truncated = 0;
 	for (int b = 0; b < in->B; b++) {
 		int n = in->lens[b], full = n;
@@ -208,7 +222,8 @@ static int layout_texts(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batc
 		for (int i = 1; i <= np; i++) {
 			lay->tok[rows + i] = -1;
 			lay->pos[rows + i] = i;
-			lay->pre[rows + i] = i - 1;
+			if ((lay->pre[rows + i] = prefix_row(t, in, b, i - 1)) < 0)
+				return -1;
 		}
 		for (int i = 0; i < n + np; i++)
 			lay->patch[rows + i] = lay->cls[rows + i] = -1;
@@ -304,7 +319,7 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 	if (ws->tower != tower || ops != ws->ops || !(ops->caps & CMR_OPS_HOST) || in->B < 1 || in->B > ws->max_batch ||
 	    !t->layer || !t->w[CMR_T_POS])
 		return -1;
-	if ((vision ? layout_images(t, &ws->lay, in->B, ws->max_rows) : layout_texts(t, &ws->lay, in, ws->max_rows)) < 0)
+	if ((vision ? layout_images(t, &ws->lay, in, ws->max_rows) : layout_texts(t, &ws->lay, in, ws->max_rows)) < 0)
 		return -1;
 	const cmr_layout *lay = &ws->lay, *dl = &ws->dlay;
 	ws->dlay.B = lay->B, ws->dlay.rows = lay->rows, ws->dlay.npatch = lay->npatch;
@@ -350,6 +365,8 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 	const float *x = layer_acts(ws, c->layers, D, F).xin;
 	ops->gather(ws->pooled, x, dl->pool, B, D);
 	ops->layernorm(ws->pooled, t->w[CMR_T_FINAL_LN_W], t->w[CMR_T_FINAL_LN_B], ws->pooled_ln, B, D, c->eps);
+	if (in->state)
+		ops->download(in->state, ws->pooled_ln, (size_t)B * D * sizeof(float));
 	ops->linear(ws->pooled_ln, t->w[CMR_T_PROJ], NULL, ws->out, B, D, t->proj);
 	ops->download(out, ws->out, (size_t)B * t->proj * sizeof(float));
 	return 0;
@@ -469,14 +486,14 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 int cmr_clip_encode_images(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const uint8_t *const *pixels,
 			   int B, float *out)
 {
-	cmr_batch in = {B, pixels, NULL, NULL};
+	cmr_batch in = {.B = B, .pixels = pixels};
 	return cmr_clip_forward(m, CMR_TOWER_VISION, ops, ws, &in, out);
 }
 
 int cmr_clip_encode_texts(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const int32_t *const *ids,
 			  const int *lens, int B, float *out)
 {
-	cmr_batch in = {B, NULL, ids, lens};
+	cmr_batch in = {.B = B, .ids = ids, .lens = lens};
 	return cmr_clip_forward(m, CMR_TOWER_TEXT, ops, ws, &in, out);
 }
 

@@ -628,8 +628,10 @@ static void bind(cmr_clip *m, cmr_param *p)
 		t->w[p->slot] = p->w;
 		t->g[p->slot] = p->g;
 	}
-	if (p->slot == CMR_T_PREFIX && p->layer < 0)
-		t->nprefix = (int)p->shape[0];
+	if (p->slot == CMR_T_PREFIX && p->layer < 0) {
+		t->prefix_table = (int)p->shape[0];
+		t->nprefix = t->prefix_len > 0 ? t->prefix_k * t->prefix_len : (int)p->shape[0];
+	}
 }
 
 static int wanted(const cmr_param *p, unsigned mask)

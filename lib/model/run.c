@@ -620,7 +620,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			lens[b] = d->len[im->cap[c]];
 		}
 		cmr_clip_zero_grad(m);
-		cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, lens};
+		cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = lens};
 		double loss = cmr_clip_batch_grad(m, o->ops, sw, &bi, &bt, o->terms, o->nterms);
 		if (!isfinite(loss))
 			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",

@@ -20,12 +20,33 @@
 
 static const char *tower_word(int k) { return k == CMR_TOWER_VISION ? "vision" : "text"; }
 
-static int prompts_of(const cmr_tuning *t, int k) { return k == CMR_TOWER_VISION ? t->vision_prompts : t->text_prompts; }
+static int is_pool(const cmr_tuning *t) { return strcmp(t->method, "pool") == 0; }
+
+/* the prefix rows a tuning gives each sample of tower k (0: the tower is not tuned) */
+static int prompts_of(const cmr_tuning *t, int k)
+{
+	if (is_pool(t))
+		return k == CMR_TOWER_VISION ? t->pool_topk * t->pool_length : 0;
+	return k == CMR_TOWER_VISION ? t->vision_prompts : t->text_prompts;
+}
 
 int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, size_t errlen)
 {
+	if (is_pool(t)) {
+		if (t->pool_size < 1 || t->pool_size > CMR_TUNING_MAX_POOL || t->pool_length < 1 ||
+		    t->pool_length > CMR_TUNING_MAX_PROMPTS || t->pool_topk < 1 || t->pool_topk > t->pool_size)
+			return fail(err, errlen, "a pool needs 1 to %d prompts of 1 to %d rows and a top-k from 1 to its size "
+						 "(it has %d, %d and %d)", CMR_TUNING_MAX_POOL, CMR_TUNING_MAX_PROMPTS,
+				    t->pool_size, t->pool_length, t->pool_topk);
+		if (t->pool_topk * t->pool_length > CMR_TUNING_MAX_PROMPTS)
+			return fail(err, errlen, "top-%d prompts of %d rows: %d rows per image, at most %d", t->pool_topk,
+				    t->pool_length, t->pool_topk * t->pool_length, CMR_TUNING_MAX_PROMPTS);
+		if (t->deep || t->text_prompts || t->vision_prompts)
+			return fail(err, errlen, "a pool has no deep, text or fixed vision prompts");
+		return 0;
+	}
 	if (strcmp(t->method, "prompts") != 0)
-		return fail(err, errlen, "tuning method '%s' is not one this cmr knows (prompts)", t->method);
+		return fail(err, errlen, "tuning method '%s' is not one this cmr knows (prompts, pool)", t->method);
 	if (t->text_prompts < 0 || t->vision_prompts < 0 || t->text_prompts + t->vision_prompts == 0)
 		return fail(err, errlen, "a prompt tuning needs text or vision prompts (it has %d and %d)", t->text_prompts,
 			    t->vision_prompts);
@@ -43,6 +64,21 @@ int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_
 	if (cmr_tuning_check(t, &m->cfg, err, errlen) < 0)
 		return -1;
 	unsigned fl = CMR_PARAM_OPTIONAL | (train ? CMR_PARAM_TRAIN : 0);
+	if (is_pool(t)) { /* the pool's rows in the vision prefix slot, taken per image; its keys */
+		cmr_clip_tower *tw = &m->tower[CMR_TOWER_VISION];
+		tw->prefix_len = t->pool_length;
+		tw->prefix_k = t->pool_topk;
+		int64_t rows[2] = {(int64_t)t->pool_size * t->pool_length, m->cfg.vision.width};
+		int64_t keys[2] = {t->pool_size, m->cfg.vision.width};
+		if (cmr_clip_add(m, "prompt.vision.pool", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, CMR_T_PREFIX, 2, rows, fl,
+				 0.02f, 0) < 0 ||
+		    cmr_clip_add(m, "prompt.vision.keys", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, -1, 2, keys, fl, 1.0f,
+				 0) < 0)
+			return fail(err, errlen, "cannot add the pool (out of memory, or the model has one)");
+		if (train && t->logit_scale)
+			m->param[m->logit].flags |= CMR_PARAM_TRAIN;
+		return 0;
+	}
 	for (int k = 0; k < 2; k++) {
 		int n = prompts_of(t, k);
 		if (!n)
@@ -62,6 +98,71 @@ int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_
 	if (train && t->logit_scale)
 		m->param[m->logit].flags |= CMR_PARAM_TRAIN;
 	return 0;
+}
+
+int cmr_tuning_select(const cmr_clip *m, const cmr_tuning *t, const float *query, int B, int32_t *sel,
+		      float *score)
+{
+	const cmr_param *kp = is_pool(t) ? cmr_clip_param((cmr_clip *)m, "prompt.vision.keys") : NULL;
+	if (!kp || !kp->w)
+		return -1;
+	int P = t->pool_size, K = t->pool_topk, D = (int)kp->shape[1];
+	double *cs = malloc((size_t)P * sizeof *cs);
+	if (!cs)
+		return -1;
+	for (int b = 0; b < B; b++) {
+		const float *q = query + (size_t)b * D;
+		double qq = 0;
+		for (int d = 0; d < D; d++)
+			qq += (double)q[d] * q[d];
+		for (int p = 0; p < P; p++) {
+			const float *k = kp->w + (size_t)p * D;
+			double kk = 0, qk = 0;
+			for (int d = 0; d < D; d++)
+				kk += (double)k[d] * k[d], qk += (double)q[d] * k[d];
+			cs[p] = qq > 0 && kk > 0 ? qk / sqrt(qq * kk) : 0;
+		}
+		/* the K best, by a stable selection: the lower id first among equal scores */
+		for (int j = 0; j < K; j++) {
+			int best = -1;
+			for (int p = 0; p < P; p++) {
+				int taken = 0;
+				for (int i = 0; i < j && !taken; i++)
+					taken = sel[(size_t)b * K + i] == p;
+				if (!taken && (best < 0 || cs[p] > cs[best]))
+					best = p;
+			}
+			sel[(size_t)b * K + j] = best;
+			if (score)
+				score[(size_t)b * K + j] = (float)cs[best];
+		}
+	}
+	free(cs);
+	return 0;
+}
+
+int cmr_tuning_encode_images(const cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, cmr_clip_ws *ws,
+			     const uint8_t *const *pixels, int B, float *out, int32_t *sel)
+{
+	if (!t || !is_pool(t))
+		return cmr_clip_encode_images(m, ops, ws, pixels, B, out);
+	int D = m->cfg.vision.width, K = t->pool_topk;
+	float *q = malloc((size_t)B * D * sizeof *q + 1);
+	int32_t *own = sel ? NULL : malloc((size_t)B * K * sizeof *own + 1);
+	int32_t *s = sel ? sel : own;
+	int rc = -1;
+	if (q && s) {
+		cmr_batch qb = {.B = B, .pixels = pixels, .no_prefix = 1, .state = q};
+		cmr_batch pb = {.B = B, .pixels = pixels, .prefix_sel = s};
+		rc = cmr_clip_forward(m, CMR_TOWER_VISION, ops, ws, &qb, out) < 0 ||
+				     cmr_tuning_select(m, t, q, B, s, NULL) < 0 ||
+				     cmr_clip_forward(m, CMR_TOWER_VISION, ops, ws, &pb, out) < 0
+			     ? -1
+			     : 0;
+	}
+	free(q);
+	free(own);
+	return rc;
 }
 
 int cmr_tuning_init_phrase(cmr_clip *m, const int32_t *ids, int n, char *err, size_t errlen)
@@ -156,11 +257,28 @@ int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning 
 	    get_bool(o, "deep", &t->deep, name, err, errlen) < 0 ||
 	    get_bool(o, "train_logit_scale", &t->logit_scale, name, err, errlen) < 0)
 		goto out;
-	if (strcmp(t->method, "prompts") != 0) {
-		fail(err, errlen, "%s: method '%s' is not one this cmr knows (prompts)", name, t->method);
+	if (strcmp(t->method, "prompts") != 0 && !is_pool(t)) {
+		fail(err, errlen, "%s: method '%s' is not one this cmr knows (prompts, pool)", name, t->method);
 		goto out;
 	}
-	if (t->text_prompts + t->vision_prompts == 0) {
+	if (is_pool(t)) {
+		json_t *po = json_object_get(o, "pool");
+		if (!json_is_object(po) ||
+		    get_int(po, "size", &t->pool_size, 1, CMR_TUNING_MAX_POOL, name, err, errlen) < 0 ||
+		    get_int(po, "length", &t->pool_length, 1, CMR_TUNING_MAX_PROMPTS, name, err, errlen) < 0 ||
+		    get_int(po, "top_k", &t->pool_topk, 1, CMR_TUNING_MAX_POOL, name, err, errlen) < 0) {
+			if (!json_is_object(po))
+				fail(err, errlen, "%s: a pool needs \"pool\": {\"size\", \"length\", \"top_k\"}", name);
+			goto out;
+		}
+		if (t->pool_topk > t->pool_size || t->pool_topk * t->pool_length > CMR_TUNING_MAX_PROMPTS ||
+		    !t->pool_size || !t->pool_length || !t->pool_topk || t->deep || t->text_prompts || t->vision_prompts) {
+			fail(err, errlen, "%s: pool of %d prompts of %d rows, top %d: the sizes must be at least 1, top_k at "
+					  "most the size and at most %d rows per image, and no fixed or deep prompts beside it",
+			     name, t->pool_size, t->pool_length, t->pool_topk, CMR_TUNING_MAX_PROMPTS);
+			goto out;
+		}
+	} else if (t->text_prompts + t->vision_prompts == 0) {
 		fail(err, errlen, "%s: neither text_prompts nor vision_prompts: an empty tuning", name);
 		goto out;
 	}
@@ -264,7 +382,9 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 		}
 		XXH3_64bits_reset_withSeed(x, m->tower[k].base_hash);
 		char desc[128];
-		int n = snprintf(desc, sizeof desc, "%s prompts %d deep %d", t->method, prompts_of(t, k), t->deep);
+		int n = is_pool(t) ? snprintf(desc, sizeof desc, "pool size %d length %d top %d", t->pool_size,
+					      t->pool_length, t->pool_topk)
+				   : snprintf(desc, sizeof desc, "%s prompts %d deep %d", t->method, prompts_of(t, k), t->deep);
 		XXH3_64bits_update(x, desc, (size_t)n);
 		for (int i = 0; i < m->nparam; i++) {
 			const cmr_param *p = &m->param[i];
@@ -327,6 +447,27 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 			json_object_set_new(hash, tower_word(k), json_string(h[k]));
 		}
 	json_t *tr = training_json ? json_loads(training_json, 0, NULL) : NULL;
+	if (is_pool(t)) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:i, s:i, s:i}, s:s, s:s, s:b, s:o}", "format",
+				      CMR_TUNING_FORMAT, "peft_type", "CMR_PROMPT_POOL", "method", t->method,
+				      "base_model_name_or_path", t->base, "base_model_hash", hash, "pool", "size",
+				      t->pool_size, "length", t->pool_length, "top_k", t->pool_topk, "placement",
+				      "vision after-class, chosen per image", "query", "vision post-layernorm class state",
+				      "train_logit_scale", t->logit_scale, "training", tr ? tr : json_null());
+		char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+		json_decref(o);
+		if (s) {
+			size_t l = strlen(s);
+			char *r = realloc(s, l + 2);
+			if (!r) {
+				free(s);
+				return NULL;
+			}
+			r[l] = '\n', r[l + 1] = 0;
+			s = r;
+		}
+		return s;
+	}
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b, s:{s:s, s:s}, s:o, s:b, s:o}", "format",
 			      CMR_TUNING_FORMAT, "peft_type", "CMR_PROMPTS", "method", t->method,
 			      "base_model_name_or_path", t->base, "base_model_hash", hash, "text_prompts", t->text_prompts,

@@ -17,13 +17,19 @@
 #define CMR_TUNING_CONFIG "adapter_config.json"
 #define CMR_TUNING_TENSORS "adapter_model.safetensors"
 #define CMR_TUNING_MAX_PROMPTS 1024
+#define CMR_TUNING_MAX_POOL 1024 /* prompts in a pool */
 
 typedef struct cmr_tuning {
-	char method[32];        /* "prompts" */
+	char method[32];        /* "prompts", or "pool" (an instance-level prompt pool, issue 17) */
 	int text_prompts;       /* rows after the start token (0: none) */
 	int vision_prompts;     /* rows after the class token (0: none) */
 	int deep;               /* a separate set per layer >= 1 */
 	int logit_scale;        /* the logit scale is part of the tuning */
+	/* pool: pool_size vision prompts of pool_length rows, each with a key [vision width];
+	 * an image takes the pool_topk prompts whose keys are most similar (cosine) to its query
+	 * (the frozen vision tower's pooled state after the final layer norm, before the
+	 * projection), their rows after the class token in order of similarity */
+	int pool_size, pool_length, pool_topk;
 	char init[256];         /* the text prompts' initial phrase ("" : random) */
 	char base[1024];        /* the base model's directory, as given */
 	uint64_t base_hash[2];  /* the base towers' identity (0: not recorded, for a tower without prompts) */
@@ -39,6 +45,19 @@ int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, si
  * initialised N(0, 0.02) when absent from a checkpoint; flags CMR_PARAM_TRAIN to train them.
  * With t->logit_scale and train, the logit scale trains too. */
 int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_t errlen);
+
+/* A pool's selection for B images from their queries [B, vision width] (cmr_batch.state of a
+ * no_prefix pass): sel [B, pool_topk] the prompt ids, best first (ties: the lower id), and
+ * score [B, pool_topk] (may be NULL) their keys' cosine with the query. The keys must be
+ * loaded. Returns 0 or -1 (not a pool). */
+int cmr_tuning_select(const cmr_clip *m, const cmr_tuning *t, const float *query, int B, int32_t *sel,
+		      float *score);
+
+/* Encodes B images with tuning t applied (NULL or not a pool: cmr_clip_encode_images): for a
+ * pool, the query pass, the selection, then the prompted pass; sel (may be NULL) receives
+ * the selection [B, pool_topk]. Returns 0 or -1. */
+int cmr_tuning_encode_images(const cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, cmr_clip_ws *ws,
+			     const uint8_t *const *pixels, int B, float *out, int32_t *sel);
 
 /* The text prompts' first rows from token ids (a phrase's tokens, without the start and end
  * tokens): their token embeddings. The text tower must be loaded. */

@@ -1,5 +1,6 @@
 /* fuzz_tuning.c - libFuzzer target: a tuning's adapter_config.json parser
- * (lib/model/tuning.c) on arbitrary bytes, and its lengths checked against a model's config. */
+ * (lib/model/tuning.c) on arbitrary bytes, prompts or a pool, and its lengths checked against
+ * a model's config. */
 #include <stdint.h>
 #include <string.h>
 
@@ -13,7 +14,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char err[512];
 	if (cmr_tuning_parse((const char *)data, size, "fuzz", &t, err, sizeof err) < 0)
 		return 0;
-	/* what a parsed tuning promises */
+	/* what a parsed tuning promises: a pool's sizes, or prompt counts */
+	if (strcmp(t.method, "pool") == 0) {
+		if (t.pool_size < 1 || t.pool_size > CMR_TUNING_MAX_POOL || t.pool_length < 1 || t.pool_topk < 1 ||
+		    t.pool_topk > t.pool_size || t.pool_topk * t.pool_length > CMR_TUNING_MAX_PROMPTS || t.deep ||
+		    t.text_prompts || t.vision_prompts)
+			__builtin_trap();
+		cmr_clip_cfg pc;
+		memset(&pc, 0, sizeof pc);
+		pc.text.context = 77;
+		if (cmr_tuning_check(&t, &pc, err, sizeof err) != 0)
+			__builtin_trap();
+		return 0;
+	}
 	if (t.text_prompts < 0 || t.vision_prompts < 0 || t.text_prompts > CMR_TUNING_MAX_PROMPTS ||
 	    t.vision_prompts > CMR_TUNING_MAX_PROMPTS || t.text_prompts + t.vision_prompts == 0 ||
 	    strcmp(t.method, "prompts") != 0 || memchr(t.init, 0, sizeof t.init) == NULL ||

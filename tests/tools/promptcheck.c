@@ -123,7 +123,7 @@ int main(int argc, char **argv)
 	check(cut == want, what, fabs((double)cut - want), 0);
 
 	cmr_step_ws *sw = cmr_step_ws_new(m, ops, B, total);
-	cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, tlen};
+	cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = tlen};
 	cmr_loss_term term = {cmr_loss_find("infonce"), 1.0, 0};
 	cmr_clip_zero_grad(m);
 	double L = cmr_clip_batch_grad(m, ops, sw, &bi, &bt, &term, 1);

@@ -73,7 +73,7 @@ int main(int argc, char **argv)
 	cmr_clip_ws *ct = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, B, total_tokens, 0);
 	cmr_clip_encode_images(m, ops, ci, px, B, e2);
 	cmr_clip_encode_texts(m, ops, ct, ids, tlen, B, e2 + (size_t)B * P);
-	cmr_batch bi = {B, px, NULL, NULL}, bt = {B, NULL, ids, tlen};
+	cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = tlen};
 	cmr_clip_forward(m, CMR_TOWER_VISION, ops, sw->ws[CMR_TOWER_VISION], &bi, emb);
 	cmr_clip_forward(m, CMR_TOWER_TEXT, ops, sw->ws[CMR_TOWER_TEXT], &bt, emb + (size_t)B * P);
 	double md = 0;

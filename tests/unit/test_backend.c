@@ -140,7 +140,7 @@ TEST(backends_model_passes_match_ref)
 		cmr_clip_zero_grad(mr);
 		for (int k = 0; k < 2; k++) {
 			cmr_clip_ws *ws = cmr_clip_ws_new(mr, f, k, BB, 32, 1);
-			cmr_batch in = {BB, pp, ip, lens};
+			cmr_batch in = {.B = BB, .pixels = pp, .ids = ip, .lens = lens};
 			CHECK(ws && cmr_clip_forward(mr, k, f, ws, &in, o[k]) == 0);
 			cmr_clip_backward(mr, k, f, ws, dout);
 			cmr_clip_ws_free(ws);

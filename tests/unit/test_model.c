@@ -1,8 +1,9 @@
 /* test_model.c - the model core's seams: a zero-initialised adapter on every hook point
  * leaves the outputs identical, prefix rows are rows like any other (prefix rows holding
  * token embeddings give the same output as those tokens), gradients of adapter and prefix
- * parameters match central finite differences, and a partly frozen model computes the same
- * gradients as a fully trained one for what it trains, with no gradient for the rest. */
+ * parameters match central finite differences, a partly frozen model computes the same
+ * gradients as a fully trained one for what it trains, with no gradient for the rest, and a
+ * pool of prompts (issue 17) gives each sample the prefix rows its selection names. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@ static const cmr_ops *fwd_ops = &cmr_ops_ref;
 
 static int fwd(const cmr_clip *m, int tower, cmr_clip_ws *ws, float *out)
 {
-	cmr_batch bi = {B, in.pp, NULL, NULL}, bt = {B, NULL, in.ip, in.lens};
+	cmr_batch bi = {B, in.pp, NULL, NULL, NULL, 0, NULL}, bt = {B, NULL, in.ip, in.lens, NULL, 0, NULL};
 	return cmr_clip_forward(m, tower, fwd_ops, ws, tower == CMR_TOWER_VISION ? &bi : &bt, out);
 }
 
@@ -132,6 +133,89 @@ TEST(model_prefix_rows_are_rows)
 	}
 	cmr_clip_free(m0);
 	cmr_clip_free(m1);
+}
+
+/* A vision prefix table that is a pool of 4 prompts of 2 rows, 2 taken per image: each
+ * image's output and the pool's gradient are those of a plain prefix holding the rows of the
+ * prompts it took; the query pass (no_prefix) is the plain model's, its pooled state before
+ * the projection is what the projection reads. */
+TEST(model_pool_selection_is_a_prefix_per_sample)
+{
+	make_inputs();
+	cmr_clip_cfg c = unit_tiny_cfg();
+	cmr_clip *m0 = cmr_clip_new(&c), *mp = cmr_clip_new(&c), *mf = cmr_clip_new(&c);
+	char err[256];
+	CHECK(m0 && mp && mf);
+	enum { NP = 4, L = 2, K = 2, D = 32 };
+	mp->tower[CMR_TOWER_VISION].prefix_len = L;
+	mp->tower[CMR_TOWER_VISION].prefix_k = K;
+	int64_t shp[2] = {NP * L, D}, shf[2] = {K * L, D};
+	CHECK(cmr_clip_add(mp, "prompts.vision.pool", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, CMR_T_PREFIX, 2, shp,
+			   CMR_PARAM_TRAIN | CMR_PARAM_OPTIONAL, 0.5f, 0) >= 0);
+	CHECK(cmr_clip_add(mf, "prompts.vision.prefix", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, CMR_T_PREFIX, 2, shf,
+			   CMR_PARAM_TRAIN | CMR_PARAM_OPTIONAL, 0.5f, 0) >= 0);
+	CHECK(cmr_clip_init(m0, 3, err, sizeof err) == 0 && cmr_clip_init(mp, 3, err, sizeof err) == 0 &&
+	      cmr_clip_init(mf, 3, err, sizeof err) == 0);
+	CHECK(cmr_clip_grads(mp) == 0 && cmr_clip_grads(mf) == 0);
+	CHECK(mp->tower[CMR_TOWER_VISION].nprefix == K * L && mp->tower[CMR_TOWER_VISION].prefix_table == NP * L);
+	const float *pool = cmr_clip_param(mp, "prompts.vision.pool")->w;
+	float *fixed = cmr_clip_param(mf, "prompts.vision.prefix")->w;
+	const int32_t sel[B * K] = {3, 1, 0, 2, 2, 2}; /* a prompt may be taken twice */
+	float cvec[B * 16], op[B * 16], state[B * D];
+	for (int i = 0; i < B * 16; i++)
+		cvec[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+	cmr_clip_ws *wp = cmr_clip_ws_new(mp, &cmr_ops_ref, CMR_TOWER_VISION, B, 0, 1);
+	cmr_clip_ws *wf = cmr_clip_ws_new(mf, &cmr_ops_ref, CMR_TOWER_VISION, 1, 0, 1);
+	CHECK(wp && wf);
+	cmr_batch bp = {B, in.pp, NULL, NULL, sel, 0, NULL};
+	CHECK(cmr_clip_forward(mp, CMR_TOWER_VISION, &cmr_ops_ref, wp, &bp, op) == 0);
+	cmr_clip_backward(mp, CMR_TOWER_VISION, &cmr_ops_ref, wp, cvec);
+	float *want = calloc(NP * L * D, sizeof *want);
+	CHECK(want != NULL);
+	const cmr_param *pf = cmr_clip_param(mf, "prompts.vision.prefix");
+	for (int b = 0; b < B; b++) {
+		for (int i = 0; i < K * L; i++)
+			memcpy(fixed + i * D, pool + ((size_t)sel[b * K + i / L] * L + i % L) * D, D * sizeof(float));
+		float of[16];
+		cmr_batch bf = {1, in.pp + b, NULL, NULL, NULL, 0, NULL};
+		cmr_clip_zero_grad(mf);
+		CHECK(cmr_clip_forward(mf, CMR_TOWER_VISION, &cmr_ops_ref, wf, &bf, of) == 0);
+		CHECK(memcmp(of, op + b * 16, sizeof of) == 0);
+		cmr_clip_backward(mf, CMR_TOWER_VISION, &cmr_ops_ref, wf, cvec + b * 16);
+		for (int i = 0; i < K * L; i++)
+			for (int d = 0; d < D; d++)
+				want[((size_t)sel[b * K + i / L] * L + i % L) * D + d] += pf->g[i * D + d];
+	}
+	const float *g = cmr_clip_param(mp, "prompts.vision.pool")->g;
+	double worst = 0;
+	for (int i = 0; i < NP * L * D; i++) {
+		double e = fabs((double)g[i] - want[i]);
+		worst = e > worst ? e : worst;
+	}
+	if (getenv("CMR_TEST_VERBOSE"))
+		fprintf(stderr, "pool gradient vs per-sample prefixes: max abs difference %g\n", worst);
+	CHECK(worst == 0); /* measured: 0 (the same additions in the same order) */
+	/* the query pass: no prefix rows, the plain model's output; the state the projection reads */
+	float o0[B * 16], oq[B * 16], proj[B * 16];
+	cmr_clip_ws *w0 = cmr_clip_ws_new(m0, &cmr_ops_ref, CMR_TOWER_VISION, B, 0, 0);
+	CHECK(w0 != NULL);
+	cmr_batch b0 = {B, in.pp, NULL, NULL, NULL, 0, NULL}, bq = {B, in.pp, NULL, NULL, NULL, 1, state};
+	CHECK(cmr_clip_forward(m0, CMR_TOWER_VISION, &cmr_ops_ref, w0, &b0, o0) == 0);
+	CHECK(cmr_clip_forward(mp, CMR_TOWER_VISION, &cmr_ops_ref, wp, &bq, oq) == 0);
+	CHECK(memcmp(o0, oq, sizeof o0) == 0);
+	cmr_ops_ref.linear(state, mp->tower[CMR_TOWER_VISION].w[CMR_T_PROJ], NULL, proj, B, D, 16);
+	CHECK(memcmp(proj, oq, sizeof proj) == 0);
+	/* a selection outside the pool is refused */
+	const int32_t bad[B * K] = {0, 1, 2, 4, 0, 0};
+	cmr_batch bb = {B, in.pp, NULL, NULL, bad, 0, NULL};
+	CHECK(cmr_clip_forward(mp, CMR_TOWER_VISION, &cmr_ops_ref, wp, &bb, op) == -1);
+	free(want);
+	cmr_clip_ws_free(w0);
+	cmr_clip_ws_free(wp);
+	cmr_clip_ws_free(wf);
+	cmr_clip_free(m0);
+	cmr_clip_free(mp);
+	cmr_clip_free(mf);
 }
 
 /* L = sum over both towers of c . out, c fixed: dL/dout = c */

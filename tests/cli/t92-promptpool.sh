@@ -1,0 +1,102 @@
+# t92-promptpool.sh - the prompt pool (issue 17; cmr-promptpool, cmr-tuning(5) method pool):
+# a pool made from the images' own queries, its selection, its statistics, its application by
+# cmr-encode, and its refusals. The core's part (a pool batch is per-sample prefixes, bit for
+# bit) is tests/unit/test_model.c's.
+. "$SRCDIR/tests/lib.sh"
+MK=$BUILD/tests/mkclip
+"$MK" model "$WORK/tiny" tiny
+# two kinds of image: random noise, and coloured shapes on a dark ground
+"$MK" images 24 32 5 >"$WORK/noise.cmr"
+"$BUILD/examples/mkshapes" --size 32 24 3 >"$WORK/shapes.tar"
+cmr-decode -q -s 32 -o "$WORK/shapes.cmr" "$WORK/shapes.tar"
+cat "$WORK/noise.cmr" "$WORK/shapes.cmr" >"$WORK/both.cmr"
+
+begin "init: a pool from k-means of the images' queries, a tuning directory of kilobytes; show lists it"
+run cmr-promptpool init -m "$WORK/tiny" -o "$WORK/pool" --size 4 --length 2 --top-k 1 "$WORK/both.cmr"
+expect_status 0
+grep -q '"method": "pool"' "$WORK/pool/adapter_config.json" || why "not method pool"
+grep -q '"top_k": 1' "$WORK/pool/adapter_config.json" || why "no top_k"
+size=$(wc -c <"$WORK/pool/adapter_model.safetensors")
+[ "$size" -lt 4000 ] || why "the pool's tensors are $size bytes"
+run cmr-promptpool show "$WORK/pool"
+expect_status 0
+expect_stdout_has "pool of 4 prompts of 2 rows, top 1"
+expect_stdout_has "prompt.vision.pool       f32   [8,32]"
+expect_stdout_has "prompt.vision.keys       f32   [4,32]"
+end
+
+begin "select: each image's prompts, best first; the two kinds of image choose different prompts"
+run cmr-promptpool select -m "$WORK/tiny" "$WORK/pool" "$WORK/both.cmr"
+expect_status 0
+[ "$(wc -l <"$OUT")" -eq 48 ] || why "expected 48 lines (one prompt per image)"
+top() { grep "^$1" "$OUT" | cut -f3 | sort | uniq -c | sort -rn | head -1 | awk '{ print $2 }'; }
+a=$(top img) b=$(top mkshapes)
+[ "$a" != "$b" ] || why "noise and shapes both choose prompt $a most"
+run cmr-promptpool select -m "$WORK/tiny" -f jsonl "$WORK/pool" "$WORK/noise.cmr"
+expect_status 0
+expect_stdout_has '{"key":"img000","prompts":['
+end
+
+begin "select with top-2: two prompts per image, distinct, in falling score"
+cmr-promptpool init -q -m "$WORK/tiny" -o "$WORK/pool2" --size 4 --length 2 --top-k 2 --seed 3 "$WORK/both.cmr"
+run cmr-promptpool select -m "$WORK/tiny" "$WORK/pool2" "$WORK/both.cmr"
+expect_status 0
+awk -F '\t' '$2 == 1 { p = $3; s = $4 } $2 == 2 { if ($3 == p || $4 > s) bad++ } END { exit bad > 0 }' "$OUT" || why "a second prompt repeats the first or scores higher"
+end
+
+begin "stats: every image counted top-k times, no prompt dead on the data its keys came from, the keys' closest pair"
+run cmr-promptpool stats -m "$WORK/tiny" "$WORK/pool2" "$WORK/both.cmr"
+expect_status 0
+expect_stdout_has "48 images, a pool of 4 prompts of 2 rows, top 2"
+expect_stdout_has "most similar keys: "
+sum=$(awk '$1 ~ /^[0-9]+$/ && NF == 4 { s += $2 } END { print s }' "$OUT")
+[ "$sum" -eq 96 ] || why "the prompts were chosen $sum times, not 48 x 2"
+run cmr-promptpool stats -m "$WORK/tiny" --json "$WORK/pool2" "$WORK/both.cmr"
+expect_status 0
+expect_stdout_has '"images": 48'
+expect_stdout_has '"dead": '
+end
+
+begin "cmr-encode --tuning POOL: images change, texts are the base's bit for bit; the same bytes twice"
+"$MK" tokens 6 4 >"$WORK/t.cmr"
+cmr-encode -m "$WORK/tiny" -o "$WORK/base.cmr" "$WORK/noise.cmr" "$WORK/t.cmr"
+run cmr-encode -m "$WORK/tiny" --tuning "$WORK/pool" -o "$WORK/p1.cmr" "$WORK/noise.cmr" "$WORK/t.cmr"
+expect_status 0
+cmr-encode -m "$WORK/tiny" --tuning "$WORK/pool" -o "$WORK/p2.cmr" "$WORK/noise.cmr" "$WORK/t.cmr"
+cmr-dump diff --max-abs 0 "$WORK/p1.cmr" "$WORK/p2.cmr" >/dev/null || why "two runs differ"
+cmr-dump show -a "$WORK/base.cmr" | grep -A1 '#0	' >"$WORK/bt"
+cmr-dump show -a "$WORK/p1.cmr" | grep -A1 '#0	' >"$WORK/pt"
+cmp -s "$WORK/bt" "$WORK/pt" || why "the texts changed"
+cmr-dump show -a "$WORK/base.cmr" | grep -A1 '^img000	' >"$WORK/bi"
+cmr-dump show -a "$WORK/p1.cmr" | grep -A1 '^img000	' >"$WORK/pi"
+cmp -s "$WORK/bi" "$WORK/pi" && why "the pool changed no image"
+end
+
+begin "refusals: top-k above the size, too few images for k-means, a pool for another base, a mistyped command"
+run cmr-promptpool init -m "$WORK/tiny" -o "$WORK/x" --size 3 --top-k 4 "$WORK/both.cmr"
+expect_status 2
+expect_stderr_has "--top-k 4 is more than the 3 prompts of the pool"
+expect_no_file "$WORK/x"
+run cmr-promptpool init -m "$WORK/tiny" -o "$WORK/x" --size 30 "$WORK/noise.cmr"
+expect_status 1
+expect_stderr_has "24 images cannot give 30 keys by k-means"
+expect_no_file "$WORK/x"
+"$MK" model "$WORK/other" tiny --seed 9
+run cmr-promptpool select -m "$WORK/other" "$WORK/pool" "$WORK/noise.cmr"
+expect_status 1
+expect_stderr_has "made for a base whose vision tower is"
+run cmr-encode -m "$WORK/other" --tuning "$WORK/pool" "$WORK/noise.cmr"
+expect_status 1
+expect_stderr_has "made for a base whose vision tower is"
+run cmr-promptpool frobnicate
+expect_status 2
+expect_stderr_has "'frobnicate' is not a command (init, select, stats, show)"
+end
+
+begin "a damaged pool config is refused, naming the field"
+cp -r "$WORK/pool" "$WORK/bad"
+sed 's/"top_k": 1/"top_k": 9/' "$WORK/pool/adapter_config.json" >"$WORK/bad/adapter_config.json"
+run cmr-promptpool show "$WORK/bad"
+expect_status 1
+expect_stderr_has "pool of 4 prompts of 2 rows, top 9"
+end

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <xxhash.h>
 
 #include "atomic.h"
 #include "fe.h"
@@ -40,7 +41,7 @@ static const cmr_tool tool = {
 	"           lines (tsv), or one JSON object per image (jsonl)\n"
 	"  stats    how often each prompt is chosen, the prompts never chosen, the keys' mutual\n"
 	"           similarity\n"
-	"  show     the pool's configuration and tensors\n"
+	"  show     the pool's configuration and tensors (shape, root mean square, XXH3-64)\n"
 	"\nOptions:\n"
 	"  -m, --model DIR       the frozen base (a CLIP checkpoint)\n"
 	"  -o, --output DIR      init: the pool's directory\n"
@@ -438,8 +439,8 @@ static void show(const struct opts *o)
 				memcpy(&v, (const char *)x->data + 4 * j, 4);
 				ss += (double)v * v;
 			}
-		printf("%-24s %-5s [%s] rms %.4g\n", x->name, cmr_dtype_name(x->dtype), shape,
-		       x->nbytes ? sqrt(ss / (double)(x->nbytes / 4)) : 0.0);
+		printf("%-24s %-5s [%s] rms %.4g xxh3 %016" PRIx64 "\n", x->name, cmr_dtype_name(x->dtype), shape,
+		       x->nbytes ? sqrt(ss / (double)(x->nbytes / 4)) : 0.0, (uint64_t)XXH3_64bits(x->data, x->nbytes));
 	}
 	cmr_st_close(st);
 }

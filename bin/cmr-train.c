@@ -54,6 +54,11 @@ static const cmr_tool tool = {
 	"                        tokens fill the first rows; default: all N(0, 0.02))\n"
 	"      --train-logit-scale\n"
 	"                        the logit scale trains with the prompts (saved in the tuning)\n"
+	"\nPrompt pool (APSE-IPIK's pool, L2P's keys; cmr-promptpool init makes one):\n"
+	"      --pool DIR        train this pool's prompts and keys on its frozen base (-m, or the\n"
+	"                        base it records): each image takes its top-k prompts by its query\n"
+	"      --pull W          the keys' pull term: -W x the mean cosine of each image's chosen\n"
+	"                        keys with its query (default 0.5; 0: the keys do not learn)\n"
 	"      --recompute       keep only each layer's residual stream and recompute q, k, v and\n"
 	"                        fc1's output in the backward pass: less memory, more time (B/32,\n"
 	"                        8+8 prompts: 1.53 -> 0.99 GiB, +32%); when no layer weight\n"
@@ -98,6 +103,8 @@ struct opts {
 	const char *init, *config, *resume, *output, *log;
 	int batch, epochs, threads;
 	int text_prompts, vision_prompts, deep, train_logit, recompute;
+	const char *pool;
+	double pull;
 	const char *prompt_init;
 	const cmr_loss *loss;
 	int64_t steps, max_steps, warmup, save_every, eval_every, log_every;
@@ -116,7 +123,7 @@ enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
-	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE
+	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL
 };
 
 static int is_tuning_dir(const char *dir)
@@ -163,6 +170,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"prompt-init", required_argument, NULL, OPT_PINIT},
 		{"train-logit-scale", no_argument, NULL, OPT_TLOGIT},
 		{"recompute", no_argument, NULL, OPT_RECOMPUTE},
+		{"pool", required_argument, NULL, OPT_POOL},
+		{"pull", required_argument, NULL, OPT_PULL},
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
@@ -174,6 +183,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->beta1 = 0.9, o->beta2 = 0.98, o->eps = 1e-6;
 	o->clip = 1.0;
 	o->margin = 0.2;
+	o->pull = -1;
 	o->loss = cmr_loss_find("infonce");
 	o->seed = 1;
 	o->log_every = 50;
@@ -235,6 +245,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_PINIT: o->prompt_init = optarg; break;
 		case OPT_TLOGIT: o->train_logit = 1; break;
 		case OPT_RECOMPUTE: o->recompute = 1; break;
+		case OPT_POOL: o->pool = optarg; break;
+		case OPT_PULL: o->pull = cmr_parse_double("--pull", optarg, 0, 100); break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -243,6 +255,13 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
 	int prompts = o->text_prompts || o->vision_prompts;
+	if (o->pool && (prompts || o->config || o->resume || o->deep || o->prompt_init || o->ntrain || o->nfreeze))
+		cmr_usage_error("--pool trains a pool on its frozen base: no prompts, --config, --resume (resume the output "
+				"directory instead), --train or --freeze with it");
+	if (o->pull >= 0 && !o->pool && !(o->resume && is_tuning_dir(o->resume)))
+		cmr_usage_error("--pull weighs a pool's key term: it goes with --pool");
+	if (o->pool && !o->output)
+		cmr_usage_error("--pool needs -o DIR: the trained pool (the one given is not changed)");
 	if ((o->deep || o->prompt_init || o->train_logit) && !prompts)
 		cmr_usage_error("--deep, --prompt-init and --train-logit-scale go with --text-prompts or --vision-prompts");
 	if (o->prompt_init && !o->text_prompts)
@@ -255,7 +274,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("--resume takes the prompts' lengths from the tuning: give them once");
 	if (o->resume && o->init && !is_tuning_dir(o->resume))
 		cmr_usage_error("-m BASE_DIR goes with --resume of a tuning directory only");
-	if (!!o->init + !!o->config + !!o->resume != 1 && !(o->resume && o->init))
+	if (!!o->init + !!o->config + !!o->resume != 1 && !(o->resume && o->init) && !(o->pool && !o->init))
 		cmr_usage_error("give one of -m DIR, --config FILE and --resume DIR");
 	if (o->resume && !o->output)
 		o->output = o->resume;
@@ -315,15 +334,18 @@ static int run(struct opts *o, int argc, char **argv)
 	char err[1024], path[4096];
 	cmr_tuning tun;
 	memset(&tun, 0, sizeof tun);
-	int tuning = o->text_prompts || o->vision_prompts || (o->resume && is_tuning_dir(o->resume));
+	int tuning = o->text_prompts || o->vision_prompts || o->pool || (o->resume && is_tuning_dir(o->resume));
 	const char *src = o->init ? o->init : o->resume ? o->resume : o->config;
-	if (tuning && o->resume) { /* the tuning says what it is and on which base */
-		if (cmr_tuning_read(o->resume, &tun, err, sizeof err) < 0)
+	const char *from = o->resume ? o->resume : o->pool; /* a tuning that says what it is */
+	if (tuning && from) { /* the tuning says what it is and on which base */
+		if (cmr_tuning_read(from, &tun, err, sizeof err) < 0)
 			cmr_die("%s", err);
+		if (o->pool && strcmp(tun.method, "pool") != 0)
+			cmr_die("%s: a tuning of method '%s', not a pool (cmr-promptpool init makes one)", o->pool, tun.method);
 		if (o->init)
 			snprintf(tun.base, sizeof tun.base, "%s", o->init);
 		if (!tun.base[0])
-			cmr_die("%s: no base model recorded: give it with -m BASE_DIR", o->resume);
+			cmr_die("%s: no base model recorded: give it with -m BASE_DIR", from);
 		src = tun.base;
 	} else if (tuning) {
 		snprintf(tun.method, sizeof tun.method, "prompts");
@@ -382,8 +404,8 @@ static int run(struct opts *o, int argc, char **argv)
 			cmr_die("%s", err);
 		cmr_clip_set_name(m, src);
 	}
-	if (tuning && o->resume) {
-		if (cmr_tuning_load(m, &tun, o->resume, CMR_TOWERS_BOTH, err, sizeof err) < 0)
+	if (tuning && from) { /* the values to go on from: the run's, or the pool given */
+		if (cmr_tuning_load(m, &tun, from, CMR_TOWERS_BOTH, err, sizeof err) < 0)
 			cmr_die("%s", err);
 	} else if (tuning && o->prompt_init) {
 		init_phrase(m, o->prompt_init);
@@ -421,7 +443,8 @@ static int run(struct opts *o, int argc, char **argv)
 		.save_every = o->save_every, .eval_every = o->eval_every, .log_every = o->log_every, .lr = o->lr,
 		.min_lr = o->min_lr, .wd = o->wd, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .clip = o->clip,
 		.seed = o->seed, .terms = &term, .nterms = 1, .ops = o->ops, .output = o->output, .resume = o->resume,
-		.log = o->log, .provenance = prov, .tuning = tuning ? &tun : NULL, .config_text = config_text,
+		.log = o->log, .provenance = prov, .tuning = tuning ? &tun : NULL, .pull = o->pull >= 0 ? o->pull : 0.5,
+		.config_text = config_text,
 		.config_len = config_len, .pre_text = pre_text, .pre_len = pre_len,
 	};
 	int rc = cmr_run_train(m, &ro, &d, o->nevals ? &ev : NULL);

@@ -1,6 +1,7 @@
 /* model/run.c - the training run of model/run.h, moved out of cmr-train so that any tool
  * trains with the same pairing, sampler, state, evaluation, checkpoints, log and signals. */
 #include "model/run.h"
+#include "model/tuning.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -335,7 +336,8 @@ static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
 		int n = (int)(ev->nimg - i < (size_t)B ? ev->nimg - i : (size_t)B);
 		for (int b = 0; b < n; b++)
 			px[b] = ev->img[i + b].px;
-		cmr_clip_encode_images(m, r->o->ops, wi, px, n, ei + i * P);
+		if (cmr_tuning_encode_images(m, r->o->tuning, r->o->ops, wi, px, n, ei + i * P, NULL) < 0)
+			cmr_die("evaluation: the images could not be encoded");
 	}
 	/* texts in caption order; each text's image */
 	size_t nt = 0;
@@ -592,6 +594,14 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int *lens = malloc((size_t)B * sizeof *lens);
 	if (!sw || !perm || !px || !ids || !lens)
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
+	/* a pool: the query pass's work space (inference) and buffers */
+	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
+	cmr_clip_ws *qws = pool ? cmr_clip_ws_new(m, o->ops, CMR_TOWER_VISION, B, 0, 0) : NULL;
+	float *pq = pool ? malloc((size_t)B * m->cfg.vision.width * sizeof *pq) : NULL;
+	float *pemb = pool ? malloc((size_t)B * m->cfg.proj * sizeof *pemb) : NULL;
+	int32_t *psel = pool ? malloc((size_t)B * o->tuning->pool_topk * sizeof *psel) : NULL;
+	if (pool && (!qws || !pq || !pemb || !psel))
+		cmr_die("out of memory for the pool's query pass");
 	if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
 				"(%" PRId64 " per epoch)%s\n",
@@ -621,10 +631,19 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		}
 		cmr_clip_zero_grad(m);
 		cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = lens};
+		if (pool) { /* each image's prompts, chosen by its query (the plain frozen tower) */
+			cmr_batch qb = {.B = B, .pixels = px, .no_prefix = 1, .state = pq};
+			if (cmr_clip_forward(m, CMR_TOWER_VISION, o->ops, qws, &qb, pemb) < 0 ||
+			    cmr_tuning_select(m, o->tuning, pq, B, psel, NULL) < 0)
+				cmr_die("the pool's query pass failed");
+			bi.prefix_sel = psel;
+		}
 		double loss = cmr_clip_batch_grad(m, o->ops, sw, &bi, &bt, o->terms, o->nterms);
+		double pull = pool ? cmr_tuning_pull(m, o->tuning, pq, psel, B, o->pull) : 0;
 		if (!isfinite(loss))
 			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
 				loss, step);
+		loss += pull;
 		double gnorm = cmr_clip_grad_norm(m, o->ops, o->clip);
 		double lr = cmr_lr_cosine(step, warmup, r.total, o->lr, o->min_lr);
 		cmr_clip_adamw_step(m, o->ops, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
@@ -670,6 +689,8 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
 	cmr_step_ws_free(sw);
+	cmr_clip_ws_free(qws);
+	free(pq), free(pemb), free(psel);
 	free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel);
 	return sig ? 128 + sig : 0;
 }

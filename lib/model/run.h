@@ -57,6 +57,7 @@ typedef struct cmr_run_opts {
 	const char *log;           /* JSON lines, or NULL */
 	const char *provenance;    /* the run's provenance, compact JSON (model metadata) */
 	const cmr_tuning *tuning;  /* write this tuning of a frozen base (cmr-tuning(5)), not the model */
+	double pull;               /* a pool's key pull term weight (L2P's lambda) */
 	const char *config_text, *pre_text; /* config.json and preprocessor_config.json, verbatim */
 	size_t config_len, pre_len;
 } cmr_run_opts;

@@ -141,6 +141,37 @@ int cmr_tuning_select(const cmr_clip *m, const cmr_tuning *t, const float *query
 	return 0;
 }
 
+double cmr_tuning_pull(cmr_clip *m, const cmr_tuning *t, const float *query, const int32_t *sel, int B,
+		       double lambda)
+{
+	cmr_param *kp = is_pool(t) ? cmr_clip_param(m, "prompt.vision.keys") : NULL;
+	if (!kp || !kp->w || B < 1 || lambda == 0)
+		return 0;
+	int K = t->pool_topk, D = (int)kp->shape[1];
+	double L = 0, c = -lambda / ((double)B * K);
+	for (int b = 0; b < B; b++) {
+		const float *q = query + (size_t)b * D;
+		double qq = 0;
+		for (int d = 0; d < D; d++)
+			qq += (double)q[d] * q[d];
+		for (int j = 0; j < K; j++) {
+			int p = sel[(size_t)b * K + j];
+			const float *k = kp->w + (size_t)p * D;
+			double kk = 0, qk = 0;
+			for (int d = 0; d < D; d++)
+				kk += (double)k[d] * k[d], qk += (double)q[d] * k[d];
+			if (!(qq > 0 && kk > 0))
+				continue;
+			double nq = sqrt(qq), nk = sqrt(kk), cs = qk / (nq * nk);
+			L += c * cs;
+			if (kp->g) /* d cos / d k = q / (|q||k|) - cos k / |k|^2 */
+				for (int d = 0; d < D; d++)
+					kp->g[(size_t)p * D + d] += (float)(c * (q[d] / (nq * nk) - cs * k[d] / kk));
+		}
+	}
+	return L;
+}
+
 int cmr_tuning_encode_images(const cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			     const uint8_t *const *pixels, int B, float *out, int32_t *sel)
 {

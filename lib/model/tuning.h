@@ -59,6 +59,13 @@ int cmr_tuning_select(const cmr_clip *m, const cmr_tuning *t, const float *query
 int cmr_tuning_encode_images(const cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			     const uint8_t *const *pixels, int B, float *out, int32_t *sel);
 
+/* L2P's key pull term for a pool: -lambda times the mean over the B images and their
+ * pool_topk chosen prompts of cos(key, query). Returns it, and adds its gradient with respect
+ * to the keys to their gradient array (when they train). The queries get none (the frozen
+ * tower's). */
+double cmr_tuning_pull(cmr_clip *m, const cmr_tuning *t, const float *query, const int32_t *sel, int B,
+		       double lambda);
+
 /* The text prompts' first rows from token ids (a phrase's tokens, without the start and end
  * tokens): their token embeddings. The text tower must be loaded. */
 int cmr_tuning_init_phrase(cmr_clip *m, const int32_t *ids, int n, char *err, size_t errlen);

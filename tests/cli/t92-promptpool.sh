@@ -100,3 +100,38 @@ run cmr-promptpool show "$WORK/bad"
 expect_status 1
 expect_stderr_has "pool of 4 prompts of 2 rows, top 9"
 end
+
+begin "cmr-train --pool: prompts and keys train on the frozen base (loss falls), a pool tuning comes out; --pull 0 leaves the keys as they were"
+cmr-caption-ingest -q -f wds -m "$WORK/tiny" -o "$WORK/shapes-t.cmr" "$WORK/shapes.tar"
+run cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/trained" -b 8 --epochs 6 --lr 1e-2 --log "$WORK/pl.jsonl" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 0
+grep -q '"method": "pool"' "$WORK/trained/adapter_config.json" || why "the output is not a pool"
+first=$(head -1 "$WORK/pl.jsonl" | sed 's/.*"loss": \([0-9.-]*\).*/\1/')
+last=$(tail -1 "$WORK/pl.jsonl" | sed 's/.*"loss": \([0-9.-]*\).*/\1/')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || why "loss $first -> $last did not fall"
+cmr-promptpool show "$WORK/pool2" >"$WORK/s0"
+cmr-promptpool show "$WORK/trained" >"$WORK/s1"
+[ "$(grep vision.keys "$WORK/s0")" != "$(grep vision.keys "$WORK/s1")" ] || why "the keys did not move with the pull term"
+cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" --pull 0 -o "$WORK/nopull" -b 8 --epochs 2 --lr 1e-2 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+cmr-promptpool select -m "$WORK/tiny" "$WORK/pool2" "$WORK/both.cmr" >"$WORK/sel0"
+cmr-promptpool select -m "$WORK/tiny" "$WORK/nopull" "$WORK/both.cmr" >"$WORK/sel1"
+cmp -s "$WORK/sel0" "$WORK/sel1" || why "with --pull 0 the keys (so the selection) changed"
+run cmr-encode -m "$WORK/tiny" --tuning "$WORK/trained" "$WORK/shapes.cmr"
+expect_status 0
+run cmr-train -m "$WORK/tiny" --pool "$WORK/pool2" --vision-prompts 4 -o "$WORK/x" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 2
+run cmr-train -m "$WORK/tiny" --pull 0.1 -o "$WORK/x" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 2
+expect_stderr_has "--pull weighs a pool's key term: it goes with --pool"
+end
+
+begin "cmr-train --pool: interrupted with --max-steps and resumed gives the pool of an uninterrupted run"
+cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/full" -b 8 --epochs 4 --lr 1e-2 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/half" -b 8 --epochs 4 --lr 1e-2 --max-steps 5 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+run cmr-train -q -t 1 --resume "$WORK/half" -b 8 --epochs 4 --lr 1e-2 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 0
+cmr-encode -m "$WORK/tiny" --tuning "$WORK/full" -o "$WORK/ef.cmr" "$WORK/shapes.cmr"
+cmr-encode -m "$WORK/tiny" --tuning "$WORK/half" -o "$WORK/eh.cmr" "$WORK/shapes.cmr"
+run cmr-dump diff --max-abs 0 "$WORK/ef.cmr" "$WORK/eh.cmr"
+expect_status 0
+end

@@ -11,6 +11,7 @@
 
 #include "model/adapter.h"
 #include "model/clip.h"
+#include "model/tuning.h"
 #include "tiny.h"
 #include "unit.h"
 
@@ -135,6 +136,15 @@ TEST(model_prefix_rows_are_rows)
 	cmr_clip_free(m1);
 }
 
+/* the pool tests' own sequence: the shared one's draws (and the finite-difference test's
+ * inputs after them) stay as they were */
+static uint32_t own_rs = 777;
+static uint32_t own_rnd(void)
+{
+	own_rs = own_rs * 1664525u + 1013904223u;
+	return own_rs >> 8;
+}
+
 /* A vision prefix table that is a pool of 4 prompts of 2 rows, 2 taken per image: each
  * image's output and the pool's gradient are those of a plain prefix holding the rows of the
  * prompts it took; the query pass (no_prefix) is the plain model's, its pooled state before
@@ -163,7 +173,7 @@ TEST(model_pool_selection_is_a_prefix_per_sample)
 	const int32_t sel[B * K] = {3, 1, 0, 2, 2, 2}; /* a prompt may be taken twice */
 	float cvec[B * 16], op[B * 16], state[B * D];
 	for (int i = 0; i < B * 16; i++)
-		cvec[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+		cvec[i] = (float)((int)(own_rnd() % 2001) - 1000) / 1000.0f;
 	cmr_clip_ws *wp = cmr_clip_ws_new(mp, &cmr_ops_ref, CMR_TOWER_VISION, B, 0, 1);
 	cmr_clip_ws *wf = cmr_clip_ws_new(mf, &cmr_ops_ref, CMR_TOWER_VISION, 1, 0, 1);
 	CHECK(wp && wf);
@@ -216,6 +226,58 @@ TEST(model_pool_selection_is_a_prefix_per_sample)
 	cmr_clip_free(m0);
 	cmr_clip_free(mp);
 	cmr_clip_free(mf);
+}
+
+/* The pool's key pull term (L2P): its gradient with respect to the keys against central
+ * differences, and the selection's order and ties. */
+TEST(model_pool_pull_gradient_and_selection)
+{
+	cmr_clip_cfg c = unit_tiny_cfg();
+	cmr_clip *m = cmr_clip_new(&c);
+	char err[256];
+	cmr_tuning t;
+	memset(&t, 0, sizeof t);
+	snprintf(t.method, sizeof t.method, "pool");
+	t.pool_size = 3, t.pool_length = 1, t.pool_topk = 2;
+	CHECK(m && cmr_tuning_add(m, &t, 1, err, sizeof err) == 0);
+	CHECK(cmr_clip_init(m, 9, err, sizeof err) == 0 && cmr_clip_grads(m) == 0);
+	cmr_param *kp = cmr_clip_param(m, "prompt.vision.keys");
+	CHECK(kp && kp->g && !(kp->flags & CMR_PARAM_DECAY)); /* cosines: no decay on the keys */
+	enum { QB = 3, D = 32 };
+	float q[QB * D];
+	for (int i = 0; i < QB * D; i++)
+		q[i] = (float)((int)(own_rnd() % 2001) - 1000) / 1000.0f;
+	int32_t sel[QB * 2];
+	float sc[QB * 2];
+	CHECK(cmr_tuning_select(m, &t, q, QB, sel, sc) == 0);
+	for (int b = 0; b < QB; b++)
+		CHECK(sel[2 * b] != sel[2 * b + 1] && sc[2 * b] >= sc[2 * b + 1]);
+	cmr_clip_zero_grad(m);
+	double L = cmr_tuning_pull(m, &t, q, sel, QB, 0.7);
+	CHECK(L < 0 && L >= -0.7);
+	float *g = malloc(kp->n * sizeof *g);
+	CHECK(g != NULL);
+	memcpy(g, kp->g, kp->n * sizeof *g);
+	double worst = 0;
+	for (size_t j = 0; j < kp->n; j++) {
+		float w = kp->w[j], h = 1e-3f;
+		kp->w[j] = w + h;
+		double lp = cmr_tuning_pull(m, &t, q, sel, QB, 0.7);
+		kp->w[j] = w - h;
+		double lm = cmr_tuning_pull(m, &t, q, sel, QB, 0.7);
+		kp->w[j] = w;
+		double fd = (lp - lm) / (2.0 * h), e = fabs(fd - g[j]) / (fabs(fd) + fabs(g[j]) + 1e-3);
+		worst = e > worst ? e : worst;
+	}
+	if (getenv("CMR_TEST_VERBOSE"))
+		fprintf(stderr, "pool pull gradient vs central differences: worst relative error %g\n", worst);
+	CHECK(worst <= 1e-3);
+	/* equal keys: the lower id first */
+	memcpy(kp->w + D, kp->w, D * sizeof(float));
+	CHECK(cmr_tuning_select(m, &t, kp->w, 1, sel, sc) == 0);
+	CHECK(sel[0] == 0 && sel[1] == 1);
+	free(g);
+	cmr_clip_free(m);
 }
 
 /* L = sum over both towers of c . out, c fixed: dL/dout = c */

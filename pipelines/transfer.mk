@@ -13,8 +13,8 @@
 #   WORLDS       where the world files are                default: examples/worlds
 #   SOURCE       the source world                         default: source
 #   TARGETS      target databases                         default: render vocab compose personal
-#   METHODS      zeroshot full proj last tprompt vprompt prompts deep (and what later
-#                methods register below)
+#   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull (and
+#                what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
 #   BASE_EPOCHS, BASE_LR, BATCH                            default: 22, 2e-3, 128
@@ -23,6 +23,9 @@
 #   PROMPT_LR, PROMPT_INIT, TEXT_PROMPTS, VISION_PROMPTS
 #                the prompt methods' learning rate, text prompts' phrase, lengths
 #                                                             default: 1e-2, "there is", 2, 8
+#   POOL_SIZE, POOL_LENGTH, POOL_TOPK  the prompt pool's (methods pool, pool-nopull: keys by
+#                k-means of the target's training images, cmr-promptpool init, then
+#                cmr-train --pool with and without the keys' pull term)   default: 10, 2, 4
 #   SIZE, CONTEXT  (the config's image size and context)   default: 64, 64
 #   OUT          streams, models, rows and the table       default: out/transfer
 #   BIN, MKWORLD the tools                                 default: build/bin, build/examples/mkworld
@@ -30,7 +33,7 @@
 WORLDS      ?= examples/worlds
 SOURCE      ?= source
 TARGETS     ?= render vocab compose personal
-METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep
+METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
 BASE_EPOCHS ?= 22
@@ -62,6 +65,19 @@ METHOD_ARGS_tprompt  := --text-prompts $(TEXT_PROMPTS) --lr $(PROMPT_LR)
 METHOD_ARGS_vprompt  := --vision-prompts $(VISION_PROMPTS) --lr $(PROMPT_LR)
 METHOD_ARGS_prompts  := --text-prompts $(TEXT_PROMPTS) --vision-prompts $(VISION_PROMPTS) --lr $(PROMPT_LR)
 METHOD_ARGS_deep     := --text-prompts $(TEXT_PROMPTS) --vision-prompts $(VISION_PROMPTS) --deep --lr $(PROMPT_LR)
+# the prompt pool (issue 17): a pool made per row from the target's training images (a
+# method's METHOD_PREP runs in the row's recipe, with T, S and D, the row's directory, set),
+# K x L = 8 rows per image as the vision prompts; pool-nopull: the keys stay where k-means put
+# them (the authors' code: no loss reaches the keys)
+POOL_SIZE            ?= 10
+POOL_LENGTH          ?= 2
+POOL_TOPK            ?= 4
+METHOD_PREP_pool     = mkdir -p $$D && $(BIN)/cmr-promptpool init -q -m $(OUT)/base -o $$D/pool-init \
+			--size $(POOL_SIZE) --length $(POOL_LENGTH) --top-k $(POOL_TOPK) --seed $$S \
+			$(OUT)/data/$$T-train-i.cmr &&
+METHOD_PREP_pool-nopull = $(METHOD_PREP_pool)
+METHOD_ARGS_pool     = --pool $$D/pool-init --lr $(PROMPT_LR)
+METHOD_ARGS_pool-nopull = --pool $$D/pool-init --pull 0 --lr $(PROMPT_LR)
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
 METHOD_INIT_prompts  := $(PROMPT_INIT)
 METHOD_INIT_deep     := $(PROMPT_INIT)
@@ -114,6 +130,7 @@ $(OUT)/base-source.json: $(OUT)/base/model.safetensors
 define row
 $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt: $(OUT)/base-source.json $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr \
 		$(OUT)/data/$(1)-test-i.cmr $(OUT)/data/$(1)-test-t.cmr pipelines/transfer-run.sh
+	T=$(1) S=$(3) D=$(OUT)/runs/$(1)/$(2)-s$(3); $$(METHOD_PREP_$(2)) \
 	METHOD_ARGS="$$(METHOD_ARGS_$(2))" METHOD_INIT="$$(METHOD_INIT_$(2))" TUNE_EPOCHS=$$(or $$(TUNE_EPOCHS_$(1)),$$(TUNE_EPOCHS)) \
 		sh pipelines/transfer-run.sh $(OUT) $(1) $(2) $(3)
 ROWS += $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt

@@ -81,7 +81,7 @@ TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)
 TEST_BIN = $(BUILD)/tests/unit $(BUILD)/tests/fuzz-replay $(BUILD)/tests/mkgolden $(TEST_TOOLS:%=$(BUILD)/tests/%) \
-	$(BUILD)/examples/mkworld
+	$(BUILD)/examples/mkworld $(BUILD)/examples/mkshapes
 
 MAN1 := $(wildcard man/*.1)
 MAN5 := $(wildcard man/*.5)

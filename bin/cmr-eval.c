@@ -322,32 +322,11 @@ static void classify(const struct opts *o, const cmr_vecs *im, const cmr_vecs *t
 	if (!text)
 		cmr_die("%s", err);
 	/* the labels, sorted by key */
-	size_t nl = 0, cap = 0;
-	char **lk = NULL, **lc = NULL;
-	uint64_t line = 0;
-	for (char *p = text, *end = text + len; p < end;) {
-		char *nlp = memchr(p, '\n', (size_t)(end - p));
-		char *e = nlp ? nlp : end;
-		line++;
-		if (e > p && e[-1] == '\r')
-			e[-1] = 0, e--;
-		*e = 0;
-		if (e > p) {
-			char *tab = strchr(p, '\t');
-			if (!tab || tab == p || !tab[1])
-				cmr_die("%s:%" PRIu64 ": not KEY<TAB>CLASS", o->labels, line);
-			*tab = 0;
-			if (nl == cap) {
-				cap = cap ? 2 * cap : 1024;
-				lk = realloc(lk, cap * sizeof *lk);
-				lc = realloc(lc, cap * sizeof *lc);
-				if (!lk || !lc)
-					cmr_die("out of memory");
-			}
-			lk[nl] = p, lc[nl] = tab + 1, nl++;
-		}
-		p = nlp ? nlp + 1 : end;
-	}
+	cmr_kv kv;
+	if (cmr_kv_parse(text, len, 0, o->labels, "CLASS", &kv, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	size_t nl = kv.n;
+	char **lk = kv.key, **lc = kv.val;
 	size_t *perm = malloc((nl + 1) * sizeof *perm);
 	char **sk = malloc((nl + 1) * sizeof *sk);
 	if (!perm || !sk)
@@ -457,7 +436,8 @@ static void classify(const struct opts *o, const cmr_vecs *im, const cmr_vecs *t
 	if (ferror(stdout))
 		cmr_die_write("standard output", errno);
 	free(cf), free(truth), free(rank), free(best), free(per_n), free(per_hit), free(sc), free(cpos);
-	free(perm), free(sk), free(lk), free(lc), free(text);
+	free(perm), free(sk), free(text);
+	cmr_kv_free(&kv);
 	cmr_classes_free(&c);
 }
 

@@ -13,7 +13,6 @@
 #include <jansson.h>
 #include <xxhash.h>
 
-#include "atomic.h"
 #include "fe.h"
 #include "index.h"
 #include "model/clip.h"
@@ -243,15 +242,13 @@ static void keep_queries(int n)
 
 static void write_text(const char *dir, const char *name, const char *text)
 {
-	char path[4096], err[1024];
+	char path[4096];
 	snprintf(path, sizeof path, "%s/%s", dir, name);
-	cmr_atomic a;
-	if (cmr_atomic_open(&a, path, err, sizeof err) < 0)
-		cmr_die("%s", err);
-	if (fputs(text, a.f) == EOF)
+	cmr_output out; /* the front end's temporary-then-rename output */
+	cmr_output_open(&out, path, 0);
+	if (fputs(text, out.f) == EOF)
 		cmr_die_write(path, errno);
-	if (cmr_atomic_commit(&a, err, sizeof err) < 0)
-		cmr_die("%s", err);
+	cmr_output_commit(&out);
 }
 
 static void init(const struct opts *o)

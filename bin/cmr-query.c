@@ -227,40 +227,21 @@ static void read_images(const char *path, int size)
 	archive_read_free(a);
 }
 
-/* --query-text: the text of query KEY, or NULL. Lines "KEY<TAB>TEXT", or plain lines, the
- * Nth for key N. */
-static char *query_text_of(const char *path, const char *key)
+/* --query-text: the text of query KEY, or NULL (the file read once: cmr_kv_parse's lines) */
+static const char *query_text_of(const char *path, const char *key)
 {
-	static char *text;
-	static size_t len;
-	if (!text) {
-		char err[1024];
-		if (!(text = cmr_read_file(path, 1 << 26, &len, err, sizeof err)))
+	static cmr_kv kv;
+	static int read;
+	if (!read) {
+		char err[4200];
+		size_t len;
+		char *text = cmr_read_file(path, 1 << 26, &len, err, sizeof err);
+		if (!text || cmr_kv_parse(text, len, 1, path, "TEXT", &kv, err, sizeof err) < 0)
 			cmr_die("%s", err);
+		free(text);
+		read = 1;
 	}
-	char want[32];
-	size_t lineno = 0;
-	for (const char *p = text, *end = text + len; p < end;) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n = (size_t)((nl ? nl : end) - p);
-		if (n && p[n - 1] == '\r')
-			n--;
-		lineno++;
-		const char *tab = memchr(p, '\t', n);
-		snprintf(want, sizeof want, "%zu", lineno);
-		const char *k = tab ? p : want, *v = tab ? tab + 1 : p;
-		size_t kl = tab ? (size_t)(tab - p) : strlen(want), vl = tab ? n - kl - 1 : n;
-		if (kl == strlen(key) && memcmp(k, key, kl) == 0) {
-			char *out = malloc(vl + 1);
-			if (!out)
-				cmr_die("out of memory");
-			memcpy(out, v, vl);
-			out[vl] = 0;
-			return out;
-		}
-		p = nl ? nl + 1 : end;
-	}
-	return NULL;
+	return cmr_kv_get(&kv, key);
 }
 
 /* Text at (x, y) (its baseline), cut with an ellipsis to fit width w. */
@@ -327,10 +308,9 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 		int y0 = gap + (int)q * (rowh + gap);
 		cairo_set_source_rgb(cr, 1, 1, 1);
 		cairo_set_font_size(cr, 13);
-		char *qt = o->query_text ? query_text_of(o->query_text, qkeys[q]) : NULL;
+		const char *qt = o->query_text ? query_text_of(o->query_text, qkeys[q]) : NULL;
 		char qlabel[CMR_KEY_MAX + 512];
 		snprintf(qlabel, sizeof qlabel, qt ? "%s: %s" : "query %s", qkeys[q], qt);
-		free(qt);
 		draw_text(cr, qlabel, gap, y0 + 13, W - 2 * gap);
 		for (int r = 0; r < k; r++) {
 			uint64_t oi = ord[q * k + r];

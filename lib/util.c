@@ -82,6 +82,67 @@ int cmr_parse_hex64(const char *s, uint64_t *out)
 	return 0;
 }
 
+int cmr_kv_parse(const char *text, size_t len, int plain_ok, const char *name, const char *what, cmr_kv *kv,
+		 char *err, size_t errlen)
+{
+	memset(kv, 0, sizeof *kv);
+	size_t cap = 0;
+	uint64_t line = 0;
+	for (const char *p = text, *end = text + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = (size_t)((nl ? nl : end) - p);
+		line++;
+		if (n && p[n - 1] == '\r')
+			n--;
+		const char *tab = memchr(p, '\t', n);
+		if (n && (memchr(p, 0, n) || (!tab && !plain_ok) || tab == p || (tab && tab + 1 == p + n))) {
+			cmr_kv_free(kv);
+			return cmr_errf(err, errlen, "%s:%llu: not KEY<TAB>%s", name, (unsigned long long)line, what);
+		}
+		if (n) {
+			if (kv->n == cap) {
+				cap = cap ? 2 * cap : 64;
+				char **k = realloc(kv->key, cap * sizeof *k), **v = k ? realloc(kv->val, cap * sizeof *v) : NULL;
+				if (k)
+					kv->key = k;
+				if (!k || !v) {
+					cmr_kv_free(kv);
+					return cmr_errf(err, errlen, "out of memory");
+				}
+				kv->val = v;
+			}
+			char num[24];
+			snprintf(num, sizeof num, "%llu", (unsigned long long)line);
+			kv->key[kv->n] = tab ? strndup(p, (size_t)(tab - p)) : strdup(num);
+			kv->val[kv->n] = tab ? strndup(tab + 1, n - (size_t)(tab + 1 - p)) : strndup(p, n);
+			if (!kv->key[kv->n] || !kv->val[kv->n]) {
+				kv->n++;
+				cmr_kv_free(kv);
+				return cmr_errf(err, errlen, "out of memory");
+			}
+			kv->n++;
+		}
+		p = nl ? nl + 1 : end;
+	}
+	return 0;
+}
+
+void cmr_kv_free(cmr_kv *kv)
+{
+	for (size_t i = 0; i < kv->n; i++)
+		free(kv->key[i]), free(kv->val[i]);
+	free(kv->key), free(kv->val);
+	memset(kv, 0, sizeof *kv);
+}
+
+const char *cmr_kv_get(const cmr_kv *kv, const char *key)
+{
+	for (size_t i = 0; i < kv->n; i++)
+		if (strcmp(kv->key[i], key) == 0)
+			return kv->val[i];
+	return NULL;
+}
+
 char *cmr_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");

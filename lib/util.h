@@ -37,6 +37,21 @@ int cmr_is_archive(const uint8_t *b, size_t n);
 /* Maps a regular file of at least min bytes read-only (what names its kind in the message
  * when it is shorter: "a safetensors file"). Returns the mapping (munmap it with *size), or
  * NULL with a message naming the file. */
+/* KEY<TAB>VALUE lines (cmr-eval --labels, cmr-query --query-text): CR before LF and blank
+ * lines ignored; with plain_ok a line without a tab is the VALUE of key N, its line number
+ * (the keys cmr-caption-ingest -f text gives). Returns 0 with malloc'd copies in kv, or -1
+ * with "NAME:LINE: not KEY<TAB>WHAT" (an empty key or value, a line without a tab when not
+ * plain_ok, a NUL) in err. */
+typedef struct cmr_kv {
+	char **key, **val;
+	size_t n;
+} cmr_kv;
+int cmr_kv_parse(const char *text, size_t len, int plain_ok, const char *name, const char *what, cmr_kv *kv,
+		 char *err, size_t errlen);
+void cmr_kv_free(cmr_kv *kv);
+/* The value of key in kv (the first), or NULL. */
+const char *cmr_kv_get(const cmr_kv *kv, const char *key);
+
 /* The whole of the file at path, NUL-terminated, malloc'd, its length in *len; NULL with
  * "PATH: reason" in err when it cannot be read or holds more than max bytes. */
 char *cmr_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);

@@ -160,6 +160,19 @@ int cmr_model_resolve(const char *arg, char *out, size_t cap, char *err, size_t 
 				 "model.safetensors)", arg);
 }
 
+/* the vision geometry both config layouts must give: whole patches, at most 16384 of them
+ * (where: the fields' prefix in the message) */
+static int check_patches(const cmr_tower_cfg *v, const char *path, const char *where, char *err, size_t errlen)
+{
+	if (v->image_size % v->patch_size)
+		return fail(err, errlen, "%s: %simage_size %d is not a multiple of patch_size %d", path, where,
+			    v->image_size, v->patch_size);
+	if (cmr_clip_vision_seq(v) > 16385)
+		return fail(err, errlen, "%s: image_size %d / patch_size %d gives %d patches, more than 16384", path,
+			    v->image_size, v->patch_size, cmr_clip_vision_seq(v) - 1);
+	return 0;
+}
+
 /* the OpenAI image mean and std, transformers' and OpenCLIP's default */
 static const float openai_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 static const float openai_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
@@ -218,12 +231,8 @@ int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_
 		if (tc[i]->width % tc[i]->heads)
 			rc = fail(err, errlen, "%s: %s: hidden_size %d is not a multiple of num_attention_heads %d", path,
 				  i ? "text_config" : "vision_config", tc[i]->width, tc[i]->heads);
-	if (rc == 0 && cfg->vision.image_size % cfg->vision.patch_size)
-		rc = fail(err, errlen, "%s: image_size %d is not a multiple of patch_size %d", path,
-			  cfg->vision.image_size, cfg->vision.patch_size);
-	if (rc == 0 && cmr_clip_vision_seq(&cfg->vision) > 16385)
-		rc = fail(err, errlen, "%s: image_size %d / patch_size %d gives %d patches, more than 16384", path,
-			  cfg->vision.image_size, cfg->vision.patch_size, cmr_clip_vision_seq(&cfg->vision) - 1);
+	if (rc == 0)
+		rc = check_patches(&cfg->vision, path, "", err, errlen);
 	json_decref(v);
 	json_decref(t);
 	json_decref(j);
@@ -333,12 +342,8 @@ int cmr_clip_cfg_parse_openclip(const char *text, size_t len, const char *path, 
 	}
 	if (rc == 0 && cfg->text.width % cfg->text.heads)
 		rc = fail(err, errlen, "%swidth %d is not a multiple of heads %d", tw, cfg->text.width, cfg->text.heads);
-	if (rc == 0 && cfg->vision.image_size % cfg->vision.patch_size)
-		rc = fail(err, errlen, "%simage_size %d is not a multiple of patch_size %d", vw, cfg->vision.image_size,
-			  cfg->vision.patch_size);
-	if (rc == 0 && cmr_clip_vision_seq(&cfg->vision) > 16385)
-		rc = fail(err, errlen, "%s: image_size %d / patch_size %d gives %d patches, more than 16384", path,
-			  cfg->vision.image_size, cfg->vision.patch_size, cmr_clip_vision_seq(&cfg->vision) - 1);
+	if (rc == 0)
+		rc = check_patches(&cfg->vision, path, "model_cfg.vision_cfg.", err, errlen);
 	memcpy(cfg->mean, openai_mean, sizeof openai_mean);
 	memcpy(cfg->std, openai_std, sizeof openai_std);
 	json_t *pc = json_object_get(j, "preprocess_cfg");

@@ -468,6 +468,24 @@ cmr_clip *cmr_tuning_open(const char *base, const char *tuning_dir, unsigned mas
 	return m;
 }
 
+/* o as indented JSON text ending in a newline, malloc'd (o is released); NULL when out of
+ * memory */
+static char *dumps_line(json_t *o)
+{
+	char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (!s)
+		return NULL;
+	size_t l = strlen(s);
+	char *r = realloc(s, l + 2);
+	if (!r) {
+		free(s);
+		return NULL;
+	}
+	r[l] = '\n', r[l + 1] = 0;
+	return r;
+}
+
 char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char *training_json)
 {
 	char h[2][17];
@@ -485,19 +503,7 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 				      t->pool_size, "length", t->pool_length, "top_k", t->pool_topk, "placement",
 				      "vision after-class, chosen per image", "query", "vision post-layernorm class state",
 				      "train_logit_scale", t->logit_scale, "training", tr ? tr : json_null());
-		char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-		json_decref(o);
-		if (s) {
-			size_t l = strlen(s);
-			char *r = realloc(s, l + 2);
-			if (!r) {
-				free(s);
-				return NULL;
-			}
-			r[l] = '\n', r[l + 1] = 0;
-			s = r;
-		}
-		return s;
+		return dumps_line(o);
 	}
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:b, s:{s:s, s:s}, s:o, s:b, s:o}", "format",
 			      CMR_TUNING_FORMAT, "peft_type", "CMR_PROMPTS", "method", t->method,
@@ -505,21 +511,7 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 			      "vision_prompts", t->vision_prompts, "deep", t->deep, "placement", "text", "after-start",
 			      "vision", "after-class", "prompt_init", t->init[0] ? json_string(t->init) : json_null(),
 			      "train_logit_scale", t->logit_scale, "training", tr ? tr : json_null());
-	if (!o)
-		return NULL;
-	char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	if (s) {
-		size_t l = strlen(s);
-		char *r = realloc(s, l + 2);
-		if (!r) {
-			free(s);
-			return NULL;
-		}
-		r[l] = '\n', r[l + 1] = 0;
-		s = r;
-	}
-	return s;
+	return dumps_line(o);
 }
 
 static int want_tuned(const cmr_clip *m, const cmr_param *p, const void *ctx)

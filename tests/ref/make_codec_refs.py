@@ -11,7 +11,7 @@ below, which also cycles the row filters.
 Then the reference, PIL's Image.open(f).convert("RGB") (as Hugging Face's CLIP processor
 does first), as two uint8 arrays in sorted file order: the images as decoded (N, 54, 72, 3),
 and, for four of them (PRE96), CLIP's preprocessing at 96 pixels (shorter side to 96 with
-Image.BICUBIC, center crop; tests/ref/pil_preprocess.py's arithmetic). Usage:
+Image.BICUBIC, center crop; tests/ref/pil_preprocess.py's resize_crop). Usage:
 make_codec_refs.py FIXTURE_DIR OUT_DIR (writes OUT_DIR/none.npy, keys, 96.npy, keys96). Debian's python3-pil 9.4 and python3-numpy;
 make check does not run Python (tests/ref/make-codec-refs.sh makes the goldens).
 """
@@ -23,6 +23,9 @@ import zlib
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pil_preprocess import resize_crop  # noqa: E402  the CLIP resize + crop of the other goldens
 
 W, H = 72, 54
 PRE96 = ["gray16", "lossy-alpha", "palette8-trns", "rgba8"]
@@ -151,17 +154,6 @@ def make_fixtures(d):
     Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(f"{d}/lossy-alpha.webp", quality=70)
 
 
-def preprocess(img, size):
-    w, h = img.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
-    img = img.resize((nw, nh), Image.BICUBIC)
-    top = int(round((nh - size) / 2.0))
-    left = int(round((nw - size) / 2.0))
-    return img.crop((left, top, left + size, top + size))
-
-
 def main():
     fix, out = sys.argv[1], sys.argv[2]
     make_fixtures(fix)
@@ -172,7 +164,7 @@ def main():
             img = Image.open(io.BytesIO(f.read())).convert("RGB")
         none.append(np.asarray(img, dtype=np.uint8))
         if n.split(".")[0] in PRE96:
-            s96.append(np.asarray(preprocess(img, 96), dtype=np.uint8))
+            s96.append(np.asarray(resize_crop(img, 96), dtype=np.uint8))
     np.save(f"{out}/none.npy", np.stack(none))
     np.save(f"{out}/96.npy", np.stack(s96))
     with open(f"{out}/keys", "w") as f:

@@ -19,9 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
-def preprocess(data, size):
-    img = Image.open(io.BytesIO(data))
-    img = ImageOps.exif_transpose(img)
+def resize_crop(img, size):
+    """The shorter side to size with Image.BICUBIC, then the center size x size crop."""
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
@@ -29,7 +28,13 @@ def preprocess(data, size):
     img = img.resize((nw, nh), Image.BICUBIC)
     top = int(round((nh - size) / 2.0))
     left = int(round((nw - size) / 2.0))
-    img = img.crop((left, top, left + size, top + size)).convert("RGB")
+    return img.crop((left, top, left + size, top + size))
+
+
+def preprocess(data, size):
+    img = Image.open(io.BytesIO(data))
+    img = ImageOps.exif_transpose(img)
+    img = resize_crop(img, size).convert("RGB")
     return np.asarray(img, dtype=np.uint8)
 
 

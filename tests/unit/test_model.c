@@ -271,7 +271,7 @@ TEST(model_pool_pull_gradient_and_selection)
 	}
 	if (getenv("CMR_TEST_VERBOSE"))
 		fprintf(stderr, "pool pull gradient vs central differences: worst relative error %g\n", worst);
-	CHECK(worst <= 1e-3);
+	CHECK(worst <= 1e-4); /* measured 3.3e-5 */
 	/* equal keys: the lower id first */
 	memcpy(kp->w + D, kp->w, D * sizeof(float));
 	CHECK(cmr_tuning_select(m, &t, kp->w, 1, sel, sc) == 0);

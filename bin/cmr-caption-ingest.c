@@ -32,7 +32,8 @@ static const cmr_tool tool = {
 	"  flickr    Flickr8k/30k token file: IMAGE.jpg#N<TAB>caption per line\n"
 	"  coco      COCO captions JSON (images[].file_name, annotations[].caption)\n"
 	"  karpathy  Karpathy split JSON (images[].filename, split, sentences[].raw)\n"
-	"  wds       webdataset tar: KEY.txt (a caption per line) or KEY.json (--text-field)\n"
+	"  wds       webdataset tar: KEY.txt (a caption per line; with --desc KEY.desc, a\n"
+	"            description per line) or KEY.json (--text-field)\n"
 	"  tsv       tab-separated with a header naming --key-field and --text-field\n"
 	"  jsonl     JSON Lines: objects with --key-field and --text-field, or bare strings\n"
 	"  text      one caption per line; keys are line numbers\n"
@@ -45,7 +46,9 @@ static const cmr_tool tool = {
 	"      --key-field F     tsv, jsonl: the column naming the image (default image)\n"
 	"      --text-field F    tsv, jsonl, wds .json: the caption column (default caption)\n"
 	"      --desc            the texts are auxiliary descriptions made by a captioning\n"
-	"                        model, not ground truth: records of kind desc-tokens\n"
+	"                        model, not ground truth: records of kind desc-tokens, keyed\n"
+	"                        <image key>#<n>, n the perspective (the description's place\n"
+	"                        among its image's, as for captions; cmr-train --desc)\n"
 	"      --template T      classes: a prompt template, {} standing for the class name\n"
 	"                        (repeat for an ensemble; default 'a photo of a {}.')\n"
 	"      --templates FILE  classes: templates, one per line\n"
@@ -732,7 +735,10 @@ static void do_wds(const char *path, FILE *f, const unsigned char *head, size_t 
 	while (rc == ARCHIVE_OK && (rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
 		const char *m = archive_entry_pathname(e);
 		size_t ml = m ? strlen(m) : 0;
-		int txt = ml > 4 && strcmp(m + ml - 4, ".txt") == 0;
+		/* captions: KEY.txt; descriptions (--desc): KEY.desc, a perspective per line */
+		const char *ext = g.o->desc ? ".desc" : ".txt";
+		size_t el = strlen(ext);
+		int txt = ml > el && strcmp(m + ml - el, ext) == 0;
 		int js = ml > 5 && strcmp(m + ml - 5, ".json") == 0;
 		if (archive_entry_filetype(e) != AE_IFREG || (!txt && !js))
 			continue;
@@ -980,8 +986,8 @@ int main(int argc, char **argv)
 		if (g.filtered)
 			cmr_die("none of the %" PRIu64 " captions of %s is of an image listed in %s", g.filtered, in, o.only);
 		cmr_error("no captions in %s%s", in, o.ninputs > 1 ? " and the other inputs" : "");
-		cmr_hint("a webdataset tar needs KEY.txt or KEY.json members; Flickr8k's captions are in "
-			 "captions.token.txt (-f flickr)");
+		cmr_hint("a webdataset tar needs KEY.%s or KEY.json members; Flickr8k's captions are in "
+			 "captions.token.txt (-f flickr)", o.desc ? "desc" : "txt");
 		cmr_die("nothing written");
 	}
 	if (cmr_writer_finish(g.w) < 0)

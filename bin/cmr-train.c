@@ -21,7 +21,7 @@ static const cmr_tool tool = {
 	"cmr-train",
 	"(-m MODEL_DIR | --config CONFIG.json | --resume OUT_DIR) -o OUT_DIR [-b N]\n"
 	"[--epochs N | --steps N] [--lr X] [--warmup N] [--loss infonce|vse] [--freeze GLOB]...\n"
-	"[--train GLOB]... [--eval STREAM]... [--log FILE] [STREAM...]\n"
+	"[--train GLOB]... [--desc STREAM]... [--eval STREAM]... [--log FILE] [STREAM...]\n"
 	"cmr-train -m BASE_DIR --text-prompts N --vision-prompts N [--deep] [--prompt-init PHRASE]\n"
 	"[--train-logit-scale] -o TUNING_DIR [options] [STREAM...]",
 	"Train a CLIP model with a contrastive loss on pairs of image records (cmr-decode, at the\n"
@@ -59,10 +59,22 @@ static const cmr_tool tool = {
 	"                        base it records): each image takes its top-k prompts by its query\n"
 	"      --pull W          the keys' pull term: -W x the mean cosine of each image's chosen\n"
 	"                        keys with its query (default 0.5; 0: the keys do not learn)\n"
+	"      --majority        L2P's batch-wise selection: every image of a step takes the\n"
+	"                        top-k prompts chosen most often in its batch (ties: the lower id;\n"
+	"                        encoding still selects per image)\n"
 	"      --recompute       keep only each layer's residual stream and recompute q, k, v and\n"
 	"                        fc1's output in the backward pass: less memory, more time (B/32,\n"
 	"                        8+8 prompts: 1.53 -> 0.99 GiB, +32%); when no layer weight\n"
 	"                        trains, as with prompts\n"
+	"\nDescriptions (APSE-IPIK's implicit knowledge; training only):\n"
+	"      --desc STREAM     desc-tokens records (cmr-caption-ingest --desc) of the training\n"
+	"                        images, keyed <image key>#<perspective>: each perspective (global,\n"
+	"                        background, entities...) is aligned with the images by its own\n"
+	"                        terms, added to the captions' loss; may be repeated\n"
+	"      --desc-clip W     weight of each perspective's InfoNCE with the images (default 0.1)\n"
+	"      --desc-trip W     weight of each perspective's VSE++ hinge, summed over the batch\n"
+	"                        (default 0.001)\n"
+	"      --desc-margin X   that hinge's margin (default 0.1)\n"
 	"\nSchedule:\n"
 	"  -b, --batch N         pairs per step (default 64)\n"
 	"      --epochs N        passes over the images (default 1)\n"
@@ -102,7 +114,7 @@ static const cmr_tool tool = {
 struct opts {
 	const char *init, *config, *resume, *output, *log;
 	int batch, epochs, threads;
-	int text_prompts, vision_prompts, deep, train_logit, recompute;
+	int text_prompts, vision_prompts, deep, train_logit, recompute, majority;
 	const char *pool;
 	double pull;
 	const char *prompt_init;
@@ -112,8 +124,9 @@ struct opts {
 	uint64_t seed;
 	const char *freeze[MAXGLOB], *train[MAXGLOB];
 	int nfreeze, ntrain;
-	char *evals[MAXGLOB];
-	int nevals;
+	char *evals[MAXGLOB], *descs[MAXGLOB];
+	int nevals, ndescs;
+	double desc_clip, desc_trip, desc_margin;
 	const cmr_ops *ops;
 	char **inputs;
 	int ninputs;
@@ -123,7 +136,7 @@ enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
-	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL
+	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY
 };
 
 static int is_tuning_dir(const char *dir)
@@ -172,6 +185,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"recompute", no_argument, NULL, OPT_RECOMPUTE},
 		{"pool", required_argument, NULL, OPT_POOL},
 		{"pull", required_argument, NULL, OPT_PULL},
+		{"majority", no_argument, NULL, OPT_MAJORITY},
+		{"desc", required_argument, NULL, OPT_DESC},
+		{"desc-clip", required_argument, NULL, OPT_DESC_CLIP},
+		{"desc-trip", required_argument, NULL, OPT_DESC_TRIP},
+		{"desc-margin", required_argument, NULL, OPT_DESC_MARGIN},
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
@@ -184,6 +202,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->clip = 1.0;
 	o->margin = 0.2;
 	o->pull = -1;
+	o->desc_clip = -1, o->desc_trip = -1, o->desc_margin = -1;
 	o->loss = cmr_loss_find("infonce");
 	o->seed = 1;
 	o->log_every = 50;
@@ -247,6 +266,15 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_RECOMPUTE: o->recompute = 1; break;
 		case OPT_POOL: o->pool = optarg; break;
 		case OPT_PULL: o->pull = cmr_parse_double("--pull", optarg, 0, 100); break;
+		case OPT_MAJORITY: o->majority = 1; break;
+		case OPT_DESC:
+			if (o->ndescs == MAXGLOB)
+				cmr_usage_error("at most %d --desc streams", MAXGLOB);
+			o->descs[o->ndescs++] = optarg;
+			break;
+		case OPT_DESC_CLIP: o->desc_clip = cmr_parse_double("--desc-clip", optarg, 0, 100); break;
+		case OPT_DESC_TRIP: o->desc_trip = cmr_parse_double("--desc-trip", optarg, 0, 100); break;
+		case OPT_DESC_MARGIN: o->desc_margin = cmr_parse_double("--desc-margin", optarg, 0, 2); break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -260,6 +288,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				"directory instead), --train or --freeze with it");
 	if (o->pull >= 0 && !o->pool && !(o->resume && is_tuning_dir(o->resume)))
 		cmr_usage_error("--pull weighs a pool's key term: it goes with --pool");
+	if (o->majority && !o->pool && !(o->resume && is_tuning_dir(o->resume)))
+		cmr_usage_error("--majority is a pool's selection: it goes with --pool");
 	if (o->pool && !o->output)
 		cmr_usage_error("--pool needs -o DIR: the trained pool (the one given is not changed)");
 	if ((o->deep || o->prompt_init || o->train_logit) && !prompts)
@@ -282,6 +312,16 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("give the checkpoint directory: -o DIR");
 	if (o->epochs && o->steps)
 		cmr_usage_error("give --epochs or --steps, not both");
+	if ((o->desc_clip >= 0 || o->desc_trip >= 0 || o->desc_margin >= 0) && !o->ndescs)
+		cmr_usage_error("--desc-clip, --desc-trip and --desc-margin weigh the description terms: give --desc STREAM");
+	if (o->desc_clip < 0)
+		o->desc_clip = 0.1;
+	if (o->desc_trip < 0)
+		o->desc_trip = 0.001;
+	if (o->desc_margin < 0)
+		o->desc_margin = 0.1;
+	if (o->ndescs && o->desc_clip == 0 && o->desc_trip == 0)
+		cmr_usage_error("--desc-clip 0 and --desc-trip 0 leave the descriptions nothing to do");
 	if (o->eval_every && !o->nevals)
 		cmr_usage_error("--eval-every needs --eval STREAM");
 	if (o->min_lr > o->lr)
@@ -425,6 +465,23 @@ static int run(struct opts *o, int argc, char **argv)
 	cmr_pairs ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "evaluation"};
 	if (o->nevals)
 		cmr_pairs_load(&ev, o->evals, o->nevals);
+	cmr_loss_term dterms[2];
+	int ndterms = 0;
+	if (o->ndescs) {
+		cmr_pairs_load_desc(&d, o->descs, o->ndescs);
+		if (o->desc_clip > 0)
+			dterms[ndterms++] = (cmr_loss_term){cmr_loss_find("infonce"), o->desc_clip, 0};
+		if (o->desc_trip > 0)
+			dterms[ndterms++] = (cmr_loss_term){cmr_loss_find("vse"), o->desc_trip, (float)o->desc_margin};
+		char line[1024];
+		int at = 0;
+		for (int p = 0; p < d.npersp && at < (int)sizeof line - 1; p++)
+			at += snprintf(line + at, sizeof line - (size_t)at, "%s'%s' %zu", p ? ", " : "", d.persp[p],
+				       d.persp_count[p]);
+		if (cmr_verbose >= 0)
+			fprintf(stderr, "%s: descriptions of %d perspectives, images with one: %s (of %zu)\n", cmr_progname,
+				d.npersp, line, d.nimg);
+	}
 	for (int k = 0; tun.text_prompts && k < 2; k++) {
 		const cmr_pairs *pp = k ? &ev : &d;
 		size_t cut = 0;
@@ -444,6 +501,7 @@ static int run(struct opts *o, int argc, char **argv)
 		.min_lr = o->min_lr, .wd = o->wd, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .clip = o->clip,
 		.seed = o->seed, .terms = &term, .nterms = 1, .ops = o->ops, .output = o->output, .resume = o->resume,
 		.log = o->log, .provenance = prov, .tuning = tuning ? &tun : NULL, .pull = o->pull >= 0 ? o->pull : 0.5,
+		.majority = o->majority, .desc_terms = ndterms ? dterms : NULL, .ndesc_terms = ndterms,
 		.config_text = config_text,
 		.config_len = config_len, .pre_text = pre_text, .pre_len = pre_len,
 	};

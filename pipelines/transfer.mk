@@ -13,8 +13,8 @@
 #   WORLDS       where the world files are                default: examples/worlds
 #   SOURCE       the source world                         default: source
 #   TARGETS      target databases                         default: render vocab compose personal
-#   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull (and
-#                what later methods register below)
+#   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
+#                pool-desc vprompt-desc (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
 #   BASE_EPOCHS, BASE_LR, BATCH                            default: 22, 2e-3, 128
@@ -33,7 +33,7 @@
 WORLDS      ?= examples/worlds
 SOURCE      ?= source
 TARGETS     ?= render vocab compose personal
-METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
+METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull pool-desc vprompt-desc
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
 BASE_EPOCHS ?= 22
@@ -78,6 +78,12 @@ METHOD_PREP_pool     = mkdir -p $$D && $(BIN)/cmr-promptpool init -q -m $(OUT)/b
 METHOD_PREP_pool-nopull = $(METHOD_PREP_pool)
 METHOD_ARGS_pool     = --pool $$D/pool-init --lr $(PROMPT_LR)
 METHOD_ARGS_pool-nopull = --pool $$D/pool-init --pull 0 --lr $(PROMPT_LR)
+# descriptions (APSE-IPIK's implicit knowledge): the world's three descriptions of each training
+# image (mkworld's KEY.desc: the whole, the background, the entities) aligned with the images
+# by cmr-train --desc's terms at the authors' weights, on the pool and on fixed vision prompts
+METHOD_PREP_pool-desc = $(METHOD_PREP_pool)
+METHOD_ARGS_pool-desc = $(METHOD_ARGS_pool) --desc $(OUT)/data/$$T-train-d.cmr
+METHOD_ARGS_vprompt-desc = $(METHOD_ARGS_vprompt) --desc $(OUT)/data/$$T-train-d.cmr
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
 METHOD_INIT_prompts  := $(PROMPT_INIT)
 METHOD_INIT_deep     := $(PROMPT_INIT)
@@ -105,6 +111,9 @@ $(OUT)/data/%-i.cmr: $(OUT)/data/%.tar | $(BIN)/cmr-decode
 $(OUT)/data/%-t.cmr: $(OUT)/data/%.tar | $(BIN)/cmr-caption-ingest
 	$(BIN)/cmr-caption-ingest -q -f wds -c $(CONTEXT) -o $@ $<
 
+$(OUT)/data/%-d.cmr: $(OUT)/data/%.tar | $(BIN)/cmr-caption-ingest
+	$(BIN)/cmr-caption-ingest -q -f wds --desc -c $(CONTEXT) -o $@ $<
+
 # The tools are order-only prerequisites: a rebuild of cmr (every commit relinks them) does not
 # redo the data, the base model or the rows; `make clean` (or removing a row) does.
 
@@ -129,7 +138,8 @@ $(OUT)/base-source.json: $(OUT)/base/model.safetensors
 # one row: target T, method M, seed S (zeroshot has one seed: it trains nothing)
 define row
 $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt: $(OUT)/base-source.json $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr \
-		$(OUT)/data/$(1)-test-i.cmr $(OUT)/data/$(1)-test-t.cmr pipelines/transfer-run.sh
+		$(OUT)/data/$(1)-test-i.cmr $(OUT)/data/$(1)-test-t.cmr pipelines/transfer-run.sh \
+		| $(OUT)/data/$(1)-train-d.cmr
 	T=$(1) S=$(3) D=$(OUT)/runs/$(1)/$(2)-s$(3); $$(METHOD_PREP_$(2)) \
 	METHOD_ARGS="$$(METHOD_ARGS_$(2))" METHOD_INIT="$$(METHOD_INIT_$(2))" TUNE_EPOCHS=$$(or $$(TUNE_EPOCHS_$(1)),$$(TUNE_EPOCHS)) \
 		sh pipelines/transfer-run.sh $(OUT) $(1) $(2) $(3)

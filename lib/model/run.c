@@ -25,12 +25,51 @@
 #include "util.h"
 
 /* ---- data ---- */
+/* a token record's ids, checked against the model: a copy */
+static int32_t *take_tokens(const cmr_record *rec, const char *input, const cmr_pairs *d, const char *what)
+{
+	if (rec->dtype != CMR_DTYPE_I32 || rec->rank != 1 || rec->dims[0] < 2 || rec->dims[0] > (uint32_t)d->context)
+		cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": %s must be i32 [2..%d] (the model's "
+			"context; cmr-caption-ingest -c %d)",
+			input, rec->index, rec->key, rec->offset, what, d->context, d->context);
+	int32_t *t = malloc(rec->nbytes);
+	if (!t)
+		cmr_die("out of memory");
+	memcpy(t, rec->data, rec->nbytes);
+	for (uint32_t i = 0; i < rec->dims[0]; i++) /* before the first step, not as a NaN loss */
+		if (t[i] < 0 || t[i] >= d->vocab)
+			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": token %u is id %d, outside the "
+				"model's vocabulary of %d", input, rec->index, rec->key, rec->offset, i, (int)t[i], d->vocab);
+	return t;
+}
+
+/* grows the token arrays (ids, lengths, keys) of n entries to hold one more */
+static void grow_tokens(int32_t ***tok, int **len, char ***key, size_t n, size_t *cap)
+{
+	if (n < *cap)
+		return;
+	*cap = *cap ? 2 * *cap : 4096;
+	*tok = realloc(*tok, *cap * sizeof **tok);
+	*len = realloc(*len, *cap * sizeof **len);
+	*key = realloc(*key, *cap * sizeof **key);
+	if (!*tok || !*len || !*key)
+		cmr_die("out of memory");
+}
+
 static int on_record(const cmr_record *rec, const char *input, void *ctx)
 {
 	cmr_pairs *d = ctx;
 	if (rec->type != CMR_TYPE_TENSOR)
 		return 0;
-	if (rec->kind == CMR_KIND_IMAGE) {
+	if (d->reading_desc) {
+		if (rec->kind != CMR_KIND_DESC_TOKENS)
+			return 0;
+		grow_tokens(&d->dtok, &d->dlen, &d->dkey, d->ndesc, &d->capdesc);
+		d->dtok[d->ndesc] = take_tokens(rec, input, d, "descriptions");
+		if (!(d->dkey[d->ndesc] = strdup(rec->key)))
+			cmr_die("out of memory");
+		d->dlen[d->ndesc++] = (int)rec->dims[0];
+	} else if (rec->kind == CMR_KIND_IMAGE) {
 		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[2] != 3 || rec->dims[0] != (uint32_t)d->size ||
 		    rec->dims[1] != (uint32_t)d->size)
 			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": the image is %s [%u, %u, %u]; the model "
@@ -44,34 +83,18 @@ static int on_record(const cmr_record *rec, const char *input, void *ctx)
 		}
 		cmr_pair_image *im = &d->img[d->nimg++];
 		memset(im, 0, sizeof *im);
+		for (int p = 0; p < CMR_MAX_PERSPECTIVES; p++)
+			im->desc[p] = -1;
 		im->key = strdup(rec->key);
 		im->px = malloc(rec->nbytes);
 		if (!im->key || !im->px)
 			cmr_die("out of memory");
 		memcpy(im->px, rec->data, rec->nbytes);
 	} else if (rec->kind == CMR_KIND_TOKENS) {
-		if (rec->dtype != CMR_DTYPE_I32 || rec->rank != 1 || rec->dims[0] < 2 || rec->dims[0] > (uint32_t)d->context)
-			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": tokens must be i32 [2..%d] (the model's "
-				"context; cmr-caption-ingest -c %d)",
-				input, rec->index, rec->key, rec->offset, d->context, d->context);
-		if (d->ntok == d->captok) {
-			d->captok = d->captok ? 2 * d->captok : 4096;
-			d->tok = realloc(d->tok, d->captok * sizeof *d->tok);
-			d->len = realloc(d->len, d->captok * sizeof *d->len);
-			d->tkey = realloc(d->tkey, d->captok * sizeof *d->tkey);
-			if (!d->tok || !d->len || !d->tkey)
-				cmr_die("out of memory");
-		}
-		d->tok[d->ntok] = malloc(rec->nbytes);
-		d->tkey[d->ntok] = strdup(rec->key);
-		if (!d->tok[d->ntok] || !d->tkey[d->ntok])
+		grow_tokens(&d->tok, &d->len, &d->tkey, d->ntok, &d->captok);
+		d->tok[d->ntok] = take_tokens(rec, input, d, "tokens");
+		if (!(d->tkey[d->ntok] = strdup(rec->key)))
 			cmr_die("out of memory");
-		memcpy(d->tok[d->ntok], rec->data, rec->nbytes);
-		for (uint32_t i = 0; i < rec->dims[0]; i++) /* before the first step, not as a NaN loss */
-			if (d->tok[d->ntok][i] < 0 || d->tok[d->ntok][i] >= d->vocab)
-				cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": token %u is id %d, outside the "
-					"model's vocabulary of %d", input, rec->index, rec->key, rec->offset, i,
-					(int)d->tok[d->ntok][i], d->vocab);
 		d->len[d->ntok++] = (int)rec->dims[0];
 	}
 	return 0;
@@ -161,7 +184,72 @@ void cmr_pairs_free(cmr_pairs *d)
 		free(d->img[i].key), free(d->img[i].px), free(d->img[i].cap);
 	for (size_t t = 0; t < d->ntok; t++)
 		free(d->tok[t]), free(d->tkey[t]);
+	for (size_t t = 0; t < d->ndesc; t++)
+		free(d->dtok[t]), free(d->dkey[t]);
 	free(d->img), free(d->tok), free(d->len), free(d->tkey);
+	free(d->dtok), free(d->dlen), free(d->dkey);
+}
+
+typedef struct {
+	const char *key;
+	size_t at;
+} key_at;
+
+static int cmp_key_at(const void *a, const void *b)
+{
+	return strcmp(((const key_at *)a)->key, ((const key_at *)b)->key);
+}
+
+void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n)
+{
+	d->reading_desc = 1;
+	cmr_each_record(inputs, n, on_record, d);
+	d->reading_desc = 0;
+	if (!d->ndesc)
+		cmr_die("the description streams hold no desc-tokens records (cmr-caption-ingest --desc makes them)");
+	key_at *ix = malloc((d->nimg + 1) * sizeof *ix); /* the images by key (unique: cmr_pairs_load) */
+	if (!ix)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < d->nimg; i++)
+		ix[i] = (key_at){d->img[i].key, i};
+	qsort(ix, d->nimg, sizeof *ix, cmp_key_at);
+	size_t orphans = 0;
+	for (size_t t = 0; t < d->ndesc; t++) {
+		char key[CMR_KEY_MAX + 1];
+		snprintf(key, sizeof key, "%s", d->dkey[t]);
+		char *hash = strrchr(key, '#');
+		if (!hash || !hash[1])
+			cmr_die("description '%s': its key is not <image key>#<perspective>", d->dkey[t]);
+		*hash = 0;
+		const char *persp = hash + 1;
+		int p = 0;
+		while (p < d->npersp && strcmp(d->persp[p], persp) != 0)
+			p++;
+		if (p == d->npersp) {
+			if (d->npersp == CMR_MAX_PERSPECTIVES)
+				cmr_die("description '%s': more than %d perspectives (the part of a key after its last '#')",
+					d->dkey[t], CMR_MAX_PERSPECTIVES);
+			if (strlen(persp) >= sizeof d->persp[0])
+				cmr_die("description '%s': a perspective name of at most %zu bytes", d->dkey[t],
+					sizeof d->persp[0] - 1);
+			snprintf(d->persp[d->npersp++], sizeof d->persp[0], "%s", persp);
+		}
+		key_at probe = {key, 0}, *hit = bsearch(&probe, ix, d->nimg, sizeof *ix, cmp_key_at);
+		if (!hit) {
+			orphans++;
+			continue;
+		}
+		cmr_pair_image *im = &d->img[hit->at];
+		if (im->desc[p] >= 0)
+			cmr_die("two descriptions with the key '%s'", d->dkey[t]);
+		im->desc[p] = (int)t;
+		d->persp_count[p]++;
+	}
+	free(ix);
+	if (orphans)
+		cmr_warn("%zu of %zu descriptions name no %s image; left out", orphans, d->ndesc, d->what);
+	if (orphans == d->ndesc)
+		cmr_die("no description names one of the %s images (keys <image key>#<perspective>)", d->what);
 }
 
 /* ---- randomness: pure functions of (seed, what), so that a resumed run draws the same ---- */
@@ -587,6 +675,17 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int maxlen = 0;
 	for (size_t t = 0; t < d->ntok; t++)
 		maxlen = d->len[t] > maxlen ? d->len[t] : maxlen;
+	/* descriptions: a view of the batch per perspective (its images that have one) */
+	int npersp = o->desc_terms ? d->npersp : 0;
+	for (size_t t = 0; npersp && t < d->ndesc; t++)
+		maxlen = d->dlen[t] > maxlen ? d->dlen[t] : maxlen;
+	cmr_text_view views[1 + CMR_MAX_PERSPECTIVES];
+	cmr_batch vb[1 + CMR_MAX_PERSPECTIVES];
+	double part[2 + CMR_MAX_PERSPECTIVES];
+	const int32_t **vids = malloc((size_t)(npersp + 1) * B * sizeof *vids);
+	int *vlens = malloc((size_t)(npersp + 1) * B * sizeof *vlens), *vrow = malloc((size_t)(npersp + 1) * B * sizeof *vrow);
+	if (!vids || !vlens || !vrow)
+		cmr_die("out of memory");
 	cmr_step_ws *sw = cmr_step_ws_new(m, o->ops, B, B * maxlen);
 	size_t *perm = malloc(d->nimg * sizeof *perm);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
@@ -594,14 +693,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int *lens = malloc((size_t)B * sizeof *lens);
 	if (!sw || !perm || !px || !ids || !lens)
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
-	/* a pool: the query pass's work space (inference) and buffers */
 	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
-	cmr_clip_ws *qws = pool ? cmr_clip_ws_new(m, o->ops, CMR_TOWER_VISION, B, 0, 0) : NULL;
-	float *pq = pool ? malloc((size_t)B * m->cfg.vision.width * sizeof *pq) : NULL;
-	float *pemb = pool ? malloc((size_t)B * m->cfg.proj * sizeof *pemb) : NULL;
-	int32_t *psel = pool ? malloc((size_t)B * o->tuning->pool_topk * sizeof *psel) : NULL;
-	if (pool && (!qws || !pq || !pemb || !psel))
-		cmr_die("out of memory for the pool's query pass");
 	if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
 				"(%" PRId64 " per epoch)%s\n",
@@ -631,29 +723,41 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		}
 		cmr_clip_zero_grad(m);
 		cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = lens};
-		if (pool) { /* each image's prompts, chosen by its query (the plain frozen tower) */
-			cmr_batch qb = {.B = B, .pixels = px, .no_prefix = 1, .state = pq};
-			if (cmr_clip_forward(m, CMR_TOWER_VISION, o->ops, qws, &qb, pemb) < 0 ||
-			    cmr_tuning_select(m, o->tuning, pq, B, psel, NULL) < 0)
-				cmr_die("the pool's query pass failed");
-			bi.prefix_sel = psel;
+		views[0] = (cmr_text_view){.txt = &bt, .terms = o->terms, .nterms = o->nterms};
+		for (int p = 0; p < npersp; p++) {
+			const int32_t **pi = vids + (size_t)(p + 1) * B;
+			int *pl = vlens + (size_t)(p + 1) * B, *prow = vrow + (size_t)(p + 1) * B, n = 0;
+			for (int b = 0; b < B; b++) {
+				const cmr_pair_image *im = &d->img[perm[at * B + b]];
+				if (im->desc[p] < 0)
+					continue;
+				pi[n] = d->dtok[im->desc[p]], pl[n] = d->dlen[im->desc[p]], prow[n++] = b;
+			}
+			vb[p + 1] = (cmr_batch){.B = n, .ids = pi, .lens = pl};
+			views[p + 1] = (cmr_text_view){.txt = &vb[p + 1], .row = prow, .terms = o->desc_terms,
+						      .nterms = o->ndesc_terms};
 		}
-		double loss = cmr_clip_batch_grad(m, o->ops, sw, &bi, &bt, o->terms, o->nterms);
-		double pull = pool ? cmr_tuning_pull(m, o->tuning, pq, psel, B, o->pull) : 0;
+		/* a pool: each image's prompts, chosen by its query (the plain frozen tower) */
+		double loss = cmr_tuning_batch_grad(m, o->tuning, o->ops, sw, &bi, views, 1 + npersp, o->pull,
+						    o->majority, part);
 		if (!isfinite(loss))
 			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
 				loss, step);
-		loss += pull;
+		double desc_loss = 0, pull = pool ? part[1 + npersp] : 0;
+		for (int p = 0; p < npersp; p++)
+			desc_loss += part[p + 1];
 		double gnorm = cmr_clip_grad_norm(m, o->ops, o->clip);
 		double lr = cmr_lr_cosine(step, warmup, r.total, o->lr, o->min_lr);
 		cmr_clip_adamw_step(m, o->ops, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
 		since++;
 		double t = now();
 		if (r.log)
-			fprintf(r.log, "{\"step\": %" PRId64 ", \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, "
-					"\"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
-				step + 1, (double)(step + 1) / r.spe, loss, lr, gnorm, exp(m->param[m->logit].w[0]),
-				B / ((t - t0) / (double)since));
+			fprintf(r.log, "{\"step\": %" PRId64 ", \"epoch\": %.4f, \"loss\": %.6f, %s%s%s%s%s\"lr\": %.6g, "
+					"\"grad_norm\": %.6g, \"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
+				step + 1, (double)(step + 1) / r.spe, loss, npersp ? "\"descriptions\": " : "",
+				npersp ? (snprintf(err, sizeof err, "%.6f", desc_loss), err) : "", npersp ? ", " : "",
+				pool ? "\"pull\": " : "", pool ? (snprintf(path, sizeof path, "%.6f, ", pull), path) : "", lr,
+				gnorm, exp(m->param[m->logit].w[0]), B / ((t - t0) / (double)since));
 		if (cmr_verbose >= 0) {
 			double scale = exp(m->param[m->logit].w[0]), pps = B * since / (t - t0);
 			double ep = (double)(step + 1) / r.spe;
@@ -689,8 +793,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
 	cmr_step_ws_free(sw);
-	cmr_clip_ws_free(qws);
-	free(pq), free(pemb), free(psel);
 	free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel);
+	free(vids), free(vlens), free(vrow);
 	return sig ? 128 + sig : 0;
 }

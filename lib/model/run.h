@@ -16,11 +16,15 @@
 
 /* Images and their captions, paired by key (the caption <image key>#<n> goes with the image
  * <image key>); images without captions are dropped, with a warning. */
+#define CMR_MAX_PERSPECTIVES 8 /* description perspectives (APSE-IPIK has 3) */
+
 typedef struct cmr_pair_image {
 	char *key;
 	uint8_t *px;
 	int *cap; /* caption indices */
 	int ncap;
+	int desc[CMR_MAX_PERSPECTIVES]; /* the image's description of each perspective (an index
+					 * into dtok), or -1 */
 } cmr_pair_image;
 
 typedef struct cmr_pairs {
@@ -34,12 +38,28 @@ typedef struct cmr_pairs {
 	int context;
 	int vocab;        /* the model's vocabulary: token ids in [0, vocab) */
 	const char *what; /* "training" or "evaluation", for messages */
+	/* descriptions (cmr_pairs_load_desc): desc-tokens records <image key>#<perspective>; the
+	 * perspective is what follows the last '#' (cmr-caption-ingest --desc numbers an image's
+	 * descriptions in their file's order: 0 global, 1 background, 2 entities for mkworld's) */
+	int32_t **dtok;
+	int *dlen;
+	char **dkey;
+	size_t ndesc, capdesc;
+	int npersp;
+	char persp[CMR_MAX_PERSPECTIVES][64];
+	size_t persp_count[CMR_MAX_PERSPECTIVES]; /* images with a description of each */
+	int reading_desc;
 } cmr_pairs;
 
 /* Reads the streams (cmr-decode's images at d->size, cmr-caption-ingest's tokens within
  * d->context: set these and d->what first) and pairs them; dies naming a bad record. */
 void cmr_pairs_load(cmr_pairs *d, char *const *inputs, int n);
 void cmr_pairs_free(cmr_pairs *d);
+/* Reads the desc-tokens records of the streams (other records are ignored) and gives each
+ * of d's images (loaded first) its description of each perspective; dies on a duplicate key,
+ * a description without a '#', or more than CMR_MAX_PERSPECTIVES perspectives; warns of
+ * descriptions whose image is not in d. */
+void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n);
 
 typedef struct cmr_run_opts {
 	int batch;
@@ -58,6 +78,10 @@ typedef struct cmr_run_opts {
 	const char *provenance;    /* the run's provenance, compact JSON (model metadata) */
 	const cmr_tuning *tuning;  /* write this tuning of a frozen base (cmr-tuning(5)), not the model */
 	double pull;               /* a pool's key pull term weight (L2P's lambda) */
+	int majority;              /* a pool: L2P's batch-wise selection (cmr_tuning_majority) */
+	const cmr_loss_term *desc_terms; /* each description perspective's terms (the training
+					  * pairs' descriptions, cmr_pairs_load_desc), or NULL */
+	int ndesc_terms;
 	const char *config_text, *pre_text; /* config.json and preprocessor_config.json, verbatim */
 	size_t config_len, pre_len;
 } cmr_run_opts;

@@ -49,7 +49,7 @@ cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batc
 	int keep = m->recompute ? CMR_KEEP_RECOMPUTE : 1;
 	s->ws[CMR_TOWER_VISION] = cmr_clip_ws_new(m, ops, CMR_TOWER_VISION, max_batch, 0, keep);
 	s->ws[CMR_TOWER_TEXT] = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, max_batch, max_tokens, keep);
-	s->emb = malloc(4 * (size_t)max_batch * m->cfg.proj * sizeof *s->emb);
+	s->emb = malloc(6 * (size_t)max_batch * m->cfg.proj * sizeof *s->emb);
 	if (!s->ws[0] || !s->ws[1] || !s->emb) {
 		cmr_step_ws_free(s);
 		return NULL;
@@ -57,43 +57,94 @@ cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batc
 	return s;
 }
 
-double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
-			   const cmr_batch *txt, const cmr_loss_term *terms, int nterms)
+/* the weighted terms of one view over img [n, P] and txt [n, P]: gradients into dimg, dtxt
+ * (zeroed first), the logit scale's into its g */
+static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, const float *txt, int n, int P,
+			 float *dimg, float *dtxt)
 {
-	int P = m->cfg.proj, B = img->B;
-	if (B != txt->B || B > s->max_batch)
-		return NAN;
-	float *ei = s->emb, *et = ei + (size_t)B * P, *di = et + (size_t)B * P, *dt = di + (size_t)B * P;
-	if (cmr_clip_forward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], img, ei) < 0 ||
-	    cmr_clip_forward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], txt, et) < 0)
-		return NAN;
-	memset(di, 0, 2 * (size_t)B * P * sizeof *di);
 	cmr_param *ls = &m->param[m->logit];
+	memset(dimg, 0, (size_t)n * P * sizeof *dimg);
+	memset(dtxt, 0, (size_t)n * P * sizeof *dtxt);
+	float *wbuf = NULL;
+	for (int i = 0; i < v->nterms; i++)
+		if (v->terms[i].weight != 1 && !(wbuf = calloc(2 * (size_t)n * P, sizeof *wbuf)))
+			return NAN;
 	double L = 0;
-	for (int i = 0; i < nterms; i++) {
-		const cmr_loss_term *tm = &terms[i];
-		float *gi = di, *gt = dt, dscale = 0;
-		float *wbuf = NULL;
-		if (tm->weight != 1) { /* a weighted term's gradients, then scaled in */
-			wbuf = calloc(2 * (size_t)B * P, sizeof *wbuf);
-			if (!wbuf)
-				return NAN;
-			gi = wbuf, gt = wbuf + (size_t)B * P;
-		}
-		cmr_loss_args a = {ei, et, B, P, ls->w[0], tm->margin, gi, gt, &dscale};
+	for (int i = 0; i < v->nterms; i++) {
+		const cmr_loss_term *tm = &v->terms[i];
+		int w = tm->weight != 1; /* a weighted term's gradients, then scaled in */
+		float *gi = w ? wbuf : dimg, *gt = w ? wbuf + (size_t)n * P : dtxt, dscale = 0;
+		if (w)
+			memset(wbuf, 0, 2 * (size_t)n * P * sizeof *wbuf);
+		cmr_loss_args a = {img, txt, n, P, ls->w[0], tm->margin, gi, gt, &dscale};
 		L += tm->weight * tm->loss->fn(&a);
-		if (wbuf) {
-			for (size_t j = 0; j < 2 * (size_t)B * P; j++)
-				di[j] += (float)tm->weight * wbuf[j];
-			free(wbuf);
-		}
+		if (w)
+			for (size_t j = 0; j < (size_t)n * P; j++) {
+				dimg[j] += (float)tm->weight * wbuf[j];
+				dtxt[j] += (float)tm->weight * wbuf[(size_t)n * P + j];
+			}
 		if (ls->g)
 			ls->g[0] += (float)tm->weight * dscale;
 	}
-	for (int k = 0; k < 2; k++)
-		if (cmr_clip_tower_trains(m, k))
-			cmr_clip_backward(m, k, ops, s->ws[k], k == CMR_TOWER_VISION ? di : dt);
+	free(wbuf);
 	return L;
+}
+
+double cmr_clip_views_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
+			   const cmr_text_view *views, int nviews, double *part)
+{
+	int P = m->cfg.proj, B = img->B;
+	if (B > s->max_batch)
+		return NAN;
+	size_t bp = (size_t)B * P;
+	float *ei = s->emb, *di = ei + bp, *vi = di + bp, *vdi = vi + bp, *et = vdi + bp, *dt = et + bp;
+	if (cmr_clip_forward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], img, ei) < 0)
+		return NAN;
+	memset(di, 0, bp * sizeof *di);
+	int text_trains = cmr_clip_tower_trains(m, CMR_TOWER_TEXT);
+	double L = 0;
+	for (int v = 0; v < nviews; v++) {
+		const cmr_text_view *w = &views[v];
+		int n = w->txt->B;
+		if (part)
+			part[v] = 0;
+		if (n > B || (!w->row && n != B))
+			return NAN;
+		if (n < 2)
+			continue;
+		for (int j = 0; w->row && j < n; j++) {
+			if (w->row[j] < 0 || w->row[j] >= B)
+				return NAN;
+			memcpy(vi + (size_t)j * P, ei + (size_t)w->row[j] * P, (size_t)P * sizeof *vi);
+		}
+		if (cmr_clip_forward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], w->txt, et) < 0)
+			return NAN;
+		double l = view_terms(m, w, w->row ? vi : ei, et, n, P, vdi, dt);
+		if (!isfinite(l))
+			return NAN;
+		L += l;
+		if (part)
+			part[v] = l;
+		for (int j = 0; j < n; j++) {
+			float *to = di + (size_t)(w->row ? w->row[j] : j) * P, *from = vdi + (size_t)j * P;
+			for (int p = 0; p < P; p++)
+				to[p] += from[p];
+		}
+		if (text_trains)
+			cmr_clip_backward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], dt);
+	}
+	if (cmr_clip_tower_trains(m, CMR_TOWER_VISION))
+		cmr_clip_backward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], di);
+	return L;
+}
+
+double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
+			   const cmr_batch *txt, const cmr_loss_term *terms, int nterms)
+{
+	if (txt->B != img->B)
+		return NAN;
+	cmr_text_view v = {.txt = txt, .terms = terms, .nterms = nterms};
+	return cmr_clip_views_grad(m, ops, s, img, &v, 1, NULL);
 }
 
 double cmr_clip_grad_norm(cmr_clip *m, const cmr_ops *ops, double max_norm)

@@ -39,19 +39,36 @@ typedef struct cmr_loss_term {
 	float margin;
 } cmr_loss_term;
 
+/* One set of texts aligned with a batch's images by its own terms: the captions (text j with
+ * image j), or the descriptions of one perspective (APSE-IPIK's global, background, entities),
+ * which some images may lack: text j then goes with image row[j]. */
+typedef struct cmr_text_view {
+	const cmr_batch *txt;
+	const int *row;            /* txt->B image rows, distinct; NULL: text j with image j (B texts) */
+	const cmr_loss_term *terms;
+	int nterms;
+} cmr_text_view;
+
 /* The work of a batch: both towers' work spaces (keeping activations) and the embeddings. */
 typedef struct cmr_step_ws {
 	cmr_clip_ws *ws[2];
-	float *emb; /* 4 * B * proj: image, text embeddings and their gradients */
+	float *emb; /* 6 * B * proj: the images' embeddings and gradients; a view's image rows,
+		     * their gradients, its texts' embeddings and gradients */
 	int max_batch;
 } cmr_step_ws;
 cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batch, int max_tokens);
 void cmr_step_ws_free(cmr_step_ws *s);
 
-/* The objective of a batch of B pairs (image b with text b) and its gradients, accumulated
- * into the trainable parameters' g: both forward passes, the weighted terms, the backward
- * passes that some trainable parameter needs. Returns the loss, or NAN for a batch that
- * does not fit. */
+/* The objective of a batch of B images and its gradients, accumulated into the trainable
+ * parameters' g: the image pass, then for each view its text pass, its weighted terms over
+ * its texts and their images, and the text tower's backward pass (when something in it
+ * trains) before the next view's; last the image tower's backward pass with every view's
+ * gradient. part (when not NULL) receives each view's weighted loss. Returns the
+ * loss, or NAN for a batch that does not fit. A view of fewer than 2 texts adds nothing. */
+double cmr_clip_views_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
+			   const cmr_text_view *views, int nviews, double *part);
+
+/* The same with the one view of B pairs, image b with text b. */
 double cmr_clip_batch_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, const cmr_batch *img,
 			   const cmr_batch *txt, const cmr_loss_term *terms, int nterms);
 

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "format/safetensors.h"
+#include "model/train.h"
 
 #define fail cmr_errf
 
@@ -122,20 +123,22 @@ int cmr_tuning_select(const cmr_clip *m, const cmr_tuning *t, const float *query
 				kk += (double)k[d] * k[d], qk += (double)q[d] * k[d];
 			cs[p] = qq > 0 && kk > 0 ? qk / sqrt(qq * kk) : 0;
 		}
-		/* the K best, by a stable selection: the lower id first among equal scores */
-		for (int j = 0; j < K; j++) {
-			int best = -1;
-			for (int p = 0; p < P; p++) {
-				int taken = 0;
-				for (int i = 0; i < j && !taken; i++)
-					taken = sel[(size_t)b * K + i] == p;
-				if (!taken && (best < 0 || cs[p] > cs[best]))
-					best = p;
+		/* the K best, best first, kept sorted as the ids go by: a later id displaces an
+		 * entry only with a higher score, so among equal scores the lower id comes first */
+		int32_t *sb = sel + (size_t)b * K;
+		int n = 0;
+		for (int p = 0; p < P; p++) {
+			if (n == K && !(cs[p] > cs[sb[K - 1]]))
+				continue;
+			int at = n < K ? n++ : K - 1;
+			while (at > 0 && cs[p] > cs[sb[at - 1]]) {
+				sb[at] = sb[at - 1];
+				at--;
 			}
-			sel[(size_t)b * K + j] = best;
-			if (score)
-				score[(size_t)b * K + j] = (float)cs[best];
+			sb[at] = p;
 		}
+		for (int j = 0; score && j < K; j++)
+			score[(size_t)b * K + j] = (float)cs[sb[j]];
 	}
 	free(cs);
 	return 0;
@@ -169,6 +172,63 @@ double cmr_tuning_pull(cmr_clip *m, const cmr_tuning *t, const float *query, con
 					kp->g[(size_t)p * D + d] += (float)(c * (q[d] / (nq * nk) - cs * k[d] / kk));
 		}
 	}
+	return L;
+}
+
+void cmr_tuning_majority(const cmr_tuning *t, int32_t *sel, int B)
+{
+	int P = t->pool_size, K = t->pool_topk;
+	int *count = calloc((size_t)P, sizeof *count);
+	int32_t *top = malloc((size_t)K * sizeof *top);
+	if (!count || !top) { /* as selected: the majority is an option of training, not its correctness */
+		free(count), free(top);
+		return;
+	}
+	for (size_t i = 0; i < (size_t)B * K; i++)
+		count[sel[i]]++;
+	for (int j = 0; j < K; j++) { /* the K most chosen; ties: the lower id */
+		int best = -1;
+		for (int p = 0; p < P; p++)
+			if (count[p] >= 0 && (best < 0 || count[p] > count[best]))
+				best = p;
+		top[j] = best;
+		count[best] = -1;
+	}
+	for (int b = 0; b < B; b++)
+		memcpy(sel + (size_t)b * K, top, (size_t)K * sizeof *top);
+	free(count), free(top);
+}
+
+double cmr_tuning_batch_grad(cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, cmr_step_ws *s,
+			     const cmr_batch *img, const cmr_text_view *views, int nviews, double pull, int majority,
+			     double *part)
+{
+	if (!t || !is_pool(t))
+		return cmr_clip_views_grad(m, ops, s, img, views, nviews, part);
+	int B = img->B, K = t->pool_topk, D = m->cfg.vision.width;
+	float *q = malloc((size_t)B * D * sizeof *q + 1), *emb = malloc((size_t)B * m->cfg.proj * sizeof *emb + 1);
+	int32_t *sel = malloc((size_t)B * K * sizeof *sel + 1);
+	double L = NAN;
+	if (!q || !emb || !sel || B > s->max_batch)
+		goto out;
+	/* the query pass on the image work space: the prompted pass after it is the one kept */
+	cmr_batch qb = {.B = B, .pixels = img->pixels, .no_prefix = 1, .state = q};
+	if (cmr_clip_forward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], &qb, emb) < 0 ||
+	    cmr_tuning_select(m, t, q, B, sel, NULL) < 0)
+		goto out;
+	if (majority)
+		cmr_tuning_majority(t, sel, B);
+	cmr_batch pb = *img;
+	pb.prefix_sel = sel;
+	L = cmr_clip_views_grad(m, ops, s, &pb, views, nviews, part);
+	if (isfinite(L)) {
+		double lp = cmr_tuning_pull(m, t, q, sel, B, pull);
+		if (part)
+			part[nviews] = lp;
+		L += lp;
+	}
+out:
+	free(q), free(emb), free(sel);
 	return L;
 }
 

@@ -66,6 +66,22 @@ int cmr_tuning_encode_images(const cmr_clip *m, const cmr_tuning *t, const cmr_o
 double cmr_tuning_pull(cmr_clip *m, const cmr_tuning *t, const float *query, const int32_t *sel, int B,
 		       double lambda);
 
+/* L2P's batch-wise selection, for training: the pool_topk prompts chosen most often over
+ * the batch's B selections (ties: the lower id) replace every image's. */
+void cmr_tuning_majority(const cmr_tuning *t, int32_t *sel, int B);
+
+/* The objective of a training batch for tuning t (NULL: none) and its gradients: for a pool,
+ * the query pass (the plain frozen tower, on s's image work space), each image's selection
+ * (with majority, cmr_tuning_majority), the views over the prompted pass
+ * (cmr_clip_views_grad) and the key pull term of weight pull; otherwise the views alone.
+ * part (may be NULL): each view's loss, then the pull term (nviews + 1 values). Returns the
+ * loss, or NAN. */
+struct cmr_step_ws;
+struct cmr_text_view;
+double cmr_tuning_batch_grad(cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, struct cmr_step_ws *s,
+			     const cmr_batch *img, const struct cmr_text_view *views, int nviews, double pull,
+			     int majority, double *part);
+
 /* The text prompts' first rows from token ids (a phrase's tokens, without the start and end
  * tokens): their token embeddings. The text tower must be loaded. */
 int cmr_tuning_init_phrase(cmr_clip *m, const int32_t *ids, int n, char *err, size_t errlen);

@@ -11,6 +11,33 @@ MK=$BUILD/tests/mkclip
 cmr-decode -q -s 32 -o "$WORK/shapes.cmr" "$WORK/shapes.tar"
 cat "$WORK/noise.cmr" "$WORK/shapes.cmr" >"$WORK/both.cmr"
 
+# ---- numerics: PyTorch's pool (tests/ref/pool_reference.py) ----
+PC=$BUILD/tests/promptcheck
+G=$SRCDIR/tests/golden/prompt
+"$MK" images 4 32 8 >"$WORK/gi.cmr"
+"$MK" tokens 4 8 >"$WORK/gt.cmr"
+"$MK" descs 4 3 9 >"$WORK/gd.cmr"
+# tolerances: the largest errors measured (this machine) were 3.5e-7 forward (blas) and
+# 8.0e-7 for a gradient (the pool's, blas); ref 3.3e-7 and 3.0e-7
+for backend in $(cmr-encode --backend list | cut -f1); do
+	begin "pool, $backend: queries, selection, embeddings, loss with descriptions and pull within 1e-6, gradients of prompts and keys within 2e-6 of PyTorch"
+	run "$PC" "$WORK/tiny" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-pool.safetensors" $backend 1e-6 2e-6 "$WORK/gd.cmr"
+	expect_status 0
+	expect_stdout_has "ok  : selection: 12 of 12 ids as the reference's"
+	expect_stdout_has "ok  : its descriptions' terms, 3 perspectives"
+	expect_stdout_has "ok  : gradient of prompt.vision.keys"
+	grep -q FAIL "$OUT" && why "$(grep FAIL "$OUT")"
+	end
+done
+
+begin "the pool check can fail: other descriptions"
+"$MK" descs 4 3 10 >"$WORK/gd2.cmr"
+run "$PC" "$WORK/tiny" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-pool.safetensors" blas 1e-6 2e-6 "$WORK/gd2.cmr"
+expect_status 1
+expect_stdout_has "FAIL: its descriptions' terms"
+expect_stdout_has "ok  : its captions' InfoNCE"
+end
+
 begin "init: a pool from k-means of the images' queries, a tuning directory of kilobytes; show lists it"
 run cmr-promptpool init -m "$WORK/tiny" -o "$WORK/pool" --size 4 --length 2 --top-k 1 "$WORK/both.cmr"
 expect_status 0
@@ -123,6 +150,57 @@ expect_status 2
 run cmr-train -m "$WORK/tiny" --pull 0.1 -o "$WORK/x" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
 expect_status 2
 expect_stderr_has "--pull weighs a pool's key term: it goes with --pool"
+end
+
+begin "cmr-train --desc: each perspective's terms join the loss (logged) and change the pool; refusals"
+# three "perspectives" of each image: its first three captions, as KEY.jpg#N<TAB>text
+for f in $(tar -tf "$WORK/shapes.tar" | grep '\.txt$'); do
+	tar -xOf "$WORK/shapes.tar" "$f" | head -3 | awk -v k="${f%.txt}" '{ printf "%s.jpg#%d\t%s\n", k, NR - 1, $0 }'
+done >"$WORK/shapes.desc"
+cmr-caption-ingest -q -f flickr --desc -m "$WORK/tiny" -o "$WORK/shapes-d.cmr" "$WORK/shapes.desc"
+n=$(cmr-dump list "$WORK/shapes-d.cmr" | grep -c desc-tokens)
+[ "$n" -eq 72 ] || why "$n descriptions, not 24 x 3"
+run cmr-train -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/dtrained" -b 8 --epochs 2 --lr 1e-2 --desc "$WORK/shapes-d.cmr" --desc-trip 0.5 --log "$WORK/dl.jsonl" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 0
+expect_stderr_has "descriptions of 3 perspectives, images with one: '0' 24, '1' 24, '2' 24 (of 24)"
+d=$(sed -n 's/.*"descriptions": \([0-9.]*\).*/\1/p' "$WORK/dl.jsonl" | head -1)
+awk -v d="$d" 'BEGIN { exit !(d > 0) }' || why "no descriptions' loss logged: '$d'"
+# without descriptions: another pool (the terms reach the prompts)
+cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/ndtrained" -b 8 --epochs 2 --lr 1e-2 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+cmp -s "$WORK/dtrained/adapter_model.safetensors" "$WORK/ndtrained/adapter_model.safetensors" && why "the descriptions changed nothing"
+run cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/x" -b 8 --steps 1 --desc "$WORK/shapes-t.cmr" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 1
+expect_stderr_has "the description streams hold no desc-tokens records (cmr-caption-ingest --desc makes them)"
+expect_no_file "$WORK/x"
+printf 'nosuch.jpg#0\ta red square\n' | cmr-caption-ingest -q --desc -m "$WORK/tiny" -o "$WORK/orphan.cmr"
+run cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/x" -b 8 --steps 1 --desc "$WORK/orphan.cmr" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 1
+expect_stderr_has "no description names one of the training images"
+run cmr-train -q -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/x" --desc-clip 0.2 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 2
+expect_stderr_has "--desc-clip, --desc-trip and --desc-margin weigh the description terms: give --desc STREAM"
+run cmr-train -q -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/x" --desc "$WORK/shapes-d.cmr" --desc-clip 0 --desc-trip 0 "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 2
+end
+
+begin "cmr-train --pool on two kinds of image: after training the kinds still choose different prompts (stats); --majority trains too"
+"$MK" tokens 24 11 >"$WORK/noise-t.cmr"
+cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/two" -b 8 --epochs 3 --lr 1e-2 "$WORK/both.cmr" "$WORK/noise-t.cmr" "$WORK/shapes-t.cmr"
+for k in noise shapes; do
+	cmr-promptpool stats -m "$WORK/tiny" "$WORK/two" "$WORK/$k.cmr" >"$WORK/st-$k"
+done
+run cmr-promptpool select -m "$WORK/tiny" "$WORK/two" "$WORK/both.cmr"
+expect_status 0
+a=$(top img) b=$(top mkshapes)
+[ "$a" != "$b" ] || why "after training noise and shapes both choose prompt $a most"
+cmp -s "$WORK/st-noise" "$WORK/st-shapes" && why "the two kinds' statistics are the same"
+run cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" --majority -o "$WORK/maj" -b 8 --epochs 2 --lr 1e-2 "$WORK/both.cmr" "$WORK/noise-t.cmr" "$WORK/shapes-t.cmr"
+expect_status 0
+cmr-train -q -t 1 -m "$WORK/tiny" --pool "$WORK/pool2" -o "$WORK/nomaj" -b 8 --epochs 2 --lr 1e-2 "$WORK/both.cmr" "$WORK/noise-t.cmr" "$WORK/shapes-t.cmr"
+cmp -s "$WORK/maj/adapter_model.safetensors" "$WORK/nomaj/adapter_model.safetensors" && why "--majority changed nothing"
+run cmr-train -q -m "$WORK/tiny" --majority -o "$WORK/x" "$WORK/shapes.cmr" "$WORK/shapes-t.cmr"
+expect_status 2
+expect_stderr_has "--majority is a pool's selection: it goes with --pool"
 end
 
 begin "cmr-train --pool: interrupted with --max-steps and resumed gives the pool of an uninterrupted run"

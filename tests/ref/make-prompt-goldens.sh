@@ -5,6 +5,10 @@
 #   tiny-shallow  tiny model, 8 text and 3 vision prompts, 4 pairs (one caption cut)
 #   tiny-deep     the same, deep
 #   b32-shallow   ViT-B/32-shaped model, 8 text and 8 vision prompts, 2 pairs
+#   tiny-pool     tiny model, a pool of 5 prompts of 2 rows, top 3, 4 pairs, 3 description
+#                 perspectives (one image lacks one), weights 0.3, 0.5, margin 0.2, pull 0.5
+#                 (tests/ref/pool_reference.py; larger than the defaults, so that every term
+#                 shows in the gradients)
 # Needs a built tree (make check builds mkclip). Run from the top of the tree. The record
 # seeds here are tests/cli/t91-prompt.sh's.
 set -eu
@@ -18,6 +22,9 @@ $M images 4 32 8 >"$T/i.cmr"
 $M tokens 4 8 >"$T/t.cmr"
 /usr/bin/python3 $R "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-shallow.safetensors 8 3 0 1
 /usr/bin/python3 $R "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-deep.safetensors 8 3 1 2
+$M descs 4 3 9 >"$T/d.cmr"
+/usr/bin/python3 tests/ref/pool_reference.py "$T/tiny" "$T/i.cmr" "$T/t.cmr" "$T/d.cmr" $G/tiny-pool.safetensors \
+	5 2 3 4 0.3 0.5 0.2 0.5
 $M model "$T/b32" b32
 $M images 2 224 3 >"$T/bi.cmr"
 $M tokens 2 3 >"$T/bt.cmr"

@@ -7,7 +7,10 @@
  *   mkclip openclip HF_DIR DIR                 the same weights in OpenCLIP's layout
  *                                              (open_clip_config.json, open_clip_model.safetensors)
  *   mkclip images N SIZE SEED > images.cmr     random u8 [SIZE, SIZE, 3] records
- *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77 */
+ *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77
+ *   mkclip descs N V SEED > descs.cmr          random desc-tokens records img<i>#<v>, V
+ *                                              perspectives of N images, but image 2 has
+ *                                              no perspective 1 (a view of fewer texts) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,10 +389,15 @@ static int openclip(int argc, char **argv)
 
 static int inputs(int argc, char **argv, int images)
 {
-	if (argc < (images ? 5 : 4))
+	int descs = images == 2, views = 1;
+	if (descs)
+		images = 0;
+	if (argc < (images || descs ? 5 : 4))
 		return 2;
 	int n = atoi(argv[2]), size = images ? atoi(argv[3]) : 0;
-	rng_state = strtoull(argv[images ? 4 : 3], NULL, 10) * 0x9e3779b97f4a7c15ULL + 7;
+	if (descs)
+		views = atoi(argv[3]), n *= views;
+	rng_state = strtoull(argv[images || descs ? 4 : 3], NULL, 10) * 0x9e3779b97f4a7c15ULL + 7;
 	cmr_writer *w = cmr_writer_new(stdout, "(stdout)", 0);
 	for (int i = 0; i < n; i++) {
 		char key[32];
@@ -412,8 +420,11 @@ static int inputs(int argc, char **argv, int images)
 				ids[j] = (int32_t)(rng() % 49406);
 			ids[len - 1] = 49407;
 			uint32_t dims[1] = {(uint32_t)len};
-			snprintf(key, sizeof key, "img%03d#0", i);
-			cmr_record_tensor(&rec, CMR_KIND_TOKENS, CMR_DTYPE_I32, 1, dims, key, ids);
+			int img = descs ? i % (n / views) : i, v = descs ? i / (n / views) : 0;
+			if (descs && img == 2 && v == 1)
+				continue;
+			snprintf(key, sizeof key, "img%03d#%d", img, v);
+			cmr_record_tensor(&rec, descs ? CMR_KIND_DESC_TOKENS : CMR_KIND_TOKENS, CMR_DTYPE_I32, 1, dims, key, ids);
 			if (cmr_writer_put(w, &rec) < 0)
 				return 1;
 		}
@@ -435,10 +446,13 @@ int main(int argc, char **argv)
 		rc = inputs(argc, argv, 1);
 	else if (argc >= 2 && strcmp(argv[1], "tokens") == 0)
 		rc = inputs(argc, argv, 0);
+	else if (argc >= 2 && strcmp(argv[1], "descs") == 0)
+		rc = inputs(argc, argv, 2);
 	if (rc == 2)
 		fprintf(stderr, "usage: mkclip model DIR tiny|mini|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]\n"
 				"       mkclip openclip HF_DIR DIR\n"
 				"       mkclip images N SIZE SEED > images.cmr\n"
-				"       mkclip tokens N SEED > tokens.cmr\n");
+				"       mkclip tokens N SEED > tokens.cmr\n"
+				"       mkclip descs N V SEED > descs.cmr\n");
 	return rc;
 }

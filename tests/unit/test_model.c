@@ -11,6 +11,7 @@
 
 #include "model/adapter.h"
 #include "model/clip.h"
+#include "model/train.h"
 #include "model/tuning.h"
 #include "tiny.h"
 #include "unit.h"
@@ -407,4 +408,74 @@ TEST(model_partly_frozen_gradients_equal_full_ones)
 	}
 	cmr_clip_free(full);
 	cmr_clip_free(part);
+}
+
+/* A pool of one prompt with top-1 is plain vision prompt tuning: the training step
+ * (cmr_tuning_batch_grad: query pass, selection, views, pull 0) gives the loss and the
+ * prompt gradient of the prompts tuning bit for bit, with a second view (descriptions of
+ * some of the images) on top of the captions. */
+TEST(model_pool_of_one_is_prompt_tuning)
+{
+	make_inputs();
+	cmr_clip_cfg c = unit_tiny_cfg();
+	cmr_clip *mp = cmr_clip_new(&c), *mf = cmr_clip_new(&c);
+	char err[256];
+	cmr_tuning tp, tf;
+	memset(&tp, 0, sizeof tp);
+	memset(&tf, 0, sizeof tf);
+	snprintf(tp.method, sizeof tp.method, "pool");
+	tp.pool_size = 1, tp.pool_length = 3, tp.pool_topk = 1;
+	snprintf(tf.method, sizeof tf.method, "prompts");
+	tf.vision_prompts = 3;
+	CHECK(mp && mf && cmr_tuning_add(mp, &tp, 1, err, sizeof err) == 0 && cmr_tuning_add(mf, &tf, 1, err, sizeof err) == 0);
+	CHECK(cmr_clip_init(mp, 5, err, sizeof err) == 0 && cmr_clip_init(mf, 5, err, sizeof err) == 0);
+	for (int i = 0; i < mf->nparam; i++) { /* one base; the pool's prompt is the fixed prompts */
+		cmr_param *p = &mf->param[i], *q = cmr_clip_param(mp, strcmp(p->name, "prompt.vision.embeddings") == 0
+									    ? "prompt.vision.pool" : p->name);
+		CHECK(q && q->n == p->n);
+		memcpy(q->w, p->w, p->n * sizeof *p->w);
+	}
+	CHECK(cmr_clip_grads(mp) == 0 && cmr_clip_grads(mf) == 0);
+	cmr_loss_term cap = {cmr_loss_find("infonce"), 1.0, 0};
+	cmr_loss_term dt[2] = {{cmr_loss_find("infonce"), 0.1, 0}, {cmr_loss_find("vse"), 0.5, 0.1f}};
+	const int32_t *dids[2] = {in.ip[0], in.ip[1]};
+	int dlens[2] = {in.lens[0], in.lens[1]}, drow[2] = {2, 0};
+	cmr_batch bi = {B, in.pp, NULL, NULL, NULL, 0, NULL}, bt = {B, NULL, in.ip, in.lens, NULL, 0, NULL},
+		  bd = {2, NULL, dids, dlens, NULL, 0, NULL};
+	cmr_text_view v[2] = {{&bt, NULL, &cap, 1}, {&bd, drow, dt, 2}};
+	cmr_step_ws *sp = cmr_step_ws_new(mp, &cmr_ops_ref, B, B * 12), *sf = cmr_step_ws_new(mf, &cmr_ops_ref, B, B * 12);
+	CHECK(sp && sf);
+	double part_p[3], part_f[3];
+	cmr_clip_zero_grad(mp);
+	cmr_clip_zero_grad(mf);
+	double Lp = cmr_tuning_batch_grad(mp, &tp, &cmr_ops_ref, sp, &bi, v, 2, 0.0, 0, part_p);
+	double Lf = cmr_tuning_batch_grad(mf, &tf, &cmr_ops_ref, sf, &bi, v, 2, 0.0, 0, part_f);
+	CHECK(isfinite(Lp) && Lp == Lf && part_p[0] == part_f[0] && part_p[1] == part_f[1] && part_p[1] > 0);
+	const cmr_param *gp = cmr_clip_param(mp, "prompt.vision.pool"), *gf = cmr_clip_param(mf, "prompt.vision.embeddings");
+	CHECK(memcmp(gp->g, gf->g, gf->n * sizeof *gf->g) == 0);
+	const cmr_param *kp = cmr_clip_param(mp, "prompt.vision.keys");
+	for (size_t j = 0; j < kp->n; j++)
+		CHECK(kp->g[j] == 0); /* no loss reaches the keys but the pull term */
+	/* the description view adds to the loss: without it, the captions' loss alone */
+	cmr_clip_zero_grad(mf);
+	double L1 = cmr_tuning_batch_grad(mf, &tf, &cmr_ops_ref, sf, &bi, v, 1, 0.0, 0, NULL);
+	CHECK(L1 == part_f[0]);
+	cmr_step_ws_free(sp);
+	cmr_step_ws_free(sf);
+	cmr_clip_free(mp);
+	cmr_clip_free(mf);
+}
+
+/* L2P's batch-wise selection: the top-k prompts chosen most often, ties to the lower id, for
+ * every image */
+TEST(model_pool_majority)
+{
+	cmr_tuning t;
+	memset(&t, 0, sizeof t);
+	snprintf(t.method, sizeof t.method, "pool");
+	t.pool_size = 4, t.pool_length = 1, t.pool_topk = 2;
+	int32_t sel[6] = {3, 1, 0, 2, 2, 3};
+	cmr_tuning_majority(&t, sel, 3);
+	for (int b = 0; b < 3; b++)
+		CHECK(sel[2 * b] == 2 && sel[2 * b + 1] == 3);
 }

@@ -23,7 +23,9 @@ static const cmr_tool tool = {
 	"[--epochs N | --steps N] [--lr X] [--warmup N] [--loss infonce|vse] [--freeze GLOB]...\n"
 	"[--train GLOB]... [--desc STREAM]... [--eval STREAM]... [--log FILE] [STREAM...]\n"
 	"cmr-train -m BASE_DIR --text-prompts N --vision-prompts N [--deep] [--prompt-init PHRASE]\n"
-	"[--train-logit-scale] -o TUNING_DIR [options] [STREAM...]",
+	"[--train-logit-scale] -o TUNING_DIR [options] [STREAM...]\n"
+	"cmr-train -m BASE_DIR --adapter parallel|sequential [--adapter-width N|vision=N,text=N]\n"
+	"-o TUNING_DIR [options] [STREAM...]",
 	"Train a CLIP model with a contrastive loss on pairs of image records (cmr-decode, at the\n"
 	"model's image size) and token records (cmr-caption-ingest), paired by key: the caption\n"
 	"<image key>#<n> goes with the image <image key>. Each step takes B images in a seeded\n"
@@ -54,6 +56,15 @@ static const cmr_tool tool = {
 	"                        tokens fill the first rows; default: all N(0, 0.02))\n"
 	"      --train-logit-scale\n"
 	"                        the logit scale trains with the prompts (saved in the tuning)\n"
+	"\nAdapters (MASAN's modality-specific adapters on the frozen base):\n"
+	"      --adapter TYPE    bottleneck adapters in every layer: parallel (AdaptFormer: beside\n"
+	"                        each MLP, reading its input, ReLU, a learnt scale from 0.1) or\n"
+	"                        sequential (Houlsby: on each attention and MLP block's output,\n"
+	"                        GELU, a learnt scale from 1); up projections start at zero, so\n"
+	"                        step 0 is the base\n"
+	"      --adapter-width N | vision=N,text=N\n"
+	"                        the bottleneck, one for both towers or one per tower (0: none in\n"
+	"                        that tower; default 16)\n"
 	"\nPrompt pool (APSE-IPIK's pool, L2P's keys; cmr-promptpool init makes one):\n"
 	"      --pool DIR        train this pool's prompts and keys on its frozen base (-m, or the\n"
 	"                        base it records): each image takes its top-k prompts by its query\n"
@@ -115,6 +126,8 @@ struct opts {
 	const char *init, *config, *resume, *output, *log;
 	int batch, epochs, threads;
 	int text_prompts, vision_prompts, deep, train_logit, recompute, majority;
+	const char *adapter;
+	int adapter_width[2], adapter_width_given;
 	const char *pool;
 	double pull;
 	const char *prompt_init;
@@ -136,8 +149,32 @@ enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
-	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY
+	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH
 };
+
+/* --adapter-width: N, or vision=N,text=N (either may be left out: 0) */
+static void parse_widths(const char *arg, int w[2])
+{
+	char *end;
+	if (strchr(arg, '=') == NULL) {
+		w[0] = w[1] = (int)cmr_parse_int("--adapter-width", arg, 1, CMR_TUNING_MAX_WIDTH);
+		return;
+	}
+	w[0] = w[1] = 0;
+	for (const char *s = arg; *s;) {
+		int k = strncmp(s, "vision=", 7) == 0 ? 0 : strncmp(s, "text=", 5) == 0 ? 1 : -1;
+		if (k < 0)
+			cmr_usage_error("--adapter-width '%s': give N, or vision=N,text=N", arg);
+		s += k ? 5 : 7;
+		long v = strtol(s, &end, 10);
+		if (end == s || v < 0 || v > CMR_TUNING_MAX_WIDTH || (*end && *end != ','))
+			cmr_usage_error("--adapter-width '%s': a width is 0 to %d", arg, CMR_TUNING_MAX_WIDTH);
+		w[k] = (int)v;
+		s = *end ? end + 1 : end;
+	}
+	if (!w[0] && !w[1])
+		cmr_usage_error("--adapter-width '%s': no tower has an adapter", arg);
+}
 
 static int is_tuning_dir(const char *dir)
 {
@@ -186,6 +223,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"pool", required_argument, NULL, OPT_POOL},
 		{"pull", required_argument, NULL, OPT_PULL},
 		{"majority", no_argument, NULL, OPT_MAJORITY},
+		{"adapter", required_argument, NULL, OPT_ADAPTER},
+		{"adapter-width", required_argument, NULL, OPT_ADAPTER_WIDTH},
 		{"desc", required_argument, NULL, OPT_DESC},
 		{"desc-clip", required_argument, NULL, OPT_DESC_CLIP},
 		{"desc-trip", required_argument, NULL, OPT_DESC_TRIP},
@@ -267,6 +306,12 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_POOL: o->pool = optarg; break;
 		case OPT_PULL: o->pull = cmr_parse_double("--pull", optarg, 0, 100); break;
 		case OPT_MAJORITY: o->majority = 1; break;
+		case OPT_ADAPTER:
+			if (strcmp(optarg, "parallel") != 0 && strcmp(optarg, "sequential") != 0)
+				cmr_usage_error("--adapter: '%s' is not parallel or sequential", optarg);
+			o->adapter = optarg;
+			break;
+		case OPT_ADAPTER_WIDTH: parse_widths(optarg, o->adapter_width), o->adapter_width_given = 1; break;
 		case OPT_DESC:
 			if (o->ndescs == MAXGLOB)
 				cmr_usage_error("at most %d --desc streams", MAXGLOB);
@@ -282,7 +327,17 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	}
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
-	int prompts = o->text_prompts || o->vision_prompts;
+	if (o->adapter_width_given && !o->adapter)
+		cmr_usage_error("--adapter-width goes with --adapter TYPE");
+	if (o->adapter && !o->adapter_width_given)
+		o->adapter_width[0] = o->adapter_width[1] = 16;
+	if (o->adapter && (o->text_prompts || o->vision_prompts || o->pool || o->config || o->resume || o->deep ||
+			   o->prompt_init || o->ntrain || o->nfreeze))
+		cmr_usage_error("--adapter tunes a frozen base: no prompts, pool, --config, --resume (resume the output "
+				"directory alone), --train or --freeze with it");
+	if (o->adapter && !o->init)
+		cmr_usage_error("--adapter tunes a trained base: give -m BASE_DIR");
+	int prompts = o->text_prompts || o->vision_prompts || o->adapter;
 	if (o->pool && (prompts || o->config || o->resume || o->deep || o->prompt_init || o->ntrain || o->nfreeze))
 		cmr_usage_error("--pool trains a pool on its frozen base: no prompts, --config, --resume (resume the output "
 				"directory instead), --train or --freeze with it");
@@ -292,8 +347,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("--majority is a pool's selection: it goes with --pool");
 	if (o->pool && !o->output)
 		cmr_usage_error("--pool needs -o DIR: the trained pool (the one given is not changed)");
-	if ((o->deep || o->prompt_init || o->train_logit) && !prompts)
-		cmr_usage_error("--deep, --prompt-init and --train-logit-scale go with --text-prompts or --vision-prompts");
+	if ((o->deep || o->prompt_init) && !(o->text_prompts || o->vision_prompts))
+		cmr_usage_error("--deep and --prompt-init go with --text-prompts or --vision-prompts");
+	if (o->train_logit && !prompts)
+		cmr_usage_error("--train-logit-scale goes with --text-prompts, --vision-prompts or --adapter");
 	if (o->prompt_init && !o->text_prompts)
 		cmr_usage_error("--prompt-init initialises text prompts: give --text-prompts N");
 	if (prompts && (o->ntrain || o->nfreeze))
@@ -374,7 +431,7 @@ static int run(struct opts *o, int argc, char **argv)
 	char err[1024], path[4096];
 	cmr_tuning tun;
 	memset(&tun, 0, sizeof tun);
-	int tuning = o->text_prompts || o->vision_prompts || o->pool || (o->resume && is_tuning_dir(o->resume));
+	int tuning = o->text_prompts || o->vision_prompts || o->pool || o->adapter || (o->resume && is_tuning_dir(o->resume));
 	const char *src = o->init ? o->init : o->resume ? o->resume : o->config;
 	const char *from = o->resume ? o->resume : o->pool; /* a tuning that says what it is */
 	if (tuning && from) { /* the tuning says what it is and on which base */
@@ -387,6 +444,12 @@ static int run(struct opts *o, int argc, char **argv)
 		if (!tun.base[0])
 			cmr_die("%s: no base model recorded: give it with -m BASE_DIR", from);
 		src = tun.base;
+	} else if (o->adapter) {
+		snprintf(tun.method, sizeof tun.method, "adapter");
+		snprintf(tun.adapter_type, sizeof tun.adapter_type, "%s", o->adapter);
+		tun.adapter_width[0] = o->adapter_width[0], tun.adapter_width[1] = o->adapter_width[1];
+		tun.logit_scale = o->train_logit;
+		snprintf(tun.base, sizeof tun.base, "%s", o->init);
 	} else if (tuning) {
 		snprintf(tun.method, sizeof tun.method, "prompts");
 		tun.text_prompts = o->text_prompts, tun.vision_prompts = o->vision_prompts;

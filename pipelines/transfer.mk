@@ -14,7 +14,8 @@
 #   SOURCE       the source world                         default: source
 #   TARGETS      target databases                         default: render vocab compose personal
 #   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
-#                pool-desc vprompt-desc (and what later methods register below)
+#                pool-desc vprompt-desc adapter-par adapter-seq adapter-par-ms adapter-seq-ms
+#                (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
 #   BASE_EPOCHS, BASE_LR, BATCH                            default: 22, 2e-3, 128
@@ -26,6 +27,8 @@
 #   POOL_SIZE, POOL_LENGTH, POOL_TOPK  the prompt pool's (methods pool, pool-nopull: keys by
 #                k-means of the target's training images, cmr-promptpool init, then
 #                cmr-train --pool with and without the keys' pull term)   default: 10, 2, 4
+#   ADAPTER_LR, ADAPTER_WIDTH, ADAPTER_WIDTH_MS  the adapters' learning rate and widths, equal
+#                and modality-specific                    default: 1e-3, 16, vision=24,text=8
 #   SIZE, CONTEXT  (the config's image size and context)   default: 64, 64
 #   OUT          streams, models, rows and the table       default: out/transfer
 #   BIN, MKWORLD the tools                                 default: build/bin, build/examples/mkworld
@@ -33,7 +36,8 @@
 WORLDS      ?= examples/worlds
 SOURCE      ?= source
 TARGETS     ?= render vocab compose personal
-METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull pool-desc vprompt-desc
+METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull pool-desc vprompt-desc \
+	       adapter-par adapter-seq adapter-par-ms adapter-seq-ms
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
 BASE_EPOCHS ?= 22
@@ -84,6 +88,16 @@ METHOD_ARGS_pool-nopull = --pool $$D/pool-init --pull 0 --lr $(PROMPT_LR)
 METHOD_PREP_pool-desc = $(METHOD_PREP_pool)
 METHOD_ARGS_pool-desc = $(METHOD_ARGS_pool) --desc $(OUT)/data/$$T-train-d.cmr
 METHOD_ARGS_vprompt-desc = $(METHOD_ARGS_vprompt) --desc $(OUT)/data/$$T-train-d.cmr
+# adapters (issue 18) in every layer of both towers of the frozen base: parallel (AdaptFormer)
+# and sequential (Houlsby), each with equal widths and with modality-specific ones at the same
+# budget (the towers are as wide: 24 + 8 = 16 + 16)
+ADAPTER_LR           ?= 1e-3
+ADAPTER_WIDTH        ?= 16
+ADAPTER_WIDTH_MS     ?= vision=24,text=8
+METHOD_ARGS_adapter-par    = --adapter parallel --adapter-width $(ADAPTER_WIDTH) --lr $(ADAPTER_LR)
+METHOD_ARGS_adapter-seq    = --adapter sequential --adapter-width $(ADAPTER_WIDTH) --lr $(ADAPTER_LR)
+METHOD_ARGS_adapter-par-ms = --adapter parallel --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
+METHOD_ARGS_adapter-seq-ms = --adapter sequential --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
 METHOD_INIT_prompts  := $(PROMPT_INIT)
 METHOD_INIT_deep     := $(PROMPT_INIT)

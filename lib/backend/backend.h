@@ -38,7 +38,8 @@ typedef struct cmr_ops {
 	 * attends to rows <= i of its segment. scratch holds at least maxlen * maxlen floats. */
 	void (*attention)(const float *q, const float *k, const float *v, float *out, int nseg,
 			  const int *start, const int *len, int H, int Dh, int causal, float *scratch);
-	/* x = act(x) in place: 0 quick_gelu x * sigmoid(1.702 x), 1 gelu (erf) */
+	/* x = act(x) in place: 0 quick_gelu x * sigmoid(1.702 x), 1 gelu (erf),
+	 * 2 relu */
 	void (*act)(float *x, size_t n, int kind);
 
 	/* ---- the glue between them: what the model would otherwise do on host arrays ---- */

@@ -173,7 +173,10 @@ static void blas_attention(const float *q, const float *k, const float *v, float
 static void blas_act(float *x, size_t n, int kind)
 {
 	long long N = (long long)n;
-	if (kind == 0) {
+	if (kind == 2) {
+		for (long long i = 0; i < N; i++)
+			x[i] = x[i] > 0 ? x[i] : 0;
+	} else if (kind == 0) {
 #pragma omp parallel for num_threads(threads()) schedule(static) if (N >= 65536)
 		for (long long i = 0; i < N; i++)
 			x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
@@ -298,7 +301,10 @@ static void blas_attention_bw(const float *q, const float *k, const float *v, co
 static void blas_act_bw(const float *x, const float *dy, float *dx, size_t n, int kind)
 {
 	long long N = (long long)n;
-	if (kind == 0) {
+	if (kind == 2) {
+		for (long long i = 0; i < N; i++)
+			dx[i] += x[i] > 0 ? dy[i] : 0;
+	} else if (kind == 0) {
 #pragma omp parallel for num_threads(threads()) schedule(static) if (N >= 65536)
 		for (long long i = 0; i < N; i++) {
 			float s = 1.0f / (1.0f + expf(-1.702f * x[i]));

@@ -74,7 +74,9 @@ void cmr_act_backward(const float *x, const float *dy, float *dx, size_t n, int 
 {
 	for (size_t i = 0; i < n; i++) {
 		double t = x[i], dv;
-		if (kind == 0) { /* x * sigmoid(1.702 x) */
+		if (kind == 2) { /* relu */
+			dv = t > 0;
+		} else if (kind == 0) { /* x * sigmoid(1.702 x) */
 			double s = 1.0 / (1.0 + exp(-1.702 * t));
 			dv = s + t * 1.702 * s * (1 - s);
 		} else { /* 0.5 x (1 + erf(x / sqrt 2)) */

@@ -71,7 +71,9 @@ static void ref_act(float *x, size_t n, int kind)
 {
 	for (size_t i = 0; i < n; i++) {
 		double t = x[i];
-		x[i] = kind == 0 ? (float)(t / (1.0 + exp(-1.702 * t))) : (float)(0.5 * t * (1.0 + erf(t / sqrt(2.0))));
+		x[i] = kind == 0   ? (float)(t / (1.0 + exp(-1.702 * t)))
+		       : kind == 1 ? (float)(0.5 * t * (1.0 + erf(t / sqrt(2.0))))
+				   : (float)(t > 0 ? t : 0);
 	}
 }
 

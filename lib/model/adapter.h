@@ -1,7 +1,10 @@
 /* model/adapter.h - a bottleneck adapter on a hook point of a frozen CLIP's layers:
- * out += up(act(down(in))), its own parameters per layer ("adapters.<tower>.<point>.layers.
- * <l>.{down,up}.{weight,bias}"), up initialised to zero so that the model's function is
- * unchanged until it is trained. The first module on the model core's hooks (model/clip.h). */
+ * out += s * up(act(down(in))), its own parameters per layer ("adapters.<tower>.<point>.
+ * layers.<l>.{down,up}.{weight,bias}" and, when scaled, ".scale" [1], learnt), up
+ * initialised to zero so that the model's function is unchanged until it is trained. On the
+ * parallel points (attn, mlp, resid) it is AdaptFormer's and LoRA-free adapters'; on the
+ * block outputs (attn_out, mlp_out) Houlsby's sequential adapter. The modules on the model
+ * core's hooks (model/clip.h). */
 #ifndef CMR_MODEL_ADAPTER_H
 #define CMR_MODEL_ADAPTER_H
 
@@ -10,16 +13,27 @@
 typedef struct cmr_adapter {
 	cmr_hook hook;
 	const cmr_clip *m;
-	int tower, rank, layer_min, layer_max;
-	int *down_w, *down_b, *up_w, *up_b; /* parameter indices, per layer from layer_min */
+	int tower, point, rank, layer_min, layer_max, act;
+	int *down_w, *down_b, *up_w, *up_b, *scale; /* parameter indices, per layer from layer_min
+						     * (scale: -1 when not scaled) */
 } cmr_adapter;
 
+/* The points' names in parameter names, by CMR_HOOK_*: attn, mlp, resid, attn_out, mlp_out. */
+extern const char *const cmr_adapter_points[5];
+
+typedef struct cmr_adapter_opts {
+	int point;        /* CMR_HOOK_* */
+	int rank;         /* the bottleneck */
+	int layer_min, layer_max;
+	int act;          /* CMR_ACT_* of the bottleneck */
+	float scale;      /* the learnt scale's initial value; 0: no scale (s = 1) */
+	unsigned flags;   /* the parameters' (CMR_PARAM_TRAIN to train them; they are always
+			   * optional in a checkpoint) */
+} cmr_adapter_opts;
+
 /* Adds the adapter's parameters to m's table (before values are loaded) and attaches it to
- * the tower's layers layer_min..layer_max at point (CMR_HOOK_*), rank the bottleneck.
- * flags are the parameters' (CMR_PARAM_TRAIN to train them; they are always optional in a
- * checkpoint). Returns 0, or -1 with a message. */
-int cmr_adapter_add(cmr_clip *m, cmr_adapter *a, int tower, int point, int rank, int layer_min, int layer_max,
-		    unsigned flags, char *err, size_t errlen);
+ * the tower's layers. Returns 0, or -1 with a message. */
+int cmr_adapter_add(cmr_clip *m, cmr_adapter *a, int tower, const cmr_adapter_opts *o, char *err, size_t errlen);
 void cmr_adapter_free(cmr_adapter *a);
 
 #endif

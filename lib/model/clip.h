@@ -12,7 +12,7 @@
 
 #include "backend/backend.h"
 
-enum cmr_act { CMR_ACT_QUICK_GELU, CMR_ACT_GELU };
+enum cmr_act { CMR_ACT_QUICK_GELU, CMR_ACT_GELU, CMR_ACT_RELU }; /* ReLU: modules only (AdaptFormer) */
 enum cmr_tower { CMR_TOWER_VISION, CMR_TOWER_TEXT };
 #define CMR_TOWERS_BOTH ((1u << CMR_TOWER_VISION) | (1u << CMR_TOWER_TEXT))
 
@@ -230,8 +230,15 @@ int cmr_clip_tower_trains(const cmr_clip *m, int tower);
  *                   output (before the residual sum): a parallel adapter on attention;
  *   CMR_HOOK_MLP    the same around the MLP block;
  *   CMR_HOOK_RESID  reads the residual stream entering the layer and adds to it (beside the
- *                   attention block's output). */
-enum { CMR_HOOK_ATTN, CMR_HOOK_MLP, CMR_HOOK_RESID };
+ *                   attention block's output);
+ *   CMR_HOOK_ATTN_OUT  reads the attention block's output (after out_proj) and adds to it
+ *                   before the others and the residual sum: a sequential adapter (Houlsby).
+ *                   in and out are the same array, so the module keeps in its scratch what
+ *                   its backward pass needs of in; backward gets in = NULL, dout the gradient
+ *                   of the block's output after the module, din holding dout already (the
+ *                   identity path), to which it adds J^T dout;
+ *   CMR_HOOK_MLP_OUT   the same on the MLP block's output (after fc2). */
+enum { CMR_HOOK_ATTN, CMR_HOOK_MLP, CMR_HOOK_RESID, CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT };
 
 typedef struct cmr_hook_io {
 	const cmr_ops *ops;
@@ -255,8 +262,11 @@ struct cmr_hook {
 	void *self;
 	cmr_hook *next;
 };
-/* Attaches h to a tower (kept by the caller, who frees it after the model). */
+/* Attaches h to a tower (kept by the caller, who frees it after the model, or gives it to
+ * the model with cmr_clip_own). */
 void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
+/* The model frees p with fn when it is freed (last given, first freed). Returns 0 or -1. */
+int cmr_clip_own(cmr_clip *m, void *p, void (*fn)(void *));
 
 /* ---- one forward pass, one backward pass ---- */
 /* The layout of a batch, computed once per batch: for sample b its rows [start[b], start[b]

@@ -298,6 +298,15 @@ static void hooks_forward(const cmr_clip_tower *t, const cmr_ops *ops, const cmr
 		}
 }
 
+/* whether a hook at point applies to layer l */
+static int hooks_at(const cmr_clip_tower *t, int point, int l)
+{
+	for (const cmr_hook *h = t->hooks; h; h = h->next)
+		if (h->point == point && h->applies(h, l))
+			return 1;
+	return 0;
+}
+
 static void hooks_backward(const cmr_clip_tower *t, const cmr_ops *ops, const cmr_clip_ws *ws, int point, int l,
 			   const float *in, const float *dout, float *din, float *hs)
 {
@@ -347,6 +356,7 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 		ops->attention(A.q, A.k, A.v, A.a, B, dl->start, dl->len, H, Dh, !vision, ws->scratch);
 		ops->linear(A.a, L->w[CMR_L_O_W], L->w[CMR_L_O_B], ws->tmp, R, D, D);
 		if (t->hooks) {
+			hooks_forward(t, ops, ws, CMR_HOOK_ATTN_OUT, l, ws->tmp, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_ATTN, l, A.h1, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_RESID, l, A.xin, ws->tmp, A.hs);
 		}
@@ -357,8 +367,10 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 			ops->copy(A.fact, A.fpre, (size_t)R * F);
 		ops->act(A.fact, (size_t)R * F, c->act);
 		ops->linear(A.fact, L->w[CMR_L_FC2_W], L->w[CMR_L_FC2_B], ws->tmp, R, F, D);
-		if (t->hooks)
+		if (t->hooks) {
+			hooks_forward(t, ops, ws, CMR_HOOK_MLP_OUT, l, ws->tmp, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_MLP, l, A.h2, ws->tmp, A.hs);
+		}
 		ops->add(A.xout, A.xmid, ws->tmp, n);
 	}
 	/* the head: the pooled rows, their final layernorm, the projection */
@@ -406,7 +418,14 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		ops->zero(ws->df, (size_t)R * F);
 		ops->zero(ws->df2, (size_t)R * F);
 		ops->zero(ws->dh, n);
-		ops->linear_bw(A.fact, L->w[CMR_L_FC2_W], ws->dx, ws->df, g[CMR_L_FC2_W], g[CMR_L_FC2_B], R, F, D);
+		/* the gradient of fc2's output: dx, and through the module on it (da is free) */
+		const float *dmlp = ws->dx;
+		if (t->hooks && hooks_at(t, CMR_HOOK_MLP_OUT, l)) {
+			ops->copy(ws->da, ws->dx, n);
+			hooks_backward(t, ops, ws, CMR_HOOK_MLP_OUT, l, NULL, ws->dx, ws->da, A.hs);
+			dmlp = ws->da;
+		}
+		ops->linear_bw(A.fact, L->w[CMR_L_FC2_W], dmlp, ws->df, g[CMR_L_FC2_W], g[CMR_L_FC2_B], R, F, D);
 		if (ws->recompute) { /* fc1's output again, as the forward pass computed it */
 			ops->layernorm(A.xmid, L->w[CMR_L_LN2_W], L->w[CMR_L_LN2_B], A.h2, R, D, c->eps);
 			ops->linear(A.h2, L->w[CMR_L_FC1_W], L->w[CMR_L_FC1_B], A.fpre, R, D, F);
@@ -421,7 +440,15 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		ops->zero(ws->dq, n);
 		ops->zero(ws->dk, n);
 		ops->zero(ws->dv, n);
-		ops->linear_bw(A.a, L->w[CMR_L_O_W], ws->dx, ws->da, g[CMR_L_O_W], g[CMR_L_O_B], R, D, D);
+		const float *dattn = ws->dx; /* out_proj's output: dx, and through the module on it */
+		if (t->hooks && hooks_at(t, CMR_HOOK_ATTN_OUT, l)) {
+			ops->copy(ws->dk, ws->dx, n);
+			hooks_backward(t, ops, ws, CMR_HOOK_ATTN_OUT, l, NULL, ws->dx, ws->dk, A.hs);
+			dattn = ws->dk;
+		}
+		ops->linear_bw(A.a, L->w[CMR_L_O_W], dattn, ws->da, g[CMR_L_O_W], g[CMR_L_O_B], R, D, D);
+		if (dattn == ws->dk)
+			ops->zero(ws->dk, n);
 		if (ws->recompute) { /* q, k and v again, as the forward pass computed them */
 			ops->layernorm(A.xin, L->w[CMR_L_LN1_W], L->w[CMR_L_LN1_B], A.h1, R, D, c->eps);
 			ops->linear(A.h1, L->w[CMR_L_Q_W], L->w[CMR_L_Q_B], A.q, R, D, D);

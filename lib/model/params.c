@@ -450,7 +450,23 @@ const char *cmr_group_name(int group)
 typedef struct {
 	cmr_st **st; /* every checkpoint loaded: frozen tensors point into their mappings */
 	int nst;
+	struct owned {
+		void *p;
+		void (*fn)(void *);
+	} *own; /* modules' memory (cmr_clip_own) */
+	int nown;
 } priv_t;
+
+int cmr_clip_own(cmr_clip *m, void *p, void (*fn)(void *))
+{
+	priv_t *pv = m->priv;
+	struct owned *o = realloc(pv->own, (size_t)(pv->nown + 1) * sizeof *o);
+	if (!o)
+		return -1;
+	pv->own = o;
+	o[pv->nown++] = (struct owned){p, fn};
+	return 0;
+}
 
 int cmr_clip_add(cmr_clip *m, const char *name, int group, int tower, int layer, int slot, int ndim,
 		 const int64_t *shape, unsigned flags, float init_std, float init_val)
@@ -614,8 +630,10 @@ void cmr_clip_free(cmr_clip *m)
 	priv_t *p = m->priv;
 	for (int i = 0; p && i < p->nst; i++)
 		cmr_st_close(p->st[i]);
+	for (int i = p ? p->nown - 1 : -1; i >= 0; i--)
+		p->own[i].fn(p->own[i].p);
 	if (p)
-		free(p->st);
+		free(p->st), free(p->own);
 	free(p);
 	free(m);
 }

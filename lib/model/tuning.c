@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "format/safetensors.h"
+#include "model/adapter.h"
 #include "model/train.h"
 
 #define fail cmr_errf
@@ -22,6 +23,7 @@
 static const char *tower_word(int k) { return k == CMR_TOWER_VISION ? "vision" : "text"; }
 
 static int is_pool(const cmr_tuning *t) { return strcmp(t->method, "pool") == 0; }
+static int is_adapter(const cmr_tuning *t) { return strcmp(t->method, "adapter") == 0; }
 
 /* the prefix rows a tuning gives each sample of tower k (0: the tower is not tuned) */
 static int prompts_of(const cmr_tuning *t, int k)
@@ -29,6 +31,25 @@ static int prompts_of(const cmr_tuning *t, int k)
 	if (is_pool(t))
 		return k == CMR_TOWER_VISION ? t->pool_topk * t->pool_length : 0;
 	return k == CMR_TOWER_VISION ? t->vision_prompts : t->text_prompts;
+}
+
+/* whether the tuning changes tower k */
+static int tunes(const cmr_tuning *t, int k)
+{
+	return is_adapter(t) ? t->adapter_width[k] > 0 : prompts_of(t, k) > 0;
+}
+
+/* the points of an adapter type (CMR_HOOK_*), -1 ended; NULL for an unknown type */
+static const int *adapter_points(const char *type)
+{
+	static const int parallel[] = {CMR_HOOK_MLP, -1}, sequential[] = {CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT, -1};
+	return strcmp(type, "parallel") == 0 ? parallel : strcmp(type, "sequential") == 0 ? sequential : NULL;
+}
+
+static void free_adapter(void *p)
+{
+	cmr_adapter_free(p);
+	free(p);
 }
 
 int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, size_t errlen)
@@ -46,8 +67,21 @@ int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, si
 			return fail(err, errlen, "a pool has no deep, text or fixed vision prompts");
 		return 0;
 	}
+	if (is_adapter(t)) {
+		if (!adapter_points(t->adapter_type))
+			return fail(err, errlen, "adapter type '%s' is not parallel or sequential", t->adapter_type);
+		for (int k = 0; k < 2; k++)
+			if (t->adapter_width[k] < 0 || t->adapter_width[k] > CMR_TUNING_MAX_WIDTH)
+				return fail(err, errlen, "an adapter width of %d: from 0 to %d", t->adapter_width[k],
+					    CMR_TUNING_MAX_WIDTH);
+		if (!t->adapter_width[0] && !t->adapter_width[1])
+			return fail(err, errlen, "adapters of width 0 in both towers: an empty tuning");
+		if (t->deep || t->text_prompts || t->vision_prompts)
+			return fail(err, errlen, "an adapter tuning has no prompts");
+		return 0;
+	}
 	if (strcmp(t->method, "prompts") != 0)
-		return fail(err, errlen, "tuning method '%s' is not one this cmr knows (prompts, pool)", t->method);
+		return fail(err, errlen, "tuning method '%s' is not one this cmr knows (prompts, pool, adapter)", t->method);
 	if (t->text_prompts < 0 || t->vision_prompts < 0 || t->text_prompts + t->vision_prompts == 0)
 		return fail(err, errlen, "a prompt tuning needs text or vision prompts (it has %d and %d)", t->text_prompts,
 			    t->vision_prompts);
@@ -76,6 +110,26 @@ int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_
 		    cmr_clip_add(m, "prompt.vision.keys", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, -1, 2, keys, fl, 1.0f,
 				 0) < 0)
 			return fail(err, errlen, "cannot add the pool (out of memory, or the model has one)");
+		if (train && t->logit_scale)
+			m->param[m->logit].flags |= CMR_PARAM_TRAIN;
+		return 0;
+	}
+	if (is_adapter(t)) { /* every layer of each tower with a width; the model owns them */
+		const int *pts = adapter_points(t->adapter_type);
+		int seq = pts[0] == CMR_HOOK_ATTN_OUT;
+		for (int k = 0; k < 2; k++)
+			for (int i = 0; t->adapter_width[k] && pts[i] >= 0; i++) {
+				cmr_adapter *a = malloc(sizeof *a);
+				cmr_adapter_opts o = {pts[i], t->adapter_width[k], 0, m->tower[k].cfg.layers - 1,
+						      seq ? CMR_ACT_GELU : CMR_ACT_RELU, seq ? 1.0f : 0.1f, fl};
+				if (!a || cmr_clip_own(m, a, free_adapter) < 0) {
+					free(a);
+					return fail(err, errlen, "out of memory");
+				}
+				memset(a, 0, sizeof *a); /* the model frees it, added or not */
+				if (cmr_adapter_add(m, a, k, &o, err, errlen) < 0)
+					return -1;
+			}
 		if (train && t->logit_scale)
 			m->param[m->logit].flags |= CMR_PARAM_TRAIN;
 		return 0;
@@ -275,7 +329,7 @@ int cmr_tuning_init_phrase(cmr_clip *m, const int32_t *ids, int n, char *err, si
 
 int cmr_tuning_has(const cmr_tuning *t, const cmr_clip *m, const cmr_param *p)
 {
-	if (p->group == CMR_GROUP_PROMPT)
+	if (p->group == CMR_GROUP_PROMPT || p->group == CMR_GROUP_ADAPTER)
 		return 1;
 	return t->logit_scale && p == &m->param[m->logit];
 }
@@ -348,11 +402,28 @@ int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning 
 	    get_bool(o, "deep", &t->deep, name, err, errlen) < 0 ||
 	    get_bool(o, "train_logit_scale", &t->logit_scale, name, err, errlen) < 0)
 		goto out;
-	if (strcmp(t->method, "prompts") != 0 && !is_pool(t)) {
-		fail(err, errlen, "%s: method '%s' is not one this cmr knows (prompts, pool)", name, t->method);
+	if (strcmp(t->method, "prompts") != 0 && !is_pool(t) && !is_adapter(t)) {
+		fail(err, errlen, "%s: method '%s' is not one this cmr knows (prompts, pool, adapter)", name, t->method);
 		goto out;
 	}
-	if (is_pool(t)) {
+	if (is_adapter(t)) {
+		json_t *ad = json_object_get(o, "adapter");
+		if (!json_is_object(ad)) {
+			fail(err, errlen, "%s: an adapter tuning needs \"adapter\": {\"type\", \"vision\", \"text\"}", name);
+			goto out;
+		}
+		if (get_str(ad, "type", t->adapter_type, sizeof t->adapter_type, 1, name, err, errlen) < 0 ||
+		    get_int(ad, "vision", &t->adapter_width[CMR_TOWER_VISION], 0, CMR_TUNING_MAX_WIDTH, name, err, errlen) < 0 ||
+		    get_int(ad, "text", &t->adapter_width[CMR_TOWER_TEXT], 0, CMR_TUNING_MAX_WIDTH, name, err, errlen) < 0)
+			goto out;
+		if (!adapter_points(t->adapter_type) || (!t->adapter_width[0] && !t->adapter_width[1]) || t->deep ||
+		    t->text_prompts || t->vision_prompts) {
+			fail(err, errlen, "%s: adapters of type '%s', widths vision %d and text %d: the type must be parallel "
+					  "or sequential, a width at least 1, and no prompts beside them",
+			     name, t->adapter_type, t->adapter_width[0], t->adapter_width[1]);
+			goto out;
+		}
+	} else if (is_pool(t)) {
 		json_t *po = json_object_get(o, "pool");
 		if (!json_is_object(po) ||
 		    get_int(po, "size", &t->pool_size, 1, CMR_TUNING_MAX_POOL, name, err, errlen) < 0 ||
@@ -380,7 +451,7 @@ int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning 
 	}
 	for (int k = 0; k < 2; k++) {
 		json_t *v = json_object_get(h, tower_word(k));
-		if (!v && !prompts_of(t, k))
+		if (!v && !tunes(t, k))
 			continue;
 		if (!json_is_string(v) || cmr_parse_hex64(json_string_value(v), &t->base_hash[k]) < 0) {
 			fail(err, errlen, "%s: base_model_hash.%s must be 16 lowercase hex digits", name, tower_word(k));
@@ -412,7 +483,7 @@ int cmr_tuning_read(const char *dir, cmr_tuning *t, char *err, size_t errlen)
 static int tuned_tower(const cmr_tuning *t, const cmr_param *p)
 {
 	(void)t;
-	return p->group == CMR_GROUP_PROMPT ? p->tower : -1;
+	return p->group == CMR_GROUP_PROMPT || p->group == CMR_GROUP_ADAPTER ? p->tower : -1;
 }
 
 int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned mask, char *err, size_t errlen)
@@ -422,7 +493,7 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 	unsigned known = mask | m->hashed; /* towers to check and to give an identity */
 	for (int k = 0; k < 2; k++) {
 		const cmr_clip_tower *tw = &m->tower[k];
-		if (!((known >> k) & 1) || !prompts_of(t, k))
+		if (!((known >> k) & 1) || !tunes(t, k))
 			continue;
 		if (tw->base_hash != t->base_hash[k])
 			return fail(err, errlen, "%s: made for a base whose %s tower is %016" PRIx64 ", not this one (%s, "
@@ -464,7 +535,7 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 	/* the identity of each tuned tower: its base's and its tuned tensors as the file holds
 	 * them (so that a tower not loaded has one too) */
 	for (int k = 0; k < 2; k++) {
-		if (!((known >> k) & 1) || !prompts_of(t, k))
+		if (!((known >> k) & 1) || !tunes(t, k))
 			continue;
 		XXH3_state_t *x = XXH3_createState();
 		if (!x) {
@@ -473,13 +544,16 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 		}
 		XXH3_64bits_reset_withSeed(x, m->tower[k].base_hash);
 		char desc[128];
-		int n = is_pool(t) ? snprintf(desc, sizeof desc, "pool size %d length %d top %d", t->pool_size,
-					      t->pool_length, t->pool_topk)
-				   : snprintf(desc, sizeof desc, "%s prompts %d deep %d", t->method, prompts_of(t, k), t->deep);
+		int n = is_pool(t)      ? snprintf(desc, sizeof desc, "pool size %d length %d top %d", t->pool_size,
+						   t->pool_length, t->pool_topk)
+			: is_adapter(t) ? snprintf(desc, sizeof desc, "adapter %s width %d", t->adapter_type,
+						   t->adapter_width[k])
+					: snprintf(desc, sizeof desc, "%s prompts %d deep %d", t->method, prompts_of(t, k),
+						   t->deep);
 		XXH3_64bits_update(x, desc, (size_t)n);
 		for (int i = 0; i < m->nparam; i++) {
 			const cmr_param *p = &m->param[i];
-			if (p->group != CMR_GROUP_PROMPT || p->tower != k)
+			if ((p->group != CMR_GROUP_PROMPT && p->group != CMR_GROUP_ADAPTER) || p->tower != k)
 				continue;
 			const cmr_st_tensor *ft = cmr_st_get(st, p->name);
 			if (!ft) {
@@ -551,11 +625,23 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 	char h[2][17];
 	json_t *hash = json_object();
 	for (int k = 0; k < 2; k++)
-		if (prompts_of(t, k)) {
+		if (tunes(t, k)) {
 			snprintf(h[k], sizeof h[k], "%016" PRIx64, m->tower[k].base_hash);
 			json_object_set_new(hash, tower_word(k), json_string(h[k]));
 		}
 	json_t *tr = training_json ? json_loads(training_json, 0, NULL) : NULL;
+	if (is_adapter(t)) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:s, s:i, s:i, s:s, s:s}, s:b, s:o}", "format",
+				      CMR_TUNING_FORMAT, "peft_type", "CMR_ADAPTER", "method", t->method,
+				      "base_model_name_or_path", t->base, "base_model_hash", hash, "adapter", "type",
+				      t->adapter_type, "vision", t->adapter_width[CMR_TOWER_VISION], "text",
+				      t->adapter_width[CMR_TOWER_TEXT], "placement",
+				      strcmp(t->adapter_type, "parallel") == 0 ? "beside each MLP, reading its input"
+									      : "on each attention and MLP block's output",
+				      "scale", "learnt, per tower, layer and place", "train_logit_scale", t->logit_scale,
+				      "training", tr ? tr : json_null());
+		return dumps_line(o);
+	}
 	if (is_pool(t)) {
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:{s:i, s:i, s:i}, s:s, s:s, s:b, s:o}", "format",
 				      CMR_TUNING_FORMAT, "peft_type", "CMR_PROMPT_POOL", "method", t->method,

@@ -18,9 +18,11 @@
 #define CMR_TUNING_TENSORS "adapter_model.safetensors"
 #define CMR_TUNING_MAX_PROMPTS 1024
 #define CMR_TUNING_MAX_POOL 1024 /* prompts in a pool */
+#define CMR_TUNING_MAX_WIDTH 4096 /* an adapter's bottleneck */
 
 typedef struct cmr_tuning {
-	char method[32];        /* "prompts", or "pool" (an instance-level prompt pool, issue 17) */
+	char method[32];        /* "prompts", "pool" (an instance-level prompt pool, issue 17) or
+				 * "adapter" */
 	int text_prompts;       /* rows after the start token (0: none) */
 	int vision_prompts;     /* rows after the class token (0: none) */
 	int deep;               /* a separate set per layer >= 1 */
@@ -30,6 +32,12 @@ typedef struct cmr_tuning {
 	 * (the frozen vision tower's pooled state after the final layer norm, before the
 	 * projection), their rows after the class token in order of similarity */
 	int pool_size, pool_length, pool_topk;
+	/* adapter (issue 18): bottleneck adapters in every layer of the towers with a width,
+	 * frozen base; type "parallel" (AdaptFormer: beside each MLP, reading its input, ReLU, a
+	 * learnt scale from 0.1) or "sequential" (Houlsby: on each attention and MLP block's
+	 * output, GELU, a learnt scale from 1); up projections start at zero */
+	char adapter_type[16];
+	int adapter_width[2];   /* the bottleneck per tower (enum cmr_tower); 0: none */
 	char init[256];         /* the text prompts' initial phrase ("" : random) */
 	char base[1024];        /* the base model's directory, as given */
 	uint64_t base_hash[2];  /* the base towers' identity (0: not recorded, for a tower without prompts) */

@@ -11,6 +11,7 @@
 #define cmr_run_train fuzz_state_run_train
 #define cmr_pairs_load fuzz_state_pairs_load
 #define cmr_pairs_free fuzz_state_pairs_free
+#define cmr_pairs_load_desc fuzz_state_pairs_load_desc
 #include "../../lib/model/run.c"
 #undef cmr_run_train
 #undef cmr_pairs_load

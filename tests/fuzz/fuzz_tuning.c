@@ -1,6 +1,6 @@
 /* fuzz_tuning.c - libFuzzer target: a tuning's adapter_config.json parser
- * (lib/model/tuning.c) on arbitrary bytes, prompts or a pool, and its lengths checked against
- * a model's config. */
+ * (lib/model/tuning.c) on arbitrary bytes, prompts, a pool or adapters, and its lengths
+ * checked against a model's config. */
 #include <stdint.h>
 #include <string.h>
 
@@ -24,6 +24,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memset(&pc, 0, sizeof pc);
 		pc.text.context = 77;
 		if (cmr_tuning_check(&t, &pc, err, sizeof err) != 0)
+			__builtin_trap();
+		return 0;
+	}
+	if (strcmp(t.method, "adapter") == 0) {
+		if ((strcmp(t.adapter_type, "parallel") != 0 && strcmp(t.adapter_type, "sequential") != 0) ||
+		    t.adapter_width[0] < 0 || t.adapter_width[1] < 0 || t.adapter_width[0] > CMR_TUNING_MAX_WIDTH ||
+		    t.adapter_width[1] > CMR_TUNING_MAX_WIDTH || !(t.adapter_width[0] || t.adapter_width[1]) || t.deep ||
+		    t.text_prompts || t.vision_prompts)
+			__builtin_trap();
+		cmr_clip_cfg ac;
+		memset(&ac, 0, sizeof ac);
+		ac.text.context = 77;
+		if (cmr_tuning_check(&t, &ac, err, sizeof err) != 0)
 			__builtin_trap();
 		return 0;
 	}

@@ -1,5 +1,6 @@
 /* promptcheck.c - prompt tuning's numerics against the committed PyTorch goldens
- * (tests/golden/prompt, made by tests/ref/prompt_reference.py): for a base checkpoint, a
+ * (tests/golden/prompt, made by tests/ref/prompt_reference.py, and for adapters by
+ * tests/ref/adapter_reference.py: the same checks): for a base checkpoint, a
  * batch of paired image and token records and the golden's prompts (their lengths and depth
  * read from its tensors), it checks
  *   - the prompted forward pass of both towers: each embedding's |c - ref| / |ref| (L2),
@@ -12,7 +13,10 @@
  *   - the prompted image embeddings, the loss and its parts (captions, descriptions, pull),
  *   - the gradients of the pool's prompts and of its keys.
  *
- *   promptcheck MODEL_DIR IMAGES.cmr TOKENS.cmr GOLDEN.safetensors BACKEND FWD_TOL GRAD_TOL [DESCS.cmr]
+ * The adapters' scales are checked as one vector, against scale=TOL when given (each is a
+ * sum over every row and feature whose terms cancel, so less exact than the others).
+ *
+ *   promptcheck MODEL_DIR IMAGES.cmr TOKENS.cmr GOLDEN.safetensors BACKEND FWD_TOL GRAD_TOL [DESCS.cmr] [scale=TOL]
  * Prints one line per check with the error measured; exit 0 when all pass, 1 otherwise. */
 #include <math.h>
 #include <stdio.h>
@@ -95,6 +99,12 @@ static void read_descs(const char *path, int B, descs *d)
 	}
 	cmr_reader_free(r);
 	fclose(f);
+}
+
+/* a tensor of the tuning: a prompt's or an adapter's */
+static int tuned(const cmr_param *p)
+{
+	return p->group == CMR_GROUP_PROMPT || p->group == CMR_GROUP_ADAPTER;
 }
 
 static double rel(double c, double r)
@@ -194,7 +204,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const cmr_ops *ops = cmr_ops_find(argv[5]);
-	double ftol = atof(argv[6]), gtol = atof(argv[7]);
+	double ftol = atof(argv[6]), gtol = atof(argv[7]), stol = gtol;
+	if (argc > 8 && strncmp(argv[argc - 1], "scale=", 6) == 0) /* the scales' own tolerance */
+		stol = atof(argv[--argc] + 6);
 	char err[1024], path[4096], what[256];
 	cmr_clip_cfg cfg;
 	cmr_st *gold = cmr_st_open(argv[4], err, sizeof err);
@@ -211,6 +223,12 @@ int main(int argc, char **argv)
 	t.vision_prompts = pv ? (int)pv->shape[0] : 0;
 	t.deep = cmr_st_get(gold, "prompt.text.layers.1") || cmr_st_get(gold, "prompt.vision.layers.1");
 	int pool = cmr_st_get(gold, "prompt.vision.keys") != NULL;
+	if (cmr_st_get(gold, "adapter")) { /* tests/ref/adapter_reference.py's: [type, widths] */
+		strcpy(t.method, "adapter");
+		strcpy(t.adapter_type, scalar(gold, "adapter", 0) == 0 ? "parallel" : "sequential");
+		t.adapter_width[CMR_TOWER_VISION] = (int)scalar(gold, "adapter", 1);
+		t.adapter_width[CMR_TOWER_TEXT] = (int)scalar(gold, "adapter", 2);
+	}
 	if (pool) {
 		strcpy(t.method, "pool");
 		t.pool_size = (int)scalar(gold, "pool", 0), t.pool_length = (int)scalar(gold, "pool", 1);
@@ -230,7 +248,7 @@ int main(int argc, char **argv)
 	int nprompt = 0;
 	for (int i = 0; i < m->nparam; i++) {
 		cmr_param *p = &m->param[i];
-		if (p->group != CMR_GROUP_PROMPT)
+		if (!tuned(p))
 			continue;
 		const cmr_st_tensor *gt = cmr_st_get(gold, p->name);
 		if (!gt || cmr_clip_set_tensor(m, p, gt, argv[4], 1, err, sizeof err) < 0) {
@@ -278,18 +296,25 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const cmr_st_tensor *ei = cmr_st_get(gold, "emb.image"), *et = cmr_st_get(gold, "emb.text");
-	snprintf(what, sizeof what, "image embeddings, %d vision prompts%s (worst relative L2)", t.vision_prompts,
-		 t.deep ? ", deep" : "");
+	char kind[2][64];
+	for (int k = 0; k < 2; k++)
+		if (strcmp(t.method, "adapter") == 0)
+			snprintf(kind[k], sizeof kind[k], "%s adapters of width %d", t.adapter_type, t.adapter_width[k]);
+		else
+			snprintf(kind[k], sizeof kind[k], "%d %s prompts%s", k ? t.text_prompts : t.vision_prompts,
+				 k ? "text" : "vision", t.deep ? ", deep" : "");
+	snprintf(what, sizeof what, "image embeddings, %s (worst relative L2)", kind[CMR_TOWER_VISION]);
 	double e = rows_error(emb, ei->data, B, P);
 	check(e <= ftol, what, e, ftol);
-	snprintf(what, sizeof what, "text embeddings, %d text prompts%s (worst relative L2)", t.text_prompts,
-		 t.deep ? ", deep" : "");
+	snprintf(what, sizeof what, "text embeddings, %s (worst relative L2)", kind[CMR_TOWER_TEXT]);
 	e = rows_error(emb + (size_t)B * P, et->data, B, P);
 	check(e <= ftol, what, e, ftol);
 	const cmr_st_tensor *tr = cmr_st_get(gold, "truncated");
-	int cut = cmr_clip_ws_layout(ct)->truncated, want = (int)*(const float *)tr->data;
-	snprintf(what, sizeof what, "captions cut for the text prompts: %d, reference %d", cut, want);
-	check(cut == want, what, fabs((double)cut - want), 0);
+	if (tr) {
+		int cut = cmr_clip_ws_layout(ct)->truncated, want = (int)*(const float *)tr->data;
+		snprintf(what, sizeof what, "captions cut for the text prompts: %d, reference %d", cut, want);
+		check(cut == want, what, fabs((double)cut - want), 0);
+	}
 
 	cmr_step_ws *sw = cmr_step_ws_new(m, ops, B, total);
 	cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = tlen};
@@ -298,11 +323,12 @@ int main(int argc, char **argv)
 	double L = cmr_clip_batch_grad(m, ops, sw, &bi, &bt, &term, 1);
 	double Lr = *(const float *)cmr_st_get(gold, "loss")->data;
 	check(fabs(L - Lr) <= ftol * fabs(Lr), "loss (relative error)", fabs(L - Lr) / fabs(Lr), ftol);
-	double worst = 0;
+	double worst = 0, snum = 0, sden = 0;
+	int nscale = 0;
 	const char *worst_name = "";
 	for (int i = 0; i < m->nparam; i++) {
 		const cmr_param *p = &m->param[i];
-		if (p->group != CMR_GROUP_PROMPT)
+		if (!tuned(p))
 			continue;
 		snprintf(what, sizeof what, "grad.%s", p->name);
 		const cmr_st_tensor *g = cmr_st_get(gold, what);
@@ -316,16 +342,24 @@ int main(int argc, char **argv)
 			num += ((double)p->g[j] - gr[j]) * ((double)p->g[j] - gr[j]);
 			den += (double)gr[j] * gr[j];
 		}
+		if (p->n == 1 && strstr(p->name, ".scale")) { /* one vector of the scales, below */
+			snum += num, sden += den, nscale++;
+			continue;
+		}
 		double rel = sqrt(num / den);
 		if (rel > worst)
 			worst = rel, worst_name = p->name;
 	}
-	snprintf(what, sizeof what, "gradients of all %d prompt tensors (worst: %s)", nprompt, worst_name);
+	snprintf(what, sizeof what, "gradients of all %d %s tensors (worst: %s)", nprompt - nscale, t.method, worst_name);
 	check(worst <= gtol, what, worst, gtol);
+	if (nscale) { /* each a sum over every row and feature that cancels: as one vector */
+		snprintf(what, sizeof what, "gradients of the %d adapters' scales (one vector, relative L2)", nscale);
+		check(sqrt(snum / sden) <= stol, what, sqrt(snum / sden), stol);
+	}
 	/* nothing but the prompts has a gradient */
 	int others = 0;
 	for (int i = 0; i < m->nparam; i++)
-		others += m->param[i].g && m->param[i].group != CMR_GROUP_PROMPT;
+		others += m->param[i].g && !tuned(&m->param[i]);
 	check(others == 0, "frozen base: no other parameter has a gradient", others, 0);
 	printf("%s\n", failures ? "FAILED" : "OK");
 	fflush(stdout); /* before any sanitizer report at exit */

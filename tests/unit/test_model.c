@@ -62,12 +62,15 @@ TEST(model_zero_init_adapters_change_nothing)
 	make_inputs();
 	cmr_clip_cfg c = unit_tiny_cfg();
 	cmr_clip *m0 = cmr_clip_new(&c), *m1 = cmr_clip_new(&c);
-	cmr_adapter ad[2][3];
+	cmr_adapter ad[2][5];
 	char err[256];
 	CHECK(m0 && m1);
 	for (int k = 0; k < 2; k++)
-		for (int p = 0; p < 3; p++)
-			CHECK(cmr_adapter_add(m1, &ad[k][p], k, p, 4, 0, 1, CMR_PARAM_TRAIN, err, sizeof err) == 0);
+		for (int p = 0; p < 5; p++) { /* every point; the output points scaled, one with ReLU */
+			cmr_adapter_opts o = {p, 4, 0, 1, p == CMR_HOOK_MLP_OUT ? CMR_ACT_RELU : CMR_ACT_QUICK_GELU,
+					      p >= CMR_HOOK_ATTN_OUT ? 0.1f : 0, CMR_PARAM_TRAIN};
+			CHECK(cmr_adapter_add(m1, &ad[k][p], k, &o, err, sizeof err) == 0);
+		}
 	CHECK(cmr_clip_init(m0, 7, err, sizeof err) == 0 && cmr_clip_init(m1, 7, err, sizeof err) == 0);
 	CHECK(cmr_clip_grads(m0) == 0 && cmr_clip_grads(m1) == 0);
 	for (int k = 0; k < 2; k++) {
@@ -85,7 +88,7 @@ TEST(model_zero_init_adapters_change_nothing)
 		CHECK((m1->param[i].g != NULL) == (m1->param[i].group == CMR_GROUP_ADAPTER));
 	CHECK(m1->tower[0].grad_from == 0 && m1->tower[1].grad_from == 0);
 	for (int k = 0; k < 2; k++)
-		for (int p = 0; p < 3; p++)
+		for (int p = 0; p < 5; p++)
 			cmr_adapter_free(&ad[k][p]);
 	cmr_clip_free(m0);
 	cmr_clip_free(m1);
@@ -343,7 +346,10 @@ TEST(model_adapter_and_prefix_gradients_match_finite_differences)
 	CHECK(m);
 	for (int k = 0; k < 2; k++)
 		for (int p = 0; p < 3; p++)
-			CHECK(cmr_adapter_add(m, &ad[k][p], k, p, 4, 1 - (p == 2), 1, CMR_PARAM_TRAIN, err, sizeof err) == 0);
+		{
+			cmr_adapter_opts o = {p, 4, 1 - (p == 2), 1, CMR_ACT_QUICK_GELU, 0, CMR_PARAM_TRAIN};
+			CHECK(cmr_adapter_add(m, &ad[k][p], k, &o, err, sizeof err) == 0);
+		}
 	int64_t sh[2] = {3, 32};
 	CHECK(cmr_clip_add(m, "prompts.vision.prefix", CMR_GROUP_PROMPT, CMR_TOWER_VISION, -1, CMR_T_PREFIX, 2, sh,
 			   CMR_PARAM_TRAIN | CMR_PARAM_OPTIONAL, 0.5f, 0) >= 0);

@@ -1,0 +1,114 @@
+# t93-adapter.sh - adapters on a frozen base (issue 18; cmr-train --adapter, cmr-tuning(5)
+# method adapter): their numerics against PyTorch, training, application by cmr-encode, the
+# tuning directory, its refusals. The core's part (zero-initialised modules change nothing,
+# at every hook point) is tests/unit/test_model.c's.
+. "$SRCDIR/tests/lib.sh"
+MK=$BUILD/tests/mkclip
+PC=$BUILD/tests/promptcheck
+G=$SRCDIR/tests/golden/prompt
+"$MK" model "$WORK/tiny" tiny
+"$MK" images 4 32 8 >"$WORK/gi.cmr"
+"$MK" tokens 4 8 >"$WORK/gt.cmr"
+
+# tolerances: the largest errors measured (this machine) were 7.7e-7 for an embedding and
+# 2.5e-6 for a gradient (sequential, blas; ref 8.0e-7), 1.5e-6 for the scales as one vector
+for kind in parallel sequential; do
+	for backend in $(cmr-encode --backend list | cut -f1); do
+		begin "$kind adapters, $backend: embeddings and loss within 1e-6, gradients of every adapter tensor within 4e-6 of PyTorch"
+		run "$PC" "$WORK/tiny" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-adapter-$kind.safetensors" $backend 1e-6 4e-6 scale=2e-6
+		expect_status 0
+		expect_stdout_has "ok  : gradients of the "
+		expect_stdout_has "ok  : frozen base"
+		grep -q FAIL "$OUT" && why "$(grep FAIL "$OUT")"
+		end
+	done
+done
+
+begin "the adapter check can fail: the parallel golden on a model with the other activation"
+"$MK" model "$WORK/gelu" tiny --act gelu
+run "$PC" "$WORK/gelu" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-adapter-parallel.safetensors" blas 1e-6 4e-6
+expect_status 1
+expect_stdout_has "FAIL: image embeddings, parallel adapters of width 8"
+end
+
+# ---- the tools ----
+"$MK" images 40 32 7 >"$WORK/ti.cmr"
+"$MK" tokens 40 8 >"$WORK/tt.cmr"
+TINY=$WORK/tiny
+cp "$TINY/model.safetensors" "$WORK/base-before"
+
+begin "cmr-train --adapter parallel: only the adapters train, the loss falls, the tuning is kilobytes, the base unchanged"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/par" -b 8 --epochs 6 --lr 1e-2 --adapter parallel --adapter-width vision=8,text=2 --log "$WORK/log.jsonl" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+grep -q '"method": "adapter"' "$WORK/par/adapter_config.json" || why "not method adapter"
+grep -q '"type": "parallel"' "$WORK/par/adapter_config.json" || why "no type"
+# per layer: vision 8 x 32 + 8 + 32 x 8 + 32 + 1 = 553, text 2 x 32 + 2 + 32 x 2 + 32 + 1 = 163;
+# 2 layers: 1432
+head -1 "$WORK/log.jsonl" | grep -q '"trained": 1432,' || why "trained: $(head -1 "$WORK/log.jsonl")"
+size=$(wc -c <"$WORK/par/adapter_model.safetensors")
+[ "$size" -lt 10000 ] || why "the tuning's tensors are $size bytes"
+first=$(sed -n 2p "$WORK/log.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+last=$(tail -1 "$WORK/log.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || why "loss $first -> $last did not fall"
+cmp -s "$TINY/model.safetensors" "$WORK/base-before" || why "the base model changed"
+expect_no_file "$WORK/par/model.safetensors"
+end
+
+begin "cmr-encode --tuning: images and texts both change (adapters in both towers), the same bytes twice; one tower's adapters leave the other's embeddings the base's bit for bit"
+cmr-encode -m "$TINY" -o "$WORK/base.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+run cmr-encode -m "$TINY" --tuning "$WORK/par" -o "$WORK/a1.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -m "$TINY" --tuning "$WORK/par" -o "$WORK/a2.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-dump diff --max-abs 0 "$WORK/a1.cmr" "$WORK/a2.cmr" >/dev/null || why "two runs differ"
+cmr-dump show -a "$WORK/base.cmr" | grep -A1 '^img000	' >"$WORK/bi"
+cmr-dump show -a "$WORK/a1.cmr" | grep -A1 '^img000	' >"$WORK/ai"
+cmp -s "$WORK/bi" "$WORK/ai" && why "the adapters changed no image"
+cmr-dump show -a "$WORK/base.cmr" | grep -A1 '#0	' >"$WORK/bt"
+cmr-dump show -a "$WORK/a1.cmr" | grep -A1 '#0	' >"$WORK/at"
+cmp -s "$WORK/bt" "$WORK/at" && why "the adapters changed no text"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/vis" -b 8 --epochs 2 --lr 1e-2 --adapter sequential --adapter-width vision=4 "$WORK/ti.cmr" "$WORK/tt.cmr"
+grep -q '"text": 0' "$WORK/vis/adapter_config.json" || why "the text width is not 0"
+cmr-encode -m "$TINY" --tuning "$WORK/vis" -o "$WORK/v1.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-dump show -a "$WORK/v1.cmr" | grep -A1 '#0	' >"$WORK/vt"
+cmp -s "$WORK/bt" "$WORK/vt" || why "vision adapters changed the texts"
+end
+
+begin "cmr-train --adapter sequential: interrupted with --max-steps and resumed gives the tuning of an uninterrupted run"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/full" -b 8 --epochs 4 --lr 1e-2 --adapter sequential --adapter-width 4 "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/half" -b 8 --epochs 4 --lr 1e-2 --adapter sequential --adapter-width 4 --max-steps 9 "$WORK/ti.cmr" "$WORK/tt.cmr"
+run cmr-train -q -t 1 --resume "$WORK/half" -b 8 --epochs 4 --lr 1e-2 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -m "$TINY" --tuning "$WORK/full" -o "$WORK/ef.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-encode -m "$TINY" --tuning "$WORK/half" -o "$WORK/eh.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-dump diff --max-abs 0 "$WORK/ef.cmr" "$WORK/eh.cmr" >/dev/null || why "the resumed tuning's embeddings differ"
+end
+
+begin "refusals: an adapter width without --adapter, a bad type or width, with prompts, on another base, a damaged config"
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter-width 4 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "--adapter-width goes with --adapter TYPE"
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter serial "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "--adapter: 'serial' is not parallel or sequential"
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter parallel --adapter-width vision=0 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "no tower has an adapter"
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter parallel --adapter-width sight=3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter parallel --vision-prompts 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_no_file "$WORK/x"
+"$MK" model "$WORK/other" tiny --seed 9
+run cmr-encode -m "$WORK/other" --tuning "$WORK/par" "$WORK/ti.cmr"
+expect_status 1
+expect_stderr_has "made for a base whose vision tower is"
+cp -r "$WORK/par" "$WORK/bad"
+sed 's/"type": "parallel"/"type": "serial"/' "$WORK/par/adapter_config.json" >"$WORK/bad/adapter_config.json"
+run cmr-encode -m "$TINY" --tuning "$WORK/bad" "$WORK/ti.cmr"
+expect_status 1
+expect_stderr_has "adapters of type 'serial'"
+sed 's/"vision": 8/"vision": 16/' "$WORK/par/adapter_config.json" >"$WORK/bad/adapter_config.json"
+run cmr-encode -m "$TINY" --tuning "$WORK/bad" "$WORK/ti.cmr"
+expect_status 1
+expect_stderr_has "adapters.vision.mlp.layers.0.down.weight"
+end

@@ -1,0 +1,155 @@
+#!/usr/bin/python3
+"""adapter_reference.py - the reference for cmr's adapters on a frozen CLIP (PyTorch
+autograd, Debian python3-torch, in double), written from the papers' definitions,
+independently of cmr's hook interface. In every layer of a tower with width r > 0:
+
+  parallel   (AdaptFormer, Chen et al. 2022) beside the MLP, reading its input:
+             x_out = x_mid + MLP(LN2 x_mid) + s * up(ReLU(down(LN2 x_mid)))
+  sequential (Houlsby et al. 2019) on each block's output, before its residual sum:
+             a' = a + s_a * up(GELU(down(a))),  a = attention(LN1 x)      (point attn_out)
+             m' = m + s_m * up(GELU(down(m))),  m = MLP(LN2 x_mid)         (point mlp_out)
+
+down [r, width] with a bias, up [width, r] with a bias, s a learnt scalar per layer and point.
+Their values here are random (up not zero), so that every gradient is there.
+
+Usage: adapter_reference.py MODEL_DIR IMAGES.cmr TOKENS.cmr OUT.safetensors TYPE VISION_R TEXT_R SEED
+Output tensors (F32): every adapter tensor under its cmr name
+adapters.<tower>.<point>.layers.<l>.{down.weight, down.bias, up.weight, up.bias, scale};
+adapter [3] (type: 0 parallel, 1 sequential; the two widths); emb.image [B, P], emb.text [B, P]
+(raw projections); loss [1] (CLIP's symmetric InfoNCE); grad.<name> for each adapter tensor.
+Run by tests/ref/make-prompt-goldens.sh; make check does not run Python."""
+import json
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import clip_reference as ref  # noqa: E402
+from train_reference import write_safetensors  # noqa: E402
+
+torch.set_grad_enabled(True)
+torch.set_default_dtype(torch.float64)
+
+POINTS = {"parallel": ["mlp"], "sequential": ["attn_out", "mlp_out"]}
+
+
+def module(A, name, x, act):
+    return A[name + ".scale"] * F.linear(act(F.linear(x, A[name + ".down.weight"], A[name + ".down.bias"])),
+                                         A[name + ".up.weight"], A[name + ".up.bias"])
+
+
+def encoder(x, W, prefix, cfg, causal, A, tower, kind):
+    B, S, D = x.shape
+    H = cfg["num_attention_heads"]
+    Dh = D // H
+    eps = cfg.get("layer_norm_eps", 1e-5)
+    mask = torch.full((S, S), float("-inf")).triu(1) if causal else None
+    for l in range(cfg["num_hidden_layers"]):
+        p = "%s.encoder.layers.%d." % (prefix, l)
+        name = lambda point: "adapters.%s.%s.layers.%d" % (tower, point, l)  # noqa: E731
+        on = A is not None and (name(POINTS[kind][0]) + ".scale") in A
+        h = ref.layer_norm(x, W[p + "layer_norm1.weight"], W[p + "layer_norm1.bias"], eps)
+        q = F.linear(h, W[p + "self_attn.q_proj.weight"], W[p + "self_attn.q_proj.bias"]) * Dh ** -0.5
+        k = F.linear(h, W[p + "self_attn.k_proj.weight"], W[p + "self_attn.k_proj.bias"])
+        v = F.linear(h, W[p + "self_attn.v_proj.weight"], W[p + "self_attn.v_proj.bias"])
+        q, k, v = (t.view(B, S, H, Dh).transpose(1, 2) for t in (q, k, v))
+        scores = q @ k.transpose(-1, -2)
+        if mask is not None:
+            scores = scores + mask
+        a = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, S, D)
+        a = F.linear(a, W[p + "self_attn.out_proj.weight"], W[p + "self_attn.out_proj.bias"])
+        if on and kind == "sequential":
+            a = a + module(A, name("attn_out"), a, F.gelu)
+        x = x + a
+        h = ref.layer_norm(x, W[p + "layer_norm2.weight"], W[p + "layer_norm2.bias"], eps)
+        m = F.linear(ref.act(F.linear(h, W[p + "mlp.fc1.weight"], W[p + "mlp.fc1.bias"]),
+                             cfg.get("hidden_act", "quick_gelu")), W[p + "mlp.fc2.weight"], W[p + "mlp.fc2.bias"])
+        if on and kind == "sequential":
+            m = m + module(A, name("mlp_out"), m, F.gelu)
+        if on and kind == "parallel":
+            m = m + module(A, name("mlp"), h, F.relu)
+        x = x + m
+    return x
+
+
+def encode_image(W, cfg, pre, img, A, kind):
+    vc = cfg["vision_config"]
+    mean = torch.tensor(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(3, 1, 1)
+    std = torch.tensor(pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])).view(3, 1, 1)
+    x = torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1) / 255.0
+    x = ((x - mean) / std).unsqueeze(0)
+    pe = F.conv2d(x, W["vision_model.embeddings.patch_embedding.weight"], stride=vc["patch_size"])
+    pe = pe.flatten(2).transpose(1, 2)
+    cls = W["vision_model.embeddings.class_embedding"].view(1, 1, -1)
+    h = torch.cat([cls, pe], dim=1) + W["vision_model.embeddings.position_embedding.weight"].unsqueeze(0)
+    eps = vc.get("layer_norm_eps", 1e-5)
+    h = ref.layer_norm(h, W["vision_model.pre_layrnorm.weight"], W["vision_model.pre_layrnorm.bias"], eps)
+    h = encoder(h, W, "vision_model", vc, False, A, "vision", kind)
+    pooled = ref.layer_norm(h[:, 0], W["vision_model.post_layernorm.weight"], W["vision_model.post_layernorm.bias"],
+                            eps)
+    return F.linear(pooled, W["visual_projection.weight"])[0]
+
+
+def encode_text(W, cfg, ids, A, kind):
+    tc = cfg["text_config"]
+    ids = torch.from_numpy(ids.astype(np.int64))
+    T = ids.shape[0]
+    h = (W["text_model.embeddings.token_embedding.weight"][ids] +
+         W["text_model.embeddings.position_embedding.weight"][:T]).unsqueeze(0)
+    h = encoder(h, W, "text_model", tc, True, A, "text", kind)
+    h = ref.layer_norm(h, W["text_model.final_layer_norm.weight"], W["text_model.final_layer_norm.bias"],
+                       tc.get("layer_norm_eps", 1e-5))
+    return F.linear(h[0, int(ids.argmax())], W["text_projection.weight"])
+
+
+def main():
+    model, imgs, toks, out, kind = sys.argv[1:6]
+    vr, tr, seed = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+    cfg = json.load(open(model + "/config.json"))
+    try:
+        pre = json.load(open(model + "/preprocessor_config.json"))
+    except FileNotFoundError:
+        pre = {}
+    W = {k: v.double() for k, v in ref.read_safetensors(model + "/model.safetensors").items()}
+    images = [a for _, _, a in ref.read_stream(imgs)]
+    tokens = [a for _, _, a in ref.read_stream(toks)]
+    rng = np.random.default_rng(seed)
+    A = {}
+
+    def draw(name, shape, std):
+        A[name] = torch.from_numpy((rng.standard_normal(shape) * std).astype(np.float32).astype(np.float64))
+        A[name].requires_grad_(True)
+
+    for tower, r, key in (("vision", vr, "vision_config"), ("text", tr, "text_config")):
+        d, L = cfg[key]["hidden_size"], cfg[key]["num_hidden_layers"]
+        for l in range(L if r else 0):
+            for point in POINTS[kind]:
+                n = "adapters.%s.%s.layers.%d" % (tower, point, l)
+                draw(n + ".down.weight", (r, d), 1 / math.sqrt(d))
+                draw(n + ".down.bias", (r,), 0.1)
+                draw(n + ".up.weight", (d, r), 1 / math.sqrt(r))
+                draw(n + ".up.bias", (d,), 0.1)
+                draw(n + ".scale", (1,), 0.5)
+    img = torch.stack([encode_image(W, cfg, pre, a, A, kind) for a in images])
+    txt = torch.stack([encode_text(W, cfg, t, A, kind) for t in tokens])
+    ni, nt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
+    logits = W["logit_scale"].clamp(max=math.log(100)).exp() * ni @ nt.t()
+    labels = torch.arange(len(images))
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+    loss.backward()
+    res = {name: t.detach().numpy().astype(np.float32) for name, t in A.items()}
+    res["adapter"] = np.array([0 if kind == "parallel" else 1, vr, tr], dtype=np.float32)
+    res["emb.image"] = img.detach().numpy().astype(np.float32)
+    res["emb.text"] = txt.detach().numpy().astype(np.float32)
+    res["loss"] = np.array([loss.item()], dtype=np.float32)
+    for name, t in A.items():
+        res["grad." + name] = t.grad.numpy().astype(np.float32)
+    write_safetensors(out, res)
+    print("%s: %s adapters, widths vision %d text %d: loss %.6f, %d tensors" % (out, kind, vr, tr, loss.item(), len(A)))
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,8 @@ section="<!-- transfer:begin -->
 
 Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'). Date: $(date -u +%Y-%m-%d).
 Command: \`$2\`, then \`make -f pipelines/transfer.mk publish\`.
+Load average when published: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; the cores are shared with other
+tenants and rows may run side by side, so \"train s\" is a loaded time, not a benchmark).
 Worlds: examples/worlds/ (examples/worlds/README.md). Base model: $3 ($params parameters),
 pretrained on the source world; on the source test set ($(r "$b" text_to_image queries) captions of $(r "$b" image_to_text queries) distinct scenes) it has
 text→image R@1 $(r "$b" text_to_image R@1), R@5 $(r "$b" text_to_image R@5); image→text R@1 $(r "$b" image_to_text R@1), R@5 $(r "$b" image_to_text R@5).

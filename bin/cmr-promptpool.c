@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <xxhash.h>
 
+#include "atomic.h"
 #include "fe.h"
 #include "index.h"
 #include "model/clip.h"
@@ -240,17 +241,6 @@ static void keep_queries(int n)
 	}
 }
 
-static void write_text(const char *dir, const char *name, const char *text)
-{
-	char path[4096];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	cmr_output out; /* the front end's temporary-then-rename output */
-	cmr_output_open(&out, path, 0);
-	if (fputs(text, out.f) == EOF)
-		cmr_die_write(path, errno);
-	cmr_output_commit(&out);
-}
-
 static void init(const struct opts *o)
 {
 	char err[4200];
@@ -283,18 +273,46 @@ static void init(const struct opts *o)
 		cmr_info("%d keys from k-means of %" PRIu64 " images' queries", o->size, queries.n);
 		cmr_vecs_free(&queries);
 	}
-	if (mkdir(o->output, 0777) < 0 && errno != EEXIST)
+	/* both files complete under temporary names before either is put in place; a failure
+	 * leaves nothing (the directory too, when this made it) */
+	int made = mkdir(o->output, 0777) == 0;
+	if (!made && errno != EEXIST)
 		cmr_die("%s: %s", o->output, strerror(errno));
 	char *prov = cmr_provenance(o->argc, o->argv, (const char *const *)o->inputs, o->ninputs);
 	char *cj = cmr_tuning_config_json(m, &t, prov);
-	if (!cj)
-		cmr_die("out of memory");
-	snprintf(path, sizeof path, "%s/" CMR_TUNING_TENSORS, o->output);
 	json_t *meta = json_pack("{s:s, s:s}", "format", "pt", "cmr-promptpool", prov);
 	char *mj = json_dumps(meta, JSON_COMPACT);
-	if (!mj || cmr_tuning_save_tensors(m, &t, path, mj, NULL, err, sizeof err) < 0)
-		cmr_die("%s", mj ? err : "out of memory");
-	write_text(o->output, CMR_TUNING_CONFIG, cj);
+	cmr_atomic cf, tf;
+	int ncf = 0, ntf = 0, ok = cj && mj;
+	if (!ok)
+		snprintf(err, sizeof err, "out of memory");
+	snprintf(path, sizeof path, "%s/" CMR_TUNING_CONFIG, o->output);
+	if (ok && (ok = cmr_atomic_open(&cf, path, err, sizeof err) == 0)) {
+		ncf = 1;
+		if (fputs(cj, cf.f) == EOF) {
+			snprintf(err, sizeof err, "write error on %s: %s", path, strerror(errno));
+			ok = 0;
+		} else {
+			ok = cmr_atomic_finish(&cf, err, sizeof err) == 0;
+		}
+	}
+	snprintf(path, sizeof path, "%s/" CMR_TUNING_TENSORS, o->output);
+	if (ok && (ok = cmr_tuning_save_tensors(m, &t, path, mj, &tf, err, sizeof err) == 0))
+		ntf = 1;
+	if (ok)
+		ok = cmr_atomic_rename(&tf, err, sizeof err) == 0 && (ntf = 0, cmr_atomic_rename(&cf, err, sizeof err) == 0);
+	if (!ok) {
+		if (ncf)
+			cmr_atomic_abort(&cf);
+		if (ntf)
+			cmr_atomic_abort(&tf);
+		if (made) {
+			snprintf(path, sizeof path, "%s/" CMR_TUNING_TENSORS, o->output);
+			unlink(path);
+			rmdir(o->output);
+		}
+		cmr_die("%s%s", err, made ? " (nothing was written)" : "");
+	}
 	free(mj), free(cj), free(prov);
 	json_decref(meta);
 	cmr_clip_free(m);

@@ -120,6 +120,13 @@ expect_status 2
 expect_stderr_has "'frobnicate' is not a command (init, select, stats, show)"
 end
 
+begin "init on a full disk: an error, and no directory left behind"
+run sh -c "ulimit -f 8; trap '' XFSZ; exec cmr-promptpool init -m '$WORK/tiny' -o '$WORK/full' --size 200 --length 8 --keys random"
+expect_status 1
+expect_stderr_has "File too large (nothing was written)"
+expect_no_file "$WORK/full"
+end
+
 begin "a damaged pool config is refused, naming the field"
 cp -r "$WORK/pool" "$WORK/bad"
 sed 's/"top_k": 1/"top_k": 9/' "$WORK/pool/adapter_config.json" >"$WORK/bad/adapter_config.json"

@@ -24,7 +24,7 @@ static const cmr_tool tool = {
 	"[--train GLOB]... [--desc STREAM]... [--eval STREAM]... [--log FILE] [STREAM...]\n"
 	"cmr-train -m BASE_DIR --text-prompts N --vision-prompts N [--deep] [--prompt-init PHRASE]\n"
 	"[--train-logit-scale] -o TUNING_DIR [options] [STREAM...]\n"
-	"cmr-train -m BASE_DIR --adapter parallel|sequential [--adapter-width N|vision=N,text=N]\n"
+	"cmr-train -m BASE_DIR --adapter parallel|sequential|lora [--adapter-width N|vision=N,text=N]\n"
 	"-o TUNING_DIR [options] [STREAM...]",
 	"Train a CLIP model with a contrastive loss on pairs of image records (cmr-decode, at the\n"
 	"model's image size) and token records (cmr-caption-ingest), paired by key: the caption\n"
@@ -60,11 +60,12 @@ static const cmr_tool tool = {
 	"      --adapter TYPE    bottleneck adapters in every layer: parallel (AdaptFormer: beside\n"
 	"                        each MLP, reading its input, ReLU, a learnt scale from 0.1) or\n"
 	"                        sequential (Houlsby: on each attention and MLP block's output,\n"
-	"                        GELU, a learnt scale from 1); up projections start at zero, so\n"
-	"                        step 0 is the base\n"
+	"                        GELU, a learnt scale from 1) or lora (W + B A on the attention's\n"
+	"                        q, k, v and out projections; cmr-encode merges it into the\n"
+	"                        weights); up projections (B) start at zero, so step 0 is the base\n"
 	"      --adapter-width N | vision=N,text=N\n"
-	"                        the bottleneck, one for both towers or one per tower (0: none in\n"
-	"                        that tower; default 16)\n"
+	"                        the bottleneck (LoRA's rank), one for both towers or one per\n"
+	"                        tower (0: none in that tower; default 16)\n"
 	"\nPrompt pool (APSE-IPIK's pool, L2P's keys; cmr-promptpool init makes one):\n"
 	"      --pool DIR        train this pool's prompts and keys on its frozen base (-m, or the\n"
 	"                        base it records): each image takes its top-k prompts by its query\n"
@@ -307,8 +308,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_PULL: o->pull = cmr_parse_double("--pull", optarg, 0, 100); break;
 		case OPT_MAJORITY: o->majority = 1; break;
 		case OPT_ADAPTER:
-			if (strcmp(optarg, "parallel") != 0 && strcmp(optarg, "sequential") != 0)
-				cmr_usage_error("--adapter: '%s' is not parallel or sequential", optarg);
+			if (strcmp(optarg, "parallel") != 0 && strcmp(optarg, "sequential") != 0 && strcmp(optarg, "lora") != 0)
+				cmr_usage_error("--adapter: '%s' is not parallel, sequential or lora", optarg);
 			o->adapter = optarg;
 			break;
 		case OPT_ADAPTER_WIDTH: parse_widths(optarg, o->adapter_width), o->adapter_width_given = 1; break;

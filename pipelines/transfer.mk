@@ -15,6 +15,7 @@
 #   TARGETS      target databases                         default: render vocab compose personal
 #   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
 #                pool-desc vprompt-desc adapter-par adapter-seq adapter-par-ms adapter-seq-ms
+#                lora lora-ms
 #                (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
@@ -37,7 +38,7 @@ WORLDS      ?= examples/worlds
 SOURCE      ?= source
 TARGETS     ?= render vocab compose personal
 METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull pool-desc vprompt-desc \
-	       adapter-par adapter-seq adapter-par-ms adapter-seq-ms
+	       adapter-par adapter-seq adapter-par-ms adapter-seq-ms lora lora-ms
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
 BASE_EPOCHS ?= 22
@@ -88,8 +89,8 @@ METHOD_ARGS_pool-nopull = --pool $$D/pool-init --pull 0 --lr $(PROMPT_LR)
 METHOD_PREP_pool-desc = $(METHOD_PREP_pool)
 METHOD_ARGS_pool-desc = $(METHOD_ARGS_pool) --desc $(OUT)/data/$$T-train-d.cmr
 METHOD_ARGS_vprompt-desc = $(METHOD_ARGS_vprompt) --desc $(OUT)/data/$$T-train-d.cmr
-# adapters (issue 18) in every layer of both towers of the frozen base: parallel (AdaptFormer)
-# and sequential (Houlsby), each with equal widths and with modality-specific ones at the same
+# adapters (issue 18) in every layer of both towers of the frozen base: parallel (AdaptFormer),
+# sequential (Houlsby) and LoRA on the attention's projections, each with equal widths and with modality-specific ones at the same
 # budget (the towers are as wide: 24 + 8 = 16 + 16)
 ADAPTER_LR           ?= 1e-3
 ADAPTER_WIDTH        ?= 16
@@ -98,6 +99,8 @@ METHOD_ARGS_adapter-par    = --adapter parallel --adapter-width $(ADAPTER_WIDTH)
 METHOD_ARGS_adapter-seq    = --adapter sequential --adapter-width $(ADAPTER_WIDTH) --lr $(ADAPTER_LR)
 METHOD_ARGS_adapter-par-ms = --adapter parallel --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
 METHOD_ARGS_adapter-seq-ms = --adapter sequential --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
+METHOD_ARGS_lora     = --adapter lora --adapter-width $(ADAPTER_WIDTH) --lr $(ADAPTER_LR)
+METHOD_ARGS_lora-ms  = --adapter lora --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
 METHOD_INIT_prompts  := $(PROMPT_INIT)
 METHOD_INIT_deep     := $(PROMPT_INIT)

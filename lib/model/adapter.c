@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const cmr_adapter_points[5] = {"attn", "mlp", "resid", "attn_out", "mlp_out"};
+const char *const cmr_adapter_points[9] = {"attn", "mlp", "resid", "attn_out", "mlp_out", "q", "k", "v", "o"};
+
+static const float *bias_of(const cmr_param *P, int i) { return i >= 0 ? P[i].w : NULL; }
+static float *bias_grad(const cmr_param *P, int i) { return i >= 0 ? P[i].g : NULL; }
 
 static int applies(const cmr_hook *h, int layer)
 {
@@ -32,12 +35,14 @@ static void forward(const cmr_hook *h, const cmr_hook_io *io)
 		io->ops->copy(x, in, (size_t)R * D);
 		in = x;
 	}
-	io->ops->linear(in, P[a->down_w[l]].w, P[a->down_b[l]].w, z, R, D, r);
+	io->ops->linear(in, P[a->down_w[l]].w, bias_of(P, a->down_b[l]), z, R, D, r);
 	io->ops->copy(y, z, (size_t)R * r);
-	io->ops->act(y, (size_t)R * r, a->act);
-	io->ops->linear(y, P[a->up_w[l]].w, P[a->up_b[l]].w, u, R, r, D);
-	if (a->scale[l] >= 0)
-		io->ops->scale(u, (size_t)R * D, P[a->scale[l]].w[0]);
+	if (a->act != CMR_ADAPTER_LINEAR)
+		io->ops->act(y, (size_t)R * r, a->act);
+	io->ops->linear(y, P[a->up_w[l]].w, bias_of(P, a->up_b[l]), u, R, r, D);
+	float c = a->gain * (a->scale[l] >= 0 ? P[a->scale[l]].w[0] : 1.0f);
+	if (c != 1.0f)
+		io->ops->scale(u, (size_t)R * D, c);
 	io->ops->add(io->out, io->out, u, (size_t)R * D);
 }
 
@@ -50,34 +55,40 @@ static void backward(const cmr_hook *h, const cmr_hook_io *io)
 	float *u = (float *)y + (size_t)R * r, *dy = u + (size_t)R * D, *dz = dy + (size_t)R * r;
 	const float *in = on_output(a) ? dz + (size_t)R * r : io->in;
 	size_t n = (size_t)R * D;
-	const float *dup = io->dout; /* the gradient of up's output: s dout */
-	if (a->scale[l] >= 0) {
-		const cmr_param *s = &P[a->scale[l]];
-		if (s->g) { /* ds = <up(y), dout>, up(y) again; a sum of R x D terms that cancel,
-			     * in double (the model's arrays are host memory) */
-			double ds = 0;
-			io->ops->linear(y, P[a->up_w[l]].w, P[a->up_b[l]].w, u, R, r, D);
-			for (size_t i = 0; i < n; i++)
-				ds += (double)u[i] * io->dout[i];
-			s->g[0] += (float)ds;
-		}
+	const float *dup = io->dout; /* the gradient of up's output: gain s dout */
+	const cmr_param *s = a->scale[l] >= 0 ? &P[a->scale[l]] : NULL;
+	if (s && s->g) { /* ds = gain <up(y), dout>, up(y) again; a sum of R x D terms that
+			  * cancel, in double (the model's arrays are host memory) */
+		double ds = 0;
+		io->ops->linear(y, P[a->up_w[l]].w, bias_of(P, a->up_b[l]), u, R, r, D);
+		for (size_t i = 0; i < n; i++)
+			ds += (double)u[i] * io->dout[i];
+		s->g[0] += (float)(a->gain * ds);
+	}
+	float c = a->gain * (s ? s->w[0] : 1.0f);
+	if (c != 1.0f) {
 		io->ops->copy(u, io->dout, n);
-		io->ops->scale(u, n, s->w[0]);
+		io->ops->scale(u, n, c);
 		dup = u;
 	}
 	io->ops->zero(dy, 2 * (size_t)R * r);
-	io->ops->linear_bw(y, P[a->up_w[l]].w, dup, dy, P[a->up_w[l]].g, P[a->up_b[l]].g, R, r, D);
-	io->ops->act_bw(z, dy, dz, (size_t)R * r, a->act);
-	io->ops->linear_bw(in, P[a->down_w[l]].w, dz, io->din, P[a->down_w[l]].g, P[a->down_b[l]].g, R, D, r);
+	io->ops->linear_bw(y, P[a->up_w[l]].w, dup, dy, P[a->up_w[l]].g, bias_grad(P, a->up_b[l]), R, r, D);
+	if (a->act == CMR_ADAPTER_LINEAR)
+		io->ops->add(dz, dz, dy, (size_t)R * r);
+	else
+		io->ops->act_bw(z, dy, dz, (size_t)R * r, a->act);
+	io->ops->linear_bw(in, P[a->down_w[l]].w, dz, io->din, P[a->down_w[l]].g, bias_grad(P, a->down_b[l]), R, D,
+			   r);
 }
 
 int cmr_adapter_add(cmr_clip *m, cmr_adapter *a, int tower, const cmr_adapter_opts *o, char *err, size_t errlen)
 {
 	const cmr_tower_cfg *c = &m->tower[tower].cfg;
 	memset(a, 0, sizeof *a);
-	if (o->point < 0 || o->point > CMR_HOOK_MLP_OUT || o->rank < 1 || o->layer_min < 0 ||
-	    o->layer_max >= c->layers || o->layer_min > o->layer_max ||
-	    (o->act != CMR_ACT_QUICK_GELU && o->act != CMR_ACT_GELU && o->act != CMR_ACT_RELU))
+	if (o->point < 0 || o->point > CMR_HOOK_O || o->rank < 1 || o->layer_min < 0 || o->layer_max >= c->layers ||
+	    o->layer_min > o->layer_max || !(o->gain >= 0) ||
+	    (o->act != CMR_ACT_QUICK_GELU && o->act != CMR_ACT_GELU && o->act != CMR_ACT_RELU &&
+	     o->act != CMR_ADAPTER_LINEAR))
 		return cmr_errf(err, errlen, "adapter: rank %d, layers %d..%d of %d, point %d, activation %d: not usable",
 				o->rank, o->layer_min, o->layer_max, c->layers, o->point, o->act);
 	int n = o->layer_max - o->layer_min + 1, rank = o->rank;
@@ -86,6 +97,7 @@ int cmr_adapter_add(cmr_clip *m, cmr_adapter *a, int tower, const cmr_adapter_op
 	a->point = o->point;
 	a->rank = rank;
 	a->act = o->act;
+	a->gain = o->gain > 0 ? o->gain : 1.0f;
 	a->layer_min = o->layer_min;
 	a->layer_max = o->layer_max;
 	a->down_w = malloc(5 * (size_t)n * sizeof(int));
@@ -104,9 +116,14 @@ int cmr_adapter_add(cmr_clip *m, cmr_adapter *a, int tower, const cmr_adapter_op
 	if ((a->var[i] = cmr_clip_add(m, nm, CMR_GROUP_ADAPTER, tower, l, -1, nd, shape, f, std, value)) < 0) \
 		return cmr_errf(err, errlen, "adapter: cannot add %s (out of memory, or the model has it)", nm);
 		ADD(down_w, "down.weight", 2, s_dw, fl | CMR_PARAM_DECAY, (float)(1.0 / sqrt((double)D)), 0)
-		ADD(down_b, "down.bias", 1, s_db, fl, 0, 0)
+		a->down_b[i] = a->up_b[i] = -1;
+		if (o->bias) {
+			ADD(down_b, "down.bias", 1, s_db, fl, 0, 0)
+		}
 		ADD(up_w, "up.weight", 2, s_uw, fl | CMR_PARAM_DECAY, 0, 0) /* zero: no effect until trained */
-		ADD(up_b, "up.bias", 1, s_ub, fl, 0, 0)
+		if (o->bias) {
+			ADD(up_b, "up.bias", 1, s_ub, fl, 0, 0)
+		}
 		a->scale[i] = -1;
 		if (o->scale != 0) {
 			ADD(scale, "scale", 1, s_s, fl, 0, o->scale)

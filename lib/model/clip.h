@@ -237,8 +237,14 @@ int cmr_clip_tower_trains(const cmr_clip *m, int tower);
  *                   its backward pass needs of in; backward gets in = NULL, dout the gradient
  *                   of the block's output after the module, din holding dout already (the
  *                   identity path), to which it adds J^T dout;
- *   CMR_HOOK_MLP_OUT   the same on the MLP block's output (after fc2). */
-enum { CMR_HOOK_ATTN, CMR_HOOK_MLP, CMR_HOOK_RESID, CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT };
+ *   CMR_HOOK_MLP_OUT   the same on the MLP block's output (after fc2);
+ *   CMR_HOOK_Q, _K, _V read the attention's input (after layer_norm1) and add to the query,
+ *                   key or value projection's output (the query before its 1/sqrt(head
+ *                   dim) scale): LoRA on those weights;
+ *   CMR_HOOK_O      reads the attention's output (the heads concatenated) and adds to
+ *                   out_proj's output, before the attn_out modules. */
+enum { CMR_HOOK_ATTN, CMR_HOOK_MLP, CMR_HOOK_RESID, CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT, CMR_HOOK_Q, CMR_HOOK_K,
+       CMR_HOOK_V, CMR_HOOK_O };
 
 typedef struct cmr_hook_io {
 	const cmr_ops *ops;
@@ -265,6 +271,11 @@ struct cmr_hook {
 /* Attaches h to a tower (kept by the caller, who frees it after the model, or gives it to
  * the model with cmr_clip_own). */
 void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
+/* Detaches h from its tower (LoRA merged into the weights needs no pass of its own). */
+void cmr_clip_detach(cmr_clip *m, int tower, cmr_hook *h);
+/* Parameter p's values as a writable copy the model owns (frozen weights are read-only
+ * mappings of the checkpoint), bound where the tower reads them. NULL when out of memory. */
+float *cmr_clip_writable(cmr_clip *m, cmr_param *p);
 /* The model frees p with fn when it is freed (last given, first freed). Returns 0 or -1. */
 int cmr_clip_own(cmr_clip *m, void *p, void (*fn)(void *));
 

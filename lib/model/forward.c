@@ -352,10 +352,16 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 		ops->linear(A.h1, L->w[CMR_L_Q_W], L->w[CMR_L_Q_B], A.q, R, D, D);
 		ops->linear(A.h1, L->w[CMR_L_K_W], L->w[CMR_L_K_B], A.k, R, D, D);
 		ops->linear(A.h1, L->w[CMR_L_V_W], L->w[CMR_L_V_B], A.v, R, D, D);
+		if (t->hooks) {
+			hooks_forward(t, ops, ws, CMR_HOOK_Q, l, A.h1, A.q, A.hs);
+			hooks_forward(t, ops, ws, CMR_HOOK_K, l, A.h1, A.k, A.hs);
+			hooks_forward(t, ops, ws, CMR_HOOK_V, l, A.h1, A.v, A.hs);
+		}
 		ops->scale(A.q, n, scale); /* HF scales the projected queries */
 		ops->attention(A.q, A.k, A.v, A.a, B, dl->start, dl->len, H, Dh, !vision, ws->scratch);
 		ops->linear(A.a, L->w[CMR_L_O_W], L->w[CMR_L_O_B], ws->tmp, R, D, D);
 		if (t->hooks) {
+			hooks_forward(t, ops, ws, CMR_HOOK_O, l, A.a, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_ATTN_OUT, l, ws->tmp, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_ATTN, l, A.h1, ws->tmp, A.hs);
 			hooks_forward(t, ops, ws, CMR_HOOK_RESID, l, A.xin, ws->tmp, A.hs);
@@ -447,6 +453,8 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 			dattn = ws->dk;
 		}
 		ops->linear_bw(A.a, L->w[CMR_L_O_W], dattn, ws->da, g[CMR_L_O_W], g[CMR_L_O_B], R, D, D);
+		if (t->hooks)
+			hooks_backward(t, ops, ws, CMR_HOOK_O, l, A.a, dattn, ws->da, A.hs);
 		if (dattn == ws->dk)
 			ops->zero(ws->dk, n);
 		if (ws->recompute) { /* q, k and v again, as the forward pass computed them */
@@ -463,6 +471,11 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 		ops->linear_bw(A.h1, L->w[CMR_L_Q_W], ws->dq, ws->dh, g[CMR_L_Q_W], g[CMR_L_Q_B], R, D, D);
 		ops->linear_bw(A.h1, L->w[CMR_L_K_W], ws->dk, ws->dh, g[CMR_L_K_W], g[CMR_L_K_B], R, D, D);
 		ops->linear_bw(A.h1, L->w[CMR_L_V_W], ws->dv, ws->dh, g[CMR_L_V_W], g[CMR_L_V_B], R, D, D);
+		if (t->hooks) {
+			hooks_backward(t, ops, ws, CMR_HOOK_Q, l, A.h1, ws->dq, ws->dh, A.hs);
+			hooks_backward(t, ops, ws, CMR_HOOK_K, l, A.h1, ws->dk, ws->dh, A.hs);
+			hooks_backward(t, ops, ws, CMR_HOOK_V, l, A.h1, ws->dv, ws->dh, A.hs);
+		}
 		int resid = 0;
 		if (t->hooks) {
 			hooks_backward(t, ops, ws, CMR_HOOK_ATTN, l, A.h1, ws->dx, ws->dh, A.hs);

@@ -1149,6 +1149,30 @@ int cmr_clip_tower_trains(const cmr_clip *m, int tower)
 	return m->tower[tower].grad_from <= m->tower[tower].cfg.layers;
 }
 
+void cmr_clip_detach(cmr_clip *m, int tower, cmr_hook *h)
+{
+	for (cmr_hook **at = &m->tower[tower].hooks; *at; at = &(*at)->next)
+		if (*at == h) {
+			*at = h->next;
+			h->next = NULL;
+			return;
+		}
+}
+
+float *cmr_clip_writable(cmr_clip *m, cmr_param *p)
+{
+	if (!p->owned) {
+		float *w = malloc(p->n * sizeof *w + 1);
+		if (!w)
+			return NULL;
+		memcpy(w, p->w, p->n * sizeof *w);
+		p->w = w;
+		p->owned = 1;
+		bind(m, p);
+	}
+	return p->w;
+}
+
 void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h)
 {
 	cmr_hook **at = &m->tower[tower].hooks;

@@ -42,8 +42,12 @@ static int tunes(const cmr_tuning *t, int k)
 /* the points of an adapter type (CMR_HOOK_*), -1 ended; NULL for an unknown type */
 static const int *adapter_points(const char *type)
 {
-	static const int parallel[] = {CMR_HOOK_MLP, -1}, sequential[] = {CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT, -1};
-	return strcmp(type, "parallel") == 0 ? parallel : strcmp(type, "sequential") == 0 ? sequential : NULL;
+	static const int parallel[] = {CMR_HOOK_MLP, -1}, sequential[] = {CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT, -1},
+			 lora[] = {CMR_HOOK_Q, CMR_HOOK_K, CMR_HOOK_V, CMR_HOOK_O, -1};
+	return strcmp(type, "parallel") == 0     ? parallel
+	       : strcmp(type, "sequential") == 0 ? sequential
+	       : strcmp(type, "lora") == 0       ? lora
+						 : NULL;
 }
 
 static void free_adapter(void *p)
@@ -69,7 +73,7 @@ int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, si
 	}
 	if (is_adapter(t)) {
 		if (!adapter_points(t->adapter_type))
-			return fail(err, errlen, "adapter type '%s' is not parallel or sequential", t->adapter_type);
+			return fail(err, errlen, "adapter type '%s' is not parallel, sequential or lora", t->adapter_type);
 		for (int k = 0; k < 2; k++)
 			if (t->adapter_width[k] < 0 || t->adapter_width[k] > CMR_TUNING_MAX_WIDTH)
 				return fail(err, errlen, "an adapter width of %d: from 0 to %d", t->adapter_width[k],
@@ -116,12 +120,17 @@ int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_
 	}
 	if (is_adapter(t)) { /* every layer of each tower with a width; the model owns them */
 		const int *pts = adapter_points(t->adapter_type);
-		int seq = pts[0] == CMR_HOOK_ATTN_OUT;
+		int seq = pts[0] == CMR_HOOK_ATTN_OUT, lora = pts[0] == CMR_HOOK_Q;
 		for (int k = 0; k < 2; k++)
 			for (int i = 0; t->adapter_width[k] && pts[i] >= 0; i++) {
 				cmr_adapter *a = malloc(sizeof *a);
-				cmr_adapter_opts o = {pts[i], t->adapter_width[k], 0, m->tower[k].cfg.layers - 1,
-						      seq ? CMR_ACT_GELU : CMR_ACT_RELU, seq ? 1.0f : 0.1f, fl};
+				/* LoRA: A = down (N(0, 1/width)), B = up (zero), gain alpha / r (alpha: the
+				 * rank, so 1), no bias, no activation, no learnt scale */
+				cmr_adapter_opts o = {
+					.point = pts[i], .rank = t->adapter_width[k], .layer_min = 0,
+					.layer_max = m->tower[k].cfg.layers - 1,
+					.act = lora ? CMR_ADAPTER_LINEAR : seq ? CMR_ACT_GELU : CMR_ACT_RELU,
+					.scale = lora ? 0 : seq ? 1.0f : 0.1f, .bias = !lora, .gain = 1.0f, .flags = fl};
 				if (!a || cmr_clip_own(m, a, free_adapter) < 0) {
 					free(a);
 					return fail(err, errlen, "out of memory");
@@ -286,6 +295,47 @@ out:
 	return L;
 }
 
+int cmr_tuning_merge(cmr_clip *m, const cmr_tuning *t, char *err, size_t errlen)
+{
+	if (!is_adapter(t) || strcmp(t->adapter_type, "lora") != 0)
+		return 0;
+	static const int slot[4] = {CMR_L_Q_W, CMR_L_K_W, CMR_L_V_W, CMR_L_O_W};
+	for (int k = 0; k < 2; k++) {
+		cmr_clip_tower *tw = &m->tower[k];
+		if (!tw->layer || !((m->towers >> k) & 1))
+			continue; /* not loaded (its modules never run) */
+		for (cmr_hook *h = tw->hooks, *next; h; h = next) {
+			next = h->next;
+			const cmr_adapter *a = h->self;
+			if (h->point < CMR_HOOK_Q || h->point > CMR_HOOK_O || a->tower != k) /* only LoRA's are there */
+				continue;
+			int D = tw->cfg.width, r = a->rank;
+			for (int l = a->layer_min; l <= a->layer_max; l++) {
+				const cmr_param *A = &m->param[a->down_w[l - a->layer_min]],
+						*Bp = &m->param[a->up_w[l - a->layer_min]];
+				cmr_param *W = NULL;
+				for (int i = 0; i < m->nparam && !W; i++)
+					if (m->param[i].tower == k && m->param[i].layer == l &&
+					    m->param[i].slot == slot[h->point - CMR_HOOK_Q])
+						W = &m->param[i];
+				float *w = W && W->w && A->w && Bp->w ? cmr_clip_writable(m, W) : NULL;
+				if (!w)
+					return fail(err, errlen, "out of memory merging LoRA into layer %d", l);
+				/* W [D, D] += gain B [D, r] A [r, D], accumulated in double */
+				for (int i = 0; i < D; i++)
+					for (int j = 0; j < D; j++) {
+						double s = 0;
+						for (int q = 0; q < r; q++)
+							s += (double)Bp->w[(size_t)i * r + q] * A->w[(size_t)q * D + j];
+						w[(size_t)i * D + j] += (float)(a->gain * s);
+					}
+			}
+			cmr_clip_detach(m, k, h);
+		}
+	}
+	return 0;
+}
+
 int cmr_tuning_encode_images(const cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, cmr_clip_ws *ws,
 			     const uint8_t *const *pixels, int B, float *out, int32_t *sel)
 {
@@ -418,8 +468,8 @@ int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning 
 			goto out;
 		if (!adapter_points(t->adapter_type) || (!t->adapter_width[0] && !t->adapter_width[1]) || t->deep ||
 		    t->text_prompts || t->vision_prompts) {
-			fail(err, errlen, "%s: adapters of type '%s', widths vision %d and text %d: the type must be parallel "
-					  "or sequential, a width at least 1, and no prompts beside them",
+			fail(err, errlen, "%s: adapters of type '%s', widths vision %d and text %d: the type must be parallel, "
+					  "sequential or lora, a width at least 1, and no prompts beside them",
 			     name, t->adapter_type, t->adapter_width[0], t->adapter_width[1]);
 			goto out;
 		}
@@ -595,7 +645,7 @@ cmr_clip *cmr_tuning_open(const char *base, const char *tuning_dir, unsigned mas
 		return NULL;
 	}
 	cmr_clip_set_name(m, base);
-	if (cmr_tuning_load(m, t, tuning_dir, mask, err, errlen) < 0) {
+	if (cmr_tuning_load(m, t, tuning_dir, mask, err, errlen) < 0 || cmr_tuning_merge(m, t, err, errlen) < 0) {
 		cmr_clip_free(m);
 		return NULL;
 	}
@@ -636,9 +686,11 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 				      "base_model_name_or_path", t->base, "base_model_hash", hash, "adapter", "type",
 				      t->adapter_type, "vision", t->adapter_width[CMR_TOWER_VISION], "text",
 				      t->adapter_width[CMR_TOWER_TEXT], "placement",
-				      strcmp(t->adapter_type, "parallel") == 0 ? "beside each MLP, reading its input"
-									      : "on each attention and MLP block's output",
-				      "scale", "learnt, per tower, layer and place", "train_logit_scale", t->logit_scale,
+				      strcmp(t->adapter_type, "parallel") == 0   ? "beside each MLP, reading its input"
+				      : strcmp(t->adapter_type, "sequential") == 0 ? "on each attention and MLP block's output"
+										   : "on the attention's q, k, v and out projections",
+				      "scale", strcmp(t->adapter_type, "lora") == 0 ? "alpha / r = 1, merged into the weights when applied"
+									       : "learnt, per tower, layer and place", "train_logit_scale", t->logit_scale,
 				      "training", tr ? tr : json_null());
 		return dumps_line(o);
 	}

@@ -34,8 +34,9 @@ typedef struct cmr_tuning {
 	int pool_size, pool_length, pool_topk;
 	/* adapter (issue 18): bottleneck adapters in every layer of the towers with a width,
 	 * frozen base; type "parallel" (AdaptFormer: beside each MLP, reading its input, ReLU, a
-	 * learnt scale from 0.1) or "sequential" (Houlsby: on each attention and MLP block's
-	 * output, GELU, a learnt scale from 1); up projections start at zero */
+	 * learnt scale from 0.1), "sequential" (Houlsby: on each attention and MLP block's
+	 * output, GELU, a learnt scale from 1) or "lora" (W + B A on the attention's q, k, v and
+	 * out projections, merged when applied); up projections (B) start at zero */
 	char adapter_type[16];
 	int adapter_width[2];   /* the bottleneck per tower (enum cmr_tower); 0: none */
 	char init[256];         /* the text prompts' initial phrase ("" : random) */
@@ -105,6 +106,11 @@ int cmr_tuning_read(const char *dir, cmr_tuning *t, char *err, size_t errlen);
  * tower's hash to the identity of base + tuning (base_hash keeps the base's). Returns 0 or
  * -1 naming the file. */
 int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned mask, char *err, size_t errlen);
+
+/* LoRA's adapters (type lora) merged into the attention weights they sit on, W += gain B A,
+ * and detached: inference then costs what the base does. Other tunings: nothing. Returns 0
+ * or -1 (out of memory). cmr_tuning_open does it. */
+int cmr_tuning_merge(cmr_clip *m, const cmr_tuning *t, char *err, size_t errlen);
 
 /* Opens base DIR with the tuning of TUNING_DIR for the towers in mask (config, table, the
  * tuning's parameters, base weights, tuning tensors); t receives the tuning's description. */

@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (strcmp(t.method, "adapter") == 0) {
-		if ((strcmp(t.adapter_type, "parallel") != 0 && strcmp(t.adapter_type, "sequential") != 0) ||
+		if ((strcmp(t.adapter_type, "parallel") != 0 && strcmp(t.adapter_type, "sequential") != 0 &&
+		     strcmp(t.adapter_type, "lora") != 0) ||
 		    t.adapter_width[0] < 0 || t.adapter_width[1] < 0 || t.adapter_width[0] > CMR_TUNING_MAX_WIDTH ||
 		    t.adapter_width[1] > CMR_TUNING_MAX_WIDTH || !(t.adapter_width[0] || t.adapter_width[1]) || t.deep ||
 		    t.text_prompts || t.vision_prompts)

@@ -8,11 +8,15 @@ independently of cmr's hook interface. In every layer of a tower with width r > 
   sequential (Houlsby et al. 2019) on each block's output, before its residual sum:
              a' = a + s_a * up(GELU(down(a))),  a = attention(LN1 x)      (point attn_out)
              m' = m + s_m * up(GELU(down(m))),  m = MLP(LN2 x_mid)         (point mlp_out)
+  lora       (Hu et al. 2021, alpha = r) on the attention's projections W of q, k, v (input
+             LN1 x) and out (input the heads' output): x W^T + b + x A^T B^T, A = down, B = up,
+             no biases, no scale (points q, k, v, o)
 
 down [r, width] with a bias, up [width, r] with a bias, s a learnt scalar per layer and point.
 Their values here are random (up not zero), so that every gradient is there.
 
 Usage: adapter_reference.py MODEL_DIR IMAGES.cmr TOKENS.cmr OUT.safetensors TYPE VISION_R TEXT_R SEED
+(TYPE: parallel, sequential or lora)
 Output tensors (F32): every adapter tensor under its cmr name
 adapters.<tower>.<point>.layers.<l>.{down.weight, down.bias, up.weight, up.bias, scale};
 adapter [3] (type: 0 parallel, 1 sequential; the two widths); emb.image [B, P], emb.text [B, P]
@@ -33,7 +37,12 @@ from train_reference import write_safetensors  # noqa: E402
 torch.set_grad_enabled(True)
 torch.set_default_dtype(torch.float64)
 
-POINTS = {"parallel": ["mlp"], "sequential": ["attn_out", "mlp_out"]}
+POINTS = {"parallel": ["mlp"], "sequential": ["attn_out", "mlp_out"], "lora": ["q", "k", "v", "o"]}
+
+
+def lora(A, name, x):
+    """LoRA (Hu et al. 2021) with alpha = r: x A^T B^T"""
+    return F.linear(F.linear(x, A[name + ".down.weight"]), A[name + ".up.weight"])
 
 
 def module(A, name, x, act):
@@ -50,17 +59,21 @@ def encoder(x, W, prefix, cfg, causal, A, tower, kind):
     for l in range(cfg["num_hidden_layers"]):
         p = "%s.encoder.layers.%d." % (prefix, l)
         name = lambda point: "adapters.%s.%s.layers.%d" % (tower, point, l)  # noqa: E731
-        on = A is not None and (name(POINTS[kind][0]) + ".scale") in A
+        on = A is not None and (name(POINTS[kind][0]) + ".down.weight") in A
         h = ref.layer_norm(x, W[p + "layer_norm1.weight"], W[p + "layer_norm1.bias"], eps)
-        q = F.linear(h, W[p + "self_attn.q_proj.weight"], W[p + "self_attn.q_proj.bias"]) * Dh ** -0.5
+        q = F.linear(h, W[p + "self_attn.q_proj.weight"], W[p + "self_attn.q_proj.bias"])
         k = F.linear(h, W[p + "self_attn.k_proj.weight"], W[p + "self_attn.k_proj.bias"])
         v = F.linear(h, W[p + "self_attn.v_proj.weight"], W[p + "self_attn.v_proj.bias"])
+        if on and kind == "lora":
+            q, k, v = q + lora(A, name("q"), h), k + lora(A, name("k"), h), v + lora(A, name("v"), h)
+        q = q * Dh ** -0.5
         q, k, v = (t.view(B, S, H, Dh).transpose(1, 2) for t in (q, k, v))
         scores = q @ k.transpose(-1, -2)
         if mask is not None:
             scores = scores + mask
         a = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, S, D)
-        a = F.linear(a, W[p + "self_attn.out_proj.weight"], W[p + "self_attn.out_proj.bias"])
+        o = F.linear(a, W[p + "self_attn.out_proj.weight"], W[p + "self_attn.out_proj.bias"])
+        a = o + lora(A, name("o"), a) if on and kind == "lora" else o
         if on and kind == "sequential":
             a = a + module(A, name("attn_out"), a, F.gelu)
         x = x + a
@@ -129,10 +142,12 @@ def main():
             for point in POINTS[kind]:
                 n = "adapters.%s.%s.layers.%d" % (tower, point, l)
                 draw(n + ".down.weight", (r, d), 1 / math.sqrt(d))
-                draw(n + ".down.bias", (r,), 0.1)
+                if kind != "lora":
+                    draw(n + ".down.bias", (r,), 0.1)
                 draw(n + ".up.weight", (d, r), 1 / math.sqrt(r))
-                draw(n + ".up.bias", (d,), 0.1)
-                draw(n + ".scale", (1,), 0.5)
+                if kind != "lora":
+                    draw(n + ".up.bias", (d,), 0.1)
+                    draw(n + ".scale", (1,), 0.5)
     img = torch.stack([encode_image(W, cfg, pre, a, A, kind) for a in images])
     txt = torch.stack([encode_text(W, cfg, t, A, kind) for t in tokens])
     ni, nt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
@@ -141,7 +156,7 @@ def main():
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
     loss.backward()
     res = {name: t.detach().numpy().astype(np.float32) for name, t in A.items()}
-    res["adapter"] = np.array([0 if kind == "parallel" else 1, vr, tr], dtype=np.float32)
+    res["adapter"] = np.array([["parallel", "sequential", "lora"].index(kind), vr, tr], dtype=np.float32)
     res["emb.image"] = img.detach().numpy().astype(np.float32)
     res["emb.text"] = txt.detach().numpy().astype(np.float32)
     res["loss"] = np.array([loss.item()], dtype=np.float32)

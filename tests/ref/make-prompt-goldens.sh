@@ -9,7 +9,7 @@
 #                 perspectives (one image lacks one), weights 0.3, 0.5, margin 0.2, pull 0.5
 #                 (tests/ref/pool_reference.py; larger than the defaults, so that every term
 #                 shows in the gradients)
-#   tiny-adapter-parallel, tiny-adapter-sequential   tiny model, adapters of width 8 (vision)
+#   tiny-adapter-{parallel,sequential,lora}   tiny model, adapters of width (rank) 8 (vision)
 #                 and 4 (text), random values (tests/ref/adapter_reference.py)
 # Needs a built tree (make check builds mkclip). Run from the top of the tree. The record
 # seeds here are tests/cli/t91-prompt.sh's.
@@ -27,7 +27,7 @@ $M tokens 4 8 >"$T/t.cmr"
 $M descs 4 3 9 >"$T/d.cmr"
 /usr/bin/python3 tests/ref/pool_reference.py "$T/tiny" "$T/i.cmr" "$T/t.cmr" "$T/d.cmr" $G/tiny-pool.safetensors \
 	5 2 3 4 0.3 0.5 0.2 0.5
-for k in parallel sequential; do
+for k in parallel sequential lora; do
 	/usr/bin/python3 tests/ref/adapter_reference.py "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-adapter-$k.safetensors $k 8 4 5
 done
 $M model "$T/b32" b32

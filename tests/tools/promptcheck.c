@@ -225,7 +225,9 @@ int main(int argc, char **argv)
 	int pool = cmr_st_get(gold, "prompt.vision.keys") != NULL;
 	if (cmr_st_get(gold, "adapter")) { /* tests/ref/adapter_reference.py's: [type, widths] */
 		strcpy(t.method, "adapter");
-		strcpy(t.adapter_type, scalar(gold, "adapter", 0) == 0 ? "parallel" : "sequential");
+		static const char *types[3] = {"parallel", "sequential", "lora"};
+		int ty = (int)scalar(gold, "adapter", 0);
+		strcpy(t.adapter_type, types[ty >= 0 && ty < 3 ? ty : 0]);
 		t.adapter_width[CMR_TOWER_VISION] = (int)scalar(gold, "adapter", 1);
 		t.adapter_width[CMR_TOWER_TEXT] = (int)scalar(gold, "adapter", 2);
 	}
@@ -361,6 +363,26 @@ int main(int argc, char **argv)
 	for (int i = 0; i < m->nparam; i++)
 		others += m->param[i].g && !tuned(&m->param[i]);
 	check(others == 0, "frozen base: no other parameter has a gradient", others, 0);
+	if (strcmp(t.method, "adapter") == 0 && strcmp(t.adapter_type, "lora") == 0) {
+		/* merged into the weights (as cmr-encode applies it): the same embeddings, no module */
+		float *me = malloc(2 * (size_t)B * P * sizeof *me);
+		cmr_clip_ws *mi = NULL, *mt = NULL;
+		if (!me || cmr_tuning_merge(m, &t, err, sizeof err) < 0 ||
+		    !(mi = cmr_clip_ws_new(m, ops, CMR_TOWER_VISION, B, 0, 0)) ||
+		    !(mt = cmr_clip_ws_new(m, ops, CMR_TOWER_TEXT, B, total, 0)) ||
+		    cmr_clip_encode_images(m, ops, mi, px, B, me) < 0 ||
+		    cmr_clip_encode_texts(m, ops, mt, ids, tlen, B, me + (size_t)B * P) < 0) {
+			fprintf(stderr, "promptcheck: merging failed\n");
+			return 1;
+		}
+		double mw = fmax(rows_error(me, emb, B, P), rows_error(me + (size_t)B * P, emb + (size_t)B * P, B, P));
+		check(mw <= ftol, "LoRA merged into the weights: the unmerged embeddings (worst relative L2)", mw, ftol);
+		check(!m->tower[0].hooks && !m->tower[1].hooks, "merged: no module left on the layers",
+		      !!m->tower[0].hooks + !!m->tower[1].hooks, 0);
+		free(me);
+		cmr_clip_ws_free(mi);
+		cmr_clip_ws_free(mt);
+	}
 	printf("%s\n", failures ? "FAILED" : "OK");
 	fflush(stdout); /* before any sanitizer report at exit */
 	for (int b = 0; b < B; b++)

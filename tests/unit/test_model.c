@@ -62,13 +62,14 @@ TEST(model_zero_init_adapters_change_nothing)
 	make_inputs();
 	cmr_clip_cfg c = unit_tiny_cfg();
 	cmr_clip *m0 = cmr_clip_new(&c), *m1 = cmr_clip_new(&c);
-	cmr_adapter ad[2][5];
+	cmr_adapter ad[2][9];
 	char err[256];
 	CHECK(m0 && m1);
 	for (int k = 0; k < 2; k++)
-		for (int p = 0; p < 5; p++) { /* every point; the output points scaled, one with ReLU */
-			cmr_adapter_opts o = {p, 4, 0, 1, p == CMR_HOOK_MLP_OUT ? CMR_ACT_RELU : CMR_ACT_QUICK_GELU,
-					      p >= CMR_HOOK_ATTN_OUT ? 0.1f : 0, CMR_PARAM_TRAIN};
+		for (int p = 0; p < 9; p++) { /* every point; the output points scaled, one with ReLU */
+			cmr_adapter_opts o = {.point = p, .rank = 4, .layer_min = 0, .layer_max = 1,
+					      .act = p == CMR_HOOK_MLP_OUT ? CMR_ACT_RELU : CMR_ACT_QUICK_GELU,
+					      .scale = p >= CMR_HOOK_ATTN_OUT ? 0.1f : 0, .bias = 1, .flags = CMR_PARAM_TRAIN};
 			CHECK(cmr_adapter_add(m1, &ad[k][p], k, &o, err, sizeof err) == 0);
 		}
 	CHECK(cmr_clip_init(m0, 7, err, sizeof err) == 0 && cmr_clip_init(m1, 7, err, sizeof err) == 0);
@@ -88,7 +89,7 @@ TEST(model_zero_init_adapters_change_nothing)
 		CHECK((m1->param[i].g != NULL) == (m1->param[i].group == CMR_GROUP_ADAPTER));
 	CHECK(m1->tower[0].grad_from == 0 && m1->tower[1].grad_from == 0);
 	for (int k = 0; k < 2; k++)
-		for (int p = 0; p < 5; p++)
+		for (int p = 0; p < 9; p++)
 			cmr_adapter_free(&ad[k][p]);
 	cmr_clip_free(m0);
 	cmr_clip_free(m1);
@@ -347,7 +348,8 @@ TEST(model_adapter_and_prefix_gradients_match_finite_differences)
 	for (int k = 0; k < 2; k++)
 		for (int p = 0; p < 3; p++)
 		{
-			cmr_adapter_opts o = {p, 4, 1 - (p == 2), 1, CMR_ACT_QUICK_GELU, 0, CMR_PARAM_TRAIN};
+			cmr_adapter_opts o = {.point = p, .rank = 4, .layer_min = 1 - (p == 2), .layer_max = 1,
+					      .act = CMR_ACT_QUICK_GELU, .bias = 1, .flags = CMR_PARAM_TRAIN};
 			CHECK(cmr_adapter_add(m, &ad[k][p], k, &o, err, sizeof err) == 0);
 		}
 	int64_t sh[2] = {3, 32};

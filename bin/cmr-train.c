@@ -4,6 +4,7 @@
  * end: options, the model and what of it is trained; the run itself is lib/model/run.c. */
 #include <errno.h>
 #include <fnmatch.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "eval.h"
 #include "fe.h"
 #include "util.h"
 #include "model/run.h"
@@ -66,6 +68,10 @@ static const cmr_tool tool = {
 	"      --adapter-width N | vision=N,text=N\n"
 	"                        the bottleneck (LoRA's rank), one for both towers or one per\n"
 	"                        tower (0: none in that tower; default 16)\n"
+	"      --adapter-capacity auto|given\n"
+	"                        auto: split the two towers' budget (2 x the width) in the\n"
+	"                        proportion of the effective ranks of the base's image and text\n"
+	"                        features on the training data (printed); given (default): as given\n"
 	"\nPrompt pool (APSE-IPIK's pool, L2P's keys; cmr-promptpool init makes one):\n"
 	"      --pool DIR        train this pool's prompts and keys on its frozen base (-m, or the\n"
 	"                        base it records): each image takes its top-k prompts by its query\n"
@@ -128,7 +134,7 @@ struct opts {
 	int batch, epochs, threads;
 	int text_prompts, vision_prompts, deep, train_logit, recompute, majority;
 	const char *adapter;
-	int adapter_width[2], adapter_width_given;
+	int adapter_width[2], adapter_width_given, adapter_auto;
 	const char *pool;
 	double pull;
 	const char *prompt_init;
@@ -150,7 +156,7 @@ enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
-	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH
+	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP
 };
 
 /* --adapter-width: N, or vision=N,text=N (either may be left out: 0) */
@@ -226,6 +232,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"majority", no_argument, NULL, OPT_MAJORITY},
 		{"adapter", required_argument, NULL, OPT_ADAPTER},
 		{"adapter-width", required_argument, NULL, OPT_ADAPTER_WIDTH},
+		{"adapter-capacity", required_argument, NULL, OPT_ADAPTER_CAP},
 		{"desc", required_argument, NULL, OPT_DESC},
 		{"desc-clip", required_argument, NULL, OPT_DESC_CLIP},
 		{"desc-trip", required_argument, NULL, OPT_DESC_TRIP},
@@ -313,6 +320,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			o->adapter = optarg;
 			break;
 		case OPT_ADAPTER_WIDTH: parse_widths(optarg, o->adapter_width), o->adapter_width_given = 1; break;
+		case OPT_ADAPTER_CAP:
+			if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "given") != 0)
+				cmr_usage_error("--adapter-capacity: '%s' is not auto or given", optarg);
+			o->adapter_auto = strcmp(optarg, "auto") == 0;
+			break;
 		case OPT_DESC:
 			if (o->ndescs == MAXGLOB)
 				cmr_usage_error("at most %d --desc streams", MAXGLOB);
@@ -328,8 +340,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	}
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
-	if (o->adapter_width_given && !o->adapter)
-		cmr_usage_error("--adapter-width goes with --adapter TYPE");
+	if ((o->adapter_width_given || o->adapter_auto) && !o->adapter)
+		cmr_usage_error("--adapter-width and --adapter-capacity go with --adapter TYPE");
+	if (o->adapter_auto && o->adapter_width_given && o->adapter_width[0] != o->adapter_width[1])
+		cmr_usage_error("--adapter-capacity auto sets the two widths: give one --adapter-width N (the budget per "
+				"tower), not two");
 	if (o->adapter && !o->adapter_width_given)
 		o->adapter_width[0] = o->adapter_width[1] = 16;
 	if (o->adapter && (o->text_prompts || o->vision_prompts || o->pool || o->config || o->resume || o->deep ||
@@ -427,6 +442,61 @@ static size_t select_trained(cmr_clip *m, const struct opts *o)
 	return ntrain;
 }
 
+/* --adapter-capacity auto: the two towers' widths from the effective rank of the frozen
+ * base's features on the training data (the pooled states before the projections, of up
+ * to 1024 images and one caption each), splitting the budget of both towers at the width
+ * given (2 x N) in their proportion */
+static void adapter_capacity(const struct opts *o, const cmr_clip_cfg *cfg, const char *base, const cmr_pairs *d,
+			     int width[2])
+{
+	char err[1024], path[4096];
+	cmr_clip *m = cmr_clip_new(cfg);
+	snprintf(path, sizeof path, "%s/%s", base, cmr_clip_weights_name(cfg));
+	if (!m || cmr_clip_load(m, path, CMR_TOWERS_BOTH, 0, err, sizeof err) < 0)
+		cmr_die("%s", m ? err : "out of memory");
+	size_t n = d->nimg < 1024 ? d->nimg : 1024;
+	int B = 32, D[2] = {cfg->vision.width, cfg->text.width};
+	double er[2];
+	cmr_clip_ws *ws[2] = {cmr_clip_ws_new(m, o->ops, CMR_TOWER_VISION, B, 0, 0),
+			      cmr_clip_ws_new(m, o->ops, CMR_TOWER_TEXT, B, B * cfg->text.context, 0)};
+	float *out = malloc((size_t)B * cfg->proj * sizeof *out);
+	if (!ws[0] || !ws[1] || !out)
+		cmr_die("out of memory");
+	for (int k = 0; k < 2; k++) {
+		float *x = malloc(n * (size_t)D[k] * sizeof *x);
+		if (!x)
+			cmr_die("out of memory");
+		for (size_t i = 0; i < n; i += (size_t)B) {
+			int nb = (int)(n - i < (size_t)B ? n - i : (size_t)B);
+			const uint8_t *px[32];
+			const int32_t *ids[32];
+			int lens[32];
+			for (int b = 0; b < nb; b++) {
+				const cmr_pair_image *im = &d->img[i + b];
+				px[b] = im->px, ids[b] = d->tok[im->cap[0]], lens[b] = d->len[im->cap[0]];
+			}
+			cmr_batch bt = k == CMR_TOWER_VISION ? (cmr_batch){.B = nb, .pixels = px, .state = x + i * D[k]}
+							     : (cmr_batch){.B = nb, .ids = ids, .lens = lens, .state = x + i * D[k]};
+			if (cmr_clip_forward(m, k, o->ops, ws[k], &bt, out) < 0)
+				cmr_die("--adapter-capacity auto: the base's forward pass failed");
+		}
+		if ((er[k] = cmr_effective_rank(x, n, D[k])) < 0)
+			cmr_die("--adapter-capacity auto: no effective rank of %zu %s features", n, k ? "text" : "image");
+		free(x);
+		cmr_clip_ws_free(ws[k]);
+	}
+	free(out);
+	cmr_clip_free(m);
+	int total = width[0] + width[1];
+	width[0] = (int)lround(total * er[0] / (er[0] + er[1]));
+	width[0] = width[0] < 1 ? 1 : width[0] > total - 1 ? total - 1 : width[0];
+	width[1] = total - width[0];
+	if (cmr_verbose >= 0)
+		fprintf(stderr, "%s: adapter capacity: the base's features on %zu training pairs have effective rank %.1f of %d "
+				"(images) and %.1f of %d (texts): widths vision=%d,text=%d\n",
+			cmr_progname, n, er[0], D[0], er[1], D[1], width[0], width[1]);
+}
+
 static int run(struct opts *o, int argc, char **argv)
 {
 	char err[1024], path[4096];
@@ -489,6 +559,11 @@ static int run(struct opts *o, int argc, char **argv)
 			json_decref(p);
 		}
 	}
+	/* data */
+	cmr_pairs d = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "training"};
+	cmr_pairs_load(&d, o->inputs, o->ninputs);
+	if (o->adapter_auto)
+		adapter_capacity(o, &cfg, src, &d, tun.adapter_width);
 	cmr_clip *m = cmr_clip_new(&cfg);
 	if (!m)
 		cmr_die("out of memory for the model");
@@ -523,9 +598,6 @@ static int run(struct opts *o, int argc, char **argv)
 				 m->param[i].name);
 			break;
 		}
-	/* data */
-	cmr_pairs d = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "training"};
-	cmr_pairs_load(&d, o->inputs, o->ninputs);
 	cmr_pairs ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "evaluation"};
 	if (o->nevals)
 		cmr_pairs_load(&ev, o->evals, o->nevals);

@@ -6,6 +6,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* LAPACK (OpenBLAS exports it; no header is installed for the Fortran interface) */
+void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w, double *work,
+	    const int *lwork, int *info);
+
+double cmr_effective_rank(const float *x, size_t n, int d)
+{
+	if (n < 2 || d < 1)
+		return -1;
+	double *mu = calloc((size_t)d, sizeof *mu), *C = calloc((size_t)d * d, sizeof *C), *w = malloc((size_t)d * sizeof *w);
+	int lwork = -1, info = 0;
+	double q, r = -1;
+	double *work = NULL;
+	if (!mu || !C || !w)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		for (int j = 0; j < d; j++)
+			mu[j] += x[i * d + j];
+	for (int j = 0; j < d; j++)
+		mu[j] /= (double)n;
+	for (size_t i = 0; i < n; i++) /* the lower triangle (column-major: the upper of C) */
+		for (int a = 0; a < d; a++) {
+			double xa = x[i * d + a] - mu[a];
+			for (int b = 0; b <= a; b++)
+				C[(size_t)a * d + b] += xa * (x[i * d + b] - mu[b]);
+		}
+	dsyev_("N", "U", &d, C, &d, w, &q, &lwork, &info); /* the work size */
+	if (info != 0 || !(work = malloc((size_t)(lwork = (int)q) * sizeof *work)))
+		goto out;
+	dsyev_("N", "U", &d, C, &d, w, work, &lwork, &info);
+	if (info != 0)
+		goto out;
+	double sum = 0, h = 0;
+	for (int j = 0; j < d; j++) /* singular values of the centred rows: sqrt of the eigenvalues */
+		sum += w[j] = w[j] > 0 ? sqrt(w[j]) : 0;
+	if (!(sum > 0))
+		goto out;
+	for (int j = 0; j < d; j++)
+		if (w[j] > 0)
+			h -= w[j] / sum * log(w[j] / sum);
+	r = exp(h);
+out:
+	free(mu), free(C), free(w), free(work);
+	return r;
+}
+
 /* rank of column c in row (n scores), ties broken by input order */
 static uint32_t rank_of(const float *row, size_t n, size_t c)
 {

@@ -26,6 +26,12 @@ double cmr_recall(const uint32_t *rank, size_t n, uint32_t k);
 double cmr_rank_median(const uint32_t *rank, size_t n);
 double cmr_rank_mean(const uint32_t *rank, size_t n);
 
+/* The effective rank (Roy and Vetterli 2007) of n rows of d features, centred: exp of the
+ * entropy of the distribution of the singular values, from 1 (one direction) to d (all
+ * alike). The eigenvalues of the d x d covariance by LAPACK's dsyev (OpenBLAS). Returns it,
+ * or -1 when out of memory, n < 2 or LAPACK fails. */
+double cmr_effective_rank(const float *x, size_t n, int d);
+
 /* ---- zero-shot classification ---- */
 typedef struct cmr_classes {
 	size_t n;      /* classes, in the order their first text comes */

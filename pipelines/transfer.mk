@@ -15,7 +15,7 @@
 #   TARGETS      target databases                         default: render vocab compose personal
 #   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
 #                pool-desc vprompt-desc adapter-par adapter-seq adapter-par-ms adapter-seq-ms
-#                lora lora-ms
+#                adapter-seq-auto lora lora-ms
 #                (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
@@ -38,7 +38,7 @@ WORLDS      ?= examples/worlds
 SOURCE      ?= source
 TARGETS     ?= render vocab compose personal
 METHODS     ?= zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull pool-desc vprompt-desc \
-	       adapter-par adapter-seq adapter-par-ms adapter-seq-ms lora lora-ms
+	       adapter-par adapter-seq adapter-par-ms adapter-seq-ms adapter-seq-auto lora lora-ms
 SEEDS       ?= 1 2 3
 BASE_CONFIG ?= examples/transfer-base.json
 BASE_EPOCHS ?= 22
@@ -101,6 +101,9 @@ METHOD_ARGS_adapter-par-ms = --adapter parallel --adapter-width $(ADAPTER_WIDTH_
 METHOD_ARGS_adapter-seq-ms = --adapter sequential --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
 METHOD_ARGS_lora     = --adapter lora --adapter-width $(ADAPTER_WIDTH) --lr $(ADAPTER_LR)
 METHOD_ARGS_lora-ms  = --adapter lora --adapter-width $(ADAPTER_WIDTH_MS) --lr $(ADAPTER_LR)
+# the widths from the effective ranks of the base's features on the target (--adapter-capacity auto)
+METHOD_ARGS_adapter-seq-auto = --adapter sequential --adapter-width $(ADAPTER_WIDTH) --adapter-capacity auto \
+			--lr $(ADAPTER_LR)
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
 METHOD_INIT_prompts  := $(PROMPT_INIT)
 METHOD_INIT_deep     := $(PROMPT_INIT)

@@ -90,6 +90,19 @@ cmr-dump show -a "$WORK/li.cmr" | grep -A1 '^img000	' >"$WORK/li0"
 cmp -s "$WORK/bi" "$WORK/li0" && why "LoRA changed no image"
 end
 
+begin "--adapter-capacity auto: the widths from the base's features, printed and recorded; the budget kept"
+run cmr-train -t 1 -m "$TINY" -o "$WORK/auto" -b 8 --steps 2 --adapter sequential --adapter-width 8 --adapter-capacity auto "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+expect_stderr_has "adapter capacity: the base's features on 40 training pairs have effective rank "
+w=$(sed -n 's/.*widths vision=\([0-9]*\),text=\([0-9]*\).*/\1 \2/p' "$ERR")
+set -- $w
+[ $(($1 + $2)) -eq 16 ] || why "widths '$w' do not add up to 2 x 8"
+grep -q "\"vision\": $1," "$WORK/auto/adapter_config.json" || why "the config does not record vision=$1"
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter lora --adapter-width vision=8,text=2 --adapter-capacity auto "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "give one --adapter-width N"
+end
+
 begin "cmr-train --adapter sequential: interrupted with --max-steps and resumed gives the tuning of an uninterrupted run"
 cmr-train -q -t 1 -m "$TINY" -o "$WORK/full" -b 8 --epochs 4 --lr 1e-2 --adapter sequential --adapter-width 4 "$WORK/ti.cmr" "$WORK/tt.cmr"
 cmr-train -q -t 1 -m "$TINY" -o "$WORK/half" -b 8 --epochs 4 --lr 1e-2 --adapter sequential --adapter-width 4 --max-steps 9 "$WORK/ti.cmr" "$WORK/tt.cmr"
@@ -103,7 +116,7 @@ end
 begin "refusals: an adapter width without --adapter, a bad type or width, with prompts, on another base, a damaged config"
 run cmr-train -m "$TINY" -o "$WORK/x" --adapter-width 4 "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 2
-expect_stderr_has "--adapter-width goes with --adapter TYPE"
+expect_stderr_has "--adapter-width and --adapter-capacity go with --adapter TYPE"
 run cmr-train -m "$TINY" -o "$WORK/x" --adapter serial "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 2
 expect_stderr_has "--adapter: 'serial' is not parallel, sequential or lora"

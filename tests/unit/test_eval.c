@@ -1,5 +1,6 @@
 /* test_eval.c - ranks and recalls on small cases computed by hand. */
 #include <math.h>
+#include <string.h>
 
 #include "eval.h"
 #include "unit.h"
@@ -69,4 +70,25 @@ TEST(eval_image_without_text_is_refused)
 	float img[4] = {1, 0, 0, 1}, txt[2] = {1, 0};
 	uint32_t owner[1] = {0}, i2t[2], t2i[1];
 	CHECK(cmr_eval_ranks(&cmr_ops_blas, img, 2, txt, 1, 2, owner, i2t, t2i, 4) == -1);
+}
+
+/* The effective rank: 1 for rows along one direction, 2 for two equal orthogonal ones,
+ * d for rows spread equally over d directions, and between for unequal spreads. */
+TEST(eval_effective_rank_by_hand)
+{
+	enum { D = 6, N = 24 };
+	float x[N * D];
+	for (int k = 1; k <= D; k++) { /* rows +e_j, -e_j for j < k: k directions alike */
+		memset(x, 0, sizeof x);
+		for (int i = 0; i < N; i++)
+			x[i * D + (i / 2) % k] = i % 2 ? -1.0f : 1.0f;
+		double r = cmr_effective_rank(x, N, D);
+		CHECK(fabs(r - k) < 1e-9 * k || (k == 5 && r > 4 && r < 5)); /* 24 rows over 5: not equal */
+	}
+	memset(x, 0, sizeof x); /* two directions, variances 4 : 1 (singular values 2 : 1) */
+	for (int i = 0; i < N; i++)
+		x[i * D + (i % 4 < 2 ? 0 : 1)] = (i % 4 < 2 ? 2.0f : 1.0f) * (i % 2 ? -1.0f : 1.0f);
+	double p = 2.0 / 3, want = exp(-(p * log(p) + (1 - p) * log(1 - p)));
+	CHECK(fabs(cmr_effective_rank(x, N, D) - want) < 1e-9);
+	CHECK(cmr_effective_rank(x, 1, D) == -1);
 }

@@ -2,7 +2,8 @@
 # tune.sh - what tuning a few tensors of a frozen model costs next to fine-tuning all of it:
 # cmr-train on a ViT-B/32-shaped CLIP (tests/tools/mkclip b32, 151M parameters), batch 32,
 # captions of 20 tokens, training only the two projections, or 8 text and 8 vision prompts on
-# the frozen model (cmr-tuning(5)), vs every parameter: peak RSS
+# the frozen model (cmr-tuning(5)), or adapters of width 16 (parallel, sequential, LoRA), vs
+# every parameter: peak RSS
 # (GNU time's maximum resident set) and the mean step time (steps 3..N from the log's
 # clock), in the same run. Writes its section of bench/RESULTS.md. Needs a built tree (make
 # check builds mkclip), /usr/bin/time, python3-numpy.
@@ -30,12 +31,14 @@ measure() { # label, cmr-train options...
 }
 set -- $(measure proj --train visual_projection.weight --train text_projection.weight) \
 	$(measure full) $(measure prompts --text-prompts 8 --vision-prompts 8) \
-	$(measure recompute --text-prompts 8 --vision-prompts 8 --recompute)
+	$(measure recompute --text-prompts 8 --vision-prompts 8 --recompute) \
+	$(measure parallel --adapter parallel) $(measure sequential --adapter sequential) $(measure lora --adapter lora)
 ratio=$(awk -v a="$2" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 pratio=$(awk -v a="$8" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 rratio=$(awk -v a="${11}" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
+aratio=$(awk -v a="${14}" -v b="${17}" -v c="${20}" -v f="$5" 'BEGIN { printf "%.2f, %.2f and %.2f", a / f, b / f, c / f }')
 section="<!-- tune:begin -->
-## cmr-train: tuning the projections or prompts of a frozen ViT-B/32 vs fine-tuning all of it
+## cmr-train: tuning the projections, prompts or adapters of a frozen ViT-B/32 vs fine-tuning all of it
 
 Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load
 before the run $load. Date: $(date -u +%Y-%m-%d). Command: \`sh bench/tune.sh\` (STEPS=$STEPS, TH=$TH).
@@ -50,10 +53,15 @@ of the whole run (the mapped checkpoint's pages count).
 | every parameter (151M) | $5 | $6 |
 | 8 text + 8 vision prompts, base frozen (10k) | $8 | $9 |
 | the same, \`--recompute\` (x_in and x_mid kept; q, k, v and fc1's output recomputed) | ${11} | ${12} |
+| \`--adapter parallel\`, width 16 (0.51M) | ${14} | ${15} |
+| \`--adapter sequential\`, width 16 (1.01M) | ${17} | ${18} |
+| \`--adapter lora\`, rank 16 (1.97M) | ${20} | ${21} |
 
 Step time of the projections-only run: $ratio of the full one; of the prompt tuning: $pratio
 (its backward pass crosses every layer of both towers for the input gradients, without weight
 gradients; it keeps x_in, q, k, v, x_mid and fc1's output per layer, not the linear layers'
-inputs, which only weight gradients read); with \`--recompute\`: $rratio.
+inputs, which only weight gradients read); with \`--recompute\`: $rratio. Adapters (parallel,
+sequential, LoRA): $aratio of the full step (every activation kept, as for full
+fine-tuning: a module reads them; no weight gradient of the base).
 <!-- tune:end -->"
 write_section tune "$section"

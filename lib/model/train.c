@@ -66,7 +66,7 @@ static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, 
 	memset(dimg, 0, (size_t)n * P * sizeof *dimg);
 	memset(dtxt, 0, (size_t)n * P * sizeof *dtxt);
 	float *wbuf = NULL;
-	for (int i = 0; i < v->nterms; i++)
+	for (int i = 0; i < v->nterms && !wbuf; i++) /* one buffer for every weighted term */
 		if (v->terms[i].weight != 1 && !(wbuf = calloc(2 * (size_t)n * P, sizeof *wbuf)))
 			return NAN;
 	double L = 0;

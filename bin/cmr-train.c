@@ -592,7 +592,10 @@ static int run(struct opts *o, int argc, char **argv)
 	if (cmr_clip_grads(m) < 0)
 		cmr_die("out of memory for the gradients");
 	m->recompute = o->recompute;
-	for (int i = 0; o->recompute && i < m->nparam; i++)
+	if (o->recompute && strcmp(tun.method, "adapter") == 0)
+		cmr_warn("--recompute applies when no module reads the layers' activations (adapters do): nothing is "
+			 "recomputed");
+	for (int i = 0; o->recompute && strcmp(tun.method, "adapter") != 0 && i < m->nparam; i++)
 		if (m->param[i].g && m->param[i].layer >= 0 && m->param[i].slot >= 0 && m->param[i].slot != CMR_L_PROMPT) {
 			cmr_warn("--recompute applies when no layer weight trains (%s does): nothing is recomputed",
 				 m->param[i].name);

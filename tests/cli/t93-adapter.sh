@@ -125,6 +125,9 @@ expect_status 2
 expect_stderr_has "no tower has an adapter"
 run cmr-train -m "$TINY" -o "$WORK/x" --adapter parallel --adapter-width sight=3 "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 2
+run cmr-train -t 1 -m "$TINY" -o "$WORK/rc" -b 8 --steps 1 --adapter parallel --recompute "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+expect_stderr_has "--recompute applies when no module reads the layers' activations (adapters do)"
 run cmr-train -m "$TINY" -o "$WORK/x" --adapter parallel --vision-prompts 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 2
 expect_no_file "$WORK/x"

@@ -22,7 +22,6 @@ adapters.<tower>.<point>.layers.<l>.{down.weight, down.bias, up.weight, up.bias,
 adapter [3] (type: 0 parallel, 1 sequential; the two widths); emb.image [B, P], emb.text [B, P]
 (raw projections); loss [1] (CLIP's symmetric InfoNCE); grad.<name> for each adapter tensor.
 Run by tests/ref/make-prompt-goldens.sh; make check does not run Python."""
-import json
 import math
 import sys
 
@@ -90,14 +89,7 @@ def encoder(x, W, prefix, cfg, causal, A, tower, kind):
 
 def encode_image(W, cfg, pre, img, A, kind):
     vc = cfg["vision_config"]
-    mean = torch.tensor(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(3, 1, 1)
-    std = torch.tensor(pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])).view(3, 1, 1)
-    x = torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1) / 255.0
-    x = ((x - mean) / std).unsqueeze(0)
-    pe = F.conv2d(x, W["vision_model.embeddings.patch_embedding.weight"], stride=vc["patch_size"])
-    pe = pe.flatten(2).transpose(1, 2)
-    cls = W["vision_model.embeddings.class_embedding"].view(1, 1, -1)
-    h = torch.cat([cls, pe], dim=1) + W["vision_model.embeddings.position_embedding.weight"].unsqueeze(0)
+    h = ref.vision_rows(W, cfg, pre, img)
     eps = vc.get("layer_norm_eps", 1e-5)
     h = ref.layer_norm(h, W["vision_model.pre_layrnorm.weight"], W["vision_model.pre_layrnorm.bias"], eps)
     h = encoder(h, W, "vision_model", vc, False, A, "vision", kind)
@@ -121,12 +113,7 @@ def encode_text(W, cfg, ids, A, kind):
 def main():
     model, imgs, toks, out, kind = sys.argv[1:6]
     vr, tr, seed = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
-    cfg = json.load(open(model + "/config.json"))
-    try:
-        pre = json.load(open(model + "/preprocessor_config.json"))
-    except FileNotFoundError:
-        pre = {}
-    W = {k: v.double() for k, v in ref.read_safetensors(model + "/model.safetensors").items()}
+    cfg, pre, W = ref.load_model(model)
     images = [a for _, _, a in ref.read_stream(imgs)]
     tokens = [a for _, _, a in ref.read_stream(toks)]
     rng = np.random.default_rng(seed)

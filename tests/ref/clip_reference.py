@@ -95,6 +95,31 @@ def encoder(x, W, prefix, cfg, causal):
     return x
 
 
+def load_model(model):
+    """(config.json, preprocessor_config.json or {}, the weights in double) of a model directory:
+    the tuning references' start"""
+    cfg = json.load(open(model + "/config.json"))
+    try:
+        pre = json.load(open(model + "/preprocessor_config.json"))
+    except FileNotFoundError:
+        pre = {}
+    return cfg, pre, {k: v.double() for k, v in read_safetensors(model + "/model.safetensors").items()}
+
+
+def vision_rows(W, cfg, pre, img):
+    """one image's rows in double, [1, 1 + patches, width]: the class token and the patches
+    with their position embeddings, before any prompt row and the pre-layernorm"""
+    vc = cfg["vision_config"]
+    mean = torch.tensor(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(3, 1, 1)
+    std = torch.tensor(pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])).view(3, 1, 1)
+    x = torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1) / 255.0
+    x = ((x - mean) / std).unsqueeze(0)
+    pe = F.conv2d(x, W["vision_model.embeddings.patch_embedding.weight"], stride=vc["patch_size"])
+    pe = pe.flatten(2).transpose(1, 2)
+    cls = W["vision_model.embeddings.class_embedding"].view(1, 1, -1)
+    return torch.cat([cls, pe], dim=1) + W["vision_model.embeddings.position_embedding.weight"].unsqueeze(0)
+
+
 def encode_image(W, cfg, pre, img):
     vc = cfg["vision_config"]
     mean = torch.tensor(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(3, 1, 1)

@@ -25,7 +25,6 @@ weights [4] (WC, WT, MARGIN, LAMBDA); query [B, width]; select [B, TOPK] (ids as
 emb.image [B, P] (prompted), emb.text [B, P]; loss [1] and its parts loss.captions,
 loss.descriptions, loss.pull; grad.prompt.vision.pool, grad.prompt.vision.keys. Run by
 tests/ref/make-prompt-goldens.sh; make check does not run Python."""
-import json
 import math
 import sys
 
@@ -45,14 +44,7 @@ torch.set_default_dtype(torch.float64)
 def vision(W, cfg, pre, img, P):
     """(pooled state after the post-layernorm, projection) of one image with prompt rows P (or None)"""
     vc = cfg["vision_config"]
-    mean = torch.tensor(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(3, 1, 1)
-    std = torch.tensor(pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])).view(3, 1, 1)
-    x = torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1) / 255.0
-    x = ((x - mean) / std).unsqueeze(0)
-    pe = F.conv2d(x, W["vision_model.embeddings.patch_embedding.weight"], stride=vc["patch_size"])
-    pe = pe.flatten(2).transpose(1, 2)
-    cls = W["vision_model.embeddings.class_embedding"].view(1, 1, -1)
-    h = torch.cat([cls, pe], dim=1) + W["vision_model.embeddings.position_embedding.weight"].unsqueeze(0)
+    h = ref.vision_rows(W, cfg, pre, img)
     n = 0 if P is None else P.shape[0]
     if n:
         h = torch.cat([h[:, :1], P.unsqueeze(0), h[:, 1:]], dim=1)
@@ -89,12 +81,7 @@ def main():
     model, imgs, toks, descs, out = sys.argv[1:6]
     size, length, topk, seed = (int(a) for a in sys.argv[6:10])
     wc, wt, margin, lam = (float(a) for a in sys.argv[10:14])
-    cfg = json.load(open(model + "/config.json"))
-    try:
-        pre = json.load(open(model + "/preprocessor_config.json"))
-    except FileNotFoundError:
-        pre = {}
-    W = {k: v.double() for k, v in ref.read_safetensors(model + "/model.safetensors").items()}
+    cfg, pre, W = ref.load_model(model)
     images = ref.read_stream(imgs)
     tokens = [a for _, _, a in ref.read_stream(toks)]
     width = cfg["vision_config"]["hidden_size"]

@@ -17,7 +17,6 @@ prompt.vision.embeddings, prompt.<tower>.layers.<l> when deep), drawn N(0, 0.02)
 emb.image [B, P] and emb.text [B, P] (raw projections); loss [1]; grad.<prompt name> for
 each; truncated [1] (captions cut). Run by tests/ref/make-prompt-goldens.sh; make check does
 not run Python."""
-import json
 import math
 import sys
 
@@ -48,14 +47,7 @@ def encoder(x, W, prefix, cfg, causal, deep, n):
 
 def encode_image(W, cfg, pre, img, P, deep):
     vc = cfg["vision_config"]
-    mean = torch.tensor(pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(3, 1, 1)
-    std = torch.tensor(pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])).view(3, 1, 1)
-    x = torch.from_numpy(img.astype(np.float64)).permute(2, 0, 1) / 255.0
-    x = ((x - mean) / std).unsqueeze(0)
-    ps = vc["patch_size"]
-    pe = F.conv2d(x, W["vision_model.embeddings.patch_embedding.weight"], stride=ps).flatten(2).transpose(1, 2)
-    cls = W["vision_model.embeddings.class_embedding"].view(1, 1, -1)
-    h = torch.cat([cls, pe], dim=1) + W["vision_model.embeddings.position_embedding.weight"].unsqueeze(0)
+    h = ref.vision_rows(W, cfg, pre, img)
     n = 0 if P is None else P.shape[0]
     if n:
         h = torch.cat([h[:, :1], P.unsqueeze(0), h[:, 1:]], dim=1)
@@ -93,12 +85,7 @@ def encode_text(W, cfg, ids, P, deep):
 def main():
     model, imgs, toks, out = sys.argv[1:5]
     tn, vn, deep, seed = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
-    cfg = json.load(open(model + "/config.json"))
-    try:
-        pre = json.load(open(model + "/preprocessor_config.json"))
-    except FileNotFoundError:
-        pre = {}
-    W = {k: v.double() for k, v in ref.read_safetensors(model + "/model.safetensors").items()}
+    cfg, pre, W = ref.load_model(model)
     images = [a for _, _, a in ref.read_stream(imgs)]
     tokens = [a for _, _, a in ref.read_stream(toks)]
     rng = np.random.default_rng(seed)

@@ -242,9 +242,17 @@ int cmr_clip_tower_trains(const cmr_clip *m, int tower);
  *                   key or value projection's output (the query before its 1/sqrt(head
  *                   dim) scale): LoRA on those weights;
  *   CMR_HOOK_O      reads the attention's output (the heads concatenated) and adds to
- *                   out_proj's output, before the attn_out modules. */
+ *                   out_proj's output, before the attn_out modules;
+ *   CMR_HOOK_HEAD   a module on the head, not in a layer: reads the pooled rows after the
+ *                   final layer norm (in [B, width], rows = B) and adds to what the projection
+ *                   reads (out); it also reads the residual stream after each layer l it
+ *                   applies to (taps[l], [layout rows, width], kept in inference too) and in
+ *                   the backward pass adds that tap's gradient to dtaps[l] (NULL when not
+ *                   needed: the layer is not walked back). Its layer_min is the tower's layer
+ *                   count (the head's depth); its scratch is one set of floats per layout row,
+ *                   not one per layer. Multi-level attention and injection (model/levels.h). */
 enum { CMR_HOOK_ATTN, CMR_HOOK_MLP, CMR_HOOK_RESID, CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT, CMR_HOOK_Q, CMR_HOOK_K,
-       CMR_HOOK_V, CMR_HOOK_O };
+       CMR_HOOK_V, CMR_HOOK_O, CMR_HOOK_HEAD };
 
 typedef struct cmr_hook_io {
 	const cmr_ops *ops;
@@ -255,6 +263,11 @@ typedef struct cmr_hook_io {
 	float *din;      /* backward: din += J^T dout (may be NULL: not needed), parameters' g += */
 	float *scratch;  /* h->scratch floats per row, kept per layer when training (backend memory) */
 	const cmr_layout *lay; /* the batch's layout in the backend's memory */
+	/* the head's modules (CMR_HOOK_HEAD) only: */
+	const float *const *taps; /* [layers]: the residual stream after layer l, or NULL */
+	float *const *dtaps;      /* [layers]: its gradient (backward), or NULL */
+	float *att;               /* the attention's scratch (2 x the longest segment squared) */
+	int layout_rows;          /* the layout's rows (the taps' and the scratch's) */
 } cmr_hook_io;
 
 struct cmr_hook {
@@ -300,6 +313,7 @@ struct cmr_layout {
 	int truncated; /* text: sequences cut to context - nprefix tokens (their end token kept) */
 	int *start, *len, *pool;
 	int *tok, *pos, *pre, *patch, *cls, *prow;
+	int *seg; /* [rows]: the sample each row belongs to */
 };
 
 /* Work space of one tower, in the backend's memory, for batches up to max_batch samples
@@ -327,7 +341,7 @@ typedef struct cmr_batch {
 	const int32_t *prefix_sel;
 	int no_prefix;  /* run the plain model: no prefix rows (a pool's query pass) */
 	float *state;   /* when not NULL: [B, width] receives the pooled rows after the final layer
-			 * norm, before the projection (host memory) */
+			 * norm, before the head's modules and the projection (host memory) */
 } cmr_batch;
 
 /* The forward pass: out [B, proj] (host memory; raw projections, not normalised). Returns 0,

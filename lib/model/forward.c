@@ -9,7 +9,7 @@
 
 struct cmr_clip_ws {
 	const cmr_ops *ops;
-	int tower, max_batch, max_rows, max_patch, keep;
+	int tower, max_batch, max_rows, max_patch, keep, nlayers;
 	int lean;        /* keeping, but no layer weight trains (prompts): h1, a, h2, fact not kept */
 	int recompute;   /* lean, and only the residual stream kept (x_in, x_mid): q, k, v and fc1's
 			  * output are recomputed in the backward pass */
@@ -23,8 +23,15 @@ struct cmr_clip_ws {
 	float *x;        /* the residual stream: layer l's input is X(l) (nk + 1 slots when keeping) */
 	float *h1, *q, *k, *v, *a, *xmid, *h2, *fpre, *fact; /* nk x [R, D] ([R, F] for f*) */
 	float *tmp;      /* a block's output [R, D] */
-	float *hs;       /* the hooks' scratch, nk x [R, hsz] */
+	float *hs;       /* the layer hooks' scratch, nk x [R, hsz] */
 	size_t hsz;
+	int heads;       /* modules on the head (CMR_HOOK_HEAD) */
+	float *hhs;      /* their scratch [R, hhsz] */
+	size_t hhsz;
+	float **tap, **dtap, **dpass; /* [layers]: the residual stream after layer l where a head
+				       * module reads it, its gradient (keeping), and the gradients
+				       * a backward pass asks for (those of the layers it walks) */
+	float *pooled_h, *dpool_h; /* [B, D]: what the projection reads with head modules */
 	float *scratch;  /* attention */
 	float *pooled, *pooled_ln, *out; /* [B, D], [B, D], [B, proj] */
 	float *dx, *dh, *dq, *dk, *dv, *da, *df, *df2, *dpool, *dpool_ln, *dout;
@@ -40,6 +47,17 @@ void cmr_clip_ws_free(cmr_clip_ws *ws)
 	for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
 		if (p[i])
 			ws->ops->free(p[i]);
+	void *q[] = {ws->hhs, ws->pooled_h, ws->dpool_h};
+	for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+		if (q[i])
+			ws->ops->free(q[i]);
+	for (int l = 0; ws->tap && l < ws->nlayers; l++) {
+		if (ws->tap[l])
+			ws->ops->free(ws->tap[l]);
+		if (ws->dtap[l])
+			ws->ops->free(ws->dtap[l]);
+	}
+	free(ws->tap);
 	free(ws->hint);
 	free(ws);
 }
@@ -52,7 +70,7 @@ static void layout_bind(cmr_layout *l, int *base, int B, int R, int P)
 	l->start = base, l->len = base + B, l->pool = base + 2 * B;
 	l->tok = base + 3 * B, l->pos = l->tok + R, l->pre = l->pos + R, l->patch = l->pre + R, l->cls = l->patch + R;
 	l->prow = l->cls + R;
-	(void)P;
+	l->seg = l->prow + P;
 }
 
 cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int max_tokens,
@@ -83,15 +101,25 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	for (int l = 0; l < L && t->layer; l++)
 		for (int sl = 0; sl < CMR_L_PROMPT; sl++)
 			wtrain |= t->layer[l].g[sl] != NULL;
-	ws->lean = keep && !wtrain && !t->hooks;
+	int layer_hooks = 0;
+	for (const cmr_hook *h = t->hooks; h; h = h->next) {
+		int head = h->point == CMR_HOOK_HEAD;
+		layer_hooks |= !head;
+		ws->heads |= head;
+		*(head ? &ws->hhsz : &ws->hsz) += h->scratch;
+	}
+	/* modules on the head read the layers' outputs, not their activations: lean stays */
+	ws->lean = keep && !wtrain && !layer_hooks;
 	ws->recompute = ws->lean && keep == CMR_KEEP_RECOMPUTE;
-	for (const cmr_hook *h = t->hooks; h; h = h->next)
-		ws->hsz += h->scratch;
+	ws->nlayers = L;
 	size_t R = (size_t)ws->max_rows, D = (size_t)c->width, F = (size_t)c->mlp, K = (size_t)ws->nk;
 	size_t RD = R * D * sizeof(float), RF = R * F * sizeof(float), BD = (size_t)max_batch * D * sizeof(float);
-	ws->nint = 3 * (size_t)max_batch + 5 * R + (size_t)ws->max_patch;
+	ws->nint = 3 * (size_t)max_batch + 6 * R + (size_t)ws->max_patch;
 	ws->hint = malloc(ws->nint * sizeof(int));
-	int ok = ws->hint != NULL;
+	ws->tap = calloc(3 * (size_t)L + 1, sizeof *ws->tap);
+	int ok = ws->hint && ws->tap;
+	if (ws->tap)
+		ws->dtap = ws->tap + L, ws->dpass = ws->tap + 2 * L;
 #define ALLOC(f, bytes) ok &= ((ws->f = ops->alloc((bytes) + 4)) != NULL)
 	ALLOC(dint, ws->nint * sizeof(int));
 	ALLOC(x, (keep ? K + 1 : 1) * RD);
@@ -110,6 +138,22 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 	ALLOC(pooled_ln, BD);
 	ALLOC(out, (size_t)max_batch * t->proj * sizeof(float));
 	ALLOC(hs, K * R * ws->hsz * sizeof(float));
+	if (ws->heads) {
+		ALLOC(hhs, R * ws->hhsz * sizeof(float));
+		ALLOC(pooled_h, BD);
+		if (keep)
+			ALLOC(dpool_h, BD);
+		for (int l = 0; ok && l < L; l++) {
+			int read = 0;
+			for (const cmr_hook *h = t->hooks; h; h = h->next)
+				read |= h->point == CMR_HOOK_HEAD && h->applies(h, l);
+			if (read) {
+				ALLOC(tap[l], RD);
+				if (keep)
+					ALLOC(dtap[l], RD);
+			}
+		}
+	}
 	if (keep) {
 		ALLOC(xmid, K * RD);
 		ALLOC(fact, KL * RF);
@@ -176,6 +220,7 @@ static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, const cmr_bat
 				return -1;
 			lay->patch[r] = j >= 0 ? b * npatch + j : -1;
 			lay->cls[r] = i == 0 ? 0 : -1;
+			lay->seg[r] = b;
 			if (j >= 0)
 				lay->prow[b * npatch + j] = r;
 		}
@@ -225,8 +270,10 @@ static int layout_texts(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batc
 			if ((lay->pre[rows + i] = prefix_row(t, in, b, i - 1)) < 0)
 				return -1;
 		}
-		for (int i = 0; i < n + np; i++)
+		for (int i = 0; i < n + np; i++) {
 			lay->patch[rows + i] = lay->cls[rows + i] = -1;
+			lay->seg[rows + i] = b;
+		}
 		lay->pool[b] = rows + (at ? at + np : 0);
 		rows += n + np;
 	}
@@ -290,12 +337,17 @@ static void hooks_forward(const cmr_clip_tower *t, const cmr_ops *ops, const cmr
 			  const float *in, float *out, float *hs)
 {
 	size_t off = 0;
-	for (const cmr_hook *h = t->hooks; h; off += h->scratch, h = h->next)
+	for (const cmr_hook *h = t->hooks; h; h = h->next) {
+		if (h->point == CMR_HOOK_HEAD)
+			continue; /* the head's scratch is its own */
 		if (h->point == point && h->applies(h, l)) {
-			cmr_hook_io io = {ops, l, ws->lay.rows, t->cfg.width, in, out, NULL, NULL,
-					  hs + off * (size_t)ws->max_rows, &ws->dlay};
+			cmr_hook_io io = {.ops = ops, .layer = l, .rows = ws->lay.rows, .width = t->cfg.width,
+					  .in = in, .out = out, .scratch = hs + off * (size_t)ws->max_rows,
+					  .lay = &ws->dlay, .layout_rows = ws->lay.rows};
 			h->forward(h, &io);
 		}
+		off += h->scratch;
+	}
 }
 
 /* whether a hook at point applies to layer l */
@@ -311,12 +363,36 @@ static void hooks_backward(const cmr_clip_tower *t, const cmr_ops *ops, const cm
 			   const float *in, const float *dout, float *din, float *hs)
 {
 	size_t off = 0;
-	for (const cmr_hook *h = t->hooks; h; off += h->scratch, h = h->next)
+	for (const cmr_hook *h = t->hooks; h; h = h->next) {
+		if (h->point == CMR_HOOK_HEAD)
+			continue;
 		if (h->point == point && h->applies(h, l)) {
-			cmr_hook_io io = {ops, l, ws->lay.rows, t->cfg.width, in, NULL, dout, din,
-					  hs + off * (size_t)ws->max_rows, &ws->dlay};
+			cmr_hook_io io = {.ops = ops, .layer = l, .rows = ws->lay.rows, .width = t->cfg.width,
+					  .in = in, .dout = dout, .din = din, .scratch = hs + off * (size_t)ws->max_rows,
+					  .lay = &ws->dlay, .layout_rows = ws->lay.rows};
 			h->backward(h, &io);
 		}
+		off += h->scratch;
+	}
+}
+
+/* the head's modules: forward (out = in + their sum) or backward (din += J^T dout, the
+ * taps' gradients into dtaps) */
+static void head_pass(const cmr_clip_tower *t, const cmr_ops *ops, const cmr_clip_ws *ws, int backward,
+		      const float *in, float *out, const float *dout, float *din, float *const *dtaps)
+{
+	size_t off = 0;
+	for (const cmr_hook *h = t->hooks; h; h = h->next) {
+		if (h->point != CMR_HOOK_HEAD)
+			continue;
+		cmr_hook_io io = {.ops = ops, .layer = t->cfg.layers, .rows = ws->lay.B, .width = t->cfg.width,
+				  .in = in, .out = out, .dout = dout, .din = din,
+				  .scratch = ws->hhs + off * (size_t)ws->max_rows, .lay = &ws->dlay,
+				  .taps = (const float *const *)ws->tap, .dtaps = dtaps, .att = ws->scratch,
+				  .layout_rows = ws->lay.rows};
+		(backward ? h->backward : h->forward)(h, &io);
+		off += h->scratch;
+	}
 }
 
 int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_ws *ws, const cmr_batch *in,
@@ -378,6 +454,8 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 			hooks_forward(t, ops, ws, CMR_HOOK_MLP, l, A.h2, ws->tmp, A.hs);
 		}
 		ops->add(A.xout, A.xmid, ws->tmp, n);
+		if (ws->tap[l]) /* a head module reads it (before the next layer's deep prompts) */
+			ops->copy(ws->tap[l], A.xout, n);
 	}
 	/* the head: the pooled rows, their final layernorm, the projection */
 	const float *x = layer_acts(ws, c->layers, D, F).xin;
@@ -385,7 +463,13 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 	ops->layernorm(ws->pooled, t->w[CMR_T_FINAL_LN_W], t->w[CMR_T_FINAL_LN_B], ws->pooled_ln, B, D, c->eps);
 	if (in->state)
 		ops->download(in->state, ws->pooled_ln, (size_t)B * D * sizeof(float));
-	ops->linear(ws->pooled_ln, t->w[CMR_T_PROJ], NULL, ws->out, B, D, t->proj);
+	const float *head = ws->pooled_ln;
+	if (ws->heads) {
+		ops->copy(ws->pooled_h, ws->pooled_ln, (size_t)B * D);
+		head_pass(t, ops, ws, 0, ws->pooled_ln, ws->pooled_h, NULL, NULL, NULL);
+		head = ws->pooled_h;
+	}
+	ops->linear(head, t->w[CMR_T_PROJ], NULL, ws->out, B, D, t->proj);
 	ops->download(out, ws->out, (size_t)B * t->proj * sizeof(float));
 	return 0;
 }
@@ -405,7 +489,22 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 	ops->upload(ws->dout, dout, (size_t)B * t->proj * sizeof(float));
 	ops->zero(ws->dpool_ln, (size_t)B * D);
 	ops->zero(ws->dpool, (size_t)B * D);
-	ops->linear_bw(ws->pooled_ln, t->w[CMR_T_PROJ], ws->dout, ws->dpool_ln, t->g[CMR_T_PROJ], NULL, B, D, t->proj);
+	int lowest = t->grad_from > 0 ? t->grad_from : 0;
+	if (ws->heads) { /* the projection read pooled_ln + the modules' sum */
+		ops->zero(ws->dpool_h, (size_t)B * D);
+		ops->linear_bw(ws->pooled_h, t->w[CMR_T_PROJ], ws->dout, ws->dpool_h, t->g[CMR_T_PROJ], NULL, B, D,
+			       t->proj);
+		ops->copy(ws->dpool_ln, ws->dpool_h, (size_t)B * D);
+		for (int l = 0; l < c->layers; l++) {
+			ws->dpass[l] = below && l >= lowest ? ws->dtap[l] : NULL;
+			if (ws->dpass[l])
+				ops->zero(ws->dpass[l], n);
+		}
+		head_pass(t, ops, ws, 1, ws->pooled_ln, NULL, ws->dpool_h, ws->dpool_ln, ws->dpass);
+	} else {
+		ops->linear_bw(ws->pooled_ln, t->w[CMR_T_PROJ], ws->dout, ws->dpool_ln, t->g[CMR_T_PROJ], NULL, B, D,
+			       t->proj);
+	}
 	ops->layernorm_bw(ws->pooled, t->w[CMR_T_FINAL_LN_W], ws->dpool_ln, below ? ws->dpool : NULL,
 			  t->g[CMR_T_FINAL_LN_W], t->g[CMR_T_FINAL_LN_B], B, D, c->eps);
 	if (!below)
@@ -413,11 +512,12 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 	ops->zero(ws->dx, n);
 	ops->scatter_add(ws->dx, ws->dpool, dl->pool, B, D);
 	/* layers, last first; ws->dx is the gradient of the current layer's output */
-	int lowest = t->grad_from > 0 ? t->grad_from : 0;
 	for (int l = c->layers - 1; l >= lowest; l--) {
 		const cmr_layer *L = &t->layer[l];
 		float *const *g = L->g;
 		acts A = layer_acts(ws, l, D, F);
+		if (ws->dpass[l]) /* what a head module read of this layer's output */
+			ops->add(ws->dx, ws->dx, ws->dpass[l], n);
 		int deep = l > 0 && L->w[CMR_L_PROMPT];
 		int need_dxin = l > lowest || t->grad_from < 0 || (deep && g[CMR_L_PROMPT]);
 		/* x_out = x_mid + fc2(act(fc1(ln2(x_mid)))) [+ MLP hooks(ln2(x_mid))] */

@@ -16,6 +16,7 @@
 
 #include "format/safetensors.h"
 #include "model/adapter.h"
+#include "model/levels.h"
 #include "model/train.h"
 
 #define fail cmr_errf
@@ -36,17 +37,18 @@ static int prompts_of(const cmr_tuning *t, int k)
 /* whether the tuning changes tower k */
 static int tunes(const cmr_tuning *t, int k)
 {
-	return is_adapter(t) ? t->adapter_width[k] > 0 : prompts_of(t, k) > 0;
+	return is_adapter(t) ? t->adapter_width[k] > 0 || t->levels || t->inject : prompts_of(t, k) > 0;
 }
 
 /* the points of an adapter type (CMR_HOOK_*), -1 ended; NULL for an unknown type */
 static const int *adapter_points(const char *type)
 {
 	static const int parallel[] = {CMR_HOOK_MLP, -1}, sequential[] = {CMR_HOOK_ATTN_OUT, CMR_HOOK_MLP_OUT, -1},
-			 lora[] = {CMR_HOOK_Q, CMR_HOOK_K, CMR_HOOK_V, CMR_HOOK_O, -1};
+			 lora[] = {CMR_HOOK_Q, CMR_HOOK_K, CMR_HOOK_V, CMR_HOOK_O, -1}, none[] = {-1};
 	return strcmp(type, "parallel") == 0     ? parallel
 	       : strcmp(type, "sequential") == 0 ? sequential
 	       : strcmp(type, "lora") == 0       ? lora
+	       : strcmp(type, "none") == 0       ? none
 						 : NULL;
 }
 
@@ -73,13 +75,23 @@ int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, si
 	}
 	if (is_adapter(t)) {
 		if (!adapter_points(t->adapter_type))
-			return fail(err, errlen, "adapter type '%s' is not parallel, sequential or lora", t->adapter_type);
+			return fail(err, errlen, "adapter type '%s' is not parallel, sequential, lora or none", t->adapter_type);
+		int none = strcmp(t->adapter_type, "none") == 0;
 		for (int k = 0; k < 2; k++)
-			if (t->adapter_width[k] < 0 || t->adapter_width[k] > CMR_TUNING_MAX_WIDTH)
-				return fail(err, errlen, "an adapter width of %d: from 0 to %d", t->adapter_width[k],
-					    CMR_TUNING_MAX_WIDTH);
-		if (!t->adapter_width[0] && !t->adapter_width[1])
-			return fail(err, errlen, "adapters of width 0 in both towers: an empty tuning");
+			if (t->adapter_width[k] < 0 || t->adapter_width[k] > CMR_TUNING_MAX_WIDTH || (none && t->adapter_width[k]))
+				return fail(err, errlen, "an adapter width of %d: from %d to %d", t->adapter_width[k], 0,
+					    none ? 0 : CMR_TUNING_MAX_WIDTH);
+		if (t->levels < 0 || t->levels == 1 || t->levels > CMR_TUNING_MAX_LEVELS || t->inject < 0 ||
+		    t->inject > CMR_TUNING_MAX_LEVELS || (t->inject && (t->inject_width < 1 || t->inject_width > CMR_TUNING_MAX_WIDTH)))
+			return fail(err, errlen, "multi-level attention over %d layers, injection from %d (width %d): levels "
+						 "are 0 or 2 to %d, injected layers 0 to %d, of width 1 to %d",
+				    t->levels, t->inject, t->inject_width, CMR_TUNING_MAX_LEVELS, CMR_TUNING_MAX_LEVELS,
+				    CMR_TUNING_MAX_WIDTH);
+		if (t->inject && (cfg->vision.layers < 2 || cfg->text.layers < 2))
+			return fail(err, errlen, "injection needs towers of 2 layers or more (these have %d and %d)",
+				    cfg->vision.layers, cfg->text.layers);
+		if (!t->adapter_width[0] && !t->adapter_width[1] && !t->levels && !t->inject)
+			return fail(err, errlen, "adapters of width 0 in both towers and no head module: an empty tuning");
 		if (t->deep || t->text_prompts || t->vision_prompts)
 			return fail(err, errlen, "an adapter tuning has no prompts");
 		return 0;
@@ -137,6 +149,19 @@ int cmr_tuning_add(cmr_clip *m, const cmr_tuning *t, int train, char *err, size_
 				}
 				memset(a, 0, sizeof *a); /* the model frees it, added or not */
 				if (cmr_adapter_add(m, a, k, &o, err, errlen) < 0)
+					return -1;
+			}
+		for (int k = 0; k < 2; k++) /* the head's modules, both towers */
+			for (int inj = 0; inj < 2; inj++) {
+				int n = inj ? t->inject : t->levels;
+				if (!n)
+					continue;
+				cmr_levels *lv = malloc(sizeof *lv);
+				if (!lv || cmr_clip_own(m, lv, free) < 0) {
+					free(lv);
+					return fail(err, errlen, "out of memory");
+				}
+				if (cmr_levels_add(m, lv, k, inj, n, t->inject_width, fl, err, errlen) < 0)
 					return -1;
 			}
 		if (train && t->logit_scale)
@@ -464,13 +489,21 @@ int cmr_tuning_parse(const char *text, size_t len, const char *name, cmr_tuning 
 		}
 		if (get_str(ad, "type", t->adapter_type, sizeof t->adapter_type, 1, name, err, errlen) < 0 ||
 		    get_int(ad, "vision", &t->adapter_width[CMR_TOWER_VISION], 0, CMR_TUNING_MAX_WIDTH, name, err, errlen) < 0 ||
-		    get_int(ad, "text", &t->adapter_width[CMR_TOWER_TEXT], 0, CMR_TUNING_MAX_WIDTH, name, err, errlen) < 0)
+		    get_int(ad, "text", &t->adapter_width[CMR_TOWER_TEXT], 0, CMR_TUNING_MAX_WIDTH, name, err, errlen) < 0 ||
+		    get_int(ad, "levels", &t->levels, 0, CMR_TUNING_MAX_LEVELS, name, err, errlen) < 0 ||
+		    get_int(ad, "inject", &t->inject, 0, CMR_TUNING_MAX_LEVELS, name, err, errlen) < 0 ||
+		    get_int(ad, "inject_width", &t->inject_width, 0, CMR_TUNING_MAX_WIDTH, name, err, errlen) < 0)
 			goto out;
-		if (!adapter_points(t->adapter_type) || (!t->adapter_width[0] && !t->adapter_width[1]) || t->deep ||
-		    t->text_prompts || t->vision_prompts) {
-			fail(err, errlen, "%s: adapters of type '%s', widths vision %d and text %d: the type must be parallel, "
-					  "sequential or lora, a width at least 1, and no prompts beside them",
-			     name, t->adapter_type, t->adapter_width[0], t->adapter_width[1]);
+		int head = t->levels || t->inject, none = strcmp(t->adapter_type, "none") == 0;
+		if (!adapter_points(t->adapter_type) || (!t->adapter_width[0] && !t->adapter_width[1] && !head) ||
+		    (none && (t->adapter_width[0] || t->adapter_width[1] || !head)) || t->levels == 1 ||
+		    (t->inject && !t->inject_width) || t->deep || t->text_prompts || t->vision_prompts) {
+			fail(err, errlen, "%s: adapters of type '%s', widths vision %d and text %d, levels %d, inject %d of "
+					  "width %d: the type must be parallel, sequential, lora or none (the head's "
+					  "modules alone), a width at least 1 (0 for none), levels 0 or at least 2, an "
+					  "injection a width, and no prompts beside them",
+			     name, t->adapter_type, t->adapter_width[0], t->adapter_width[1], t->levels, t->inject,
+			     t->inject_width);
 			goto out;
 		}
 	} else if (is_pool(t)) {
@@ -600,6 +633,9 @@ int cmr_tuning_load(cmr_clip *m, const cmr_tuning *t, const char *dir, unsigned 
 						   t->adapter_width[k])
 					: snprintf(desc, sizeof desc, "%s prompts %d deep %d", t->method, prompts_of(t, k),
 						   t->deep);
+		if (is_adapter(t) && (t->levels || t->inject)) /* (so that a tuning without them keeps its identity) */
+			n += snprintf(desc + n, sizeof desc - (size_t)n, " levels %d inject %d width %d", t->levels, t->inject,
+				      t->inject ? t->inject_width : 0);
 		XXH3_64bits_update(x, desc, (size_t)n);
 		for (int i = 0; i < m->nparam; i++) {
 			const cmr_param *p = &m->param[i];
@@ -688,10 +724,20 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 				      t->adapter_width[CMR_TOWER_TEXT], "placement",
 				      strcmp(t->adapter_type, "parallel") == 0   ? "beside each MLP, reading its input"
 				      : strcmp(t->adapter_type, "sequential") == 0 ? "on each attention and MLP block's output"
+				      : strcmp(t->adapter_type, "none") == 0       ? "none in the layers"
 										   : "on the attention's q, k, v and out projections",
 				      "scale", strcmp(t->adapter_type, "lora") == 0 ? "alpha / r = 1, merged into the weights when applied"
 									       : "learnt, per tower, layer and place", "train_logit_scale", t->logit_scale,
 				      "training", tr ? tr : json_null());
+		json_t *ad = o ? json_object_get(o, "adapter") : NULL;
+		if (ad && t->levels)
+			json_object_set_new(ad, "levels", json_integer(t->levels));
+		if (ad && t->inject) {
+			json_object_set_new(ad, "inject", json_integer(t->inject));
+			json_object_set_new(ad, "inject_width", json_integer(t->inject_width));
+		}
+		if (ad && (t->levels || t->inject))
+			json_object_set_new(ad, "head", json_string("gated by scalars from zero, after the final layer norm"));
 		return dumps_line(o);
 	}
 	if (is_pool(t)) {

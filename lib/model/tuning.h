@@ -19,6 +19,7 @@
 #define CMR_TUNING_MAX_PROMPTS 1024
 #define CMR_TUNING_MAX_POOL 1024 /* prompts in a pool */
 #define CMR_TUNING_MAX_WIDTH 4096 /* an adapter's bottleneck */
+#define CMR_TUNING_MAX_LEVELS 16  /* layers the head's modules read (CMR_LEVELS_MAX) */
 
 typedef struct cmr_tuning {
 	char method[32];        /* "prompts", "pool" (an instance-level prompt pool, issue 17) or
@@ -37,8 +38,12 @@ typedef struct cmr_tuning {
 	 * learnt scale from 0.1), "sequential" (Houlsby: on each attention and MLP block's
 	 * output, GELU, a learnt scale from 1) or "lora" (W + B A on the attention's q, k, v and
 	 * out projections, merged when applied); up projections (B) start at zero */
-	char adapter_type[16];
+	char adapter_type[16];  /* or "none": the head's modules alone */
 	int adapter_width[2];   /* the bottleneck per tower (enum cmr_tower); 0: none */
+	/* and on both towers' heads (model/levels.h): multi-level attention over `levels`
+	 * layers (0: none, else 2 or more) and injection from `inject` earlier layers with a
+	 * cross-attention of width inject_width (cut to each tower's width) */
+	int levels, inject, inject_width;
 	char init[256];         /* the text prompts' initial phrase ("" : random) */
 	char base[1024];        /* the base model's directory, as given */
 	uint64_t base_hash[2];  /* the base towers' identity (0: not recorded, for a tower without prompts) */

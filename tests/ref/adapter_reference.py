@@ -13,14 +13,26 @@ independently of cmr's hook interface. In every layer of a tower with width r > 
              no biases, no scale (points q, k, v, o)
 
 down [r, width] with a bias, up [width, r] with a bias, s a learnt scalar per layer and point.
-Their values here are random (up not zero), so that every gradient is there.
+With LEVELS > 0 and INJECT > 0, the head's modules (MASAN's multi-level attention and
+cross-level injection as cmr builds them, lib/model/levels.h) on the pooled state c after the
+final layer norm LN, before the projection, in both towers:
+
+  levels     layers l_i = ceil((i + 1) L / n) - 1, u_i = LN(h_l_i[pool]),
+             c += g * sum_i softmax_i(q . u_i / sqrt(d)) u_i
+  inject     layers l_j = floor((j + 1) L / (n + 1)) - 1, U_j = LN(h_l_j) (every row of the
+             sample), c += g * Wo sum_j softmax(U_j Wk^T Wq c / sqrt(r)) U_j Wv^T
+
+Their values here are random (up not zero, gates open), so that every gradient is there.
 
 Usage: adapter_reference.py MODEL_DIR IMAGES.cmr TOKENS.cmr OUT.safetensors TYPE VISION_R TEXT_R SEED
-(TYPE: parallel, sequential or lora)
+       [LEVELS INJECT INJECT_WIDTH]
+(TYPE: parallel, sequential, lora, or none: the head's modules alone)
 Output tensors (F32): every adapter tensor under its cmr name
-adapters.<tower>.<point>.layers.<l>.{down.weight, down.bias, up.weight, up.bias, scale};
-adapter [3] (type: 0 parallel, 1 sequential; the two widths); emb.image [B, P], emb.text [B, P]
-(raw projections); loss [1] (CLIP's symmetric InfoNCE); grad.<name> for each adapter tensor.
+adapters.<tower>.<point>.layers.<l>.{down.weight, down.bias, up.weight, up.bias, scale},
+levels.<tower>.{query, gate}, inject.<tower>.{q,k,v,o}.weight, inject.<tower>.gate;
+adapter [6] (type: 0 parallel, 1 sequential, 2 lora, 3 none; the two widths; levels, inject,
+the injection's width); emb.image [B, P], emb.text [B, P] (raw projections); loss [1] (CLIP's
+symmetric InfoNCE); grad.<name> for each adapter tensor.
 Run by tests/ref/make-prompt-goldens.sh; make check does not run Python."""
 import math
 import sys
@@ -36,7 +48,9 @@ from train_reference import write_safetensors  # noqa: E402
 torch.set_grad_enabled(True)
 torch.set_default_dtype(torch.float64)
 
-POINTS = {"parallel": ["mlp"], "sequential": ["attn_out", "mlp_out"], "lora": ["q", "k", "v", "o"]}
+POINTS = {"parallel": ["mlp"], "sequential": ["attn_out", "mlp_out"], "lora": ["q", "k", "v", "o"], "none": ["-"]}
+TYPES = ["parallel", "sequential", "lora", "none"]
+HEAD = {"levels": 0, "inject": 0, "width": 0}
 
 
 def lora(A, name, x):
@@ -55,6 +69,7 @@ def encoder(x, W, prefix, cfg, causal, A, tower, kind):
     Dh = D // H
     eps = cfg.get("layer_norm_eps", 1e-5)
     mask = torch.full((S, S), float("-inf")).triu(1) if causal else None
+    outs = []
     for l in range(cfg["num_hidden_layers"]):
         p = "%s.encoder.layers.%d." % (prefix, l)
         name = lambda point: "adapters.%s.%s.layers.%d" % (tower, point, l)  # noqa: E731
@@ -84,7 +99,36 @@ def encoder(x, W, prefix, cfg, causal, A, tower, kind):
         if on and kind == "parallel":
             m = m + module(A, name("mlp"), h, F.relu)
         x = x + m
-    return x
+        outs.append(x)
+    return outs
+
+
+def head(outs, pool, lnw, lnb, eps, A, tower):
+    """the pooled state after the final layer norm, with the head's modules: [d]"""
+    ln = lambda t: ref.layer_norm(t, lnw, lnb, eps)  # noqa: E731
+    L = len(outs)
+    c = ln(outs[-1][0, pool])
+    out = c
+    n = HEAD["levels"]
+    if n:
+        n = min(n, L)
+        layers = [math.ceil((i + 1) * L / n) - 1 for i in range(n)]
+        u = torch.stack([ln(outs[l][0, pool]) for l in layers])
+        a = torch.softmax(u @ A["levels.%s.query" % tower] / math.sqrt(u.shape[1]), dim=0)
+        out = out + A["levels.%s.gate" % tower] * (a[:, None] * u).sum(0)
+    n = HEAD["inject"]
+    if n:
+        n = min(n, L - 1)
+        layers = [(j + 1) * L // (n + 1) - 1 for j in range(n)]
+        p = "inject.%s." % tower
+        q = F.linear(c, A[p + "q.weight"])
+        o = 0
+        for l in layers:
+            U = ln(outs[l][0])
+            K, V = F.linear(U, A[p + "k.weight"]), F.linear(U, A[p + "v.weight"])
+            o = o + torch.softmax(K @ q / math.sqrt(q.shape[0]), dim=0) @ V
+        out = out + A[p + "gate"] * F.linear(o, A[p + "o.weight"])
+    return out
 
 
 def encode_image(W, cfg, pre, img, A, kind):
@@ -92,10 +136,10 @@ def encode_image(W, cfg, pre, img, A, kind):
     h = ref.vision_rows(W, cfg, pre, img)
     eps = vc.get("layer_norm_eps", 1e-5)
     h = ref.layer_norm(h, W["vision_model.pre_layrnorm.weight"], W["vision_model.pre_layrnorm.bias"], eps)
-    h = encoder(h, W, "vision_model", vc, False, A, "vision", kind)
-    pooled = ref.layer_norm(h[:, 0], W["vision_model.post_layernorm.weight"], W["vision_model.post_layernorm.bias"],
-                            eps)
-    return F.linear(pooled, W["visual_projection.weight"])[0]
+    outs = encoder(h, W, "vision_model", vc, False, A, "vision", kind)
+    pooled = head(outs, 0, W["vision_model.post_layernorm.weight"], W["vision_model.post_layernorm.bias"], eps, A,
+                  "vision")
+    return F.linear(pooled, W["visual_projection.weight"])
 
 
 def encode_text(W, cfg, ids, A, kind):
@@ -104,15 +148,17 @@ def encode_text(W, cfg, ids, A, kind):
     T = ids.shape[0]
     h = (W["text_model.embeddings.token_embedding.weight"][ids] +
          W["text_model.embeddings.position_embedding.weight"][:T]).unsqueeze(0)
-    h = encoder(h, W, "text_model", tc, True, A, "text", kind)
-    h = ref.layer_norm(h, W["text_model.final_layer_norm.weight"], W["text_model.final_layer_norm.bias"],
-                       tc.get("layer_norm_eps", 1e-5))
-    return F.linear(h[0, int(ids.argmax())], W["text_projection.weight"])
+    outs = encoder(h, W, "text_model", tc, True, A, "text", kind)
+    pooled = head(outs, int(ids.argmax()), W["text_model.final_layer_norm.weight"],
+                  W["text_model.final_layer_norm.bias"], tc.get("layer_norm_eps", 1e-5), A, "text")
+    return F.linear(pooled, W["text_projection.weight"])
 
 
 def main():
     model, imgs, toks, out, kind = sys.argv[1:6]
     vr, tr, seed = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+    if len(sys.argv) > 9:
+        HEAD["levels"], HEAD["inject"], HEAD["width"] = (int(a) for a in sys.argv[9:12])
     cfg, pre, W = ref.load_model(model)
     images = [a for _, _, a in ref.read_stream(imgs)]
     tokens = [a for _, _, a in ref.read_stream(toks)]
@@ -125,7 +171,7 @@ def main():
 
     for tower, r, key in (("vision", vr, "vision_config"), ("text", tr, "text_config")):
         d, L = cfg[key]["hidden_size"], cfg[key]["num_hidden_layers"]
-        for l in range(L if r else 0):
+        for l in range(L if r and kind != "none" else 0):
             for point in POINTS[kind]:
                 n = "adapters.%s.%s.layers.%d" % (tower, point, l)
                 draw(n + ".down.weight", (r, d), 1 / math.sqrt(d))
@@ -135,6 +181,15 @@ def main():
                 if kind != "lora":
                     draw(n + ".up.bias", (d,), 0.1)
                     draw(n + ".scale", (1,), 0.5)
+        if HEAD["levels"]:
+            draw("levels.%s.query" % tower, (d,), 1.0)
+            draw("levels.%s.gate" % tower, (1,), 0.5)
+        if HEAD["inject"]:
+            w = min(HEAD["width"], d)
+            for x in "qkv":
+                draw("inject.%s.%s.weight" % (tower, x), (w, d), 1 / math.sqrt(d))
+            draw("inject.%s.o.weight" % tower, (d, w), 1 / math.sqrt(w))
+            draw("inject.%s.gate" % tower, (1,), 0.5)
     img = torch.stack([encode_image(W, cfg, pre, a, A, kind) for a in images])
     txt = torch.stack([encode_text(W, cfg, t, A, kind) for t in tokens])
     ni, nt = img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True)
@@ -143,14 +198,17 @@ def main():
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
     loss.backward()
     res = {name: t.detach().numpy().astype(np.float32) for name, t in A.items()}
-    res["adapter"] = np.array([["parallel", "sequential", "lora"].index(kind), vr, tr], dtype=np.float32)
+    res["adapter"] = np.array([TYPES.index(kind), vr, tr] +
+                              ([HEAD["levels"], HEAD["inject"], HEAD["width"]] if len(sys.argv) > 9 else []),
+                              dtype=np.float32)
     res["emb.image"] = img.detach().numpy().astype(np.float32)
     res["emb.text"] = txt.detach().numpy().astype(np.float32)
     res["loss"] = np.array([loss.item()], dtype=np.float32)
     for name, t in A.items():
         res["grad." + name] = t.grad.numpy().astype(np.float32)
     write_safetensors(out, res)
-    print("%s: %s adapters, widths vision %d text %d: loss %.6f, %d tensors" % (out, kind, vr, tr, loss.item(), len(A)))
+    print("%s: %s adapters, widths vision %d text %d, levels %d, inject %d (width %d): loss %.6f, %d tensors" %
+          (out, kind, vr, tr, HEAD["levels"], HEAD["inject"], HEAD["width"], loss.item(), len(A)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@
 #                 shows in the gradients)
 #   tiny-adapter-{parallel,sequential,lora}   tiny model, adapters of width (rank) 8 (vision)
 #                 and 4 (text), random values (tests/ref/adapter_reference.py)
+#   tiny-adapter-lora-head   the same LoRA, with multi-level attention over 2 layers and
+#                 injection from 1 (width 8) on both heads, gates open
+#   tiny-adapter-none-head   those head modules alone on the frozen base
 # Needs a built tree (make check builds mkclip). Run from the top of the tree. The record
 # seeds here are tests/cli/t91-prompt.sh's.
 set -eu
@@ -30,6 +33,10 @@ $M descs 4 3 9 >"$T/d.cmr"
 for k in parallel sequential lora; do
 	/usr/bin/python3 tests/ref/adapter_reference.py "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-adapter-$k.safetensors $k 8 4 5
 done
+/usr/bin/python3 tests/ref/adapter_reference.py "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-adapter-lora-head.safetensors lora 8 4 5 \
+	2 1 8
+/usr/bin/python3 tests/ref/adapter_reference.py "$T/tiny" "$T/i.cmr" "$T/t.cmr" $G/tiny-adapter-none-head.safetensors none 0 0 6 \
+	2 1 8
 $M model "$T/b32" b32
 $M images 2 224 3 >"$T/bi.cmr"
 $M tokens 2 3 >"$T/bt.cmr"

@@ -13,8 +13,9 @@
  *   - the prompted image embeddings, the loss and its parts (captions, descriptions, pull),
  *   - the gradients of the pool's prompts and of its keys.
  *
- * The adapters' scales are checked as one vector, against scale=TOL when given (each is a
- * sum over every row and feature whose terms cancel, so less exact than the others).
+ * The adapters' scales and the head modules' gates are checked as one vector, against
+ * scale=TOL when given (each is a sum over every row and feature whose terms cancel, so less
+ * exact than the others).
  *
  *   promptcheck MODEL_DIR IMAGES.cmr TOKENS.cmr GOLDEN.safetensors BACKEND FWD_TOL GRAD_TOL [DESCS.cmr] [scale=TOL]
  * Prints one line per check with the error measured; exit 0 when all pass, 1 otherwise. */
@@ -223,13 +224,19 @@ int main(int argc, char **argv)
 	t.vision_prompts = pv ? (int)pv->shape[0] : 0;
 	t.deep = cmr_st_get(gold, "prompt.text.layers.1") || cmr_st_get(gold, "prompt.vision.layers.1");
 	int pool = cmr_st_get(gold, "prompt.vision.keys") != NULL;
-	if (cmr_st_get(gold, "adapter")) { /* tests/ref/adapter_reference.py's: [type, widths] */
+	if (cmr_st_get(gold, "adapter")) { /* tests/ref/adapter_reference.py's: [type, widths, levels,
+					   * inject, its width] */
 		strcpy(t.method, "adapter");
-		static const char *types[3] = {"parallel", "sequential", "lora"};
+		static const char *types[4] = {"parallel", "sequential", "lora", "none"};
 		int ty = (int)scalar(gold, "adapter", 0);
-		strcpy(t.adapter_type, types[ty >= 0 && ty < 3 ? ty : 0]);
+		strcpy(t.adapter_type, types[ty >= 0 && ty < 4 ? ty : 0]);
 		t.adapter_width[CMR_TOWER_VISION] = (int)scalar(gold, "adapter", 1);
 		t.adapter_width[CMR_TOWER_TEXT] = (int)scalar(gold, "adapter", 2);
+		if (cmr_st_get(gold, "adapter")->nbytes >= 6 * sizeof(float)) {
+			t.levels = (int)scalar(gold, "adapter", 3);
+			t.inject = (int)scalar(gold, "adapter", 4);
+			t.inject_width = (int)scalar(gold, "adapter", 5);
+		}
 	}
 	if (pool) {
 		strcpy(t.method, "pool");
@@ -298,10 +305,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const cmr_st_tensor *ei = cmr_st_get(gold, "emb.image"), *et = cmr_st_get(gold, "emb.text");
-	char kind[2][64];
+	char kind[2][96];
 	for (int k = 0; k < 2; k++)
 		if (strcmp(t.method, "adapter") == 0)
-			snprintf(kind[k], sizeof kind[k], "%s adapters of width %d", t.adapter_type, t.adapter_width[k]);
+			snprintf(kind[k], sizeof kind[k], "%s adapters of width %d%s", t.adapter_type, t.adapter_width[k],
+				 t.levels || t.inject ? ", head modules" : "");
 		else
 			snprintf(kind[k], sizeof kind[k], "%d %s prompts%s", k ? t.text_prompts : t.vision_prompts,
 				 k ? "text" : "vision", t.deep ? ", deep" : "");
@@ -344,7 +352,7 @@ int main(int argc, char **argv)
 			num += ((double)p->g[j] - gr[j]) * ((double)p->g[j] - gr[j]);
 			den += (double)gr[j] * gr[j];
 		}
-		if (p->n == 1 && strstr(p->name, ".scale")) { /* one vector of the scales, below */
+		if (p->n == 1 && (strstr(p->name, ".scale") || strstr(p->name, ".gate"))) { /* one vector, below */
 			snum += num, sden += den, nscale++;
 			continue;
 		}
@@ -355,7 +363,8 @@ int main(int argc, char **argv)
 	snprintf(what, sizeof what, "gradients of all %d %s tensors (worst: %s)", nprompt - nscale, t.method, worst_name);
 	check(worst <= gtol, what, worst, gtol);
 	if (nscale) { /* each a sum over every row and feature that cancels: as one vector */
-		snprintf(what, sizeof what, "gradients of the %d adapters' scales (one vector, relative L2)", nscale);
+		snprintf(what, sizeof what, "gradients of the %d adapters' scales and gates (one vector, relative L2)",
+			 nscale);
 		check(sqrt(snum / sden) <= stol, what, sqrt(snum / sden), stol);
 	}
 	/* nothing but the prompts has a gradient */
@@ -377,8 +386,11 @@ int main(int argc, char **argv)
 		}
 		double mw = fmax(rows_error(me, emb, B, P), rows_error(me + (size_t)B * P, emb + (size_t)B * P, B, P));
 		check(mw <= ftol, "LoRA merged into the weights: the unmerged embeddings (worst relative L2)", mw, ftol);
-		check(!m->tower[0].hooks && !m->tower[1].hooks, "merged: no module left on the layers",
-		      !!m->tower[0].hooks + !!m->tower[1].hooks, 0);
+		int left = 0; /* the head's modules stay */
+		for (int k = 0; k < 2; k++)
+			for (const cmr_hook *h = m->tower[k].hooks; h; h = h->next)
+				left += h->point != CMR_HOOK_HEAD;
+		check(left == 0, "merged: no module left on the layers", left, 0);
 		free(me);
 		cmr_clip_ws_free(mi);
 		cmr_clip_ws_free(mt);

@@ -15,6 +15,7 @@
 #include "eval.h"
 #include "fe.h"
 #include "util.h"
+#include "model/levels.h"
 #include "model/run.h"
 #include "model/tuning.h"
 #include "text/clip_tok.h"
@@ -26,8 +27,8 @@ static const cmr_tool tool = {
 	"[--train GLOB]... [--desc STREAM]... [--eval STREAM]... [--log FILE] [STREAM...]\n"
 	"cmr-train -m BASE_DIR --text-prompts N --vision-prompts N [--deep] [--prompt-init PHRASE]\n"
 	"[--train-logit-scale] -o TUNING_DIR [options] [STREAM...]\n"
-	"cmr-train -m BASE_DIR --adapter parallel|sequential|lora [--adapter-width N|vision=N,text=N]\n"
-	"-o TUNING_DIR [options] [STREAM...]",
+	"cmr-train -m BASE_DIR --adapter parallel|sequential|lora|none [--adapter-width N|vision=N,text=N]\n"
+	"[--multi-level N] [--inject N [--inject-width R]] -o TUNING_DIR [options] [STREAM...]",
 	"Train a CLIP model with a contrastive loss on pairs of image records (cmr-decode, at the\n"
 	"model's image size) and token records (cmr-caption-ingest), paired by key: the caption\n"
 	"<image key>#<n> goes with the image <image key>. Each step takes B images in a seeded\n"
@@ -72,6 +73,16 @@ static const cmr_tool tool = {
 	"                        auto: split the two towers' budget (2 x the width) in the\n"
 	"                        proportion of the effective ranks of the base's image and text\n"
 	"                        features on the training data (printed); given (default): as given\n"
+	"      --multi-level N   multi-level attention on both heads: the pooled rows of N layers\n"
+	"                        spread over the tower (the last included), through its final layer\n"
+	"                        norm, mixed by softmax with a learnt query, added to the pooled\n"
+	"                        state through a gate from zero (N >= 2; printed)\n"
+	"      --inject N        cross-level injection on both heads: a one-head cross-attention\n"
+	"                        from the pooled state to every row of N earlier layers, added\n"
+	"                        through a gate from zero; the base's weights untouched (printed)\n"
+	"      --inject-width R  the injection's attention width (default 64, cut to the tower's)\n"
+	"                        (--adapter none: these modules alone, no adapter in the layers;\n"
+	"                        the default when only they are given)\n"
 	"\nPrompt pool (APSE-IPIK's pool, L2P's keys; cmr-promptpool init makes one):\n"
 	"      --pool DIR        train this pool's prompts and keys on its frozen base (-m, or the\n"
 	"                        base it records): each image takes its top-k prompts by its query\n"
@@ -135,6 +146,7 @@ struct opts {
 	int text_prompts, vision_prompts, deep, train_logit, recompute, majority;
 	const char *adapter;
 	int adapter_width[2], adapter_width_given, adapter_auto;
+	int levels, inject, inject_width;
 	const char *pool;
 	double pull;
 	const char *prompt_init;
@@ -156,7 +168,7 @@ enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
-	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP
+	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP, OPT_LEVELS, OPT_INJECT, OPT_INJECT_WIDTH
 };
 
 /* --adapter-width: N, or vision=N,text=N (either may be left out: 0) */
@@ -233,6 +245,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"adapter", required_argument, NULL, OPT_ADAPTER},
 		{"adapter-width", required_argument, NULL, OPT_ADAPTER_WIDTH},
 		{"adapter-capacity", required_argument, NULL, OPT_ADAPTER_CAP},
+		{"multi-level", required_argument, NULL, OPT_LEVELS},
+		{"inject", required_argument, NULL, OPT_INJECT},
+		{"inject-width", required_argument, NULL, OPT_INJECT_WIDTH},
 		{"desc", required_argument, NULL, OPT_DESC},
 		{"desc-clip", required_argument, NULL, OPT_DESC_CLIP},
 		{"desc-trip", required_argument, NULL, OPT_DESC_TRIP},
@@ -315,8 +330,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_PULL: o->pull = cmr_parse_double("--pull", optarg, 0, 100); break;
 		case OPT_MAJORITY: o->majority = 1; break;
 		case OPT_ADAPTER:
-			if (strcmp(optarg, "parallel") != 0 && strcmp(optarg, "sequential") != 0 && strcmp(optarg, "lora") != 0)
-				cmr_usage_error("--adapter: '%s' is not parallel, sequential or lora", optarg);
+			if (strcmp(optarg, "parallel") != 0 && strcmp(optarg, "sequential") != 0 && strcmp(optarg, "lora") != 0 &&
+			    strcmp(optarg, "none") != 0)
+				cmr_usage_error("--adapter: '%s' is not parallel, sequential, lora or none", optarg);
 			o->adapter = optarg;
 			break;
 		case OPT_ADAPTER_WIDTH: parse_widths(optarg, o->adapter_width), o->adapter_width_given = 1; break;
@@ -324,6 +340,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "given") != 0)
 				cmr_usage_error("--adapter-capacity: '%s' is not auto or given", optarg);
 			o->adapter_auto = strcmp(optarg, "auto") == 0;
+			break;
+		case OPT_LEVELS: o->levels = (int)cmr_parse_int("--multi-level", optarg, 2, CMR_TUNING_MAX_LEVELS); break;
+		case OPT_INJECT: o->inject = (int)cmr_parse_int("--inject", optarg, 1, CMR_TUNING_MAX_LEVELS); break;
+		case OPT_INJECT_WIDTH:
+			o->inject_width = (int)cmr_parse_int("--inject-width", optarg, 1, CMR_TUNING_MAX_WIDTH);
 			break;
 		case OPT_DESC:
 			if (o->ndescs == MAXGLOB)
@@ -340,12 +361,23 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	}
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
+	if (o->inject_width && !o->inject)
+		cmr_usage_error("--inject-width goes with --inject N");
+	if (!o->inject_width)
+		o->inject_width = 64;
+	if ((o->levels || o->inject) && !o->adapter)
+		o->adapter = "none"; /* the head's modules alone */
+	int none = o->adapter && strcmp(o->adapter, "none") == 0;
+	if (none && !o->levels && !o->inject)
+		cmr_usage_error("--adapter none: give --multi-level N or --inject N (the modules on the heads)");
+	if (none && (o->adapter_width_given || o->adapter_auto))
+		cmr_usage_error("--adapter none has no width: --adapter-width and --adapter-capacity go with a type");
 	if ((o->adapter_width_given || o->adapter_auto) && !o->adapter)
 		cmr_usage_error("--adapter-width and --adapter-capacity go with --adapter TYPE");
 	if (o->adapter_auto && o->adapter_width_given && o->adapter_width[0] != o->adapter_width[1])
 		cmr_usage_error("--adapter-capacity auto sets the two widths: give one --adapter-width N (the budget per "
 				"tower), not two");
-	if (o->adapter && !o->adapter_width_given)
+	if (o->adapter && !o->adapter_width_given && !none)
 		o->adapter_width[0] = o->adapter_width[1] = 16;
 	if (o->adapter && (o->text_prompts || o->vision_prompts || o->pool || o->config || o->resume || o->deep ||
 			   o->prompt_init || o->ntrain || o->nfreeze))
@@ -519,6 +551,7 @@ static int run(struct opts *o, int argc, char **argv)
 		snprintf(tun.method, sizeof tun.method, "adapter");
 		snprintf(tun.adapter_type, sizeof tun.adapter_type, "%s", o->adapter);
 		tun.adapter_width[0] = o->adapter_width[0], tun.adapter_width[1] = o->adapter_width[1];
+		tun.levels = o->levels, tun.inject = o->inject, tun.inject_width = o->inject ? o->inject_width : 0;
 		tun.logit_scale = o->train_logit;
 		snprintf(tun.base, sizeof tun.base, "%s", o->init);
 	} else if (tuning) {
@@ -564,6 +597,26 @@ static int run(struct opts *o, int argc, char **argv)
 	cmr_pairs_load(&d, o->inputs, o->ninputs);
 	if (o->adapter_auto)
 		adapter_capacity(o, &cfg, src, &d, tun.adapter_width);
+	for (int k = 0; k < 2 && (tun.levels || tun.inject) && cmr_verbose >= 0 && !o->resume; k++) {
+		const cmr_tower_cfg *tc = k == CMR_TOWER_VISION ? &cfg.vision : &cfg.text;
+		int lay[CMR_LEVELS_MAX], n;
+		char buf[256];
+		for (int inj = 0; inj < 2; inj++) {
+			if (!(inj ? tun.inject : tun.levels))
+				continue;
+			n = inj ? cmr_inject_layers(tc->layers, tun.inject, lay) : cmr_levels_layers(tc->layers, tun.levels, lay);
+			size_t at = 0;
+			for (int j = 0; j < n && at < sizeof buf - 8; j++)
+				at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%d", j ? ", " : "", lay[j]);
+			if (inj)
+				fprintf(stderr, "%s: %s head: injection from layers %s of %d (0-based), width %d\n", cmr_progname,
+					k ? "text" : "vision", n ? buf : "(none)", tc->layers,
+					tun.inject_width < tc->width ? tun.inject_width : tc->width);
+			else
+				fprintf(stderr, "%s: %s head: multi-level attention over layers %s of %d (0-based)\n",
+					cmr_progname, k ? "text" : "vision", buf, tc->layers);
+		}
+	}
 	cmr_clip *m = cmr_clip_new(&cfg);
 	if (!m)
 		cmr_die("out of memory for the model");

@@ -15,7 +15,9 @@
 #   TARGETS      target databases                         default: render vocab compose personal
 #   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
 #                pool-desc vprompt-desc adapter-par adapter-seq adapter-par-ms adapter-seq-ms
-#                adapter-seq-auto lora lora-ms
+#                adapter-seq-auto lora lora-ms; and the head's modules (not run by default:
+#                HEAD_METHODS below) head-levels head-inject head-both lora-head lora-ms-levels
+#                lora-ms-inject lora-ms-head adapter-par-ms-head adapter-seq-ms-head
 #                (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
@@ -30,6 +32,10 @@
 #                cmr-train --pool with and without the keys' pull term)   default: 10, 2, 4
 #   ADAPTER_LR, ADAPTER_WIDTH, ADAPTER_WIDTH_MS  the adapters' learning rate and widths, equal
 #                and modality-specific                    default: 1e-3, 16, vision=24,text=8
+#   LEVELS, INJECT, INJECT_WIDTH  the head's modules: multi-level attention over LEVELS layers,
+#                injection from INJECT earlier ones          default: 3, 2, 32
+#   SECTION, SVG  where publish writes: bench/RESULTS.md's section, the plot
+#                                                             default: transfer, bench/transfer.svg
 #   SIZE, CONTEXT  (the config's image size and context)   default: 64, 64
 #   OUT          streams, models, rows and the table       default: out/transfer
 #   BIN, MKWORLD the tools                                 default: build/bin, build/examples/mkworld
@@ -104,6 +110,30 @@ METHOD_ARGS_lora-ms  = --adapter lora --adapter-width $(ADAPTER_WIDTH_MS) --lr $
 # the widths from the effective ranks of the base's features on the target (--adapter-capacity auto)
 METHOD_ARGS_adapter-seq-auto = --adapter sequential --adapter-width $(ADAPTER_WIDTH) --adapter-capacity auto \
 			--lr $(ADAPTER_LR)
+# the head's modules (issue 18: MASAN's multi-level attention and cross-level injection, gates
+# from zero) alone on the frozen base, and beside LoRA and the adapters at the
+# modality-specific widths; the base has 3 layers a tower: levels 0, 1, 2, injection from 0, 1
+LEVELS               ?= 3
+INJECT               ?= 2
+INJECT_WIDTH         ?= 32
+HEAD_LEVELS          = --multi-level $(LEVELS)
+HEAD_INJECT          = --inject $(INJECT) --inject-width $(INJECT_WIDTH)
+METHOD_ARGS_head-levels = $(HEAD_LEVELS) --lr $(ADAPTER_LR)
+METHOD_ARGS_head-inject = $(HEAD_INJECT) --lr $(ADAPTER_LR)
+METHOD_ARGS_head-both = $(HEAD_LEVELS) $(HEAD_INJECT) --lr $(ADAPTER_LR)
+METHOD_ARGS_lora-head = $(METHOD_ARGS_lora) $(HEAD_LEVELS) $(HEAD_INJECT)
+METHOD_ARGS_lora-ms-levels = $(METHOD_ARGS_lora-ms) $(HEAD_LEVELS)
+METHOD_ARGS_lora-ms-inject = $(METHOD_ARGS_lora-ms) $(HEAD_INJECT)
+METHOD_ARGS_lora-ms-head = $(METHOD_ARGS_lora-ms) $(HEAD_LEVELS) $(HEAD_INJECT)
+METHOD_ARGS_adapter-par-ms-head = $(METHOD_ARGS_adapter-par-ms) $(HEAD_LEVELS) $(HEAD_INJECT)
+METHOD_ARGS_adapter-seq-ms-head = $(METHOD_ARGS_adapter-seq-ms) $(HEAD_LEVELS) $(HEAD_INJECT)
+# the run that measures them beside their peers (bench/RESULTS.md's "transfer-heads"):
+#   make -f pipelines/transfer.mk METHODS="$(HEAD_METHODS)" SECTION=transfer-heads \
+#        SVG=bench/transfer-heads.svg table publish
+HEAD_METHODS         = zeroshot head-levels head-inject head-both lora lora-head lora-ms lora-ms-levels \
+		       lora-ms-inject lora-ms-head adapter-par-ms adapter-par-ms-head adapter-seq-ms adapter-seq-ms-head
+SECTION              ?= transfer
+SVG                  ?= bench/transfer.svg
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
 METHOD_INIT_prompts  := $(PROMPT_INIT)
 METHOD_INIT_deep     := $(PROMPT_INIT)
@@ -176,7 +206,7 @@ $(OUT)/results.md: $(ROWS) pipelines/transfer-table.sh pipelines/transfer-plot.s
 # the table into bench/RESULTS.md (section "transfer", with machine, date and command), the
 # plot into bench/transfer.svg
 publish: $(OUT)/results.md
-	sh pipelines/transfer-publish.sh $(OUT) "make -f pipelines/transfer.mk $(MAKEFLAGS)" $(BASE_CONFIG)
+	sh pipelines/transfer-publish.sh $(OUT) "make -f pipelines/transfer.mk $(MAKEFLAGS)" $(BASE_CONFIG) $(SECTION) $(SVG)
 
 clean:
 	rm -rf $(OUT)

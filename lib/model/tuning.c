@@ -87,9 +87,11 @@ int cmr_tuning_check(const cmr_tuning *t, const cmr_clip_cfg *cfg, char *err, si
 						 "are 0 or 2 to %d, injected layers 0 to %d, of width 1 to %d",
 				    t->levels, t->inject, t->inject_width, CMR_TUNING_MAX_LEVELS, CMR_TUNING_MAX_LEVELS,
 				    CMR_TUNING_MAX_WIDTH);
-		if (t->inject && (cfg->vision.layers < 2 || cfg->text.layers < 2))
-			return fail(err, errlen, "injection needs towers of 2 layers or more (these have %d and %d)",
-				    cfg->vision.layers, cfg->text.layers);
+		int lmin = cfg->vision.layers < cfg->text.layers ? cfg->vision.layers : cfg->text.layers;
+		if (t->levels > lmin || t->inject > lmin - 1)
+			return fail(err, errlen, "multi-level attention over %d layers, injection from %d earlier ones: the "
+						 "towers have %d and %d layers (at most %d levels and %d injected)",
+				    t->levels, t->inject, cfg->vision.layers, cfg->text.layers, lmin, lmin - 1);
 		if (!t->adapter_width[0] && !t->adapter_width[1] && !t->levels && !t->inject)
 			return fail(err, errlen, "adapters of width 0 in both towers and no head module: an empty tuning");
 		if (t->deep || t->text_prompts || t->vision_prompts)
@@ -726,7 +728,8 @@ char *cmr_tuning_config_json(const cmr_clip *m, const cmr_tuning *t, const char 
 				      : strcmp(t->adapter_type, "sequential") == 0 ? "on each attention and MLP block's output"
 				      : strcmp(t->adapter_type, "none") == 0       ? "none in the layers"
 										   : "on the attention's q, k, v and out projections",
-				      "scale", strcmp(t->adapter_type, "lora") == 0 ? "alpha / r = 1, merged into the weights when applied"
+				      "scale", strcmp(t->adapter_type, "none") == 0 ? "none"
+				      : strcmp(t->adapter_type, "lora") == 0 ? "alpha / r = 1, merged into the weights when applied"
 									       : "learnt, per tower, layer and place", "train_logit_scale", t->logit_scale,
 				      "training", tr ? tr : json_null());
 		json_t *ad = o ? json_object_get(o, "adapter") : NULL;

@@ -137,7 +137,7 @@ expect_status 2
 expect_stderr_has "--adapter-width and --adapter-capacity go with --adapter TYPE"
 run cmr-train -m "$TINY" -o "$WORK/x" --adapter serial "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 2
-expect_stderr_has "--adapter: 'serial' is not parallel, sequential or lora"
+expect_stderr_has "--adapter: 'serial' is not parallel, sequential, lora or none"
 run cmr-train -m "$TINY" -o "$WORK/x" --adapter parallel --adapter-width vision=0 "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 2
 expect_stderr_has "no tower has an adapter"
@@ -162,4 +162,64 @@ sed 's/"vision": 8/"vision": 16/' "$WORK/par/adapter_config.json" >"$WORK/bad/ad
 run cmr-encode -m "$TINY" --tuning "$WORK/bad" "$WORK/ti.cmr"
 expect_status 1
 expect_stderr_has "adapters.vision.mlp.layers.0.down.weight"
+end
+
+begin "cmr-train --multi-level --inject: the head's modules alone (type none), layers printed, the loss falls; cmr-encode gives what training's evaluation saw"
+run cmr-train -t 1 -m "$TINY" -o "$WORK/head" -b 8 --epochs 6 --lr 1e-2 --multi-level 2 --inject 1 --inject-width 8 --log "$WORK/hl.jsonl" --eval "$WORK/ti.cmr" --eval "$WORK/tt.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+expect_stderr_has "vision head: multi-level attention over layers 0, 1 of 2"
+expect_stderr_has "text head: injection from layers 0 of 2 (0-based), width 8"
+grep -q '"type": "none"' "$WORK/head/adapter_config.json" || why "not type none"
+grep -q '"levels": 2' "$WORK/head/adapter_config.json" || why "no levels"
+grep -q '"inject_width": 8' "$WORK/head/adapter_config.json" || why "no injection width"
+# per tower: levels 32 + 1, injection 3 x 8 x 32 + 32 x 8 + 1 = 1025: 2 x 1058
+head -1 "$WORK/hl.jsonl" | grep -q '"trained": 2116,' || why "trained: $(head -1 "$WORK/hl.jsonl")"
+first=$(sed -n 2p "$WORK/hl.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+last=$(grep '"loss"' "$WORK/hl.jsonl" | tail -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || why "loss $first -> $last did not fall"
+cmr-encode -q -m "$TINY" --tuning "$WORK/head" -o "$WORK/hi.cmr" "$WORK/ti.cmr"
+cmr-encode -q -m "$TINY" --tuning "$WORK/head" -o "$WORK/ht.cmr" "$WORK/tt.cmr"
+r=$(cmr-eval --json "$WORK/hi.cmr" "$WORK/ht.cmr" | sed -n '/"text_to_image"/,/}/p' | sed -n 's/.*"R@1": \([0-9.]*\).*/\1/p' | head -1)
+e=$(sed -n 's/.*"eval".*"text_to_image": {"R@1": \([0-9.]*\).*/\1/p' "$WORK/hl.jsonl" | tail -1)
+awk -v a="$r" -v b="$e" 'BEGIN { exit !(a - b < 0.01 && b - a < 0.01) }' || why "applied R@1 $r, training's evaluation $e"
+cmr-dump show -a "$WORK/hi.cmr" | grep -A1 '^img000	' >"$WORK/hi0"
+cmp -s "$WORK/bi" "$WORK/hi0" && why "the head's modules changed no image"
+end
+
+begin "LoRA with the head's modules: interrupted and resumed gives the tuning of an uninterrupted run"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/lhf" -b 8 --epochs 3 --lr 1e-2 --adapter lora --adapter-width 4 --multi-level 2 --inject 1 --inject-width 4 "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-train -q -t 1 -m "$TINY" -o "$WORK/lhh" -b 8 --epochs 3 --lr 1e-2 --adapter lora --adapter-width 4 --multi-level 2 --inject 1 --inject-width 4 --max-steps 7 "$WORK/ti.cmr" "$WORK/tt.cmr"
+run cmr-train -q -t 1 --resume "$WORK/lhh" -b 8 --epochs 3 --lr 1e-2 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -m "$TINY" --tuning "$WORK/lhf" -o "$WORK/lf.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-encode -m "$TINY" --tuning "$WORK/lhh" -o "$WORK/lh.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-dump diff --max-abs 0 "$WORK/lf.cmr" "$WORK/lh.cmr" >/dev/null || why "the resumed tuning's embeddings differ"
+end
+
+begin "refusals of the head's modules: none without them, a width without an injection, one level, a damaged config"
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter none "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "--adapter none: give --multi-level N or --inject N"
+run cmr-train -m "$TINY" -o "$WORK/x" --multi-level 2 --inject-width 8 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "--inject-width goes with --inject N"
+run cmr-train -m "$TINY" -o "$WORK/x" --multi-level 1 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+run cmr-train -m "$TINY" -o "$WORK/x" --adapter none --adapter-width 4 --inject 1 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "--adapter none has no width"
+expect_no_file "$WORK/x"
+cp -r "$WORK/head" "$WORK/badh"
+sed 's/"levels": 2/"levels": 1/' "$WORK/head/adapter_config.json" >"$WORK/badh/adapter_config.json"
+run cmr-encode -m "$TINY" --tuning "$WORK/badh" "$WORK/ti.cmr"
+expect_status 1
+expect_stderr_has "levels 0 or at least 2"
+sed 's/"inject": 1/"inject": 2/' "$WORK/head/adapter_config.json" >"$WORK/badh/adapter_config.json"
+run cmr-encode -m "$TINY" --tuning "$WORK/badh" -o "$WORK/x.cmr" "$WORK/ti.cmr"
+expect_status 1
+expect_stderr_has "the towers have 2 and 2 layers (at most 2 levels and 1 injected)"
+run cmr-train -m "$TINY" -o "$WORK/x" --multi-level 3 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "at most 2 levels"
+expect_no_file "$WORK/x"
 end

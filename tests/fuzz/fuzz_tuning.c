@@ -1,6 +1,6 @@
 /* fuzz_tuning.c - libFuzzer target: a tuning's adapter_config.json parser
- * (lib/model/tuning.c) on arbitrary bytes, prompts, a pool or adapters, and its lengths
- * checked against a model's config. */
+ * (lib/model/tuning.c) on arbitrary bytes, prompts, a pool or adapters (with the head's
+ * modules), and its lengths checked against a model's config. */
 #include <stdint.h>
 #include <string.h>
 
@@ -28,15 +28,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (strcmp(t.method, "adapter") == 0) {
+		int none = strcmp(t.adapter_type, "none") == 0, head = t.levels || t.inject;
 		if ((strcmp(t.adapter_type, "parallel") != 0 && strcmp(t.adapter_type, "sequential") != 0 &&
-		     strcmp(t.adapter_type, "lora") != 0) ||
+		     strcmp(t.adapter_type, "lora") != 0 && !none) ||
 		    t.adapter_width[0] < 0 || t.adapter_width[1] < 0 || t.adapter_width[0] > CMR_TUNING_MAX_WIDTH ||
-		    t.adapter_width[1] > CMR_TUNING_MAX_WIDTH || !(t.adapter_width[0] || t.adapter_width[1]) || t.deep ||
+		    t.adapter_width[1] > CMR_TUNING_MAX_WIDTH || !(t.adapter_width[0] || t.adapter_width[1] || head) ||
+		    (none && (t.adapter_width[0] || t.adapter_width[1] || !head)) || t.levels < 0 || t.levels == 1 ||
+		    t.levels > CMR_TUNING_MAX_LEVELS || t.inject < 0 || t.inject > CMR_TUNING_MAX_LEVELS ||
+		    (t.inject && (t.inject_width < 1 || t.inject_width > CMR_TUNING_MAX_WIDTH)) || t.deep ||
 		    t.text_prompts || t.vision_prompts)
 			__builtin_trap();
 		cmr_clip_cfg ac;
 		memset(&ac, 0, sizeof ac);
 		ac.text.context = 77;
+		ac.text.layers = ac.vision.layers = CMR_TUNING_MAX_LEVELS + 1; /* room for any count */
 		if (cmr_tuning_check(&t, &ac, err, sizeof err) != 0)
 			__builtin_trap();
 		return 0;

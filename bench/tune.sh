@@ -2,7 +2,9 @@
 # tune.sh - what tuning a few tensors of a frozen model costs next to fine-tuning all of it:
 # cmr-train on a ViT-B/32-shaped CLIP (tests/tools/mkclip b32, 151M parameters), batch 32,
 # captions of 20 tokens, training only the two projections, or 8 text and 8 vision prompts on
-# the frozen model (cmr-tuning(5)), or adapters of width 16 (parallel, sequential, LoRA), vs
+# the frozen model (cmr-tuning(5)), or adapters of width 16 (parallel, sequential, LoRA), or
+# the head's modules (multi-level attention over 4 layers, injection from 2, alone and beside
+# LoRA), vs
 # every parameter: peak RSS
 # (GNU time's maximum resident set) and the mean step time (steps 3..N from the log's
 # clock), in the same run. Writes its section of bench/RESULTS.md. Needs a built tree (make
@@ -32,7 +34,8 @@ measure() { # label, cmr-train options...
 set -- $(measure proj --train visual_projection.weight --train text_projection.weight) \
 	$(measure full) $(measure prompts --text-prompts 8 --vision-prompts 8) \
 	$(measure recompute --text-prompts 8 --vision-prompts 8 --recompute) \
-	$(measure parallel --adapter parallel) $(measure sequential --adapter sequential) $(measure lora --adapter lora)
+	$(measure parallel --adapter parallel) $(measure sequential --adapter sequential) $(measure lora --adapter lora) \
+	$(measure head --multi-level 4 --inject 2) $(measure lorahead --adapter lora --multi-level 4 --inject 2)
 ratio=$(awk -v a="$2" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 pratio=$(awk -v a="$8" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
 rratio=$(awk -v a="${11}" -v b="$5" 'BEGIN { printf "%.2f", a / b }')
@@ -56,12 +59,16 @@ of the whole run (the mapped checkpoint's pages count).
 | \`--adapter parallel\`, width 16 (0.51M) | ${14} | ${15} |
 | \`--adapter sequential\`, width 16 (1.01M) | ${17} | ${18} |
 | \`--adapter lora\`, rank 16 (1.97M) | ${20} | ${21} |
+| \`--multi-level 4 --inject 2\` alone (0.33M) | ${23} | ${24} |
+| \`--adapter lora\` with them (2.30M) | ${26} | ${27} |
 
 Step time of the projections-only run: $ratio of the full one; of the prompt tuning: $pratio
 (its backward pass crosses every layer of both towers for the input gradients, without weight
 gradients; it keeps x_in, q, k, v, x_mid and fc1's output per layer, not the linear layers'
 inputs, which only weight gradients read); with \`--recompute\`: $rratio. Adapters (parallel,
 sequential, LoRA): $aratio of the full step (every activation kept, as for full
-fine-tuning: a module reads them; no weight gradient of the base).
+fine-tuning: a module reads them; no weight gradient of the base). The head's modules alone
+walk back no layer (they read the frozen layers' outputs, kept as copies): $(awk -v a="${23}" -v f="$5" 'BEGIN { printf "%.2f", a / f }') of the full
+step.
 <!-- tune:end -->"
 write_section tune "$section"

@@ -162,7 +162,35 @@ static void unit_backward(const double *u, const double *du, const double *norm,
 	}
 }
 
-double cmr_infonce(const float *img, const float *txt, int B, int P, float t, float *dimg, float *dtxt, float *dt)
+/* the teacher's cosine similarities T [B, B] of its normalised image and text rows [B, Pt] */
+static int teacher_sim(const float *timg, const float *ttxt, int B, int Pt, double *T)
+{
+	size_t bp = (size_t)B * Pt;
+	double *a = malloc(bp * sizeof *a), *b = malloc(bp * sizeof *b), *na = malloc((size_t)B * sizeof *na),
+	       *nb = malloc((size_t)B * sizeof *nb);
+	int ok = a && b && na && nb;
+	if (ok) {
+		unit_rows(timg, B, Pt, a, na);
+		unit_rows(ttxt, B, Pt, b, nb);
+		for (int i = 0; i < B; i++)
+			for (int j = 0; j < B; j++) {
+				double d = 0;
+				for (int p = 0; p < Pt; p++)
+					d += a[(size_t)i * Pt + p] * b[(size_t)j * Pt + p];
+				T[(size_t)i * B + j] = d;
+			}
+	}
+	free(a), free(b), free(na), free(nb);
+	return ok ? 0 : -1;
+}
+
+/* The cross-entropy core of InfoNCE and its soft forms: in direction 0 (image i -> texts) row
+ * i of the logits S = exp(t) img_n . txt_n^T against the targets Q[0] row i (NULL: the
+ * identity), weighted by w[0][i] (NULL: 1); in direction 1 (text i -> images) column i
+ * against Q[1]'s column i (B x B, indexed [image, text]) with w[1][i]; each direction
+ * averaged over B and halved. With no targets and no weights it is CLIP's loss exactly. */
+static double contrastive(const float *img, const float *txt, int B, int P, float t, const double *const Q[2],
+			  const double *const w[2], float *dimg, float *dtxt, float *dt)
 {
 	size_t bp = (size_t)B * P;
 	double *ui = malloc(bp * sizeof *ui), *ut = malloc(bp * sizeof *ut), *ni = malloc((size_t)B * sizeof *ni);
@@ -186,18 +214,28 @@ double cmr_infonce(const float *img, const float *txt, int B, int P, float t, fl
 	loss = 0;
 	for (int dir = 0; dir < 2; dir++)
 		for (int i = 0; i < B; i++) {
-			double mx = -INFINITY, sum = 0;
+			double mx = -INFINITY, sum = 0, wi = w[dir] ? w[dir][i] : 1.0;
 			for (int j = 0; j < B; j++) {
 				double s = dir ? S[(size_t)j * B + i] : S[(size_t)i * B + j];
 				mx = s > mx ? s : mx;
 			}
 			for (int j = 0; j < B; j++)
 				sum += exp((dir ? S[(size_t)j * B + i] : S[(size_t)i * B + j]) - mx);
-			loss += (mx + log(sum) - S[(size_t)i * B + i]) / (2.0 * B);
+			if (!Q[dir]) {
+				loss += wi * (mx + log(sum) - S[(size_t)i * B + i]) / (2.0 * B);
+			} else { /* - sum_j q_j log p_j = sum_j q_j (lse - s_j) */
+				double l = 0;
+				for (int j = 0; j < B; j++) {
+					size_t at = dir ? (size_t)j * B + i : (size_t)i * B + j;
+					l += Q[dir][at] * (mx + log(sum) - S[at]);
+				}
+				loss += wi * l / (2.0 * B);
+			}
 			for (int j = 0; j < B; j++) {
-				double pj = exp((dir ? S[(size_t)j * B + i] : S[(size_t)i * B + j]) - mx) / sum;
-				double g = (pj - (i == j)) / (2.0 * B);
-				G[dir ? (size_t)j * B + i : (size_t)i * B + j] += g;
+				size_t at = dir ? (size_t)j * B + i : (size_t)i * B + j;
+				double pj = exp(S[at] - mx) / sum, q = Q[dir] ? Q[dir][at] : (double)(i == j);
+				double g = wi * (pj - q) / (2.0 * B);
+				G[at] += g;
 			}
 		}
 	/* S = scale * ui . ut^T */
@@ -219,6 +257,181 @@ double cmr_infonce(const float *img, const float *txt, int B, int P, float t, fl
 		*dt += (float)(dscale * scale); /* d scale / d t = scale */
 out:
 	free(ui), free(ut), free(ni), free(nt), free(S), free(G), free(dui), free(dut);
+	return loss;
+}
+
+double cmr_infonce(const float *img, const float *txt, int B, int P, float t, float *dimg, float *dtxt, float *dt)
+{
+	const double *const none[2] = {NULL, NULL};
+	return contrastive(img, txt, B, P, t, none, none, dimg, dtxt, dt);
+}
+
+/* softmax over each row (dir 0) or column (dir 1) of T / tau, into R [B, B] */
+static void soft_targets(const double *T, int B, double tau, int dir, double *R)
+{
+	for (int i = 0; i < B; i++) {
+		double mx = -INFINITY, z = 0;
+		for (int j = 0; j < B; j++)
+			mx = fmax(mx, T[dir ? (size_t)j * B + i : (size_t)i * B + j] / tau);
+		for (int j = 0; j < B; j++) {
+			size_t at = dir ? (size_t)j * B + i : (size_t)i * B + j;
+			z += R[at] = exp(T[at] / tau - mx);
+		}
+		for (int j = 0; j < B; j++)
+			R[dir ? (size_t)j * B + i : (size_t)i * B + j] /= z;
+	}
+}
+
+double cmr_soft_labels(const float *img, const float *txt, int B, int P, float t, const float *timg,
+		       const float *ttxt, int Pt, float alpha, float tau, float *dimg, float *dtxt, float *dt)
+{
+	double *T = malloc((size_t)B * B * sizeof *T), *Q0 = malloc((size_t)B * B * sizeof *Q0),
+	       *Q1 = malloc((size_t)B * B * sizeof *Q1);
+	double loss = NAN;
+	if (T && Q0 && Q1 && teacher_sim(timg, ttxt, B, Pt, T) == 0) {
+		soft_targets(T, B, tau, 0, Q0);
+		soft_targets(T, B, tau, 1, Q1);
+		for (int i = 0; i < B; i++) /* (1 - alpha) I + alpha softmax: exactly I at alpha 0 */
+			for (int j = 0; j < B; j++) {
+				size_t at = (size_t)i * B + j;
+				Q0[at] = (1.0 - alpha) * (i == j) + alpha * Q0[at];
+				Q1[at] = (1.0 - alpha) * (i == j) + alpha * Q1[at];
+			}
+		const double *const Q[2] = {Q0, Q1}, *const none[2] = {NULL, NULL};
+		loss = contrastive(img, txt, B, P, t, Q, none, dimg, dtxt, dt);
+	}
+	free(T), free(Q0), free(Q1);
+	return loss;
+}
+
+double cmr_selective(const float *img, const float *txt, int B, int P, float t, const float *timg, const float *ttxt,
+		     int Pt, float tau, float *dimg, float *dtxt, float *dt)
+{
+	double *T = malloc((size_t)B * B * sizeof *T), *w = malloc(2 * (size_t)B * sizeof *w);
+	double loss = NAN;
+	if (T && w && teacher_sim(timg, ttxt, B, Pt, T) == 0) {
+		for (int dir = 0; dir < 2; dir++)
+			for (int i = 0; i < B; i++) { /* the teacher's margin of the positive over the best negative */
+				double neg = -INFINITY;
+				for (int j = 0; j < B; j++)
+					if (j != i)
+						neg = fmax(neg, dir ? T[(size_t)j * B + i] : T[(size_t)i * B + j]);
+				double m = T[(size_t)i * B + i] - neg;
+				w[(size_t)dir * B + i] = B < 2 || m >= 0 ? 1.0 : exp(m / tau);
+			}
+		const double *const none[2] = {NULL, NULL}, *const wt[2] = {w, w + B};
+		loss = contrastive(img, txt, B, P, t, none, wt, dimg, dtxt, dt);
+	}
+	free(T), free(w);
+	return loss;
+}
+
+double cmr_distill_kl(const float *img, const float *txt, int B, int P, float t, const float *timg, const float *ttxt,
+		      int Pt, float tau, float *dimg, float *dtxt, float *dt)
+{
+	double *T = malloc((size_t)B * B * sizeof *T), *Q0 = malloc((size_t)B * B * sizeof *Q0),
+	       *Q1 = malloc((size_t)B * B * sizeof *Q1);
+	double loss = NAN;
+	if (T && Q0 && Q1 && teacher_sim(timg, ttxt, B, Pt, T) == 0) {
+		soft_targets(T, B, tau, 0, Q0);
+		soft_targets(T, B, tau, 1, Q1);
+		const double *const Q[2] = {Q0, Q1}, *const none[2] = {NULL, NULL};
+		/* KL(q || p) = CE(q, p) - H(q): the teacher's entropy is a constant */
+		double h = 0;
+		for (size_t i = 0; i < (size_t)B * B; i++)
+			h += (Q0[i] > 0 ? Q0[i] * log(Q0[i]) : 0) + (Q1[i] > 0 ? Q1[i] * log(Q1[i]) : 0);
+		loss = contrastive(img, txt, B, P, t, Q, none, dimg, dtxt, dt) + h / (2.0 * B);
+	}
+	free(T), free(Q0), free(Q1);
+	return loss;
+}
+
+double cmr_distill_mse(const float *img, const float *txt, int B, int P, const float *timg, const float *ttxt,
+		       float *dimg, float *dtxt)
+{
+	size_t bp = (size_t)B * P;
+	double *u = malloc(2 * bp * sizeof *u), *a = malloc(2 * bp * sizeof *a), *nu = malloc(2 * (size_t)B * sizeof *nu),
+	       *na = malloc(2 * (size_t)B * sizeof *na), *du = calloc(2 * bp, sizeof *du);
+	double loss = NAN;
+	if (u && a && nu && na && du) {
+		unit_rows(img, B, P, u, nu);
+		unit_rows(txt, B, P, u + bp, nu + B);
+		unit_rows(timg, B, P, a, na);
+		unit_rows(ttxt, B, P, a + bp, na + B);
+		loss = 0; /* the mean over both modalities' B rows of |u - a|^2 */
+		for (size_t i = 0; i < 2 * bp; i++) {
+			double d = u[i] - a[i];
+			loss += d * d / (2.0 * B);
+			du[i] = 2 * d / (2.0 * B);
+		}
+		if (dimg)
+			unit_backward(u, du, nu, B, P, dimg);
+		if (dtxt)
+			unit_backward(u + bp, du + bp, nu + B, B, P, dtxt);
+	}
+	free(u), free(a), free(nu), free(na), free(du);
+	return loss;
+}
+
+double cmr_relaxed_margin(const float *img, const float *txt, int B, int P, const float *timg, const float *ttxt,
+			  int Pt, float sigma, float delta, float *dimg, float *dtxt)
+{
+	size_t bp = (size_t)B * P, BB = (size_t)B * B;
+	double *ui = malloc(bp * sizeof *ui), *ut = malloc(bp * sizeof *ut), *ni = malloc((size_t)B * sizeof *ni),
+	       *nt = malloc((size_t)B * sizeof *nt), *T = malloc(BB * sizeof *T), *d = malloc(BB * sizeof *d),
+	       *gd = calloc(BB, sizeof *gd), *dui = calloc(bp, sizeof *dui), *dut = calloc(bp, sizeof *dut);
+	double loss = NAN;
+	if (B < 2 || !ui || !ut || !ni || !nt || !T || !d || !gd || !dui || !dut || teacher_sim(timg, ttxt, B, Pt, T) < 0)
+		goto out;
+	unit_rows(img, B, P, ui, ni);
+	unit_rows(txt, B, P, ut, nt);
+	/* d[i, j] = |u_i - v_j| (student, across modalities); the teacher's weight
+	 * w = exp(-|a_i - b_j|^2 / sigma) = exp(-(2 - 2 T) / sigma) on unit rows */
+	for (int i = 0; i < B; i++)
+		for (int j = 0; j < B; j++) {
+			double s = 0;
+			for (int p = 0; p < P; p++) {
+				double e = ui[(size_t)i * P + p] - ut[(size_t)j * P + p];
+				s += e * e;
+			}
+			d[(size_t)i * B + j] = sqrt(fmax(s, 1e-12));
+		}
+	loss = 0;
+	double N = (double)B * (B - 1);
+	for (int dir = 0; dir < 2; dir++) /* rows: an image's distances to the texts; columns: a text's */
+		for (int i = 0; i < B; i++) {
+			double mu = 0, sf = 0;
+			for (int k = 0; k < B; k++)
+				mu += d[dir ? (size_t)k * B + i : (size_t)i * B + k];
+			mu /= B;
+			for (int j = 0; j < B; j++) {
+				if (j == i)
+					continue;
+				size_t at = dir ? (size_t)j * B + i : (size_t)i * B + j;
+				double w = exp(-(2.0 - 2.0 * T[at]) / sigma), h = d[at] / mu, r = delta - h > 0 ? delta - h : 0;
+				loss += (w * h * h + (1 - w) * r * r) / (2.0 * N);
+				double f1 = (2 * w * h - 2 * (1 - w) * r) / (2.0 * N); /* d/dh */
+				gd[at] += f1 / mu;    /* through h = d / mu, d itself */
+				sf += f1 * d[at] / (mu * mu); /* and through mu */
+			}
+			for (int k = 0; k < B; k++)
+				gd[dir ? (size_t)k * B + i : (size_t)i * B + k] -= sf / B;
+		}
+	for (int i = 0; i < B; i++) /* d = |u_i - v_j|: dd/du_i = (u_i - v_j) / d */
+		for (int j = 0; j < B; j++) {
+			double g = gd[(size_t)i * B + j] / d[(size_t)i * B + j];
+			for (int p = 0; p < P; p++) {
+				double e = ui[(size_t)i * P + p] - ut[(size_t)j * P + p];
+				dui[(size_t)i * P + p] += g * e;
+				dut[(size_t)j * P + p] -= g * e;
+			}
+		}
+	if (dimg)
+		unit_backward(ui, dui, ni, B, P, dimg);
+	if (dtxt)
+		unit_backward(ut, dut, nt, B, P, dtxt);
+out:
+	free(ui), free(ut), free(ni), free(nt), free(T), free(d), free(gd), free(dui), free(dut);
 	return loss;
 }
 

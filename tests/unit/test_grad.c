@@ -1,11 +1,15 @@
 /* test_grad.c - every backward pass against central finite differences of the forward
- * operation (the plain backend), and AdamW against a hand-computed step. */
+ * operation (the plain backend), AdamW against a hand-computed step, and the soft
+ * contrastive transfer and distillation losses against PyTorch's (tests/golden/soft). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
 #include "backend/grad.h"
+#include "format/safetensors.h"
+#include "format/stream.h"
+#include <stdio.h>
 #include "unit.h"
 
 static int which; /* the loss under test: 0 InfoNCE, 1 VSE++ */
@@ -287,4 +291,84 @@ TEST(backends_backward_match_ref)
 			return;
 		}
 	}
+}
+
+/* the golden's tensor NAME as floats (n of them) */
+static const float *gold(const cmr_st *g, const char *name, size_t n)
+{
+	static const float none[64]; /* a missing tensor: the comparisons below fail */
+	const cmr_st_tensor *t = cmr_st_get(g, name);
+	if (!t || t->dtype != CMR_DTYPE_F32 || t->nbytes != n * sizeof(float)) {
+		fprintf(stderr, "tests/golden/soft: no tensor %s of %zu floats\n", name, n);
+		unit_fail(__FILE__, __LINE__, name);
+		return none;
+	}
+	return t->data;
+}
+
+static double rel_l2(const float *a, const float *r, size_t n)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++)
+		num += ((double)a[i] - r[i]) * ((double)a[i] - r[i]), den += (double)r[i] * r[i];
+	return sqrt(num / fmax(den, 1e-30));
+}
+
+TEST(grad_soft_losses_match_pytorch)
+{
+	char path[4096], err[256];
+	snprintf(path, sizeof path, "%s/tests/golden/soft/losses.safetensors", unit_srcdir());
+	cmr_st *g = cmr_st_open(path, err, sizeof err);
+	CHECK(g);
+	if (!g)
+		return;
+	enum { SB = 6, SP = 8, SPT = 12 };
+	const float *img = gold(g, "img", SB * SP), *txt = gold(g, "txt", SB * SP), *timg = gold(g, "timg", SB * SPT),
+		    *ttxt = gold(g, "ttxt", SB * SPT), *mimg = gold(g, "mimg", SB * SP), *mtxt = gold(g, "mtxt", SB * SP),
+		    *pr = gold(g, "params", 6);
+	float t = gold(g, "t", 1)[0];
+	static const char *names[5] = {"soft_labels", "selective", "distill_kl", "distill_mse", "relaxed_margin"};
+	double worst = 0;
+	for (int lo = 0; lo < 5; lo++) {
+		float di[SB * SP] = {0}, dx[SB * SP] = {0}, dt = 0;
+		double L = lo == 0   ? cmr_soft_labels(img, txt, SB, SP, t, timg, ttxt, SPT, pr[0], pr[1], di, dx, &dt)
+			   : lo == 1 ? cmr_selective(img, txt, SB, SP, t, timg, ttxt, SPT, pr[2], di, dx, &dt)
+			   : lo == 2 ? cmr_distill_kl(img, txt, SB, SP, t, timg, ttxt, SPT, pr[3], di, dx, &dt)
+			   : lo == 3 ? cmr_distill_mse(img, txt, SB, SP, mimg, mtxt, di, dx)
+				    : cmr_relaxed_margin(img, txt, SB, SP, timg, ttxt, SPT, pr[4], pr[5], di, dx);
+		char nm[64];
+		snprintf(nm, sizeof nm, "%s.loss", names[lo]);
+		double lr = gold(g, nm, 1)[0], e[4];
+		e[0] = fabs(L - lr) / fabs(lr);
+		snprintf(nm, sizeof nm, "%s.dimg", names[lo]);
+		e[1] = rel_l2(di, gold(g, nm, SB * SP), SB * SP);
+		snprintf(nm, sizeof nm, "%s.dtxt", names[lo]);
+		e[2] = rel_l2(dx, gold(g, nm, SB * SP), SB * SP);
+		snprintf(nm, sizeof nm, "%s.dt", names[lo]);
+		float rdt = gold(g, nm, 1)[0];
+		e[3] = lo >= 3 ? fabs(dt - rdt) : fabs(dt - rdt) / fmax(fabs(rdt), 1e-30);
+		if (getenv("CMR_TEST_VERBOSE"))
+			fprintf(stderr, "%s: loss %.3g, dimg %.3g (dimg[0] %.6g), dtxt %.3g, dt %.3g (relative)\n", names[lo],
+				e[0], e[1], di[0], e[2], e[3]);
+		for (int i = 0; i < 4; i++)
+			worst = fmax(worst, e[i]);
+	}
+	CHECK(worst <= 1e-6); /* F32 outputs of double arithmetic: measured 8.9e-8 */
+	if (worst > 1e-6)
+		fprintf(stderr, "soft losses against PyTorch: worst relative error %g\n", worst);
+	/* alpha = 0: InfoNCE exactly; a teacher equal to the student: no distillation gradient */
+	float a0[SB * SP] = {0}, b0[SB * SP] = {0}, a1[SB * SP] = {0}, b1[SB * SP] = {0}, d0 = 0, d1 = 0;
+	double l0 = cmr_infonce(img, txt, SB, SP, t, a0, b0, &d0),
+	       l1 = cmr_soft_labels(img, txt, SB, SP, t, timg, ttxt, SPT, 0.0f, pr[1], a1, b1, &d1);
+	CHECK(l0 == l1 && d0 == d1 && memcmp(a0, a1, sizeof a0) == 0 && memcmp(b0, b1, sizeof b0) == 0);
+	float zi[SB * SP] = {0}, zt[SB * SP] = {0}, zs = 0;
+	double lk = cmr_distill_kl(img, txt, SB, SP, t, img, txt, SP, (float)exp(-t), zi, zt, &zs);
+	double lm = cmr_distill_mse(img, txt, SB, SP, img, txt, zi, zt);
+	double gmax = fabs(zs);
+	for (int i = 0; i < SB * SP; i++)
+		gmax = fmax(gmax, fmax(fabs(zi[i]), fabs(zt[i])));
+	if (getenv("CMR_TEST_VERBOSE"))
+		fprintf(stderr, "teacher = student: KL %.3g, MSE %.3g, largest gradient %.3g\n", lk, lm, gmax);
+	CHECK(fabs(lk) < 1e-6 && fabs(lm) < 1e-12 && gmax < 1e-6);
+	cmr_st_close(g);
 }

@@ -104,6 +104,25 @@ static const cmr_tool tool = {
 	"      --desc-trip W     weight of each perspective's VSE++ hinge, summed over the batch\n"
 	"                        (default 0.001)\n"
 	"      --desc-margin X   that hinge's margin (default 0.1)\n"
+	"\nSoft contrastive transfer from a teacher (Zeng et al. 2025; CLIP-KD's distillation):\n"
+	"      --teacher-images STREAM, --teacher-texts STREAM\n"
+	"                        a teacher's embeddings of the training images and captions\n"
+	"                        (cmr-encode's output of any model, keyed as the training data;\n"
+	"                        every image and caption needs one)\n"
+	"      --soft-labels W   InfoNCE against relaxed labels (1 - a) I + a softmax(T / tau),\n"
+	"                        T the teacher's cosine similarities (weight W)\n"
+	"      --soft-alpha A    a (default 0.5; 0: plain InfoNCE)\n"
+	"      --teacher-tau X   tau of the soft labels and of --distill-kl (default 0.05)\n"
+	"      --relaxed-margin W\n"
+	"                        relaxed margins (Kim et al.): the teacher's closeness weighs\n"
+	"                        each cross-modal distance between pulling and a margin\n"
+	"      --relaxed-sigma X, --relaxed-delta X\n"
+	"                        its kernel width and margin (default 1, 1)\n"
+	"      --selective W     InfoNCE with the pairs the teacher finds ambiguous weighing less\n"
+	"      --selective-tau X how fast their weight falls with the teacher's margin (0.05)\n"
+	"      --distill-kl W    KL of the teacher's similarity distributions from the student's\n"
+	"      --distill-mse W   squared distance to the teacher's unit embeddings (same width)\n"
+	"      --base-weight W   the weight of --loss's term beside them (default 1; 0: none)\n"
 	"\nSchedule:\n"
 	"  -b, --batch N         pairs per step (default 64)\n"
 	"      --epochs N        passes over the images (default 1)\n"
@@ -159,6 +178,9 @@ struct opts {
 	char *evals[MAXGLOB], *descs[MAXGLOB];
 	int nevals, ndescs;
 	double desc_clip, desc_trip, desc_margin;
+	const char *teacher_img, *teacher_txt;
+	double w_soft, soft_alpha, teacher_tau, w_relaxed, relaxed_sigma, relaxed_delta, w_sel, sel_tau, w_kl, w_mse;
+	double base_weight;
 	const cmr_ops *ops;
 	char **inputs;
 	int ninputs;
@@ -168,7 +190,9 @@ enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
-	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP, OPT_LEVELS, OPT_INJECT, OPT_INJECT_WIDTH
+	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP, OPT_LEVELS, OPT_INJECT, OPT_INJECT_WIDTH,
+	OPT_T_IMG, OPT_T_TXT, OPT_SOFT, OPT_SOFT_ALPHA, OPT_T_TAU, OPT_RELAXED, OPT_R_SIGMA, OPT_R_DELTA, OPT_SEL, OPT_SEL_TAU,
+	OPT_KL, OPT_MSE, OPT_BASE_W
 };
 
 /* --adapter-width: N, or vision=N,text=N (either may be left out: 0) */
@@ -248,6 +272,19 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"multi-level", required_argument, NULL, OPT_LEVELS},
 		{"inject", required_argument, NULL, OPT_INJECT},
 		{"inject-width", required_argument, NULL, OPT_INJECT_WIDTH},
+		{"teacher-images", required_argument, NULL, OPT_T_IMG},
+		{"teacher-texts", required_argument, NULL, OPT_T_TXT},
+		{"soft-labels", required_argument, NULL, OPT_SOFT},
+		{"soft-alpha", required_argument, NULL, OPT_SOFT_ALPHA},
+		{"teacher-tau", required_argument, NULL, OPT_T_TAU},
+		{"relaxed-margin", required_argument, NULL, OPT_RELAXED},
+		{"relaxed-sigma", required_argument, NULL, OPT_R_SIGMA},
+		{"relaxed-delta", required_argument, NULL, OPT_R_DELTA},
+		{"selective", required_argument, NULL, OPT_SEL},
+		{"selective-tau", required_argument, NULL, OPT_SEL_TAU},
+		{"distill-kl", required_argument, NULL, OPT_KL},
+		{"distill-mse", required_argument, NULL, OPT_MSE},
+		{"base-weight", required_argument, NULL, OPT_BASE_W},
 		{"desc", required_argument, NULL, OPT_DESC},
 		{"desc-clip", required_argument, NULL, OPT_DESC_CLIP},
 		{"desc-trip", required_argument, NULL, OPT_DESC_TRIP},
@@ -266,6 +303,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->pull = -1;
 	o->desc_clip = -1, o->desc_trip = -1, o->desc_margin = -1;
 	o->loss = cmr_loss_find("infonce");
+	o->soft_alpha = o->teacher_tau = o->relaxed_sigma = o->relaxed_delta = o->sel_tau = -1;
+	o->base_weight = 1;
 	o->seed = 1;
 	o->log_every = 50;
 	o->ops = &cmr_ops_blas;
@@ -289,8 +328,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_EPS: o->eps = cmr_parse_double("--adam-eps", optarg, 1e-30, 1); break;
 		case OPT_CLIP: o->clip = cmr_parse_double("--clip-grad", optarg, 0, 1e30); break;
 		case OPT_LOSS:
-			if (!(o->loss = cmr_loss_find(optarg)))
-				cmr_usage_error("--loss: '%s' is not infonce or vse", optarg);
+			if (!(o->loss = cmr_loss_find(optarg)) || o->loss->teacher)
+				cmr_usage_error("--loss: '%s' is not infonce or vse (the teacher's terms have options of their "
+						"own: --soft-labels ...)", optarg);
 			break;
 		case OPT_MARGIN: o->margin = cmr_parse_double("--margin", optarg, 0, 2); break;
 		case OPT_FREEZE:
@@ -341,6 +381,19 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				cmr_usage_error("--adapter-capacity: '%s' is not auto or given", optarg);
 			o->adapter_auto = strcmp(optarg, "auto") == 0;
 			break;
+		case OPT_T_IMG: o->teacher_img = optarg; break;
+		case OPT_T_TXT: o->teacher_txt = optarg; break;
+		case OPT_SOFT: o->w_soft = cmr_parse_double("--soft-labels", optarg, 0, 100); break;
+		case OPT_SOFT_ALPHA: o->soft_alpha = cmr_parse_double("--soft-alpha", optarg, 0, 1); break;
+		case OPT_T_TAU: o->teacher_tau = cmr_parse_double("--teacher-tau", optarg, 1e-4, 100); break;
+		case OPT_RELAXED: o->w_relaxed = cmr_parse_double("--relaxed-margin", optarg, 0, 100); break;
+		case OPT_R_SIGMA: o->relaxed_sigma = cmr_parse_double("--relaxed-sigma", optarg, 1e-4, 100); break;
+		case OPT_R_DELTA: o->relaxed_delta = cmr_parse_double("--relaxed-delta", optarg, 0, 100); break;
+		case OPT_SEL: o->w_sel = cmr_parse_double("--selective", optarg, 0, 100); break;
+		case OPT_SEL_TAU: o->sel_tau = cmr_parse_double("--selective-tau", optarg, 1e-4, 100); break;
+		case OPT_KL: o->w_kl = cmr_parse_double("--distill-kl", optarg, 0, 100); break;
+		case OPT_MSE: o->w_mse = cmr_parse_double("--distill-mse", optarg, 0, 100); break;
+		case OPT_BASE_W: o->base_weight = cmr_parse_double("--base-weight", optarg, 0, 100); break;
 		case OPT_LEVELS: o->levels = (int)cmr_parse_int("--multi-level", optarg, 2, CMR_TUNING_MAX_LEVELS); break;
 		case OPT_INJECT: o->inject = (int)cmr_parse_int("--inject", optarg, 1, CMR_TUNING_MAX_LEVELS); break;
 		case OPT_INJECT_WIDTH:
@@ -427,6 +480,31 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		o->desc_margin = 0.1;
 	if (o->ndescs && o->desc_clip == 0 && o->desc_trip == 0)
 		cmr_usage_error("--desc-clip 0 and --desc-trip 0 leave the descriptions nothing to do");
+	int teaching = o->w_soft > 0 || o->w_relaxed > 0 || o->w_sel > 0 || o->w_kl > 0 || o->w_mse > 0;
+	if (!!o->teacher_img != !!o->teacher_txt)
+		cmr_usage_error("give the teacher's embeddings of both: --teacher-images and --teacher-texts");
+	if (teaching && !o->teacher_img)
+		cmr_usage_error("--soft-labels, --relaxed-margin, --selective, --distill-kl and --distill-mse learn from a "
+				"teacher: give --teacher-images and --teacher-texts");
+	if (o->teacher_img && !teaching)
+		cmr_usage_error("the teacher's embeddings are for a term: give --soft-labels, --relaxed-margin, --selective, "
+				"--distill-kl or --distill-mse W");
+	if ((o->soft_alpha >= 0 && !(o->w_soft > 0)) || (o->teacher_tau >= 0 && !(o->w_soft > 0 || o->w_kl > 0)) ||
+	    ((o->relaxed_sigma >= 0 || o->relaxed_delta >= 0) && !(o->w_relaxed > 0)) || (o->sel_tau >= 0 && !(o->w_sel > 0)))
+		cmr_usage_error("--soft-alpha, --teacher-tau, --relaxed-sigma, --relaxed-delta and --selective-tau go with "
+				"their terms (--soft-labels, --distill-kl, --relaxed-margin, --selective W)");
+	if (o->soft_alpha < 0)
+		o->soft_alpha = 0.5;
+	if (o->teacher_tau < 0)
+		o->teacher_tau = 0.05;
+	if (o->relaxed_sigma < 0)
+		o->relaxed_sigma = 1;
+	if (o->relaxed_delta < 0)
+		o->relaxed_delta = 1;
+	if (o->sel_tau < 0)
+		o->sel_tau = 0.05;
+	if (o->base_weight == 0 && !teaching)
+		cmr_usage_error("--base-weight 0 leaves no loss term");
 	if (o->eval_every && !o->nevals)
 		cmr_usage_error("--eval-every needs --eval STREAM");
 	if (o->min_lr > o->lr)
@@ -662,9 +740,9 @@ static int run(struct opts *o, int argc, char **argv)
 	if (o->ndescs) {
 		cmr_pairs_load_desc(&d, o->descs, o->ndescs);
 		if (o->desc_clip > 0)
-			dterms[ndterms++] = (cmr_loss_term){cmr_loss_find("infonce"), o->desc_clip, 0};
+			dterms[ndterms++] = (cmr_loss_term){.loss = cmr_loss_find("infonce"), .weight = o->desc_clip, .margin = 0};
 		if (o->desc_trip > 0)
-			dterms[ndterms++] = (cmr_loss_term){cmr_loss_find("vse"), o->desc_trip, (float)o->desc_margin};
+			dterms[ndterms++] = (cmr_loss_term){.loss = cmr_loss_find("vse"), .weight = o->desc_trip, .margin = (float)o->desc_margin};
 		char line[1024];
 		int at = 0;
 		for (int p = 0; p < d.npersp && at < (int)sizeof line - 1; p++)
@@ -685,13 +763,34 @@ static int run(struct opts *o, int argc, char **argv)
 	}
 	if (o->threads)
 		cmr_ops_set_threads(o->threads);
-	cmr_loss_term term = {o->loss, 1.0, (float)o->margin};
+	/* the captions' terms: --loss's, and the teacher's */
+	cmr_loss_term terms[6];
+	int nterms = 0;
+	if (o->base_weight > 0)
+		terms[nterms++] = (cmr_loss_term){.loss = o->loss, .weight = o->base_weight, .margin = (float)o->margin};
+	if (o->teacher_img) {
+		cmr_pairs_load_teacher(&d, o->teacher_img, o->teacher_txt);
+		if (o->w_mse > 0 && d.teacher_dim != cfg.proj)
+			cmr_die("--distill-mse compares embeddings of one width: the teacher's have %d values, the model's %d "
+				"(the similarity terms take any width)", d.teacher_dim, cfg.proj);
+		if (cmr_verbose >= 0)
+			fprintf(stderr, "%s: a teacher's embeddings of %zu images and their captions, %d values each\n",
+				cmr_progname, d.nimg, d.teacher_dim);
+		struct { double w; const char *name; } tt[5] = {{o->w_soft, "soft-labels"}, {o->w_relaxed, "relaxed-margin"},
+			{o->w_sel, "selective"}, {o->w_kl, "distill-kl"}, {o->w_mse, "distill-mse"}};
+		for (int i = 0; i < 5; i++)
+			if (tt[i].w > 0)
+				terms[nterms++] = (cmr_loss_term){.loss = cmr_loss_find(tt[i].name), .weight = tt[i].w,
+								  .margin = (float)o->relaxed_delta, .alpha = (float)o->soft_alpha,
+								  .tau = (float)(i == 2 ? o->sel_tau : o->teacher_tau),
+								  .sigma = (float)o->relaxed_sigma};
+	}
 	char *prov = cmr_provenance(argc, argv, (const char *const *)o->inputs, o->ninputs);
 	cmr_run_opts ro = {
 		.batch = o->batch, .epochs = o->epochs, .steps = o->steps, .max_steps = o->max_steps, .warmup = o->warmup,
 		.save_every = o->save_every, .eval_every = o->eval_every, .log_every = o->log_every, .lr = o->lr,
 		.min_lr = o->min_lr, .wd = o->wd, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .clip = o->clip,
-		.seed = o->seed, .terms = &term, .nterms = 1, .ops = o->ops, .output = o->output, .resume = o->resume,
+		.seed = o->seed, .terms = terms, .nterms = nterms, .ops = o->ops, .output = o->output, .resume = o->resume,
 		.log = o->log, .provenance = prov, .tuning = tuning ? &tun : NULL, .pull = o->pull >= 0 ? o->pull : 0.5,
 		.majority = o->majority, .desc_terms = ndterms ? dterms : NULL, .ndesc_terms = ndterms,
 		.config_text = config_text,

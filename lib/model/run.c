@@ -188,6 +188,7 @@ void cmr_pairs_free(cmr_pairs *d)
 		free(d->dtok[t]), free(d->dkey[t]);
 	free(d->img), free(d->tok), free(d->len), free(d->tkey);
 	free(d->dtok), free(d->dlen), free(d->dkey);
+	free(d->teacher_img), free(d->teacher_txt);
 }
 
 typedef struct {
@@ -250,6 +251,95 @@ void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n)
 		cmr_warn("%zu of %zu descriptions name no %s image; left out", orphans, d->ndesc, d->what);
 	if (orphans == d->ndesc)
 		cmr_die("no description names one of the %s images (keys <image key>#<perspective>)", d->what);
+}
+
+/* ---- a teacher's embeddings of the pairs ---- */
+typedef struct {
+	cmr_pairs *d;
+	key_at *ix;      /* the keys wanted, sorted */
+	size_t n, found, ignored;
+	float **dst;     /* where the rows go (d->teacher_img or _txt) */
+	char *seen;
+	const char *what;
+} teacher_read;
+
+static int on_teacher(const cmr_record *rec, const char *input, void *ctx)
+{
+	teacher_read *t = ctx;
+	if (rec->type != CMR_TYPE_TENSOR)
+		return 0;
+	if (rec->kind != CMR_KIND_EMBEDDING)
+		cmr_die("%s: record %" PRIu64 " (key '%s'): a %s record, not an embedding (the teacher's are cmr-encode's "
+			"output)", input, rec->index, rec->key, cmr_kind_name(rec->kind) ? cmr_kind_name(rec->kind) : "unknown");
+	key_at probe = {rec->key, 0}, *hit = bsearch(&probe, t->ix, t->n, sizeof *t->ix, cmp_key_at);
+	if (!hit) {
+		t->ignored++;
+		return 0;
+	}
+	cmr_pairs *d = t->d;
+	if (rec->rank != 1 || rec->dims[0] < 1 || rec->dims[0] > 65536 ||
+	    (d->teacher_dim && rec->dims[0] != (uint32_t)d->teacher_dim))
+		cmr_die("%s: record %" PRIu64 " (key '%s'): an embedding of %u values where the teacher's others have %d",
+			input, rec->index, rec->key, rec->rank == 1 ? rec->dims[0] : 0, d->teacher_dim);
+	if (!d->teacher_dim) {
+		d->teacher_dim = (int)rec->dims[0];
+		if (!d->teacher_img && !(d->teacher_img = calloc(d->nimg * (size_t)d->teacher_dim + 1, sizeof(float))))
+			cmr_die("out of memory");
+		if (!(d->teacher_txt = calloc(d->ntok * (size_t)d->teacher_dim + 1, sizeof(float))))
+			cmr_die("out of memory");
+	}
+	if (t->seen[hit->at])
+		cmr_die("%s: two teacher %s embeddings with the key '%s'", input, t->what, rec->key);
+	const char *why;
+	if (cmr_unit_embedding(rec, *t->dst + hit->at * (size_t)d->teacher_dim, &why) < 0)
+		cmr_die("%s: record %" PRIu64 " (key '%s'): %s", input, rec->index, rec->key, why);
+	t->seen[hit->at] = 1;
+	t->found++;
+	return 0;
+}
+
+/* reads one of the teacher's streams for n keys; dies naming the first key without a row */
+static void teacher_stream(cmr_pairs *d, const char *path, char **keys, size_t n, const int *wanted, float **dst,
+			   const char *what)
+{
+	teacher_read t = {.d = d, .dst = dst, .what = what};
+	t.ix = malloc((n + 1) * sizeof *t.ix);
+	t.seen = calloc(n + 1, 1);
+	if (!t.ix || !t.seen)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < n; i++)
+		if (wanted[i])
+			t.ix[t.n++] = (key_at){keys[i], i};
+	qsort(t.ix, t.n, sizeof *t.ix, cmp_key_at);
+	char *in[1] = {(char *)path};
+	cmr_each_record(in, 1, on_teacher, &t);
+	if (t.found < t.n) {
+		size_t first = 0;
+		while (first < n && (!wanted[first] || t.seen[first]))
+			first++;
+		cmr_die("%s: %zu of the %zu training %s have no teacher embedding (the first: '%s'); encode the same "
+			"streams with the teacher (cmr-encode)", path, t.n - t.found, t.n, what, keys[first]);
+	}
+	if (t.ignored)
+		cmr_warn("%s: %zu embeddings name no training %s; left out", path, t.ignored, what);
+	free(t.ix), free(t.seen);
+}
+
+void cmr_pairs_load_teacher(cmr_pairs *d, const char *images, const char *texts)
+{
+	char **ik = malloc((d->nimg + 1) * sizeof *ik);
+	int *iw = malloc((d->nimg + 1) * sizeof *iw), *tw = calloc(d->ntok + 1, sizeof *tw);
+	if (!ik || !iw || !tw)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < d->nimg; i++) {
+		ik[i] = d->img[i].key, iw[i] = 1;
+		for (int c = 0; c < d->img[i].ncap; c++) /* the captions training draws: its images' */
+			tw[d->img[i].cap[c]] = 1;
+	}
+	d->teacher_dim = 0;
+	teacher_stream(d, images, ik, d->nimg, iw, &d->teacher_img, "images");
+	teacher_stream(d, texts, d->tkey, d->ntok, tw, &d->teacher_txt, "captions");
+	free(ik), free(iw), free(tw);
 }
 
 /* ---- randomness: pure functions of (seed, what), so that a resumed run draws the same ---- */
@@ -690,8 +780,9 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	size_t *perm = malloc(d->nimg * sizeof *perm);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
 	const int32_t **ids = malloc((size_t)B * sizeof *ids);
-	int *lens = malloc((size_t)B * sizeof *lens);
-	if (!sw || !perm || !px || !ids || !lens)
+	int *lens = malloc((size_t)B * sizeof *lens), td = d->teacher_dim;
+	float *tbi = td ? malloc(2 * (size_t)B * td * sizeof *tbi) : NULL, *tbt = tbi ? tbi + (size_t)B * td : NULL;
+	if (!sw || !perm || !px || !ids || !lens || (td && !tbi))
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
 	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
 	if (cmr_verbose >= 0)
@@ -720,10 +811,15 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			px[b] = im->px;
 			ids[b] = d->tok[im->cap[c]];
 			lens[b] = d->len[im->cap[c]];
+			if (td) { /* the teacher's rows of this pair */
+				memcpy(tbi + (size_t)b * td, d->teacher_img + (perm[at * B + b]) * (size_t)td, td * sizeof *tbi);
+				memcpy(tbt + (size_t)b * td, d->teacher_txt + (size_t)im->cap[c] * td, td * sizeof *tbt);
+			}
 		}
 		cmr_clip_zero_grad(m);
 		cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = lens};
-		views[0] = (cmr_text_view){.txt = &bt, .terms = o->terms, .nterms = o->nterms};
+		views[0] = (cmr_text_view){.txt = &bt, .terms = o->terms, .nterms = o->nterms, .timg = tbi, .ttxt = tbt,
+					   .tdim = td};
 		for (int p = 0; p < npersp; p++) {
 			const int32_t **pi = vids + (size_t)(p + 1) * B;
 			int *pl = vlens + (size_t)(p + 1) * B, *prow = vrow + (size_t)(p + 1) * B, n = 0;
@@ -793,7 +889,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
 	cmr_step_ws_free(sw);
-	free(perm), free(px), free(ids), free(lens), free(r.mom), free(r.vel);
+	free(perm), free(px), free(ids), free(lens), free(tbi), free(r.mom), free(r.vel);
 	free(vids), free(vlens), free(vrow);
 	return sig ? 128 + sig : 0;
 }

@@ -49,6 +49,10 @@ typedef struct cmr_pairs {
 	char persp[CMR_MAX_PERSPECTIVES][64];
 	size_t persp_count[CMR_MAX_PERSPECTIVES]; /* images with a description of each */
 	int reading_desc;
+	/* a teacher's embeddings (cmr_pairs_load_teacher), unit rows of teacher_dim floats: one
+	 * per image (teacher_img, in img's order) and one per caption (teacher_txt, in tok's) */
+	float *teacher_img, *teacher_txt;
+	int teacher_dim;
 } cmr_pairs;
 
 /* Reads the streams (cmr-decode's images at d->size, cmr-caption-ingest's tokens within
@@ -60,6 +64,12 @@ void cmr_pairs_free(cmr_pairs *d);
  * a description without a '#', or more than CMR_MAX_PERSPECTIVES perspectives; warns of
  * descriptions whose image is not in d. */
 void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n);
+/* Reads a teacher's embeddings of d's images (embedding records keyed by image key) and of
+ * its captions (keyed by caption key) from the two streams (cmr-encode's output of any
+ * model): every image and every caption of d (loaded first) must have one, all of one width;
+ * dies naming what is missing (the count and the first key), a duplicate, or a bad record.
+ * Records for other keys are ignored, with a warning. */
+void cmr_pairs_load_teacher(cmr_pairs *d, const char *images, const char *texts);
 
 typedef struct cmr_run_opts {
 	int batch;

@@ -18,9 +18,53 @@ static double vse(const cmr_loss_args *a)
 	return cmr_vse_hardest(a->img, a->txt, a->B, a->P, a->margin, a->dimg, a->dtxt);
 }
 
-static const cmr_loss loss_infonce = {"infonce", "CLIP's symmetric InfoNCE with the learnt logit scale", 1, infonce};
-static const cmr_loss loss_vse = {"vse", "VSE++ hinge with the hardest negatives (--margin)", 0, vse};
-const cmr_loss *const cmr_losses[] = {&loss_infonce, &loss_vse, NULL};
+static double soft_labels(const cmr_loss_args *a)
+{
+	return a->timg ? cmr_soft_labels(a->img, a->txt, a->B, a->P, a->logit_scale, a->timg, a->ttxt, a->tdim, a->alpha,
+					 a->tau, a->dimg, a->dtxt, a->dscale)
+		       : NAN;
+}
+
+static double selective(const cmr_loss_args *a)
+{
+	return a->timg ? cmr_selective(a->img, a->txt, a->B, a->P, a->logit_scale, a->timg, a->ttxt, a->tdim, a->tau,
+				       a->dimg, a->dtxt, a->dscale)
+		       : NAN;
+}
+
+static double relaxed_margin(const cmr_loss_args *a)
+{
+	return a->timg ? cmr_relaxed_margin(a->img, a->txt, a->B, a->P, a->timg, a->ttxt, a->tdim, a->sigma, a->margin,
+					    a->dimg, a->dtxt)
+		       : NAN;
+}
+
+static double distill_kl(const cmr_loss_args *a)
+{
+	return a->timg ? cmr_distill_kl(a->img, a->txt, a->B, a->P, a->logit_scale, a->timg, a->ttxt, a->tdim, a->tau,
+					a->dimg, a->dtxt, a->dscale)
+		       : NAN;
+}
+
+static double distill_mse(const cmr_loss_args *a)
+{
+	return a->timg && a->tdim == a->P ? cmr_distill_mse(a->img, a->txt, a->B, a->P, a->timg, a->ttxt, a->dimg, a->dtxt)
+					  : NAN;
+}
+
+static const cmr_loss loss_infonce = {"infonce", "CLIP's symmetric InfoNCE with the learnt logit scale", 1, infonce, 0};
+static const cmr_loss loss_vse = {"vse", "VSE++ hinge with the hardest negatives (--margin)", 0, vse, 0};
+static const cmr_loss loss_soft = {"soft-labels", "InfoNCE against (1 - alpha) I + alpha softmax(teacher / tau)", 1,
+				   soft_labels, 1};
+static const cmr_loss loss_sel = {"selective", "InfoNCE weighing down the pairs the teacher finds ambiguous", 1,
+				  selective, 1};
+static const cmr_loss loss_relaxed = {"relaxed-margin", "Kim et al.'s relaxed contrastive loss, the teacher's weights",
+				      0, relaxed_margin, 1};
+static const cmr_loss loss_kl = {"distill-kl", "KL of the teacher's similarity distributions from the student's", 1,
+				 distill_kl, 1};
+static const cmr_loss loss_mse = {"distill-mse", "squared distance to the teacher's unit embeddings", 0, distill_mse, 1};
+const cmr_loss *const cmr_losses[] = {&loss_infonce, &loss_vse, &loss_soft, &loss_sel, &loss_relaxed, &loss_kl,
+				      &loss_mse, NULL};
 
 const cmr_loss *cmr_loss_find(const char *name)
 {
@@ -76,7 +120,9 @@ static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, 
 		float *gi = w ? wbuf : dimg, *gt = w ? wbuf + (size_t)n * P : dtxt, dscale = 0;
 		if (w)
 			memset(wbuf, 0, 2 * (size_t)n * P * sizeof *wbuf);
-		cmr_loss_args a = {img, txt, n, P, ls->w[0], tm->margin, gi, gt, &dscale};
+		cmr_loss_args a = {.img = img, .txt = txt, .B = n, .P = P, .logit_scale = ls->w[0], .margin = tm->margin,
+				   .alpha = tm->alpha, .tau = tm->tau, .sigma = tm->sigma, .timg = v->timg, .ttxt = v->ttxt,
+				   .tdim = v->tdim, .dimg = gi, .dtxt = gt, .dscale = &dscale};
 		L += tm->weight * tm->loss->fn(&a);
 		if (w)
 			for (size_t j = 0; j < (size_t)n * P; j++) {

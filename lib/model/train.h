@@ -16,7 +16,10 @@ typedef struct cmr_loss_args {
 	const float *img, *txt;
 	int B, P;
 	float logit_scale; /* log of the logit scale */
-	float margin;
+	float margin;      /* vse's margin; relaxed-margin's delta */
+	float alpha, tau, sigma; /* the soft terms' (cmr_loss_term) */
+	const float *timg, *ttxt; /* a teacher's embeddings of the same pairs [B, tdim], or NULL */
+	int tdim;
 	float *dimg, *dtxt, *dscale;
 } cmr_loss_args;
 
@@ -25,10 +28,14 @@ typedef struct cmr_loss {
 	const char *what;  /* one line for --help and the man page */
 	int uses_scale;    /* reads the logit scale (so it is trained with it) */
 	double (*fn)(const cmr_loss_args *a);
+	int teacher;       /* needs a teacher's embeddings (NAN without; distill-mse: of width P) */
 } cmr_loss;
 
 /* The losses, NULL-terminated: "infonce" (CLIP's symmetric cross-entropy with the learnt
- * logit scale), "vse" (VSE++'s hinge with the hardest negatives). */
+ * logit scale), "vse" (VSE++'s hinge with the hardest negatives), and those that learn from
+ * a teacher's embeddings (backend/grad.h: Zeng et al.'s soft contrastive transfer, CLIP-KD):
+ * "soft-labels" (alpha, tau), "selective" (tau), "relaxed-margin" (sigma, margin = delta),
+ * "distill-kl" (tau), "distill-mse". */
 extern const cmr_loss *const cmr_losses[];
 const cmr_loss *cmr_loss_find(const char *name);
 
@@ -37,6 +44,7 @@ typedef struct cmr_loss_term {
 	const cmr_loss *loss;
 	double weight;
 	float margin;
+	float alpha, tau, sigma; /* the soft terms' parameters (cmr_loss_args) */
 } cmr_loss_term;
 
 /* One set of texts aligned with a batch's images by its own terms: the captions (text j with
@@ -47,6 +55,9 @@ typedef struct cmr_text_view {
 	const int *row;            /* txt->B image rows, distinct; NULL: text j with image j (B texts) */
 	const cmr_loss_term *terms;
 	int nterms;
+	const float *timg, *ttxt;  /* a teacher's embeddings of the view's images and texts
+				    * [txt->B, tdim] (the teacher terms'), or NULL */
+	int tdim;
 } cmr_text_view;
 
 /* The work of a batch: both towers' work spaces (keeping activations) and the embeddings. */

@@ -12,6 +12,7 @@
 #define cmr_pairs_load fuzz_state_pairs_load
 #define cmr_pairs_free fuzz_state_pairs_free
 #define cmr_pairs_load_desc fuzz_state_pairs_load_desc
+#define cmr_pairs_load_teacher fuzz_state_pairs_load_teacher
 #include "../../lib/model/run.c"
 #undef cmr_run_train
 #undef cmr_pairs_load

@@ -150,8 +150,8 @@ static void check_pool(cmr_clip *m, const cmr_tuning *t, const cmr_ops *ops, con
 	/* the training step: captions, each perspective, pull */
 	double wc = scalar(gold, "weights", 0), wt = scalar(gold, "weights", 1), mg = scalar(gold, "weights", 2),
 	       lam = scalar(gold, "weights", 3);
-	cmr_loss_term cap = {cmr_loss_find("infonce"), 1.0, 0};
-	cmr_loss_term dt[2] = {{cmr_loss_find("infonce"), wc, 0}, {cmr_loss_find("vse"), wt, (float)mg}};
+	cmr_loss_term cap = {.loss = cmr_loss_find("infonce"), .weight = 1.0, .margin = 0};
+	cmr_loss_term dt[2] = {{.loss = cmr_loss_find("infonce"), .weight = wc, .margin = 0}, {.loss = cmr_loss_find("vse"), .weight = wt, .margin = (float)mg}};
 	cmr_text_view views[1 + MAXV];
 	cmr_batch tb[1 + MAXV];
 	tb[0] = (cmr_batch){.B = B, .ids = ids, .lens = tlen};
@@ -328,7 +328,7 @@ int main(int argc, char **argv)
 
 	cmr_step_ws *sw = cmr_step_ws_new(m, ops, B, total);
 	cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = tlen};
-	cmr_loss_term term = {cmr_loss_find("infonce"), 1.0, 0};
+	cmr_loss_term term = {.loss = cmr_loss_find("infonce"), .weight = 1.0, .margin = 0};
 	cmr_clip_zero_grad(m);
 	double L = cmr_clip_batch_grad(m, ops, sw, &bi, &bt, &term, 1);
 	double Lr = *(const float *)cmr_st_get(gold, "loss")->data;

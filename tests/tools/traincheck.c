@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < 2 * (size_t)B * P; i++)
 		md = fmax(md, fabs(emb[i] - e2[i]));
 	check(md == 0, "%-10.3g (== %g)", "forward keeping activations = inference forward (max abs diff)", md, 0);
-	cmr_loss_term term = {cmr_loss_find("infonce"), 1.0, 0};
+	cmr_loss_term term = {.loss = cmr_loss_find("infonce"), .weight = 1.0, .margin = 0};
 
 	/* loss and gradients */
 	cmr_clip_zero_grad(m);

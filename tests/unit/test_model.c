@@ -448,8 +448,8 @@ TEST(model_pool_of_one_is_prompt_tuning)
 		memcpy(q->w, p->w, p->n * sizeof *p->w);
 	}
 	CHECK(cmr_clip_grads(mp) == 0 && cmr_clip_grads(mf) == 0);
-	cmr_loss_term cap = {cmr_loss_find("infonce"), 1.0, 0};
-	cmr_loss_term dt[2] = {{cmr_loss_find("infonce"), 0.1, 0}, {cmr_loss_find("vse"), 0.5, 0.1f}};
+	cmr_loss_term cap = {.loss = cmr_loss_find("infonce"), .weight = 1.0, .margin = 0};
+	cmr_loss_term dt[2] = {{.loss = cmr_loss_find("infonce"), .weight = 0.1, .margin = 0}, {.loss = cmr_loss_find("vse"), .weight = 0.5, .margin = 0.1f}};
 	const int32_t *dids[2] = {in.ip[0], in.ip[1]};
 	int dlens[2] = {in.lens[0], in.lens[1]}, drow[2] = {2, 0};
 	cmr_batch bi = {B, in.pp, NULL, NULL, NULL, 0, NULL}, bt = {B, NULL, in.ip, in.lens, NULL, 0, NULL},

@@ -104,6 +104,11 @@ static const cmr_tool tool = {
 	"      --desc-trip W     weight of each perspective's VSE++ hinge, summed over the batch\n"
 	"                        (default 0.001)\n"
 	"      --desc-margin X   that hinge's margin (default 0.1)\n"
+	"\nClass-wise learning (a source model for soft transfer):\n"
+	"      --labels FILE     the training images' classes, lines KEY<TAB>CLASS: a class-wise\n"
+	"                        term, supervised contrastive across modalities (the captions of an\n"
+	"                        image's class are its positives, and its images a caption's)\n"
+	"      --class-weight W  its weight (default 1), beside --loss's (--base-weight)\n"
 	"\nSoft contrastive transfer from a teacher (Zeng et al. 2025; CLIP-KD's distillation):\n"
 	"      --teacher-images STREAM, --teacher-texts STREAM\n"
 	"                        a teacher's embeddings of the training images and captions\n"
@@ -178,7 +183,8 @@ struct opts {
 	char *evals[MAXGLOB], *descs[MAXGLOB];
 	int nevals, ndescs;
 	double desc_clip, desc_trip, desc_margin;
-	const char *teacher_img, *teacher_txt;
+	const char *teacher_img, *teacher_txt, *labels;
+	double class_weight;
 	double w_soft, soft_alpha, teacher_tau, w_relaxed, relaxed_sigma, relaxed_delta, w_sel, sel_tau, w_kl, w_mse;
 	double base_weight;
 	const cmr_ops *ops;
@@ -192,7 +198,7 @@ enum {
 	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
 	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP, OPT_LEVELS, OPT_INJECT, OPT_INJECT_WIDTH,
 	OPT_T_IMG, OPT_T_TXT, OPT_SOFT, OPT_SOFT_ALPHA, OPT_T_TAU, OPT_RELAXED, OPT_R_SIGMA, OPT_R_DELTA, OPT_SEL, OPT_SEL_TAU,
-	OPT_KL, OPT_MSE, OPT_BASE_W
+	OPT_KL, OPT_MSE, OPT_BASE_W, OPT_LABELS, OPT_CLASS_W
 };
 
 /* --adapter-width: N, or vision=N,text=N (either may be left out: 0) */
@@ -285,6 +291,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"distill-kl", required_argument, NULL, OPT_KL},
 		{"distill-mse", required_argument, NULL, OPT_MSE},
 		{"base-weight", required_argument, NULL, OPT_BASE_W},
+		{"labels", required_argument, NULL, OPT_LABELS},
+		{"class-weight", required_argument, NULL, OPT_CLASS_W},
 		{"desc", required_argument, NULL, OPT_DESC},
 		{"desc-clip", required_argument, NULL, OPT_DESC_CLIP},
 		{"desc-trip", required_argument, NULL, OPT_DESC_TRIP},
@@ -305,6 +313,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->loss = cmr_loss_find("infonce");
 	o->soft_alpha = o->teacher_tau = o->relaxed_sigma = o->relaxed_delta = o->sel_tau = -1;
 	o->base_weight = 1;
+	o->class_weight = -1;
 	o->seed = 1;
 	o->log_every = 50;
 	o->ops = &cmr_ops_blas;
@@ -394,6 +403,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_KL: o->w_kl = cmr_parse_double("--distill-kl", optarg, 0, 100); break;
 		case OPT_MSE: o->w_mse = cmr_parse_double("--distill-mse", optarg, 0, 100); break;
 		case OPT_BASE_W: o->base_weight = cmr_parse_double("--base-weight", optarg, 0, 100); break;
+		case OPT_LABELS: o->labels = optarg; break;
+		case OPT_CLASS_W: o->class_weight = cmr_parse_double("--class-weight", optarg, 0, 100); break;
 		case OPT_LEVELS: o->levels = (int)cmr_parse_int("--multi-level", optarg, 2, CMR_TUNING_MAX_LEVELS); break;
 		case OPT_INJECT: o->inject = (int)cmr_parse_int("--inject", optarg, 1, CMR_TUNING_MAX_LEVELS); break;
 		case OPT_INJECT_WIDTH:
@@ -503,7 +514,13 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		o->relaxed_delta = 1;
 	if (o->sel_tau < 0)
 		o->sel_tau = 0.05;
-	if (o->base_weight == 0 && !teaching)
+	if (o->class_weight >= 0 && !o->labels)
+		cmr_usage_error("--class-weight weighs the class-wise term: give --labels FILE");
+	if (o->class_weight < 0)
+		o->class_weight = 1;
+	if (o->labels && o->class_weight == 0)
+		cmr_usage_error("--class-weight 0 leaves the classes nothing to do");
+	if (o->base_weight == 0 && !teaching && !o->labels)
 		cmr_usage_error("--base-weight 0 leaves no loss term");
 	if (o->eval_every && !o->nevals)
 		cmr_usage_error("--eval-every needs --eval STREAM");
@@ -764,8 +781,14 @@ static int run(struct opts *o, int argc, char **argv)
 	if (o->threads)
 		cmr_ops_set_threads(o->threads);
 	/* the captions' terms: --loss's, and the teacher's */
-	cmr_loss_term terms[6];
+	cmr_loss_term terms[7];
 	int nterms = 0;
+	if (o->labels) {
+		cmr_pairs_load_labels(&d, o->labels);
+		terms[nterms++] = (cmr_loss_term){.loss = cmr_loss_find("class"), .weight = o->class_weight};
+		if (cmr_verbose >= 0)
+			fprintf(stderr, "%s: %d classes over the %zu training images\n", cmr_progname, d.nclass, d.nimg);
+	}
 	if (o->base_weight > 0)
 		terms[nterms++] = (cmr_loss_term){.loss = o->loss, .weight = o->base_weight, .margin = (float)o->margin};
 	if (o->teacher_img) {

@@ -346,6 +346,29 @@ double cmr_distill_kl(const float *img, const float *txt, int B, int P, float t,
 	return loss;
 }
 
+double cmr_supcon(const float *img, const float *txt, int B, int P, float t, const int *label, float *dimg,
+		  float *dtxt, float *dt)
+{
+	double *Q0 = malloc((size_t)B * B * sizeof *Q0), *Q1 = malloc((size_t)B * B * sizeof *Q1);
+	double loss = NAN;
+	if (Q0 && Q1) {
+		for (int i = 0; i < B; i++) { /* row i: the texts of image i's class, equally */
+			int n = 0;
+			for (int j = 0; j < B; j++)
+				n += label[j] == label[i];
+			for (int j = 0; j < B; j++) {
+				double q = label[j] == label[i] ? 1.0 / n : 0.0;
+				Q0[(size_t)i * B + j] = q;
+				Q1[(size_t)j * B + i] = q; /* column i: the images of text i's class */
+			}
+		}
+		const double *const Q[2] = {Q0, Q1}, *const none[2] = {NULL, NULL};
+		loss = contrastive(img, txt, B, P, t, Q, none, dimg, dtxt, dt);
+	}
+	free(Q0), free(Q1);
+	return loss;
+}
+
 double cmr_distill_mse(const float *img, const float *txt, int B, int P, const float *timg, const float *ttxt,
 		       float *dimg, float *dtxt)
 {

@@ -61,6 +61,13 @@ double cmr_distill_mse(const float *img, const float *txt, int B, int P, const f
 double cmr_relaxed_margin(const float *img, const float *txt, int B, int P, const float *timg, const float *ttxt,
 			  int Pt, float sigma, float delta, float *dimg, float *dtxt);
 
+/* Class-wise learning across modalities (supervised contrastive, Khosla et al. 2020, over
+ * image-text pairs): label [B] each pair's class; InfoNCE's cross-entropies against targets
+ * spread equally over the texts (images) of the row's class. All labels distinct: cmr_infonce
+ * exactly. */
+double cmr_supcon(const float *img, const float *txt, int B, int P, float t, const int *label, float *dimg,
+		  float *dtxt, float *dt);
+
 /* VSE++ hinge loss with the hardest negatives (Faghri et al.) on L2-normalised embeddings:
  * sum over i of [m - s(i,i) + max_j!=i s(i,j)]+ + [m - s(i,i) + max_j!=i s(j,i)]+. */
 double cmr_vse_hardest(const float *img, const float *txt, int B, int P, float margin, float *dimg, float *dtxt);

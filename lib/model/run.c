@@ -188,7 +188,7 @@ void cmr_pairs_free(cmr_pairs *d)
 		free(d->dtok[t]), free(d->dkey[t]);
 	free(d->img), free(d->tok), free(d->len), free(d->tkey);
 	free(d->dtok), free(d->dlen), free(d->dkey);
-	free(d->teacher_img), free(d->teacher_txt);
+	free(d->teacher_img), free(d->teacher_txt), free(d->label);
 }
 
 typedef struct {
@@ -340,6 +340,74 @@ void cmr_pairs_load_teacher(cmr_pairs *d, const char *images, const char *texts)
 	teacher_stream(d, images, ik, d->nimg, iw, &d->teacher_img, "images");
 	teacher_stream(d, texts, d->tkey, d->ntok, tw, &d->teacher_txt, "captions");
 	free(ik), free(iw), free(tw);
+}
+
+/* ---- the images' classes ---- */
+void cmr_pairs_load_labels(cmr_pairs *d, const char *path)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+	if (!f)
+		cmr_die("%s: %s", path, strerror(errno));
+	key_at *ix = malloc((d->nimg + 1) * sizeof *ix);
+	char **names = NULL;
+	size_t cap = 0, ignored = 0, line_no = 0, len = 0;
+	free(d->label);
+	d->label = malloc((d->nimg + 1) * sizeof *d->label);
+	if (!ix || !d->label)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < d->nimg; i++)
+		ix[i] = (key_at){d->img[i].key, i}, d->label[i] = -1;
+	qsort(ix, d->nimg, sizeof *ix, cmp_key_at);
+	d->nclass = 0;
+	char *line = NULL;
+	ssize_t n;
+	while ((n = getline(&line, &len, f)) >= 0) {
+		line_no++;
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = 0;
+		if (n == 0 || line[0] == '#')
+			continue;
+		char *tab = strchr(line, '\t');
+		if (!tab || tab == line || !tab[1] || strchr(tab + 1, '\t') || (size_t)(tab - line) > CMR_KEY_MAX ||
+		    strlen(tab + 1) > 255)
+			cmr_die("%s:%zu: not KEY<TAB>CLASS (a key of at most %d bytes, a class of at most 255)", path, line_no,
+				CMR_KEY_MAX);
+		*tab = 0;
+		key_at probe = {line, 0}, *hit = bsearch(&probe, ix, d->nimg, sizeof *ix, cmp_key_at);
+		if (!hit) {
+			ignored++;
+			continue;
+		}
+		if (d->label[hit->at] >= 0)
+			cmr_die("%s:%zu: a second class for '%s'", path, line_no, line);
+		int c = 0;
+		while (c < d->nclass && strcmp(names[c], tab + 1) != 0)
+			c++;
+		if (c == d->nclass) {
+			if ((size_t)d->nclass == cap && !(names = realloc(names, (cap = cap ? 2 * cap : 64) * sizeof *names)))
+				cmr_die("out of memory");
+			if (!(names[d->nclass++] = strdup(tab + 1)))
+				cmr_die("out of memory");
+		}
+		d->label[hit->at] = c;
+	}
+	if (ferror(f))
+		cmr_die("%s: %s", path, strerror(errno));
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	size_t missing = 0, first = 0;
+	for (size_t i = d->nimg; i-- > 0;)
+		if (d->label[i] < 0)
+			missing++, first = i;
+	if (missing)
+		cmr_die("%s: %zu of the %zu %s images have no class (the first: '%s')", path, missing, d->nimg, d->what,
+			d->img[first].key);
+	if (ignored)
+		cmr_warn("%s: %zu entries name no %s image; left out", path, ignored, d->what);
+	for (int c = 0; c < d->nclass; c++)
+		free(names[c]);
+	free(names), free(ix);
 }
 
 /* ---- randomness: pure functions of (seed, what), so that a resumed run draws the same ---- */
@@ -780,9 +848,9 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	size_t *perm = malloc(d->nimg * sizeof *perm);
 	const uint8_t **px = malloc((size_t)B * sizeof *px);
 	const int32_t **ids = malloc((size_t)B * sizeof *ids);
-	int *lens = malloc((size_t)B * sizeof *lens), td = d->teacher_dim;
+	int *lens = malloc((size_t)B * sizeof *lens), td = d->teacher_dim, *blab = malloc((size_t)B * sizeof *blab);
 	float *tbi = td ? malloc(2 * (size_t)B * td * sizeof *tbi) : NULL, *tbt = tbi ? tbi + (size_t)B * td : NULL;
-	if (!sw || !perm || !px || !ids || !lens || (td && !tbi))
+	if (!sw || !perm || !px || !ids || !lens || !blab || (td && !tbi))
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
 	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
 	if (cmr_verbose >= 0)
@@ -811,6 +879,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			px[b] = im->px;
 			ids[b] = d->tok[im->cap[c]];
 			lens[b] = d->len[im->cap[c]];
+			blab[b] = d->label ? d->label[perm[at * B + b]] : -1;
 			if (td) { /* the teacher's rows of this pair */
 				memcpy(tbi + (size_t)b * td, d->teacher_img + (perm[at * B + b]) * (size_t)td, td * sizeof *tbi);
 				memcpy(tbt + (size_t)b * td, d->teacher_txt + (size_t)im->cap[c] * td, td * sizeof *tbt);
@@ -819,7 +888,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		cmr_clip_zero_grad(m);
 		cmr_batch bi = {.B = B, .pixels = px}, bt = {.B = B, .ids = ids, .lens = lens};
 		views[0] = (cmr_text_view){.txt = &bt, .terms = o->terms, .nterms = o->nterms, .timg = tbi, .ttxt = tbt,
-					   .tdim = td};
+					   .tdim = td, .labels = d->label ? blab : NULL};
 		for (int p = 0; p < npersp; p++) {
 			const int32_t **pi = vids + (size_t)(p + 1) * B;
 			int *pl = vlens + (size_t)(p + 1) * B, *prow = vrow + (size_t)(p + 1) * B, n = 0;
@@ -889,7 +958,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
 	cmr_step_ws_free(sw);
-	free(perm), free(px), free(ids), free(lens), free(tbi), free(r.mom), free(r.vel);
+	free(perm), free(px), free(ids), free(lens), free(tbi), free(blab), free(r.mom), free(r.vel);
 	free(vids), free(vlens), free(vrow);
 	return sig ? 128 + sig : 0;
 }

@@ -53,6 +53,10 @@ typedef struct cmr_pairs {
 	 * per image (teacher_img, in img's order) and one per caption (teacher_txt, in tok's) */
 	float *teacher_img, *teacher_txt;
 	int teacher_dim;
+	/* the images' classes (cmr_pairs_load_labels): label[i] of img[i], ids in the order the
+	 * classes first appear in the file */
+	int *label;
+	int nclass;
 } cmr_pairs;
 
 /* Reads the streams (cmr-decode's images at d->size, cmr-caption-ingest's tokens within
@@ -70,6 +74,11 @@ void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n);
  * dies naming what is missing (the count and the first key), a duplicate, or a bad record.
  * Records for other keys are ignored, with a warning. */
 void cmr_pairs_load_teacher(cmr_pairs *d, const char *images, const char *texts);
+/* Reads the classes of d's images from a text file of lines KEY<TAB>CLASS (a class is any
+ * name; '#' starts a comment line): every image of d (loaded first) must have one; dies
+ * naming the line of a malformed entry or a duplicate key, or what is missing (the count and
+ * the first key); entries for other keys are left out with a warning. */
+void cmr_pairs_load_labels(cmr_pairs *d, const char *path);
 
 typedef struct cmr_run_opts {
 	int batch;

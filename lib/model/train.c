@@ -52,6 +52,12 @@ static double distill_mse(const cmr_loss_args *a)
 					  : NAN;
 }
 
+static double classwise(const cmr_loss_args *a)
+{
+	return a->labels ? cmr_supcon(a->img, a->txt, a->B, a->P, a->logit_scale, a->labels, a->dimg, a->dtxt, a->dscale)
+			 : NAN;
+}
+
 static const cmr_loss loss_infonce = {"infonce", "CLIP's symmetric InfoNCE with the learnt logit scale", 1, infonce, 0};
 static const cmr_loss loss_vse = {"vse", "VSE++ hinge with the hardest negatives (--margin)", 0, vse, 0};
 static const cmr_loss loss_soft = {"soft-labels", "InfoNCE against (1 - alpha) I + alpha softmax(teacher / tau)", 1,
@@ -63,8 +69,10 @@ static const cmr_loss loss_relaxed = {"relaxed-margin", "Kim et al.'s relaxed co
 static const cmr_loss loss_kl = {"distill-kl", "KL of the teacher's similarity distributions from the student's", 1,
 				 distill_kl, 1};
 static const cmr_loss loss_mse = {"distill-mse", "squared distance to the teacher's unit embeddings", 0, distill_mse, 1};
+static const cmr_loss loss_class = {"class", "supervised contrastive across modalities: a class's pairs are positives",
+				    1, classwise, 2};
 const cmr_loss *const cmr_losses[] = {&loss_infonce, &loss_vse, &loss_soft, &loss_sel, &loss_relaxed, &loss_kl,
-				      &loss_mse, NULL};
+				      &loss_mse, &loss_class, NULL};
 
 const cmr_loss *cmr_loss_find(const char *name)
 {
@@ -122,7 +130,7 @@ static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, 
 			memset(wbuf, 0, 2 * (size_t)n * P * sizeof *wbuf);
 		cmr_loss_args a = {.img = img, .txt = txt, .B = n, .P = P, .logit_scale = ls->w[0], .margin = tm->margin,
 				   .alpha = tm->alpha, .tau = tm->tau, .sigma = tm->sigma, .timg = v->timg, .ttxt = v->ttxt,
-				   .tdim = v->tdim, .dimg = gi, .dtxt = gt, .dscale = &dscale};
+				   .tdim = v->tdim, .labels = v->labels, .dimg = gi, .dtxt = gt, .dscale = &dscale};
 		L += tm->weight * tm->loss->fn(&a);
 		if (w)
 			for (size_t j = 0; j < (size_t)n * P; j++) {

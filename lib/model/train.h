@@ -20,6 +20,7 @@ typedef struct cmr_loss_args {
 	float alpha, tau, sigma; /* the soft terms' (cmr_loss_term) */
 	const float *timg, *ttxt; /* a teacher's embeddings of the same pairs [B, tdim], or NULL */
 	int tdim;
+	const int *labels;        /* the pairs' classes [B] (class-wise terms), or NULL */
 	float *dimg, *dtxt, *dscale;
 } cmr_loss_args;
 
@@ -28,14 +29,16 @@ typedef struct cmr_loss {
 	const char *what;  /* one line for --help and the man page */
 	int uses_scale;    /* reads the logit scale (so it is trained with it) */
 	double (*fn)(const cmr_loss_args *a);
-	int teacher;       /* needs a teacher's embeddings (NAN without; distill-mse: of width P) */
+	int teacher;       /* needs a teacher's embeddings (NAN without; distill-mse: of width P);
+			    * 2: the pairs' classes instead */
 } cmr_loss;
 
 /* The losses, NULL-terminated: "infonce" (CLIP's symmetric cross-entropy with the learnt
  * logit scale), "vse" (VSE++'s hinge with the hardest negatives), and those that learn from
  * a teacher's embeddings (backend/grad.h: Zeng et al.'s soft contrastive transfer, CLIP-KD):
  * "soft-labels" (alpha, tau), "selective" (tau), "relaxed-margin" (sigma, margin = delta),
- * "distill-kl" (tau), "distill-mse". */
+ * "distill-kl" (tau), "distill-mse"; and from the pairs' classes, "class" (supervised
+ * contrastive across modalities). */
 extern const cmr_loss *const cmr_losses[];
 const cmr_loss *cmr_loss_find(const char *name);
 
@@ -58,6 +61,7 @@ typedef struct cmr_text_view {
 	const float *timg, *ttxt;  /* a teacher's embeddings of the view's images and texts
 				    * [txt->B, tdim] (the teacher terms'), or NULL */
 	int tdim;
+	const int *labels;         /* the view's pairs' classes [txt->B] (class-wise terms), or NULL */
 } cmr_text_view;
 
 /* The work of a batch: both towers' work spaces (keeping activations) and the embeddings. */

@@ -1,4 +1,4 @@
-# t94-teacher.sh - soft contrastive transfer from a teacher (issue 19; cmr-train
+# t94-teacher.sh - class-wise learning and soft contrastive transfer from a teacher (issue 19; cmr-train --labels,
 # --teacher-images/--teacher-texts and the teacher's terms): the teacher's streams cover the
 # training data or are refused, each term trains, relaxed labels at alpha 0 are InfoNCE bit for
 # bit, and a teacher equal to the student leaves it unchanged. The losses' values and
@@ -91,5 +91,39 @@ cmr-dump from-npy --kind embedding --keys "$WORK/ikeys" -o "$WORK/w12.emb" "$WOR
 run cmr-train -m "$TINY" -o "$WORK/x" --teacher-images "$WORK/w12.emb" --teacher-texts "$WORK/Tt.emb" --distill-mse 1 "$WORK/ti.cmr" "$WORK/tt.cmr"
 expect_status 1
 expect_stderr_has "an embedding of 16 values where the teacher's others have 12"
+expect_no_file "$WORK/x"
+end
+
+# ---- class-wise learning (the source model of a soft transfer) ----
+awk 'BEGIN { print "# key, class"; for (i = 0; i < 40; i++) printf "img%03d\tc%d\n", i, i % 4 }' >"$WORK/lab.tsv"
+awk 'BEGIN { for (i = 0; i < 40; i++) printf "img%03d\tclass %d\n", i, i }' >"$WORK/own.tsv"
+
+begin "cmr-train --labels: 4 classes, the class-wise term trains, the loss falls; every pair its own class with --base-weight 0 is InfoNCE bit for bit"
+run cmr-train -t 1 -m "$TINY" -o "$WORK/cls" -b 8 --epochs 4 --lr 1e-3 --labels "$WORK/lab.tsv" --log "$WORK/cls.jsonl" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+expect_stderr_has "4 classes over the 40 training images"
+loss_falls "$WORK/cls.jsonl" "class"
+run cmr-train -q -t 1 -m "$TINY" -o "$WORK/own" -b 8 --epochs 3 --lr 1e-3 --labels "$WORK/own.tsv" --base-weight 0 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 0
+cmr-encode -m "$WORK/own" -o "$WORK/o.cmr" "$WORK/ti.cmr" "$WORK/tt.cmr"
+cmr-dump diff --max-abs 0 "$WORK/p.cmr" "$WORK/o.cmr" >/dev/null || why "distinct classes are not InfoNCE"
+end
+
+begin "refusals of --labels: an image without a class, a malformed line, a second class, --class-weight alone"
+head -30 "$WORK/lab.tsv" >"$WORK/short.tsv"
+run cmr-train -m "$TINY" -o "$WORK/x" --labels "$WORK/short.tsv" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "11 of the 40 training images have no class (the first: 'img029')"
+printf 'img000 c1\n' >"$WORK/bad.tsv"
+run cmr-train -m "$TINY" -o "$WORK/x" --labels "$WORK/bad.tsv" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "bad.tsv:1: not KEY<TAB>CLASS"
+{ cat "$WORK/lab.tsv"; printf 'img003\tc0\n'; } >"$WORK/dup.tsv"
+run cmr-train -m "$TINY" -o "$WORK/x" --labels "$WORK/dup.tsv" "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 1
+expect_stderr_has "dup.tsv:42: a second class for 'img003'"
+run cmr-train -m "$TINY" -o "$WORK/x" --class-weight 2 "$WORK/ti.cmr" "$WORK/tt.cmr"
+expect_status 2
+expect_stderr_has "give --labels FILE"
 expect_no_file "$WORK/x"
 end

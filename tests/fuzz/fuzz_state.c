@@ -13,6 +13,7 @@
 #define cmr_pairs_free fuzz_state_pairs_free
 #define cmr_pairs_load_desc fuzz_state_pairs_load_desc
 #define cmr_pairs_load_teacher fuzz_state_pairs_load_teacher
+#define cmr_pairs_load_labels fuzz_state_pairs_load_labels
 #include "../../lib/model/run.c"
 #undef cmr_run_train
 #undef cmr_pairs_load

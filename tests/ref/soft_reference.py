@@ -12,13 +12,15 @@ unit rows, S = exp(t) u v^T, T = a b^T:
                            column i by min(1, exp((T_ii - max_j!=i T_ji)/tau))
   distill_kl(tau)          1/2 [mean_i KL(softmax(T_i./tau) || softmax(S_i.)) + columns]
   distill_mse              mean over the 2B rows of |unit(s) - unit(m)|^2
+  supcon(labels)           1/2 [CE_rows(S; M / rowsum M) + CE_cols(S; M / colsum M)],
+                           M_ij = [label_i == label_j]
   relaxed_margin(sigma, d) w = exp(-|a_i - b_j|^2 / sigma), D_ij = |u_i - v_j|,
                            h = D / rowmean(D) (columns: / colmean(D)),
                            1/2 (rows + cols) of 1/(B(B-1)) sum_{i!=j} w h^2 + (1-w) relu(d - h)^2
 
 Usage: soft_reference.py OUT.safetensors SEED
-Output (F32): img, txt, t [1], timg, ttxt, mimg, mtxt, params [alpha, tau, sel_tau, kl_tau,
-sigma, delta], and for each loss NAME: NAME.loss [1], NAME.dimg, NAME.dtxt, NAME.dt [1].
+Output (F32): img, txt, t [1], timg, ttxt, mimg, mtxt, labels [B], params [alpha, tau, sel_tau,
+kl_tau, sigma, delta], and for each loss NAME: NAME.loss [1], NAME.dimg, NAME.dtxt, NAME.dt [1].
 Run by tests/ref/make-soft-goldens.sh; make check does not run Python."""
 import sys
 
@@ -71,6 +73,15 @@ def distill_mse(img, txt, t, mimg, mtxt):
     return ((unit(img) - unit(mimg)) ** 2).sum() / (2 * B) + ((unit(txt) - unit(mtxt)) ** 2).sum() / (2 * B)
 
 
+LABELS = torch.tensor([0, 1, 0, 2, 1, 0])
+
+
+def supcon(img, txt, t, timg, ttxt):
+    S = t.exp() * unit(img) @ unit(txt).t()
+    M = (LABELS[:, None] == LABELS[None, :]).double()
+    return (ce(S, M / M.sum(1, keepdim=True)) + ce(S.t(), M.t() / M.t().sum(1, keepdim=True))) / 2
+
+
 def relaxed_margin(img, txt, t, timg, ttxt):
     u, v, a, b = unit(img), unit(txt), unit(timg), unit(ttxt)
     w = torch.exp(-torch.cdist(a, b) ** 2 / SIGMA)
@@ -92,11 +103,12 @@ def main():
     mimg, mtxt = img + 0.5 * draw(B, P), txt + 0.5 * draw(B, P)
     t = torch.tensor([2.3])
     res = {"img": img, "txt": txt, "t": t, "timg": timg, "ttxt": ttxt, "mimg": mimg, "mtxt": mtxt,
+           "labels": LABELS.double(),
            "params": torch.tensor([ALPHA, TAU, SEL_TAU, KL_TAU, SIGMA, DELTA])}
     res = {k: v.numpy().astype(np.float32) for k, v in res.items()}
     for name, fn, ta, tb in (("soft_labels", soft_labels, timg, ttxt), ("selective", selective, timg, ttxt),
                              ("distill_kl", distill_kl, timg, ttxt), ("distill_mse", distill_mse, mimg, mtxt),
-                             ("relaxed_margin", relaxed_margin, timg, ttxt)):
+                             ("relaxed_margin", relaxed_margin, timg, ttxt), ("supcon", supcon, timg, ttxt)):
         i, x, s = img.clone().requires_grad_(True), txt.clone().requires_grad_(True), t.clone().requires_grad_(True)
         loss = fn(i, x, s, ta, tb)
         loss.backward()

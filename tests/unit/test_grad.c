@@ -1,6 +1,7 @@
 /* test_grad.c - every backward pass against central finite differences of the forward
  * operation (the plain backend), AdamW against a hand-computed step, and the soft
- * contrastive transfer and distillation losses against PyTorch's (tests/golden/soft). */
+ * contrastive transfer, distillation and class-wise losses against PyTorch's
+ * (tests/golden/soft). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,15 +328,20 @@ TEST(grad_soft_losses_match_pytorch)
 		    *ttxt = gold(g, "ttxt", SB * SPT), *mimg = gold(g, "mimg", SB * SP), *mtxt = gold(g, "mtxt", SB * SP),
 		    *pr = gold(g, "params", 6);
 	float t = gold(g, "t", 1)[0];
-	static const char *names[5] = {"soft_labels", "selective", "distill_kl", "distill_mse", "relaxed_margin"};
+	static const char *names[6] = {"soft_labels", "selective", "distill_kl", "distill_mse", "relaxed_margin", "supcon"};
+	const float *lf = gold(g, "labels", SB);
+	int lab[SB];
+	for (int i = 0; i < SB; i++)
+		lab[i] = (int)lf[i];
 	double worst = 0;
-	for (int lo = 0; lo < 5; lo++) {
+	for (int lo = 0; lo < 6; lo++) {
 		float di[SB * SP] = {0}, dx[SB * SP] = {0}, dt = 0;
 		double L = lo == 0   ? cmr_soft_labels(img, txt, SB, SP, t, timg, ttxt, SPT, pr[0], pr[1], di, dx, &dt)
 			   : lo == 1 ? cmr_selective(img, txt, SB, SP, t, timg, ttxt, SPT, pr[2], di, dx, &dt)
 			   : lo == 2 ? cmr_distill_kl(img, txt, SB, SP, t, timg, ttxt, SPT, pr[3], di, dx, &dt)
 			   : lo == 3 ? cmr_distill_mse(img, txt, SB, SP, mimg, mtxt, di, dx)
-				    : cmr_relaxed_margin(img, txt, SB, SP, timg, ttxt, SPT, pr[4], pr[5], di, dx);
+			   : lo == 4 ? cmr_relaxed_margin(img, txt, SB, SP, timg, ttxt, SPT, pr[4], pr[5], di, dx)
+				    : cmr_supcon(img, txt, SB, SP, t, lab, di, dx, &dt);
 		char nm[64];
 		snprintf(nm, sizeof nm, "%s.loss", names[lo]);
 		double lr = gold(g, nm, 1)[0], e[4];
@@ -346,7 +352,7 @@ TEST(grad_soft_losses_match_pytorch)
 		e[2] = rel_l2(dx, gold(g, nm, SB * SP), SB * SP);
 		snprintf(nm, sizeof nm, "%s.dt", names[lo]);
 		float rdt = gold(g, nm, 1)[0];
-		e[3] = lo >= 3 ? fabs(dt - rdt) : fabs(dt - rdt) / fmax(fabs(rdt), 1e-30);
+		e[3] = lo == 3 || lo == 4 ? fabs(dt - rdt) : fabs(dt - rdt) / fmax(fabs(rdt), 1e-30);
 		if (getenv("CMR_TEST_VERBOSE"))
 			fprintf(stderr, "%s: loss %.3g, dimg %.3g (dimg[0] %.6g), dtxt %.3g, dt %.3g (relative)\n", names[lo],
 				e[0], e[1], di[0], e[2], e[3]);
@@ -360,6 +366,10 @@ TEST(grad_soft_losses_match_pytorch)
 	float a0[SB * SP] = {0}, b0[SB * SP] = {0}, a1[SB * SP] = {0}, b1[SB * SP] = {0}, d0 = 0, d1 = 0;
 	double l0 = cmr_infonce(img, txt, SB, SP, t, a0, b0, &d0),
 	       l1 = cmr_soft_labels(img, txt, SB, SP, t, timg, ttxt, SPT, 0.0f, pr[1], a1, b1, &d1);
+	CHECK(l0 == l1 && d0 == d1 && memcmp(a0, a1, sizeof a0) == 0 && memcmp(b0, b1, sizeof b0) == 0);
+	int distinct[SB] = {0, 1, 2, 3, 4, 5}; /* every pair its own class: InfoNCE too */
+	memset(a1, 0, sizeof a1), memset(b1, 0, sizeof b1), d1 = 0;
+	l1 = cmr_supcon(img, txt, SB, SP, t, distinct, a1, b1, &d1);
 	CHECK(l0 == l1 && d0 == d1 && memcmp(a0, a1, sizeof a0) == 0 && memcmp(b0, b1, sizeof b0) == 0);
 	float zi[SB * SP] = {0}, zt[SB * SP] = {0}, zs = 0;
 	double lk = cmr_distill_kl(img, txt, SB, SP, t, img, txt, SP, (float)exp(-t), zi, zt, &zs);

@@ -454,7 +454,7 @@ TEST(model_pool_of_one_is_prompt_tuning)
 	int dlens[2] = {in.lens[0], in.lens[1]}, drow[2] = {2, 0};
 	cmr_batch bi = {B, in.pp, NULL, NULL, NULL, 0, NULL}, bt = {B, NULL, in.ip, in.lens, NULL, 0, NULL},
 		  bd = {2, NULL, dids, dlens, NULL, 0, NULL};
-	cmr_text_view v[2] = {{&bt, NULL, &cap, 1}, {&bd, drow, dt, 2}};
+	cmr_text_view v[2] = {{.txt = &bt, .terms = &cap, .nterms = 1}, {.txt = &bd, .row = drow, .terms = dt, .nterms = 2}};
 	cmr_step_ws *sp = cmr_step_ws_new(mp, &cmr_ops_ref, B, B * 12), *sf = cmr_step_ws_new(mf, &cmr_ops_ref, B, B * 12);
 	CHECK(sp && sf);
 	double part_p[3], part_f[3];

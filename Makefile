@@ -141,7 +141,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state kv
+FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state kv labels
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -159,6 +159,7 @@ $(BUILD)/obj/tests/fuzz/fuzz_caption.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=f
 $(BUILD)/obj/tests/fuzz/fuzz_tokfiles.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tokfiles_one
 $(BUILD)/obj/tests/fuzz/fuzz_state.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_state_one
 $(BUILD)/obj/tests/fuzz/fuzz_kv.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_kv_one
+$(BUILD)/obj/tests/fuzz/fuzz_labels.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_labels_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)

@@ -1,5 +1,5 @@
 /* replay.c - runs a fuzz target's input files through it without libFuzzer, so that every
- * machine replays the corpus in make check. Usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv FILE... */
+ * machine replays the corpus in make check. Usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv|labels FILE... */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,7 @@ int fuzz_caption_one(const uint8_t *data, size_t size);
 int fuzz_tokfiles_one(const uint8_t *data, size_t size);
 int fuzz_state_one(const uint8_t *data, size_t size);
 int fuzz_kv_one(const uint8_t *data, size_t size);
+int fuzz_labels_one(const uint8_t *data, size_t size);
 int fuzz_tok_one(const uint8_t *data, size_t size);
 int fuzz_image_one(const uint8_t *data, size_t size);
 
@@ -24,7 +25,7 @@ static const struct { const char *name; int (*fn)(const uint8_t *, size_t); } ta
 	{"stream", fuzz_stream_one}, {"npy", fuzz_npy_one}, {"tok", fuzz_tok_one}, {"image", fuzz_image_one},
 	{"tuning", fuzz_tuning_one}, {"index", fuzz_index_one},
 	{"model", fuzz_model_one}, {"caption", fuzz_caption_one},
-	{"tokfiles", fuzz_tokfiles_one}, {"state", fuzz_state_one}, {"kv", fuzz_kv_one},
+	{"tokfiles", fuzz_tokfiles_one}, {"state", fuzz_state_one}, {"kv", fuzz_kv_one}, {"labels", fuzz_labels_one},
 };
 
 int main(int argc, char **argv)
@@ -34,7 +35,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[1], targets[i].name) == 0)
 			fn = targets[i].fn;
 	if (!fn) {
-		fprintf(stderr, "usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv FILE...\n");
+		fprintf(stderr, "usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv|labels FILE...\n");
 		return 2;
 	}
 	int n = 0;

@@ -7,6 +7,7 @@ set -eu
 . bench/lib.sh
 OUT=$1
 SECTION=${4:-transfer}
+CMD=$(printf '%s' "$2" | sed 's/\$\$/$/g') # make's escaped dollars, as typed
 SVG=${5:-bench/transfer.svg}
 r() { sed -n "/\"$2\"/,/}/p" "$1" | sed -n "s/.*\"$3\": \([0-9.]*\).*/\1/p" | head -1; }
 b=$OUT/base-source.json
@@ -17,7 +18,7 @@ section="<!-- $SECTION:begin -->
 ## $title
 
 Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'). Date: $(date -u +%Y-%m-%d).
-Command: \`$2\`, then \`make -f pipelines/transfer.mk publish\` (the rows in this run's OUT).
+Command: \`$CMD\`, then \`make -f pipelines/transfer.mk publish\` (the rows in this run's OUT).
 Load average when published: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min; the cores are shared with other
 tenants and rows may run side by side, so \"train s\" is a loaded time, not a benchmark).
 Worlds: examples/worlds/ (examples/worlds/README.md). Base model: $3 ($params parameters),

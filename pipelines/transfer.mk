@@ -16,7 +16,7 @@
 #   METHODS      zeroshot full proj last tprompt vprompt prompts deep pool pool-nopull
 #                pool-desc vprompt-desc adapter-par adapter-seq adapter-par-ms adapter-seq-ms
 #                adapter-seq-auto lora lora-ms; and the head's modules (not run by default:
-#                HEAD_METHODS below) head-levels head-inject head-both lora-head lora-ms-levels
+#                HEAD_METHODS below) head-levels head-inject head-both head-both-hi lora-head lora-ms-levels
 #                lora-ms-inject lora-ms-head adapter-par-ms-head adapter-seq-ms-head
 #                (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
@@ -121,6 +121,9 @@ HEAD_INJECT          = --inject $(INJECT) --inject-width $(INJECT_WIDTH)
 METHOD_ARGS_head-levels = $(HEAD_LEVELS) --lr $(ADAPTER_LR)
 METHOD_ARGS_head-inject = $(HEAD_INJECT) --lr $(ADAPTER_LR)
 METHOD_ARGS_head-both = $(HEAD_LEVELS) $(HEAD_INJECT) --lr $(ADAPTER_LR)
+# the same at the prompts' learning rate: the gates start at zero and grow by about the
+# learning rate a step (Adam), so at 1e-3 they end near 0.01-0.07 after 150 steps
+METHOD_ARGS_head-both-hi = $(HEAD_LEVELS) $(HEAD_INJECT) --lr $(PROMPT_LR)
 METHOD_ARGS_lora-head = $(METHOD_ARGS_lora) $(HEAD_LEVELS) $(HEAD_INJECT)
 METHOD_ARGS_lora-ms-levels = $(METHOD_ARGS_lora-ms) $(HEAD_LEVELS)
 METHOD_ARGS_lora-ms-inject = $(METHOD_ARGS_lora-ms) $(HEAD_INJECT)
@@ -128,9 +131,9 @@ METHOD_ARGS_lora-ms-head = $(METHOD_ARGS_lora-ms) $(HEAD_LEVELS) $(HEAD_INJECT)
 METHOD_ARGS_adapter-par-ms-head = $(METHOD_ARGS_adapter-par-ms) $(HEAD_LEVELS) $(HEAD_INJECT)
 METHOD_ARGS_adapter-seq-ms-head = $(METHOD_ARGS_adapter-seq-ms) $(HEAD_LEVELS) $(HEAD_INJECT)
 # the run that measures them beside their peers (bench/RESULTS.md's "transfer-heads"):
-#   make -f pipelines/transfer.mk METHODS="$(HEAD_METHODS)" SECTION=transfer-heads \
+#   make -f pipelines/transfer.mk METHODS='$(HEAD_METHODS)' SECTION=transfer-heads \
 #        SVG=bench/transfer-heads.svg table publish
-HEAD_METHODS         = zeroshot head-levels head-inject head-both lora lora-head lora-ms lora-ms-levels \
+HEAD_METHODS         = zeroshot head-levels head-inject head-both head-both-hi lora lora-head lora-ms lora-ms-levels \
 		       lora-ms-inject lora-ms-head adapter-par-ms adapter-par-ms-head adapter-seq-ms adapter-seq-ms-head
 SECTION              ?= transfer
 SVG                  ?= bench/transfer.svg
@@ -206,7 +209,7 @@ $(OUT)/results.md: $(ROWS) pipelines/transfer-table.sh pipelines/transfer-plot.s
 # the table into bench/RESULTS.md (section "transfer", with machine, date and command), the
 # plot into bench/transfer.svg
 publish: $(OUT)/results.md
-	sh pipelines/transfer-publish.sh $(OUT) "make -f pipelines/transfer.mk $(MAKEFLAGS)" $(BASE_CONFIG) $(SECTION) $(SVG)
+	sh pipelines/transfer-publish.sh $(OUT) 'make -f pipelines/transfer.mk $(MAKEFLAGS)' $(BASE_CONFIG) $(SECTION) $(SVG)
 
 clean:
 	rm -rf $(OUT)

@@ -17,7 +17,9 @@
 #                pool-desc vprompt-desc adapter-par adapter-seq adapter-par-ms adapter-seq-ms
 #                adapter-seq-auto lora lora-ms; and the head's modules (not run by default:
 #                HEAD_METHODS below) head-levels head-inject head-both head-both-hi lora-head lora-ms-levels
-#                lora-ms-inject lora-ms-head adapter-par-ms-head adapter-seq-ms-head
+#                lora-ms-inject lora-ms-head adapter-par-ms-head adapter-seq-ms-head; and soft
+#                contrastive transfer (SOFT_METHODS below) class soft-labels soft-relaxed
+#                soft-selective soft-kl soft-mse soft prompts-soft
 #                (and what later methods register below)
 #   SEEDS        seeds of the tuning runs                  default: 1 2 3
 #   BASE_CONFIG  the base model's config.json              default: examples/transfer-base.json
@@ -135,6 +137,24 @@ METHOD_ARGS_adapter-seq-ms-head = $(METHOD_ARGS_adapter-seq-ms) $(HEAD_LEVELS) $
 #        SVG=bench/transfer-heads.svg table publish
 HEAD_METHODS         = zeroshot head-levels head-inject head-both head-both-hi lora lora-head lora-ms lora-ms-levels \
 		       lora-ms-inject lora-ms-head adapter-par-ms adapter-par-ms-head adapter-seq-ms adapter-seq-ms-head
+# soft contrastive transfer (issue 19): a class-wise source per target and seed (full tuning of
+# the base on the target's training pairs with --labels from the worlds' KEY.cls and no
+# pair-wise term, OUT/teachers/T-sS), whose embeddings of the training streams teach the
+# target model trained pair-wise: each term alone, and the combined default, with full tuning
+# and with prompts; "class" is the class-wise source alone (the teacher itself)
+TEACHER_OF           = --teacher-images $(OUT)/teachers/$$T-s$$S/i.emb --teacher-texts $(OUT)/teachers/$$T-s$$S/t.emb
+SOFT_DEFAULT         ?= --soft-labels 1 --soft-alpha 0.5 --relaxed-margin 1
+METHOD_ARGS_class    = --labels $(OUT)/data/$$T-train-labels.tsv --base-weight 0
+METHOD_ARGS_soft-labels = $(TEACHER_OF) --soft-labels 1
+METHOD_ARGS_soft-relaxed = $(TEACHER_OF) --relaxed-margin 1
+METHOD_ARGS_soft-selective = $(TEACHER_OF) --selective 1
+METHOD_ARGS_soft-kl  = $(TEACHER_OF) --distill-kl 1
+METHOD_ARGS_soft-mse = $(TEACHER_OF) --distill-mse 1
+METHOD_ARGS_soft     = $(TEACHER_OF) $(SOFT_DEFAULT)
+METHOD_ARGS_prompts-soft = $(METHOD_ARGS_prompts) $(TEACHER_OF) $(SOFT_DEFAULT)
+METHOD_INIT_prompts-soft := $(PROMPT_INIT)
+TEACHER_METHODS      = soft-labels soft-relaxed soft-selective soft-kl soft-mse soft prompts-soft
+SOFT_METHODS         = zeroshot full prompts class $(TEACHER_METHODS)
 SECTION              ?= transfer
 SVG                  ?= bench/transfer.svg
 METHOD_INIT_tprompt  := $(PROMPT_INIT)
@@ -188,10 +208,32 @@ $(OUT)/base-source.json: $(OUT)/base/model.safetensors
 	$(BIN)/cmr-eval --json $(OUT)/base-i.emb $(OUT)/base-t.emb >$@.tmp && mv $@.tmp $@
 	rm -f $(OUT)/base-i.emb $(OUT)/base-t.emb
 
+# a target's classes: KEY<TAB>CLASS from the world's KEY.cls members
+$(OUT)/data/%-train-labels.tsv: $(OUT)/data/%-train.tar
+	rm -rf $@.d && mkdir -p $@.d && tar -xf $< -C $@.d --wildcards '*.cls'
+	for f in $@.d/*.cls; do printf '%s\t%s\n' "$$(basename "$$f" .cls)" "$$(cat "$$f")"; done >$@.tmp
+	mv $@.tmp $@ && rm -rf $@.d
+
+# the class-wise source of target T and seed S, and its embeddings of T's training streams
+define teacher
+$(OUT)/teachers/$(1)-s$(2)/t.emb: $(OUT)/base-source.json $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr \
+		$(OUT)/data/$(1)-train-labels.tsv
+	rm -rf $(OUT)/teachers/$(1)-s$(2) && mkdir -p $(OUT)/teachers/$(1)-s$(2)
+	$(BIN)/cmr-train -q -m $(OUT)/base -o $(OUT)/teachers/$(1)-s$(2)/model -b $(BATCH) \
+		--epochs $$(or $$(TUNE_EPOCHS_$(1)),$$(TUNE_EPOCHS)) --lr $(TUNE_LR) --seed $(2) \
+		--labels $(OUT)/data/$(1)-train-labels.tsv --base-weight 0 $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr
+	$(BIN)/cmr-encode -q -m $(OUT)/teachers/$(1)-s$(2)/model -o $(OUT)/teachers/$(1)-s$(2)/i.emb $(OUT)/data/$(1)-train-i.cmr
+	$(BIN)/cmr-encode -q -m $(OUT)/teachers/$(1)-s$(2)/model -o $(OUT)/teachers/$(1)-s$(2)/t.emb.tmp $(OUT)/data/$(1)-train-t.cmr
+	mv $(OUT)/teachers/$(1)-s$(2)/t.emb.tmp $$@
+endef
+$(foreach t,$(TARGETS),$(foreach s,$(SEEDS),$(eval $(call teacher,$(t),$(s)))))
+
 # one row: target T, method M, seed S (zeroshot has one seed: it trains nothing)
 define row
 $(OUT)/runs/$(1)/$(2)-s$(3)/row.txt: $(OUT)/base-source.json $(OUT)/data/$(1)-train-i.cmr $(OUT)/data/$(1)-train-t.cmr \
 		$(OUT)/data/$(1)-test-i.cmr $(OUT)/data/$(1)-test-t.cmr pipelines/transfer-run.sh \
+		$(if $(filter $(2),$(TEACHER_METHODS)),$(OUT)/teachers/$(1)-s$(3)/t.emb) \
+		$(if $(filter class,$(2)),$(OUT)/data/$(1)-train-labels.tsv) \
 		| $(OUT)/data/$(1)-train-d.cmr
 	T=$(1) S=$(3) D=$(OUT)/runs/$(1)/$(2)-s$(3); $$(METHOD_PREP_$(2)) \
 	METHOD_ARGS="$$(METHOD_ARGS_$(2))" METHOD_INIT="$$(METHOD_INIT_$(2))" TUNE_EPOCHS=$$(or $$(TUNE_EPOCHS_$(1)),$$(TUNE_EPOCHS)) \

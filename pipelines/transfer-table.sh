@@ -2,7 +2,8 @@
 # transfer-table.sh OUT - the results of pipelines/transfer.mk as OUT/results.md and
 # OUT/results.json: per target database and method, mean and spread (half the range) over the
 # seeds of R@1/5/10 both ways, the source test set's text->image R@1 afterwards (forgetting),
-# trainable parameters, bytes of the tuned result and training time.
+# trainable parameters, bytes of the tuned result and training time. With METHODS in the
+# environment (transfer.mk exports its), only those methods' rows.
 set -eu
 OUT=$1
 r() { # FILE DIRECTION KEY: a number of cmr-eval's JSON
@@ -14,6 +15,7 @@ for d in "$OUT"/runs/*/*-s*; do
 	[ -f "$d/row.txt" ] || continue
 	t=$(basename "$(dirname "$d")")
 	m=$(basename "$d" | sed 's/-s[0-9]*$//')
+	case " ${METHODS:-$m} " in *" $m "*) ;; *) continue ;; esac # METHODS (make's): only those
 	set -- $(cat "$d/row.txt")
 	echo "$t $m $(r "$d/target.json" text_to_image R@1) $(r "$d/target.json" text_to_image R@5) $(r "$d/target.json" text_to_image R@10) $(r "$d/target.json" image_to_text R@1) $(r "$d/target.json" image_to_text R@5) $(r "$d/target.json" image_to_text R@10) $(r "$d/source.json" text_to_image R@1) $1 $2 $3" >>"$rows"
 done

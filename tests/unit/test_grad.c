@@ -1,6 +1,6 @@
 /* test_grad.c - every backward pass against central finite differences of the forward
  * operation (the plain backend), AdamW against a hand-computed step, and the soft
- * contrastive transfer, distillation and class-wise losses against PyTorch's
+ * contrastive transfer, distillation and class-wise losses against PyTorch's and central differences
  * (tests/golden/soft). */
 #include <math.h>
 #include <stdlib.h>
@@ -381,4 +381,49 @@ TEST(grad_soft_losses_match_pytorch)
 		fprintf(stderr, "teacher = student: KL %.3g, MSE %.3g, largest gradient %.3g\n", lk, lm, gmax);
 	CHECK(fabs(lk) < 1e-6 && fabs(lm) < 1e-12 && gmax < 1e-6);
 	cmr_st_close(g);
+}
+
+/* the soft losses by central differences (float inputs, double arithmetic inside) */
+enum { FB = 5, FP = 6, FPT = 7 };
+static float fi[FB * FP], ft[FB * FP], fti[FB * FPT], ftt[FB * FPT], fmi[FB * FP], fmt[FB * FP], fscale = 2.0f;
+static const int flab[FB] = {0, 1, 0, 1, 2};
+static int soft_which;
+static double soft_of(void *ctx)
+{
+	(void)ctx;
+	switch (soft_which) {
+	case 0: return cmr_soft_labels(fi, ft, FB, FP, fscale, fti, ftt, FPT, 0.4f, 0.2f, NULL, NULL, NULL);
+	case 1: return cmr_selective(fi, ft, FB, FP, fscale, fti, ftt, FPT, 0.3f, NULL, NULL, NULL);
+	case 2: return cmr_distill_kl(fi, ft, FB, FP, fscale, fti, ftt, FPT, 0.2f, NULL, NULL, NULL);
+	case 3: return cmr_distill_mse(fi, ft, FB, FP, fmi, fmt, NULL, NULL);
+	case 4: return cmr_relaxed_margin(fi, ft, FB, FP, fti, ftt, FPT, 1.0f, 1.0f, NULL, NULL);
+	default: return cmr_supcon(fi, ft, FB, FP, fscale, flab, NULL, NULL, NULL);
+	}
+}
+
+TEST(grad_soft_losses_match_finite_differences)
+{
+	fill(fi, FB * FP, 21), fill(ft, FB * FP, 22), fill(fti, FB * FPT, 23), fill(ftt, FB * FPT, 24);
+	fill(fmi, FB * FP, 25), fill(fmt, FB * FP, 26);
+	eps = 1e-3f;
+	for (soft_which = 0; soft_which < 6; soft_which++) {
+		float di[FB * FP] = {0}, dx[FB * FP] = {0}, dl = 0;
+		switch (soft_which) {
+		case 0: cmr_soft_labels(fi, ft, FB, FP, fscale, fti, ftt, FPT, 0.4f, 0.2f, di, dx, &dl); break;
+		case 1: cmr_selective(fi, ft, FB, FP, fscale, fti, ftt, FPT, 0.3f, di, dx, &dl); break;
+		case 2: cmr_distill_kl(fi, ft, FB, FP, fscale, fti, ftt, FPT, 0.2f, di, dx, &dl); break;
+		case 3: cmr_distill_mse(fi, ft, FB, FP, fmi, fmt, di, dx); break;
+		case 4: cmr_relaxed_margin(fi, ft, FB, FP, fti, ftt, FPT, 1.0f, 1.0f, di, dx); break;
+		default: cmr_supcon(fi, ft, FB, FP, fscale, flab, di, dx, &dl); break;
+		}
+		double n1[FB * FP], n2[FB * FP], n3[1];
+		numeric(fi, FB * FP, soft_of, NULL, n1);
+		numeric(ft, FB * FP, soft_of, NULL, n2);
+		numeric(&fscale, 1, soft_of, NULL, n3);
+		which = 10 + soft_which; /* for close_enough's message */
+		CHECK(close_enough(di, n1, FB * FP, "dimg"));
+		CHECK(close_enough(dx, n2, FB * FP, "dtxt"));
+		CHECK(close_enough(&dl, n3, 1, "dt"));
+	}
+	eps = 1e-2f;
 }

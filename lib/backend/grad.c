@@ -282,8 +282,10 @@ static void soft_targets(const double *T, int B, double tau, int dir, double *R)
 	}
 }
 
-double cmr_soft_labels(const float *img, const float *txt, int B, int P, float t, const float *timg,
-		       const float *ttxt, int Pt, float alpha, float tau, float *dimg, float *dtxt, float *dt)
+/* InfoNCE's cross-entropies against (1 - alpha) I + alpha softmax(T / tau) of the teacher's
+ * similarities; *h (may be NULL) receives the targets' negative entropy term sum q log q / 2B */
+static double teacher_ce(const float *img, const float *txt, int B, int P, float t, const float *timg,
+			 const float *ttxt, int Pt, float alpha, float tau, float *dimg, float *dtxt, float *dt, double *h)
 {
 	double *T = malloc((size_t)B * B * sizeof *T), *Q0 = malloc((size_t)B * B * sizeof *Q0),
 	       *Q1 = malloc((size_t)B * B * sizeof *Q1);
@@ -299,9 +301,20 @@ double cmr_soft_labels(const float *img, const float *txt, int B, int P, float t
 			}
 		const double *const Q[2] = {Q0, Q1}, *const none[2] = {NULL, NULL};
 		loss = contrastive(img, txt, B, P, t, Q, none, dimg, dtxt, dt);
+		if (h) {
+			*h = 0;
+			for (size_t i = 0; i < (size_t)B * B; i++)
+				*h += ((Q0[i] > 0 ? Q0[i] * log(Q0[i]) : 0) + (Q1[i] > 0 ? Q1[i] * log(Q1[i]) : 0)) / (2.0 * B);
+		}
 	}
 	free(T), free(Q0), free(Q1);
 	return loss;
+}
+
+double cmr_soft_labels(const float *img, const float *txt, int B, int P, float t, const float *timg,
+		       const float *ttxt, int Pt, float alpha, float tau, float *dimg, float *dtxt, float *dt)
+{
+	return teacher_ce(img, txt, B, P, t, timg, ttxt, Pt, alpha, tau, dimg, dtxt, dt, NULL);
 }
 
 double cmr_selective(const float *img, const float *txt, int B, int P, float t, const float *timg, const float *ttxt,
@@ -329,21 +342,9 @@ double cmr_selective(const float *img, const float *txt, int B, int P, float t, 
 double cmr_distill_kl(const float *img, const float *txt, int B, int P, float t, const float *timg, const float *ttxt,
 		      int Pt, float tau, float *dimg, float *dtxt, float *dt)
 {
-	double *T = malloc((size_t)B * B * sizeof *T), *Q0 = malloc((size_t)B * B * sizeof *Q0),
-	       *Q1 = malloc((size_t)B * B * sizeof *Q1);
-	double loss = NAN;
-	if (T && Q0 && Q1 && teacher_sim(timg, ttxt, B, Pt, T) == 0) {
-		soft_targets(T, B, tau, 0, Q0);
-		soft_targets(T, B, tau, 1, Q1);
-		const double *const Q[2] = {Q0, Q1}, *const none[2] = {NULL, NULL};
-		/* KL(q || p) = CE(q, p) - H(q): the teacher's entropy is a constant */
-		double h = 0;
-		for (size_t i = 0; i < (size_t)B * B; i++)
-			h += (Q0[i] > 0 ? Q0[i] * log(Q0[i]) : 0) + (Q1[i] > 0 ? Q1[i] * log(Q1[i]) : 0);
-		loss = contrastive(img, txt, B, P, t, Q, none, dimg, dtxt, dt) + h / (2.0 * B);
-	}
-	free(T), free(Q0), free(Q1);
-	return loss;
+	/* KL(q || p) = CE(q, p) - H(q), q the teacher's softmax (alpha 1): its entropy a constant */
+	double h = 0, ce = teacher_ce(img, txt, B, P, t, timg, ttxt, Pt, 1.0f, tau, dimg, dtxt, dt, &h);
+	return ce + h;
 }
 
 double cmr_supcon(const float *img, const float *txt, int B, int P, float t, const int *label, float *dimg,

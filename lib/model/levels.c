@@ -44,16 +44,26 @@ static int applies(const cmr_hook *h, int layer)
 /* ---- multi-level attention ----
  * scratch [R rows]: P [n, B, D] the pooled rows of each level, U [n, B, D] after the final
  * layer norm, f [B, D] their mix, al [n, B] its weights, dU [n, B, D], dP [B, D] */
+/* the next n floats of scratch s from *at (s NULL: only counted, for the module's size) */
+static float *take(float *s, size_t *at, size_t n)
+{
+	float *p = s ? s + *at : NULL;
+	*at += n;
+	return p;
+}
+
 typedef struct {
 	float *P, *U, *f, *al, *dU, *dP;
+	size_t used; /* floats carved */
 } lv_scratch;
 
 static lv_scratch lv_carve(const cmr_levels *a, float *s, int R, int D)
 {
-	size_t nRD = (size_t)a->n * R * D;
-	lv_scratch k = {s, s + nRD, s + 2 * nRD, s + 2 * nRD + (size_t)R * D, NULL, NULL};
-	k.dU = k.al + (size_t)a->n * R;
-	k.dP = k.dU + nRD;
+	size_t nRD = (size_t)a->n * R * D, at = 0;
+	lv_scratch k;
+	k.P = take(s, &at, nRD), k.U = take(s, &at, nRD), k.f = take(s, &at, (size_t)R * D);
+	k.al = take(s, &at, (size_t)a->n * R), k.dU = take(s, &at, nRD), k.dP = take(s, &at, (size_t)R * D);
+	k.used = at;
 	return k;
 }
 
@@ -155,34 +165,21 @@ static void lv_backward(const cmr_hook *h, const cmr_hook_io *io)
 typedef struct {
 	float *U[CMR_LEVELS_MAX], *K[CMR_LEVELS_MAX], *V[CMR_LEVELS_MAX];
 	float *Qrep, *O, *dQrep, *dO, *dK, *dV, *dU, *Qb, *o, *y, *dy, *dob, *dQb, *t;
+	size_t used;
 } in_scratch;
 
 static in_scratch in_carve(const cmr_levels *a, float *s, int R, int D)
 {
 	in_scratch k;
-	size_t RD = (size_t)R * D, Rr = (size_t)R * a->width;
-	for (int j = 0; j < a->n; j++) {
-		k.U[j] = s, s += RD;
-		k.K[j] = s, s += Rr;
-		k.V[j] = s, s += Rr;
-	}
-	float **r[] = {&k.Qrep, &k.O, &k.dQrep, &k.dO, &k.dK, &k.dV};
+	size_t RD = (size_t)R * D, Rr = (size_t)R * a->width, at = 0;
+	for (int j = 0; j < a->n; j++)
+		k.U[j] = take(s, &at, RD), k.K[j] = take(s, &at, Rr), k.V[j] = take(s, &at, Rr);
+	float **r[] = {&k.Qrep, &k.O, &k.dQrep, &k.dO, &k.dK, &k.dV, &k.Qb, &k.o, &k.dob, &k.dQb, &k.t};
 	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-		*r[i] = s, s += Rr;
-	k.dU = s, s += RD;
-	k.Qb = s, s += Rr;
-	k.o = s, s += Rr;
-	k.y = s, s += RD;
-	k.dy = s, s += RD;
-	k.dob = s, s += Rr;
-	k.dQb = s, s += Rr;
-	k.t = s;
+		*r[i] = take(s, &at, Rr);
+	k.dU = take(s, &at, RD), k.y = take(s, &at, RD), k.dy = take(s, &at, RD);
+	k.used = at;
 	return k;
-}
-
-static size_t in_scratch_floats(int n, int D, int r)
-{
-	return (size_t)n * (D + 2 * (size_t)r) + 6 * (size_t)r + D + 2 * (size_t)r + 2 * (size_t)D + 3 * (size_t)r;
 }
 
 static void in_forward(const cmr_hook *h, const cmr_hook_io *io)
@@ -295,7 +292,8 @@ int cmr_levels_add(cmr_clip *m, cmr_levels *a, int tower, int inject, int n, int
 #undef ADD
 	a->hook.point = CMR_HOOK_HEAD;
 	a->hook.layer_min = c->layers; /* the head: no layer is walked back for it */
-	a->hook.scratch = inject ? in_scratch_floats(n, (int)D, r) : 3 * (size_t)n * D + 2 * (size_t)D + (size_t)n;
+	/* floats per row: what the carving takes of one row's room */
+	a->hook.scratch = inject ? in_carve(a, NULL, 1, (int)D).used : lv_carve(a, NULL, 1, (int)D).used;
 	a->hook.applies = applies;
 	a->hook.forward = inject ? in_forward : lv_forward;
 	a->hook.backward = inject ? in_backward : lv_backward;

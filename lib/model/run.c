@@ -201,6 +201,18 @@ static int cmp_key_at(const void *a, const void *b)
 	return strcmp(((const key_at *)a)->key, ((const key_at *)b)->key);
 }
 
+/* the images by key, sorted (keys unique: cmr_pairs_load), malloc'd; dies when out of memory */
+static key_at *image_index(const cmr_pairs *d)
+{
+	key_at *ix = malloc((d->nimg + 1) * sizeof *ix);
+	if (!ix)
+		cmr_die("out of memory");
+	for (size_t i = 0; i < d->nimg; i++)
+		ix[i] = (key_at){d->img[i].key, i};
+	qsort(ix, d->nimg, sizeof *ix, cmp_key_at);
+	return ix;
+}
+
 void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n)
 {
 	d->reading_desc = 1;
@@ -208,12 +220,7 @@ void cmr_pairs_load_desc(cmr_pairs *d, char *const *inputs, int n)
 	d->reading_desc = 0;
 	if (!d->ndesc)
 		cmr_die("the description streams hold no desc-tokens records (cmr-caption-ingest --desc makes them)");
-	key_at *ix = malloc((d->nimg + 1) * sizeof *ix); /* the images by key (unique: cmr_pairs_load) */
-	if (!ix)
-		cmr_die("out of memory");
-	for (size_t i = 0; i < d->nimg; i++)
-		ix[i] = (key_at){d->img[i].key, i};
-	qsort(ix, d->nimg, sizeof *ix, cmp_key_at);
+	key_at *ix = image_index(d);
 	size_t orphans = 0;
 	for (size_t t = 0; t < d->ndesc; t++) {
 		char key[CMR_KEY_MAX + 1];
@@ -348,16 +355,14 @@ void cmr_pairs_load_labels(cmr_pairs *d, const char *path)
 	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
 	if (!f)
 		cmr_die("%s: %s", path, strerror(errno));
-	key_at *ix = malloc((d->nimg + 1) * sizeof *ix);
+	key_at *ix = image_index(d);
 	char **names = NULL;
 	size_t cap = 0, ignored = 0, line_no = 0, len = 0;
 	free(d->label);
-	d->label = malloc((d->nimg + 1) * sizeof *d->label);
-	if (!ix || !d->label)
+	if (!(d->label = malloc((d->nimg + 1) * sizeof *d->label)))
 		cmr_die("out of memory");
 	for (size_t i = 0; i < d->nimg; i++)
-		ix[i] = (key_at){d->img[i].key, i}, d->label[i] = -1;
-	qsort(ix, d->nimg, sizeof *ix, cmp_key_at);
+		d->label[i] = -1;
 	d->nclass = 0;
 	char *line = NULL;
 	ssize_t n;

@@ -52,6 +52,11 @@ expect_stdout_has "FAIL: image embeddings, parallel adapters of width 8"
 end
 
 # ---- the tools ----
+same_as_training() { # IMAGES TEXTS LOG WHAT: cmr-eval's text->image R@1 is the training log's last evaluation's
+	r=$(cmr-eval --json "$1" "$2" | sed -n '/"text_to_image"/,/}/p' | sed -n 's/.*"R@1": \([0-9.]*\).*/\1/p' | head -1)
+	e=$(sed -n 's/.*"eval".*"text_to_image": {"R@1": \([0-9.]*\).*/\1/p' "$3" | tail -1)
+	awk -v a="$r" -v b="$e" 'BEGIN { exit !(a - b < 0.01 && b - a < 0.01) }' || why "$4 R@1 $r, training's evaluation $e"
+}
 "$MK" images 40 32 7 >"$WORK/ti.cmr"
 "$MK" tokens 40 8 >"$WORK/tt.cmr"
 TINY=$WORK/tiny
@@ -101,9 +106,7 @@ head -1 "$WORK/ll.jsonl" | grep -q '"trained": 3072,' || why "trained: $(head -1
 grep -q '"type": "lora"' "$WORK/lora/adapter_config.json" || why "not lora"
 cmr-encode -q -m "$TINY" --tuning "$WORK/lora" -o "$WORK/li.cmr" "$WORK/ti.cmr"
 cmr-encode -q -m "$TINY" --tuning "$WORK/lora" -o "$WORK/lt.cmr" "$WORK/tt.cmr"
-r=$(cmr-eval --json "$WORK/li.cmr" "$WORK/lt.cmr" | sed -n '/"text_to_image"/,/}/p' | sed -n 's/.*"R@1": \([0-9.]*\).*/\1/p' | head -1)
-e=$(sed -n 's/.*"eval".*"text_to_image": {"R@1": \([0-9.]*\).*/\1/p' "$WORK/ll.jsonl" | tail -1)
-awk -v a="$r" -v b="$e" 'BEGIN { exit !(a - b < 0.01 && b - a < 0.01) }' || why "merged R@1 $r, training's evaluation $e"
+same_as_training "$WORK/li.cmr" "$WORK/lt.cmr" "$WORK/ll.jsonl" merged
 cmr-dump show -a "$WORK/li.cmr" | grep -A1 '^img000	' >"$WORK/li0"
 cmp -s "$WORK/bi" "$WORK/li0" && why "LoRA changed no image"
 end
@@ -179,9 +182,7 @@ last=$(grep '"loss"' "$WORK/hl.jsonl" | tail -1 | sed 's/.*"loss": \([0-9.]*\).*
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || why "loss $first -> $last did not fall"
 cmr-encode -q -m "$TINY" --tuning "$WORK/head" -o "$WORK/hi.cmr" "$WORK/ti.cmr"
 cmr-encode -q -m "$TINY" --tuning "$WORK/head" -o "$WORK/ht.cmr" "$WORK/tt.cmr"
-r=$(cmr-eval --json "$WORK/hi.cmr" "$WORK/ht.cmr" | sed -n '/"text_to_image"/,/}/p' | sed -n 's/.*"R@1": \([0-9.]*\).*/\1/p' | head -1)
-e=$(sed -n 's/.*"eval".*"text_to_image": {"R@1": \([0-9.]*\).*/\1/p' "$WORK/hl.jsonl" | tail -1)
-awk -v a="$r" -v b="$e" 'BEGIN { exit !(a - b < 0.01 && b - a < 0.01) }' || why "applied R@1 $r, training's evaluation $e"
+same_as_training "$WORK/hi.cmr" "$WORK/ht.cmr" "$WORK/hl.jsonl" applied
 cmr-dump show -a "$WORK/hi.cmr" | grep -A1 '^img000	' >"$WORK/hi0"
 cmp -s "$WORK/bi" "$WORK/hi0" && why "the head's modules changed no image"
 end

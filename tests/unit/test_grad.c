@@ -359,8 +359,8 @@ TEST(grad_soft_losses_match_pytorch)
 		for (int i = 0; i < 4; i++)
 			worst = fmax(worst, e[i]);
 	}
-	CHECK(worst <= 1e-6); /* F32 outputs of double arithmetic: measured 8.9e-8 */
-	if (worst > 1e-6)
+	CHECK(worst <= 3e-7); /* F32 outputs of double arithmetic: measured 8.9e-8 */
+	if (worst > 3e-7)
 		fprintf(stderr, "soft losses against PyTorch: worst relative error %g\n", worst);
 	/* alpha = 0: InfoNCE exactly; a teacher equal to the student: no distillation gradient */
 	float a0[SB * SP] = {0}, b0[SB * SP] = {0}, a1[SB * SP] = {0}, b1[SB * SP] = {0}, d0 = 0, d1 = 0;

@@ -48,6 +48,18 @@ void cmr_atomic_remove_all(void)
 int cmr_atomic_open(cmr_atomic *a, const char *path, char *err, size_t errlen)
 {
 	memset(a, 0, sizeof *a);
+	struct stat sb;
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)) {
+		if (!(a->path = strdup(path)))
+			return fail(err, errlen, "out of memory");
+		if (!(a->f = fopen(path, "wb"))) {
+			int e = errno;
+			cmr_atomic_abort(a);
+			return fail(err, errlen, "%s: %s", path, strerror(e));
+		}
+		a->direct = 1;
+		return 0;
+	}
 	size_t n = strlen(path);
 	a->path = strdup(path);
 	a->tmp = malloc(n + 16);
@@ -83,7 +95,7 @@ int cmr_atomic_open(cmr_atomic *a, const char *path, char *err, size_t errlen)
 int cmr_atomic_finish(cmr_atomic *a, char *err, size_t errlen)
 {
 	if (!a->f)
-		return a->tmp ? 0 : fail(err, errlen, "internal error: no file open for writing");
+		return a->tmp || a->direct ? 0 : fail(err, errlen, "internal error: no file open for writing");
 	int bad = fflush(a->f) != 0 || ferror(a->f), e = errno;
 	if (fclose(a->f) != 0 && !bad)
 		bad = 1, e = errno;
@@ -98,6 +110,11 @@ int cmr_atomic_finish(cmr_atomic *a, char *err, size_t errlen)
 
 int cmr_atomic_rename(cmr_atomic *a, char *err, size_t errlen)
 {
+	if (a->direct) { /* written in place: nothing to rename */
+		free(a->path);
+		memset(a, 0, sizeof *a);
+		return 0;
+	}
 	if (rename(a->tmp, a->path) < 0) {
 		int e = errno;
 		int rc = fail(err, errlen, "cannot rename %s to %s: %s", a->tmp, a->path, strerror(e));
@@ -130,4 +147,5 @@ void cmr_atomic_abort(cmr_atomic *a)
 	free(a->tmp);
 	free(a->path);
 	a->tmp = a->path = NULL;
+	a->direct = 0;
 }

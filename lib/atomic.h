@@ -13,10 +13,13 @@
 typedef struct cmr_atomic {
 	char *path, *tmp;
 	FILE *f;
+	int direct; /* PATH is a device, FIFO or socket (-o /dev/null, a named pipe): written in place */
 } cmr_atomic;
 
-/* Creates PATH.tmp.XXXXXX (mode 0666 less the umask) and opens it for writing. Returns 0,
- * or -1 with a message in err. */
+/* Creates PATH.tmp.XXXXXX (mode 0666 less the umask) and opens it for writing; when PATH
+ * exists and is not a regular file (a device such as /dev/null, a FIFO, a socket) it is
+ * opened in place instead: renaming over it would replace it. Returns 0, or -1 with a message
+ * in err. */
 int cmr_atomic_open(cmr_atomic *a, const char *path, char *err, size_t errlen);
 /* Flushes, closes and renames the file into place. Returns 0, or -1 with a message (the
  * temporary file is removed). The same as cmr_atomic_finish then cmr_atomic_rename. */

@@ -110,6 +110,20 @@ expect_stderr_empty
 [ "$(cat "$WORK/st")" = 141 ] || why "status $(cat "$WORK/st"), expected 141"
 end
 
+begin "-o onto a FIFO (or a device such as /dev/null) writes into it: it is not replaced by a renamed file"
+rm -f "$WORK/ofifo"
+mkfifo "$WORK/ofifo"
+cat "$WORK/ofifo" >"$WORK/ofifo.out" &
+pid=$!
+run cmr-dump from-npy -o "$WORK/ofifo" "$FIX/f32-3x4.npy"
+wait $pid
+expect_status 0
+[ -p "$WORK/ofifo" ] || why "the FIFO was replaced"
+run cmr-dump verify "$WORK/ofifo.out"
+expect_status 0
+ls "$WORK"/ofifo.tmp.* >/dev/null 2>&1 && why "a temporary file was left"
+end
+
 begin "threads wait passively: a tool started without OMP_WAIT_POLICY runs with PASSIVE; a user's setting is kept"
 for want in PASSIVE ACTIVE; do
 	rm -f "$WORK/fifo"

@@ -63,10 +63,10 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/util.c lib/image.c lib/image_codecs.c lib/eval.c lib/index.c \
-	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c \
+	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c lib/text/wordvec.c \
 	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
 	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/model/levels.c \
-	lib/model/tuning.c
+	lib/model/tuning.c lib/tflite/tflite.c lib/tflite/qops.c lib/tflite/graph.c
 ifeq ($(CUDA),1)
 CUDA_OBJ := $(BUILD)/obj/lib/backend/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
@@ -141,7 +141,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state kv labels
+FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state kv labels tflite wordvec
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -160,13 +160,15 @@ $(BUILD)/obj/tests/fuzz/fuzz_tokfiles.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=
 $(BUILD)/obj/tests/fuzz/fuzz_state.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_state_one
 $(BUILD)/obj/tests/fuzz/fuzz_kv.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_kv_one
 $(BUILD)/obj/tests/fuzz/fuzz_labels.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_labels_one
+$(BUILD)/obj/tests/fuzz/fuzz_tflite.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tflite_one
+$(BUILD)/obj/tests/fuzz/fuzz_wordvec.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_wordvec_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
 # the test tools: one program per tests/tools/*.c
-TEST_TOOLS := mkjpeg mkhf mkclip mkvec traincheck promptcheck ixpatch
+TEST_TOOLS := mkjpeg mkhf mkclip mkvec traincheck promptcheck ixpatch mktflite
 $(TEST_TOOLS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(LIBCMR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIBCMR) $(LIBS)

@@ -13,6 +13,7 @@
 #include <utf8proc.h>
 
 #include "text/clip_tok.h"
+#include "text/wordvec.h"
 #include "fe.h"
 #include "model/clip.h"
 #include "util.h"
@@ -62,6 +63,14 @@ static const cmr_tool tool = {
 	"      --bpe FILE        CLIP merges file (bpe_simple_vocab_16e6.txt[.gz]) instead of\n"
 	"                        the built-in one\n"
 	"      --hf DIR          a Hugging Face tokenizer: DIR/vocab.json and DIR/merges.txt\n"
+	"      --word-vectors FILE\n"
+	"                        write each caption's word vectors instead of tokens: kind\n"
+	"                        vectors [N, D], the unit vectors of its words (CLIP's clean-up,\n"
+	"                        lower case, runs of letters and digits) found in FILE (GloVe or\n"
+	"                        word2vec text, or JSON {words, vectors} / {vectors: {WORD: ...}});\n"
+	"                        words without one are skipped and counted\n"
+	"      --mean            with --word-vectors: one embedding [D] per caption, the mean of\n"
+	"                        its unit word vectors, unit length\n"
 	"  -z, --compress N      zstd level 1-19 for payloads (default 0, stored)\n"
 	"  -o, --output FILE     write here instead of standard output\n",
 };
@@ -85,12 +94,14 @@ struct opts {
 	const char *templates_file;
 	int level;
 	const char *output;
+	const char *wordvec; /* --word-vectors */
+	int mean;            /* --mean */
 	char **inputs;
 	int ninputs;
 };
 
 enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF, OPT_ONLY, OPT_TEMPLATE,
-       OPT_TEMPLATES };
+       OPT_TEMPLATES, OPT_WORDVEC, OPT_MEAN };
 
 static void add_template(struct opts *o, const char *t, size_t len, const char *where)
 {
@@ -121,6 +132,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"only", required_argument, NULL, OPT_ONLY},
 		{"template", required_argument, NULL, OPT_TEMPLATE},
 		{"templates", required_argument, NULL, OPT_TEMPLATES},
+		{"word-vectors", required_argument, NULL, OPT_WORDVEC},
+		{"mean", no_argument, NULL, OPT_MEAN},
 		{"compress", required_argument, NULL, 'z'},
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -158,6 +171,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_ONLY: o->only = optarg; break;
 		case OPT_TEMPLATE: add_template(o, optarg, strlen(optarg), "--template"); break;
 		case OPT_TEMPLATES: o->templates_file = optarg; break;
+		case OPT_WORDVEC: o->wordvec = optarg; break;
+		case OPT_MEAN: o->mean = 1; break;
 		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
 		case 'o': o->output = optarg; break;
 		default:
@@ -165,6 +180,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				cmr_usage_error("unhandled option");
 		}
 	}
+	if (o->mean && !o->wordvec)
+		cmr_usage_error("--mean averages word vectors: it needs --word-vectors FILE");
+	if (o->wordvec && (o->bpe || o->hf || o->model || o->context_given))
+		cmr_usage_error("--word-vectors writes word vectors, not tokens: --bpe, --hf, -m and -c do not apply");
 	if (o->model) { /* the model says its context: one statement of the geometry */
 		cmr_clip_cfg cfg;
 		char err[4400];
@@ -213,7 +232,68 @@ static struct {
 	uint64_t written, errors, truncated, filtered;
 	char **only; /* sorted image keys of --only */
 	size_t nonly;
+	/* --word-vectors */
+	cmr_wordvec wv;
+	float *vrows;
+	size_t vcap;
+	uint64_t words, unknown, novector; /* words seen, without a vector; captions with none */
+	char unknown_eg[5][64];
+	int neg;
 } g;
+
+/* Writes a caption's word vectors (kind vectors [k, D], unit rows) or their mean (kind
+ * embedding [D], unit length) in place of its tokens. */
+static void emit_words(const char *key, const char *text, size_t len)
+{
+	char **w;
+	int n = cmr_text_words(text, len, &w);
+	if (n < 0)
+		cmr_die("out of memory");
+	int D = g.wv.dim, k = 0;
+	if ((size_t)n * D > g.vcap) {
+		g.vcap = (size_t)n * D;
+		if (!(g.vrows = realloc(g.vrows, g.vcap * sizeof *g.vrows)))
+			cmr_die("out of memory");
+	}
+	for (int i = 0; i < n; i++) {
+		const float *v = cmr_wordvec_find(&g.wv, w[i]);
+		g.words++;
+		if (!v) {
+			g.unknown++;
+			int seen = 0;
+			for (int e = 0; e < g.neg; e++)
+				seen |= strcmp(g.unknown_eg[e], w[i]) == 0;
+			if (!seen && g.neg < 5)
+				snprintf(g.unknown_eg[g.neg++], sizeof g.unknown_eg[0], "%s", w[i]);
+			continue;
+		}
+		memcpy(g.vrows + (size_t)k * D, v, (size_t)D * sizeof *v);
+		cmr_unit_rows(g.vrows + (size_t)k * D, 1, D);
+		k++;
+	}
+	if (n)
+		free(w[0]);
+	free(w);
+	if (!k) {
+		g.novector++;
+		return;
+	}
+	cmr_record rec;
+	if (g.o->mean) {
+		for (int i = 1; i < k; i++)
+			for (int d = 0; d < D; d++)
+				g.vrows[d] += g.vrows[(size_t)i * D + d];
+		cmr_unit_rows(g.vrows, 1, D);
+		uint32_t dims[1] = {(uint32_t)D};
+		cmr_record_tensor(&rec, CMR_KIND_EMBEDDING, CMR_DTYPE_F32, 1, dims, key, g.vrows);
+	} else {
+		uint32_t dims[2] = {(uint32_t)k, (uint32_t)D};
+		cmr_record_tensor(&rec, CMR_KIND_VECTORS, CMR_DTYPE_F32, 2, dims, key, g.vrows);
+	}
+	if (cmr_writer_put(g.w, &rec) < 0)
+		cmr_die_writer(g.w);
+	g.written++;
+}
 
 /* A bad caption (or file): reported, counted; with --strict the end. */
 static void bad(const char *where, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -285,6 +365,10 @@ static void emit(const char *key, const char *text, size_t len, const char *wher
 	const char *why;
 	if (!*key || cmr_key_check(key, strlen(key), &why) < 0) {
 		bad(where, "bad key '%s': %s", key, *key ? why : "empty");
+		return;
+	}
+	if (g.o->wordvec) {
+		emit_words(key, text, len);
 		return;
 	}
 	int trunc;
@@ -945,6 +1029,13 @@ int main(int argc, char **argv)
 	}
 	if (!g.tok)
 		cmr_die("%s: %s", o.hf ? o.hf : o.bpe ? o.bpe : "built-in vocabulary", err);
+	if (o.wordvec) {
+		char werr[4400];
+		if (cmr_wordvec_load(&g.wv, o.wordvec, werr, sizeof werr) < 0)
+			cmr_die("%s", werr);
+		cmr_info("%s: %zu words of %d dimensions%s", o.wordvec, g.wv.n, g.wv.dim,
+			 g.wv.duplicates ? " (words given again ignored)" : "");
+	}
 	g.ids = malloc((size_t)o.context * sizeof *g.ids);
 	cmr_output out;
 	cmr_output_open(&out, o.output, 1);
@@ -996,6 +1087,18 @@ int main(int argc, char **argv)
 	cmr_output_commit(&out);
 	if (g.truncated)
 		cmr_info("%" PRIu64 " captions were cut to %d tokens", g.truncated, o.context);
+	if (o.wordvec) {
+		char eg[400] = "";
+		for (int e = 0; e < g.neg; e++)
+			snprintf(eg + strlen(eg), sizeof eg - strlen(eg), "%s'%s'", e ? ", " : "", g.unknown_eg[e]);
+		if (g.unknown)
+			cmr_warn("%" PRIu64 " of %" PRIu64 " words have no vector in %s, skipped (e.g. %s)", g.unknown,
+				 g.words, o.wordvec, eg);
+		if (g.novector)
+			cmr_warn("%" PRIu64 " captions have no word with a vector: not written", g.novector);
+		cmr_wordvec_free(&g.wv);
+		free(g.vrows);
+	}
 	cmr_info("%" PRIu64 " captions", g.written);
 	if (g.only)
 		cmr_info("%" PRIu64 " captions of other images left out (--only)", g.filtered);

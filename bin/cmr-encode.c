@@ -1,4 +1,4 @@
-/* cmr-encode - image and token records to CLIP embeddings, with a Hugging Face checkpoint. */
+/* cmr-encode - image and token records to embeddings: a CLIP checkpoint (Hugging Face, OpenCLIP) or a TFLite image model. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -16,12 +16,14 @@
 #include "model/clip.h"
 #include "model/tuning.h"
 #include "format/stream.h"
+#include "tflite/tflite.h"
 
 static const cmr_tool tool = {
 	"cmr-encode",
 	"-m MODEL_DIR [--tuning DIR] [-b N] [--backend NAME] [-t N] [--no-normalize]\n"
 	"[--dtype f32|f16]\n"
-	"[--mean-by-key] [-z N] [-o OUT.cmr] [INPUT...]",
+	"[--mean-by-key] [-z N] [-o OUT.cmr] [INPUT...]\n"
+	"-m MODEL.tflite [-F pooled|regions|classes] [--top N [--labels FILE]] [...]",
 	"Encode image records (cmr-decode) and token records (cmr-caption-ingest) into embedding\n"
 	"records with a CLIP checkpoint in Hugging Face's layout: MODEL_DIR/config.json and\n"
 	"MODEL_DIR/model.safetensors (fp32, fp16 or bf16), and preprocessor_config.json for the\n"
@@ -30,8 +32,17 @@ static const cmr_tool tool = {
 	"Embeddings keep the input's keys and order; metadata records are passed along and the\n"
 	"model's name and content hash are added to the provenance (with --tuning, the identity\n"
 	"of base + tuning, and the base's).\n"
+	"A TensorFlow Lite file (uint8 or int8 quantised image classifiers such as MobileNet v1/v2)\n"
+	"encodes images with TFLite's integer arithmetic: -F says what is written.\n"
 	"\nOptions:\n"
-	"  -m, --model DIR       the checkpoint directory (required)\n"
+	"  -m, --model DIR       the checkpoint directory, or a .tflite file (required)\n"
+	"  -F, --features KIND   TFLite models: pooled (default: the globally pooled feature\n"
+	"                        vector, kind embedding), regions (the last feature map before\n"
+	"                        that pooling, one vector per position: kind vectors [N, D]),\n"
+	"                        classes (the output probabilities: kind scores)\n"
+	"      --top N           with -F classes: write the N most probable classes of each\n"
+	"                        image as text lines KEY<TAB>RANK<TAB>CLASS<TAB>PROB<TAB>LABEL\n"
+	"      --labels FILE     class names for --top, one a line, line 1 for class 0\n"
 	"      --tuning DIR      apply this tuning of MODEL_DIR (cmr-train's prompts,\n"
 	"                        cmr-tuning(5)); refused when it was made for another base\n"
 	"  -b, --batch N         samples per forward pass (default 32)\n"
@@ -59,13 +70,29 @@ struct opts {
 	int mean_by_key;
 	int level;
 	const char *output;
+	int tflite;      /* -m names a TFLite file */
+	int features;    /* FEAT_* */
+	int top;
+	const char *labels;
 	char **inputs;
 	int ninputs;
 	int argc;
 	char **argv;
 };
 
-enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE, OPT_TUNING, OPT_MEAN };
+enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE, OPT_TUNING, OPT_MEAN, OPT_TOP, OPT_LABELS };
+enum { FEAT_DEFAULT, FEAT_POOLED, FEAT_REGIONS, FEAT_CLASSES };
+
+/* 1 if path is a regular file that starts as a TFLite flatbuffer */
+static int is_tflite(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char b[8];
+	int yes = f && fread(b, 1, 8, f) == 8 && cmr_tfl_sniff(b, 8);
+	if (f)
+		fclose(f);
+	return yes;
+}
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -78,6 +105,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"no-normalize", no_argument, NULL, OPT_NONORM},
 		{"dtype", required_argument, NULL, OPT_DTYPE},
 		{"mean-by-key", no_argument, NULL, OPT_MEAN},
+		{"features", required_argument, NULL, 'F'},
+		{"top", required_argument, NULL, OPT_TOP},
+		{"labels", required_argument, NULL, OPT_LABELS},
 		{"compress", required_argument, NULL, 'z'},
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -91,9 +121,24 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->normalize = 1;
 	o->dtype = CMR_DTYPE_F32;
 	int c;
-	while ((c = getopt_long(argc, argv, "m:b:t:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:b:t:z:o:F:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
-		case 'm': o->model = cmr_parse_model(optarg); break;
+		case 'm':
+			o->tflite = is_tflite(optarg);
+			o->model = o->tflite ? optarg : cmr_parse_model(optarg);
+			break;
+		case 'F':
+			if (strcmp(optarg, "pooled") == 0)
+				o->features = FEAT_POOLED;
+			else if (strcmp(optarg, "regions") == 0)
+				o->features = FEAT_REGIONS;
+			else if (strcmp(optarg, "classes") == 0)
+				o->features = FEAT_CLASSES;
+			else
+				cmr_usage_error("--features: '%s' is not pooled, regions or classes", optarg);
+			break;
+		case OPT_TOP: o->top = (int)cmr_parse_int("--top", optarg, 1, 100000); break;
+		case OPT_LABELS: o->labels = optarg; break;
 		case OPT_TUNING: o->tuning = optarg; break;
 		case 'b': o->batch = (int)cmr_parse_int("--batch", optarg, 1, 4096); break;
 		case OPT_BACKEND:
@@ -121,6 +166,18 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("--mean-by-key writes unit vectors: it excludes --no-normalize");
 	if (!o->model)
 		cmr_usage_error("a model is needed: -m MODEL_DIR");
+	if (!o->tflite && (o->features || o->top || o->labels))
+		cmr_usage_error("--features, --top and --labels are for TFLite models (-m MODEL.tflite)");
+	if (o->tflite && (o->tuning || o->mean_by_key))
+		cmr_usage_error("--tuning and --mean-by-key are for CLIP checkpoints, not TFLite models");
+	if (o->top && o->features != FEAT_CLASSES && o->features != FEAT_DEFAULT)
+		cmr_usage_error("--top lists classes: it goes with -F classes");
+	if (o->top)
+		o->features = FEAT_CLASSES;
+	if (o->labels && !o->top)
+		cmr_usage_error("--labels names the classes of --top");
+	if (o->tflite && !o->features)
+		o->features = FEAT_POOLED;
 	o->inputs = argv + optind;
 	o->ninputs = argc - optind;
 	o->argc = argc;
@@ -138,6 +195,7 @@ typedef struct {
 
 static struct {
 	struct opts *o;
+	int features;           /* a features vision tower's input width (LiT): it encodes embedding records */
 	cmr_clip *m;            /* the towers are loaded as their first record comes */
 	unsigned loaded;        /* the towers whose weights are loaded */
 	cmr_tuning tun;         /* with --tuning */
@@ -336,8 +394,11 @@ static int take(const cmr_record *rec, const char *input, void *ctx)
 	char where[CMR_KEY_MAX + 600];
 	snprintf(where, sizeof where, "%s: record %" PRIu64 " (key '%s')", input, rec->index, rec->key);
 	int kind;
-	if (rec->kind == CMR_KIND_IMAGE)
+	if (g.features ? rec->kind == CMR_KIND_EMBEDDING : rec->kind == CMR_KIND_IMAGE)
 		kind = CMR_TOWER_VISION;
+	else if (rec->kind == CMR_KIND_IMAGE)
+		cmr_die("%s: the model's vision tower takes feature vectors f32 [%d], not images (encode the images with the "
+			"frozen image model first: cmr-encode -m MODEL.tflite)", where, g.features);
 	else if (rec->kind == CMR_KIND_TOKENS || rec->kind == CMR_KIND_DESC_TOKENS)
 		kind = CMR_TOWER_TEXT;
 	else {
@@ -349,7 +410,11 @@ static int take(const cmr_record *rec, const char *input, void *ctx)
 	load(kind);
 	const cmr_clip_tower *t = g.tower[kind];
 	int len = 0;
-	if (kind == CMR_TOWER_VISION) {
+	if (kind == CMR_TOWER_VISION && g.features) {
+		if (rec->dtype != CMR_DTYPE_F32 || rec->rank != 1 || rec->dims[0] != (uint32_t)g.features)
+			cmr_die("%s: features %s [%u], the model's features tower takes f32 [%d]", where,
+				cmr_dtype_name(rec->dtype), rec->dims[0], g.features);
+	} else if (kind == CMR_TOWER_VISION) {
 		int S = t->cfg.image_size;
 		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[0] != (uint32_t)S ||
 		    rec->dims[1] != (uint32_t)S || rec->dims[2] != 3) {
@@ -387,6 +452,203 @@ static int take(const cmr_record *rec, const char *input, void *ctx)
 	return 0;
 }
 
+/* ---- TFLite image models ---- */
+static struct {
+	cmr_tfl_model m;
+	cmr_tfl_run *run;
+	int h, w;
+	int tensor;       /* the tensor -F writes */
+	int kind;         /* the records' kind */
+	int rows, dim;    /* regions: rows x dim; pooled, classes: 1 x dim */
+	float *v;
+	uint16_t *v16;
+	char **label;
+	int nlabels;
+	FILE *text;       /* --top */
+} tf;
+
+static void read_labels(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		cmr_die("%s: %s", path, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	while ((n = getline(&line, &cap, f)) >= 0) {
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = 0;
+		for (ssize_t k = 0; k < n; k++)
+			if ((unsigned char)line[k] < 0x20)
+				line[k] = ' ';
+		if (!(tf.label = realloc(tf.label, (size_t)(tf.nlabels + 1) * sizeof *tf.label)) ||
+		    !(tf.label[tf.nlabels++] = strdup(line)))
+			cmr_die("out of memory");
+	}
+	int bad = ferror(f);
+	free(line);
+	fclose(f);
+	if (bad)
+		cmr_die("%s: read error", path);
+}
+
+static void tfl_open(const struct opts *o)
+{
+	char err[2048];
+	if (cmr_tfl_open(&tf.m, o->model, err, sizeof err) < 0)
+		cmr_die("%s", err);
+	if (!(tf.run = cmr_tfl_run_new(&tf.m, o->ops != &cmr_ops_ref, err, sizeof err)))
+		cmr_die("%s: %s", o->model, err);
+	cmr_tfl_input_size(&tf.m, &tf.h, &tf.w);
+	const cmr_tfl_tensor *t;
+	if (o->features == FEAT_CLASSES) {
+		tf.tensor = tf.m.output, tf.kind = CMR_KIND_SCORES;
+	} else {
+		if (tf.m.pool_op < 0)
+			cmr_die("%s: the graph has no global pooling (AVERAGE_POOL_2D or MEAN): use -F classes", o->model);
+		const cmr_tfl_op *p = &tf.m.op[tf.m.pool_op];
+		tf.tensor = o->features == FEAT_REGIONS ? p->in[0] : p->out;
+		tf.kind = o->features == FEAT_REGIONS ? CMR_KIND_VECTORS : CMR_KIND_EMBEDDING;
+	}
+	t = &tf.m.t[tf.tensor];
+	tf.dim = t->shape[t->rank - 1];
+	tf.rows = (int)(t->nelem / (size_t)tf.dim);
+	if (o->features != FEAT_REGIONS && tf.rows != 1)
+		cmr_die("%s: tensor %d (%s) holds %d rows, not one vector", o->model, tf.tensor, t->name, tf.rows);
+	if (!(tf.v = malloc(t->nelem * sizeof *tf.v)) || !(tf.v16 = malloc(t->nelem * sizeof *tf.v16)))
+		cmr_die("out of memory");
+	if (o->labels) {
+		read_labels(o->labels);
+		if (tf.nlabels != tf.dim)
+			cmr_die("%s: %d labels for the model's %d classes", o->labels, tf.nlabels, tf.dim);
+	}
+	cmr_info("%s: %s input %dx%d, %d operators; writes %s [%d%s%d] (tensor %d, %s)", o->model,
+		 cmr_tfl_type_name(tf.m.t[tf.m.input].type), tf.h, tf.w, tf.m.nops, cmr_kind_name(tf.kind),
+		 tf.rows, tf.rows > 1 ? ", " : "", tf.dim, tf.tensor, o->features == FEAT_CLASSES ? "output" : "pooling");
+}
+
+static char *tfl_provenance(const struct opts *o)
+{
+	char *base = cmr_provenance(o->argc, o->argv, (const char *const *)o->inputs, o->ninputs);
+	json_t *j = json_loads(base, 0, NULL);
+	free(base);
+	char hash[17];
+	snprintf(hash, sizeof hash, "%016" PRIx64, tf.m.hash);
+	const char *slash = strrchr(o->model, '/');
+	static const char *feat[] = {"", "pooled", "regions", "classes"};
+	json_object_set_new(j, "model", json_pack("{s:s, s:s, s:s, s:s, s:s, s:i}", "name", slash ? slash + 1 : o->model,
+						  "path", o->model, "format", "tflite", "tower", "vision", "xxh3", hash,
+						  "dim", tf.dim));
+	json_object_set_new(j, "features", json_string(feat[o->features]));
+	json_object_set_new(j, "normalized", json_boolean(o->normalize && o->features != FEAT_CLASSES));
+	json_object_set_new(j, "backend", json_string(o->ops->name));
+	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(j);
+	return s;
+}
+
+static void put_top(const char *key, const float *p)
+{
+	int n = g.o->top < tf.dim ? g.o->top : tf.dim;
+	static unsigned char *used;
+	if (!used && !(used = calloc((size_t)tf.dim, 1)))
+		cmr_die("out of memory");
+	memset(used, 0, (size_t)tf.dim);
+	for (int r = 0; r < n; r++) { /* n passes: --top is small */
+		int best = -1;
+		for (int c = 0; c < tf.dim; c++)
+			if (!used[c] && (best < 0 || p[c] > p[best]))
+				best = c;
+		used[best] = 1;
+		fprintf(tf.text, "%s\t%d\t%d\t%.6f\t%s\n", key, r + 1, best, p[best], tf.label ? tf.label[best] : "");
+	}
+	g.written++;
+}
+
+static int take_tflite(const cmr_record *rec, const char *input, void *ctx)
+{
+	(void)ctx;
+	if (rec->type == CMR_TYPE_META) {
+		if (!tf.text && cmr_writer_put(g.w, rec) < 0)
+			cmr_die_writer(g.w);
+		return 0;
+	}
+	char where[CMR_KEY_MAX + 600];
+	snprintf(where, sizeof where, "%s: record %" PRIu64 " (key '%s')", input, rec->index, rec->key);
+	if (rec->kind != CMR_KIND_IMAGE) {
+		const char *kn = cmr_kind_name(rec->kind);
+		cmr_die("%s: a record of kind %s cannot be encoded by a TFLite image model (images can)", where,
+			kn ? kn : "unknown");
+	}
+	if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[0] != (uint32_t)tf.h ||
+	    rec->dims[1] != (uint32_t)tf.w || rec->dims[2] != 3) {
+		cmr_error("%s: image is %s [%u,%u,%u], the model takes u8 [%d,%d,3]", where, cmr_dtype_name(rec->dtype),
+			  rec->dims[0], rec->dims[1], rec->dims[2], tf.h, tf.w);
+		if (tf.h == tf.w)
+			cmr_hint("decode at the model's size: cmr-decode -s %d", tf.h);
+		cmr_die("nothing more is written");
+	}
+	char err[1024];
+	if (cmr_tfl_invoke(tf.run, rec->data, err, sizeof err) < 0 || cmr_tfl_read(tf.run, tf.tensor, tf.v) < 0)
+		cmr_die("%s: %s", where, err);
+	if (tf.text) {
+		put_top(rec->key, tf.v);
+	} else {
+		if (g.o->normalize && tf.kind != CMR_KIND_SCORES)
+			cmr_unit_rows(tf.v, tf.rows, tf.dim);
+		uint32_t dims[2] = {(uint32_t)tf.rows, (uint32_t)tf.dim};
+		int rank = tf.kind == CMR_KIND_VECTORS ? 2 : 1;
+		if (rank == 1)
+			dims[0] = (uint32_t)tf.dim;
+		const void *data = tf.v;
+		if (g.o->dtype == CMR_DTYPE_F16) {
+			for (size_t k = 0; k < (size_t)tf.rows * tf.dim; k++)
+				tf.v16[k] = cmr_f32_to_f16(tf.v[k]);
+			data = tf.v16;
+		}
+		cmr_record out;
+		cmr_record_tensor(&out, tf.kind, g.o->dtype, rank, dims, rec->key, data);
+		if (cmr_writer_put(g.w, &out) < 0)
+			cmr_die_writer(g.w);
+		g.written++;
+	}
+	cmr_progress_update(&g.progress, g.written);
+	return 0;
+}
+
+static int main_tflite(struct opts *o)
+{
+	tfl_open(o);
+	cmr_output out;
+	cmr_output_open(&out, o->output, !o->top);
+	if (o->top) {
+		tf.text = out.f;
+	} else {
+		g.w = cmr_writer_new(out.f, out.name, o->level);
+		char *p = tfl_provenance(o);
+		cmr_writer_set_provenance(g.w, tool.name, p);
+		free(p);
+	}
+	cmr_progress_start(&g.progress, o->top ? "images" : cmr_kind_name(tf.kind), 0);
+	cmr_each_record(o->inputs, o->ninputs, take_tflite, NULL);
+	cmr_progress_end(&g.progress, g.written);
+	if (g.w) {
+		if (cmr_writer_finish(g.w) < 0)
+			cmr_die_writer(g.w);
+		cmr_writer_free(g.w);
+	}
+	cmr_output_commit(&out);
+	cmr_info("%" PRIu64 " images encoded", g.written);
+	if (!g.written)
+		cmr_warn("no image records in the input: nothing written");
+	for (int k = 0; k < tf.nlabels; k++)
+		free(tf.label[k]);
+	free(tf.label), free(tf.v), free(tf.v16);
+	cmr_tfl_run_free(tf.run);
+	cmr_tfl_free(&tf.m);
+	return cmr_exit(CMR_EXIT_OK);
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -394,12 +656,15 @@ int main(int argc, char **argv)
 	parse_cmdline(argc, argv, &o);
 	g.o = &o;
 	cmr_ops_set_threads(o.threads);
+	if (o.tflite)
+		return main_tflite(&o);
 	/* fail early on a model that cannot be read */
 	cmr_clip_cfg cfg;
 	char err[1024];
 	if (cmr_clip_cfg_load(o.model, &cfg, err, sizeof err) < 0)
 		cmr_die("%s", err);
 	int maxdim = cfg.proj;
+	g.features = cfg.vision.features;
 	if (o.tuning) { /* a tuning is checked whole before anything is written */
 		cmr_tuning t;
 		if (cmr_tuning_read(o.tuning, &t, err, sizeof err) < 0)

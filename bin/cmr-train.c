@@ -688,7 +688,7 @@ static int run(struct opts *o, int argc, char **argv)
 		}
 	}
 	/* data */
-	cmr_pairs d = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "training"};
+	cmr_pairs d = {.size = cfg.vision.image_size, .features = cfg.vision.features, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "training"};
 	cmr_pairs_load(&d, o->inputs, o->ninputs);
 	if (o->adapter_auto)
 		adapter_capacity(o, &cfg, src, &d, tun.adapter_width);
@@ -749,7 +749,7 @@ static int run(struct opts *o, int argc, char **argv)
 				 m->param[i].name);
 			break;
 		}
-	cmr_pairs ev = {.size = cfg.vision.image_size, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "evaluation"};
+	cmr_pairs ev = {.size = cfg.vision.image_size, .features = cfg.vision.features, .context = cfg.text.context, .vocab = cfg.text.vocab, .what = "evaluation"};
 	if (o->nevals)
 		cmr_pairs_load(&ev, o->evals, o->nevals);
 	cmr_loss_term dterms[2];

@@ -17,6 +17,8 @@
 #   CAPTIONS   caption file with both sets' captions             default: Flickr8k captions
 #   SIZE       image size (the model's image_size)                default: 64
 #   CONTEXT    token context (the model's max_position_embeddings) default: 32
+#   FEATURES   a frozen image model (.tflite) whose pooled features are the "images" of a
+#              model with a features vision tower (locked-image training, pipelines/lit.mk)
 #   EPOCHS, BATCH, LR, SEED, TRAIN_ARGS (more cmr-train options)
 #                                             default: 20, 128, 1e-3, 1, --eval-every 92
 #   OUT        where the streams, the model and the results go    default: out/train
@@ -34,6 +36,7 @@ EPOCHS   ?= 20
 BATCH    ?= 128
 LR       ?= 1e-3
 SEED     ?= 1
+FEATURES ?=
 TRAIN_ARGS ?= --eval-every 92
 OUT      ?= out/train
 BIN      ?= build/bin
@@ -56,11 +59,16 @@ $(OUT)/%.list: | $(OUT)
 	for a in $(if $(filter train,$*),$(TRAIN),$(TEST)); do tar tf "$$a"; done | sed 's|.*/||' | grep -i '\.jpe\?g$$' >$@.tmp
 	mv $@.tmp $@
 
-$(OUT)/train-images.cmr: $(TRAIN) $(BIN)/cmr-decode | $(OUT)
-	$(BIN)/cmr-decode -q -s $(SIZE) -o $@ $(TRAIN)
+# the images, decoded at the model's size; with FEATURES, the frozen model's pooled features of
+# them (a failed decode fails the rule: the pipe alone would hide its status)
+ENCODE_FEATURES := $(if $(FEATURES),| $(BIN)/cmr-encode -q -m $(FEATURES))
+$(OUT)/train-images.cmr: $(TRAIN) $(BIN)/cmr-decode $(FEATURES) | $(OUT)
+	rm -f $@.failed; { $(BIN)/cmr-decode -q -s $(SIZE) $(TRAIN) || touch $@.failed; } $(ENCODE_FEATURES) >$@.tmp
+	test ! -e $@.failed && mv $@.tmp $@
 
-$(OUT)/test-images.cmr: $(TEST) $(BIN)/cmr-decode | $(OUT)
-	$(BIN)/cmr-decode -q -s $(SIZE) -o $@ $(TEST)
+$(OUT)/test-images.cmr: $(TEST) $(BIN)/cmr-decode $(FEATURES) | $(OUT)
+	rm -f $@.failed; { $(BIN)/cmr-decode -q -s $(SIZE) $(TEST) || touch $@.failed; } $(ENCODE_FEATURES) >$@.tmp
+	test ! -e $@.failed && mv $@.tmp $@
 
 $(OUT)/%-texts.cmr: $(CAPTIONS) $(OUT)/%.list $(BIN)/cmr-caption-ingest
 	$(BIN)/cmr-caption-ingest -q -c $(CONTEXT) --only $(OUT)/$*.list -o $@ $(CAPTIONS)

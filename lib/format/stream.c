@@ -50,6 +50,7 @@ static const struct { int id; const char *name; } kinds[] = {
 	{CMR_KIND_TOKENS, "tokens"},           {CMR_KIND_EMBEDDING, "embedding"},
 	{CMR_KIND_DESC_TOKENS, "desc-tokens"}, {CMR_KIND_SCORES, "scores"},
 	{CMR_KIND_HITS, "hits"},               {CMR_KIND_LABELS, "labels"},
+	{CMR_KIND_VECTORS, "vectors"},
 	{CMR_KIND_PROVENANCE, "provenance"},
 };
 #define READ_CHUNK (1u << 20)

@@ -62,6 +62,7 @@ enum cmr_kind {
 	CMR_KIND_SCORES = 5,       /* f32 [N] or [N, M] similarity scores */
 	CMR_KIND_HITS = 6,         /* reserved for cmr-query's ranked hit lists */
 	CMR_KIND_LABELS = 7,       /* i32 [N] class ids */
+	CMR_KIND_VECTORS = 8,      /* f32 or f16 [N, D]: N embeddings of one key (an image's regions, a text's words) */
 	CMR_KIND_PROVENANCE = 256, /* metadata: UTF-8 JSON object, u8 [n] */
 };
 

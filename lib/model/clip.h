@@ -25,6 +25,9 @@ typedef struct cmr_tower_cfg {
 	float eps;      /* layer_norm_eps */
 	int image_size, patch_size; /* vision (0 for text) */
 	int vocab, context;         /* text: vocab_size, max_position_embeddings (0 for vision) */
+	int features;   /* vision: 0 for pixels; F > 0: the input is a feature vector of F floats (a frozen,
+			 * precomputed image tower's, as in LiT), embedded by a linear map as the one
+			 * "patch", without a class token; pooled at that row */
 } cmr_tower_cfg;
 
 /* how a checkpoint names and lays out its tensors */
@@ -70,8 +73,12 @@ int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_
  * layer scale, ...) are refused, naming the field. */
 int cmr_clip_cfg_parse_openclip(const char *text, size_t len, const char *path, cmr_clip_cfg *cfg, char *err,
 				size_t errlen);
-/* Rows of a vision sequence without extra rows: the class token and the patches. */
+/* Rows of a vision sequence without extra rows: the class token and the patches (a
+ * features tower: the one feature row). */
 int cmr_clip_vision_seq(const cmr_tower_cfg *c);
+/* Patches of one image (1 for a features tower) and the values of one patch (3 P^2, or F). */
+int cmr_clip_vision_patches(const cmr_tower_cfg *c);
+int cmr_clip_patch_dim(const cmr_tower_cfg *c);
 
 /* ---- the parameter table ---- */
 /* What a parameter belongs to: selection by group (--train, tools), reporting. */
@@ -328,8 +335,9 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 void cmr_clip_ws_free(cmr_clip_ws *ws);
 const cmr_layout *cmr_clip_ws_layout(const cmr_clip_ws *ws);
 
-/* The batch: B images u8 [H, W, 3] (H = W = image_size), or B token sequences (lens[b] ids
- * each, with start and end tokens). */
+/* The batch: B images u8 [H, W, 3] (H = W = image_size), or for a features tower B feature
+ * vectors of F floats (pixels[b] points to their bytes, host order), or B token sequences
+ * (lens[b] ids each, with start and end tokens). */
 typedef struct cmr_batch {
 	int B;
 	const uint8_t *const *pixels;

@@ -90,7 +90,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 		keep = 0; /* a frozen tower keeps nothing */
 	ws->keep = keep != 0;
 	ws->max_rows = vision ? max_batch * seq : max_tokens + max_batch * t->nprefix;
-	ws->max_patch = vision ? max_batch * (cmr_clip_vision_seq(c) - 1) : 0;
+	ws->max_patch = vision ? max_batch * cmr_clip_vision_patches(c) : 0;
 	ws->kfrom = keep ? (t->grad_from < 0 ? 0 : t->grad_from > L ? L : t->grad_from) : L;
 	ws->nk = keep && L - ws->kfrom > 0 ? L - ws->kfrom : 1;
 	/* with every layer weight frozen and no module on the layers, the backward pass needs only
@@ -170,8 +170,7 @@ cmr_clip_ws *cmr_clip_ws_new(const cmr_clip *m, const cmr_ops *ops, int tower, i
 		ALLOC(dout, (size_t)max_batch * t->proj * sizeof(float));
 	}
 	if (vision) {
-		int P = c->patch_size;
-		ALLOC(patches, (size_t)ws->max_patch * 3 * P * P * sizeof(float));
+		ALLOC(patches, (size_t)ws->max_patch * cmr_clip_patch_dim(c) * sizeof(float));
 		ALLOC(emb, RD);
 	}
 #undef ALLOC
@@ -199,7 +198,9 @@ static int prefix_row(const cmr_clip_tower *t, const cmr_batch *in, int b, int i
 static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, const cmr_batch *in, int max_rows)
 {
 	int B = in->B;
-	int np = in->no_prefix ? 0 : t->nprefix, npatch = cmr_clip_vision_seq(&t->cfg) - 1, seq = 1 + np + npatch;
+	/* a features tower has no class row: its rows are [prefix] [the feature row], pooled there */
+	int cls = !t->cfg.features;
+	int np = in->no_prefix ? 0 : t->nprefix, npatch = cmr_clip_vision_patches(&t->cfg), seq = cls + np + npatch;
 	if (B * seq > max_rows)
 		return -1;
 	lay->B = B;
@@ -209,17 +210,18 @@ static int layout_images(const cmr_clip_tower *t, cmr_layout *lay, const cmr_bat
 		int s = b * seq;
 		lay->start[b] = s;
 		lay->len[b] = seq;
-		lay->pool[b] = s; /* the class token */
+		lay->pool[b] = cls ? s : s + np; /* the class token, or the feature row */
 		for (int i = 0; i < seq; i++) {
-			int r = s + i, j = i - 1 - np; /* patch j of this image */
+			int r = s + i, j = i - cls - np; /* patch j of this image */
+			int is_cls = cls && i == 0, is_pre = !is_cls && j < 0;
 			lay->tok[r] = -1;
-			/* class: position 0; prefix rows: none; patch j: position 1 + j */
-			lay->pos[r] = i == 0 ? 0 : j < 0 ? -1 : 1 + j;
-			lay->pre[r] = i >= 1 && j < 0 ? prefix_row(t, in, b, i - 1) : -1;
-			if (i >= 1 && j < 0 && lay->pre[r] < 0)
+			/* class: position 0; prefix rows: none; patch j: position cls + j */
+			lay->pos[r] = is_cls ? 0 : j < 0 ? -1 : cls + j;
+			lay->pre[r] = is_pre ? prefix_row(t, in, b, i - cls) : -1;
+			if (is_pre && lay->pre[r] < 0)
 				return -1;
 			lay->patch[r] = j >= 0 ? b * npatch + j : -1;
-			lay->cls[r] = i == 0 ? 0 : -1;
+			lay->cls[r] = is_cls ? 0 : -1;
 			lay->seg[r] = b;
 			if (j >= 0)
 				lay->prow[b * npatch + j] = r;
@@ -292,11 +294,16 @@ static void embed(const cmr_clip_tower *t, const cmr_ops *ops, cmr_clip_ws *ws, 
 	ops->zero(x, (size_t)R * D);
 	if (t->kind == CMR_TOWER_VISION) {
 		const cmr_tower_cfg *c = &t->cfg;
-		int P = c->patch_size, K = 3 * P * P;
-		ops->patchify(ws->patches, in->pixels, ws->lay.B, c->image_size, P, t->mean, t->std);
+		int P = c->patch_size, K = cmr_clip_patch_dim(c);
+		if (c->features) /* the feature vectors as given: one patch each */
+			for (int b = 0; b < ws->lay.B; b++)
+				ops->upload(ws->patches + (size_t)b * K, in->pixels[b], (size_t)K * sizeof(float));
+		else
+			ops->patchify(ws->patches, in->pixels, ws->lay.B, c->image_size, P, t->mean, t->std);
 		/* patch embeddings [B * npatch, D] (the conv has no bias) */
 		ops->linear(ws->patches, t->w[CMR_T_PATCH], NULL, ws->tmp, ws->lay.npatch, K, D);
-		ops->gather_add(x, t->w[CMR_T_CLASS], dl->cls, R, D);
+		if (t->w[CMR_T_CLASS])
+			ops->gather_add(x, t->w[CMR_T_CLASS], dl->cls, R, D);
 		ops->gather_add(x, ws->tmp, dl->patch, R, D);
 	} else {
 		ops->gather_add(x, t->w[CMR_T_TOKEN], dl->tok, R, D);
@@ -617,7 +624,7 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 	if (t->g[CMR_T_CLASS])
 		ops->scatter_add(t->g[CMR_T_CLASS], de, dl->cls, R, D);
 	if (vision && t->g[CMR_T_PATCH]) { /* the patch rows packed into dq for the conv's backward pass */
-		int P = c->patch_size, K = 3 * P * P;
+		int K = cmr_clip_patch_dim(c);
 		ops->gather(ws->dq, de, dl->prow, lay->npatch, D);
 		ops->linear_bw(ws->patches, t->w[CMR_T_PATCH], ws->dq, NULL, t->g[CMR_T_PATCH], NULL, lay->npatch, K, D);
 	}
@@ -646,6 +653,6 @@ double cmr_clip_flops(const cmr_clip_tower *t, int tokens)
 	double per_layer = S * (4 * D * D + 2 * D * F) + 2 * S * S * D;
 	double f = c->layers * per_layer + D * t->proj;
 	if (t->kind == CMR_TOWER_VISION)
-		f += (S - 1) * 3.0 * c->patch_size * c->patch_size * D;
+		f += (double)cmr_clip_vision_patches(c) * cmr_clip_patch_dim(c) * D;
 	return 2 * f; /* multiply-adds to floating-point operations */
 }

@@ -164,6 +164,8 @@ int cmr_model_resolve(const char *arg, char *out, size_t cap, char *err, size_t 
  * (where: the fields' prefix in the message) */
 static int check_patches(const cmr_tower_cfg *v, const char *path, const char *where, char *err, size_t errlen)
 {
+	if (v->features)
+		return 0;
 	if (v->image_size % v->patch_size)
 		return fail(err, errlen, "%s: %simage_size %d is not a multiple of patch_size %d", path, where,
 			    v->image_size, v->patch_size);
@@ -210,6 +212,7 @@ int cmr_clip_cfg_parse(const char *text, size_t len, const char *path, cmr_clip_
 	I(v, vw, "intermediate_size", 3072, 1, 65536, &cfg->vision.mlp);
 	I(v, vw, "image_size", 224, 1, 4096, &cfg->vision.image_size);
 	I(v, vw, "patch_size", 32, 1, 4096, &cfg->vision.patch_size);
+	I(v, vw, "input_features", 0, 0, 65536, &cfg->vision.features); /* cmr's: a features tower */
 	I(t, tw, "hidden_size", 512, 1, 16384, &cfg->text.width);
 	I(t, tw, "num_hidden_layers", 12, 0, 256, &cfg->text.layers);
 	I(t, tw, "num_attention_heads", 8, 1, 1024, &cfg->text.heads);
@@ -383,6 +386,8 @@ char *cmr_clip_cfg_hf_json(const cmr_clip_cfg *cfg)
 		(double)t->eps, "vision_config", "hidden_size", v->width, "num_hidden_layers", v->layers,
 		"num_attention_heads", v->heads, "intermediate_size", v->mlp, "image_size", v->image_size, "patch_size",
 		v->patch_size, "hidden_act", act[v->act == CMR_ACT_GELU], "layer_norm_eps", (double)v->eps);
+	if (j && v->features)
+		json_object_set_new(json_object_get(j, "vision_config"), "input_features", json_integer(v->features));
 	char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) : NULL;
 	json_decref(j);
 	return s;
@@ -434,10 +439,22 @@ int cmr_clip_cfg_load(const char *dir, cmr_clip_cfg *cfg, char *err, size_t errl
 	return 0;
 }
 
+int cmr_clip_vision_patches(const cmr_tower_cfg *c)
+{
+	if (c->features)
+		return 1;
+	int g = c->image_size / (c->patch_size > 0 ? c->patch_size : 1);
+	return g * g;
+}
+
 int cmr_clip_vision_seq(const cmr_tower_cfg *c)
 {
-	int g = c->image_size / (c->patch_size > 0 ? c->patch_size : 1);
-	return g * g + 1;
+	return cmr_clip_vision_patches(c) + !c->features;
+}
+
+int cmr_clip_patch_dim(const cmr_tower_cfg *c)
+{
+	return c->features ? c->features : 3 * c->patch_size * c->patch_size;
 }
 
 const char *cmr_group_name(int group)
@@ -591,9 +608,13 @@ cmr_clip *cmr_clip_new(const cmr_clip_cfg *cfg)
 	A1("text_model.final_layer_norm.bias", CMR_T_FINAL_LN_B, tc->width, 0, 0);
 	a.group = CMR_GROUP_VISION;
 	a.tower = CMR_TOWER_VISION;
-	A1("vision_model.embeddings.class_embedding", CMR_T_CLASS, vc->width, (float)pow(vc->width, -0.5), 0);
-	add(&a, "vision_model.embeddings.patch_embedding.weight", CMR_T_PATCH, 4, vc->width, 3, vc->patch_size,
-	    vc->patch_size, 0.02f, 0);
+	if (vc->features) { /* a features tower: the feature vector's linear embedding, no class token */
+		A2("vision_model.embeddings.feature_embedding.weight", CMR_T_PATCH, vc->width, vc->features, 0.02f, 0);
+	} else {
+		A1("vision_model.embeddings.class_embedding", CMR_T_CLASS, vc->width, (float)pow(vc->width, -0.5), 0);
+		add(&a, "vision_model.embeddings.patch_embedding.weight", CMR_T_PATCH, 4, vc->width, 3, vc->patch_size,
+		    vc->patch_size, 0.02f, 0);
+	}
 	A2("vision_model.embeddings.position_embedding.weight", CMR_T_POS, cmr_clip_vision_seq(vc), vc->width, 0.02f, 0);
 	A1("vision_model.pre_layrnorm.weight", CMR_T_PRE_LN_W, vc->width, 0, 1);
 	A1("vision_model.pre_layrnorm.bias", CMR_T_PRE_LN_B, vc->width, 0, 0);
@@ -806,6 +827,8 @@ static void hash_towers(cmr_clip *m, unsigned mask, const cmr_st *st)
 						    "vocab %d context %d proj %d",
 				 k == CMR_TOWER_VISION ? "vision" : "text", c->width, c->layers, c->heads, c->mlp, c->act,
 				 (double)c->eps, c->image_size, c->patch_size, c->vocab, c->context, t->proj);
+		if (c->features) /* only then: every other model keeps its identity */
+			n += snprintf(desc + n, sizeof desc - (size_t)n, " features %d", c->features);
 		XXH3_state_t *x = XXH3_createState();
 		if (!x)
 			continue;

@@ -69,9 +69,13 @@ static int on_record(const cmr_record *rec, const char *input, void *ctx)
 		if (!(d->dkey[d->ndesc] = strdup(rec->key)))
 			cmr_die("out of memory");
 		d->dlen[d->ndesc++] = (int)rec->dims[0];
-	} else if (rec->kind == CMR_KIND_IMAGE) {
-		if (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[2] != 3 || rec->dims[0] != (uint32_t)d->size ||
-		    rec->dims[1] != (uint32_t)d->size)
+	} else if (d->features ? rec->kind == CMR_KIND_EMBEDDING : rec->kind == CMR_KIND_IMAGE) {
+		if (d->features && (rec->dtype != CMR_DTYPE_F32 || rec->rank != 1 || rec->dims[0] != (uint32_t)d->features))
+			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": the image features are %s [%u]; the "
+				"model's features tower takes f32 [%d] (cmr-encode -m MODEL.tflite)", input, rec->index,
+				rec->key, rec->offset, cmr_dtype_name(rec->dtype), rec->dims[0], d->features);
+		if (!d->features && (rec->dtype != CMR_DTYPE_U8 || rec->rank != 3 || rec->dims[2] != 3 || rec->dims[0] != (uint32_t)d->size ||
+		    rec->dims[1] != (uint32_t)d->size))
 			cmr_die("%s: record %" PRIu64 " (key '%s'), byte %" PRIu64 ": the image is %s [%u, %u, %u]; the model "
 				"takes u8 [%d, %d, 3] (cmr-decode -s %d)",
 				input, rec->index, rec->key, rec->offset, cmr_dtype_name(rec->dtype), rec->dims[0], rec->rank > 1 ? rec->dims[1] : 0,

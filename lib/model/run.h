@@ -35,6 +35,7 @@ typedef struct cmr_pairs {
 	char **tkey;
 	size_t ntok, captok;
 	int size;         /* the model's image size */
+	int features;     /* a features tower's input width: its images are embedding records f32 [features] */
 	int context;
 	int vocab;        /* the model's vocabulary: token ids in [0, vocab) */
 	const char *what; /* "training" or "evaluation", for messages */

@@ -275,3 +275,54 @@ if have_shared; then
 else
 	skip "../shared absent"
 fi
+
+# ---- word vectors (--word-vectors) ----
+printf 'dog 3 4 0\nbeach 0 0 2\nthe 1 0 0\n' >"$WORK/wv.txt"
+printf 'a.jpg#0\tThe Dog on the beach.\nb.jpg#0\tzebra crossing\nc.jpg#0\tDOG\n' >"$WORK/wv-cap.txt"
+
+begin "--word-vectors: each caption's found words as unit rows (kind vectors [N, D]); words without one skipped, counted; a caption without any left out, said"
+run cmr-caption-ingest --word-vectors "$WORK/wv.txt" -o "$WORK/wv.cmr" "$WORK/wv-cap.txt"
+expect_status 0
+expect_stderr_has "3 of 8 words have no vector"
+expect_stderr_has "(e.g. 'on', 'zebra', 'crossing')"
+expect_stderr_has "1 captions have no word with a vector"
+cmr-dump list -H "$WORK/wv.cmr" | awk '$2 != 0 {print $4, $6, $NF}' >"$WORK/l"
+printf 'vectors [4,3] a#0\nvectors [1,3] c#0\n' | cmp -s - "$WORK/l" || why "records: $(cat "$WORK/l")"
+cmr-dump show -k 'a#0' "$WORK/wv.cmr" | sed -n 2,5p | tr '\n' ' ' |
+	awk '{split("1 0 0 0.6 0.8 0 1 0 0 0 0 1", w, " "); e = NF != 12; for (i = 1; i <= 12; i++) if ($i - w[i] > 1e-6 || w[i] - $i > 1e-6) e = 1; exit e}' ||
+	why "rows: $(cmr-dump show -k 'a#0' "$WORK/wv.cmr")"
+end
+
+begin "--word-vectors --mean: one unit embedding per caption, the mean of its unit word vectors"
+run cmr-caption-ingest --mean --word-vectors "$WORK/wv.txt" -o "$WORK/wvm.cmr" "$WORK/wv-cap.txt"
+expect_status 0
+# (1,0,0) twice + (0.6,0.8,0) + (0,0,1) = (2.6, 0.8, 1), over its norm 2.8999
+cmr-dump show -k 'a#0' "$WORK/wvm.cmr" | sed -n 2p |
+	awk '{d = sqrt(2.6 * 2.6 + 0.8 * 0.8 + 1); e = 0; w[1] = 2.6 / d; w[2] = 0.8 / d; w[3] = 1 / d;
+	      for (i = 1; i <= 3; i++) if ($i - w[i] > 1e-6 || w[i] - $i > 1e-6) e = 1; exit e}' ||
+	why "mean: $(cmr-dump show -k 'a#0' "$WORK/wvm.cmr")"
+run cmr-caption-ingest --mean "$WORK/wv-cap.txt"
+expect_status 2
+run cmr-caption-ingest --word-vectors "$WORK/wv.txt" -c 32 "$WORK/wv-cap.txt"
+expect_status 2
+printf 'dog 1 2\ncat 1\n' >"$WORK/wv-bad.txt"
+run cmr-caption-ingest --word-vectors "$WORK/wv-bad.txt" "$WORK/wv-cap.txt"
+expect_status 1
+expect_stderr_has "wv-bad.txt:2: 1 values, the file's vectors have 2"
+end
+
+begin "Flickr8k dev captions through the shared GloVe-50d and 300-d tables: [N, 50] and [300] records"
+if have_shared && [ -d "$SHARED/pretrained/glove-50d-subset" ]; then
+	head -200 "$SHARED/data/flickr8k/captions.token.txt" >"$WORK/f200.txt"
+	run cmr-caption-ingest --word-vectors "$SHARED/pretrained/glove-50d-subset/embeddings.json" -o "$WORK/g.cmr" "$WORK/f200.txt"
+	expect_status 0
+	n=$(cmr-dump list -H "$WORK/g.cmr" | awk '$2 != 0 && $4 == "vectors" && $6 ~ /^\[[0-9]+,50\]$/' | wc -l)
+	[ "$n" -ge 190 ] || why "$n captions with GloVe vectors of 200"
+	run cmr-caption-ingest --mean --word-vectors "$SHARED/pretrained/wordvecs-300d-1000/wordvecs1000.json" -o "$WORK/w.cmr" "$WORK/f200.txt"
+	expect_status 0
+	n=$(cmr-dump list -H "$WORK/w.cmr" | awk '$2 != 0 && $4 == "embedding" && $6 == "[300]"' | wc -l)
+	[ "$n" -ge 190 ] || why "$n captions with 300-d means of 200"
+	end
+else
+	skip "../shared absent"
+fi

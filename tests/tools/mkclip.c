@@ -137,8 +137,8 @@ static int model(int argc, char **argv)
 	/* the tensors are the model core's table, in its (transformers' state-dict) order */
 	cmr_clip_cfg cc;
 	memset(&cc, 0, sizeof cc);
-	cc.vision = (cmr_tower_cfg){cfg.v.width, cfg.v.layers, cfg.v.heads, cfg.v.mlp, 0, 1e-5f, cfg.image, cfg.patch, 0, 0};
-	cc.text = (cmr_tower_cfg){cfg.t.width, cfg.t.layers, cfg.t.heads, cfg.t.mlp, 0, 1e-5f, 0, 0, cfg.vocab, cfg.ctx};
+	cc.vision = (cmr_tower_cfg){cfg.v.width, cfg.v.layers, cfg.v.heads, cfg.v.mlp, 0, 1e-5f, cfg.image, cfg.patch, 0, 0, 0};
+	cc.text = (cmr_tower_cfg){cfg.t.width, cfg.t.layers, cfg.t.heads, cfg.t.mlp, 0, 1e-5f, 0, 0, cfg.vocab, cfg.ctx, 0};
 	cc.proj = cfg.proj;
 	cmr_clip *m = cmr_clip_new(&cc);
 	if (!m) {

@@ -589,3 +589,118 @@ TEST(model_head_module_gradients_match_finite_differences)
 		cmr_clip_free(m);
 	}
 }
+
+/* a features vision tower (LiT: issue 20): the input is a feature vector, embedded by a linear
+ * map as the one row, no class token, pooled there */
+static float feats[B][24];
+
+static const float *param_w(const cmr_clip *m, const char *name)
+{
+	for (int i = 0; i < m->nparam; i++)
+		if (strcmp(m->param[i].name, name) == 0)
+			return m->param[i].w;
+	return NULL;
+}
+
+/* layer norm of x [D] in double, weight g, bias b */
+static void ln(const double *x, const float *g, const float *b, int D, double eps, double *y)
+{
+	double mu = 0, var = 0;
+	for (int d = 0; d < D; d++)
+		mu += x[d];
+	mu /= D;
+	for (int d = 0; d < D; d++)
+		var += (x[d] - mu) * (x[d] - mu);
+	var /= D;
+	for (int d = 0; d < D; d++)
+		y[d] = (x[d] - mu) / sqrt(var + eps) * g[d] + b[d];
+}
+
+TEST(model_features_tower_is_a_linear_embedding_pooled_at_its_row)
+{
+	make_inputs();
+	for (int b = 0; b < B; b++) {
+		for (int i = 0; i < 24; i++)
+			feats[b][i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+		in.pp[b] = (const uint8_t *)feats[b];
+	}
+	cmr_clip_cfg c = unit_tiny_cfg();
+	c.vision.features = 24;
+	c.vision.layers = 0;
+	cmr_clip *m = cmr_clip_new(&c);
+	char err[256];
+	CHECK(m && cmr_clip_init(m, 5, err, sizeof err) == 0);
+	CHECK(!param_w(m, "vision_model.embeddings.class_embedding") && m->tower[0].w[CMR_T_PATCH]);
+	const float *W = param_w(m, "vision_model.embeddings.feature_embedding.weight"), *pos = m->tower[0].w[CMR_T_POS];
+	const float *P = param_w(m, "visual_projection.weight");
+	CHECK(W && pos && P);
+	/* init: give the layer norms values that are not 1 and 0, so that they are checked */
+	const char *lnames[4] = {"vision_model.pre_layrnorm.weight", "vision_model.pre_layrnorm.bias",
+				 "vision_model.post_layernorm.weight", "vision_model.post_layernorm.bias"};
+	float *lw[4];
+	for (int k = 0; k < 4; k++) {
+		cmr_param *lp = cmr_clip_param(m, lnames[k]);
+		CHECK(lp && lp->n == 32);
+		lw[k] = lp->w;
+	}
+	for (int k = 0; k < 4; k++)
+		for (int d = 0; d < 32; d++)
+			lw[k][d] = (float)((int)(rnd() % 2001) - 1000) / 2000.0f + (k % 2 ? 0 : 1);
+	double worst = 0;
+	for (int o = 0; o < 2; o++) {
+		fwd_ops = o ? &cmr_ops_blas : &cmr_ops_ref;
+		cmr_clip_ws *ws = cmr_clip_ws_new(m, fwd_ops, CMR_TOWER_VISION, B, 0, 0);
+		float out[B * 16];
+		CHECK(ws && fwd(m, CMR_TOWER_VISION, ws, out) == 0);
+		for (int b = 0; b < B; b++) {
+			double x[32], h[32], y[32];
+			for (int d = 0; d < 32; d++) {
+				x[d] = pos[d];
+				for (int i = 0; i < 24; i++)
+					x[d] += (double)W[d * 24 + i] * feats[b][i];
+			}
+			ln(x, lw[0], lw[1], 32, 1e-5, h);
+			ln(h, lw[2], lw[3], 32, 1e-5, y); /* no layers: the pooled row is the pre-LN's output */
+			for (int p = 0; p < 16; p++) {
+				double e = 0;
+				for (int d = 0; d < 32; d++)
+					e += (double)P[p * 32 + d] * y[d];
+				worst = fmax(worst, fabs(e - out[b * 16 + p]) / fmax(fabs(e), 1));
+			}
+		}
+		cmr_clip_ws_free(ws);
+	}
+	fwd_ops = &cmr_ops_ref;
+	if (getenv("CMR_TEST_VERBOSE"))
+		fprintf(stderr, "features tower vs its formula: worst relative error %g\n", worst);
+	CHECK(worst < 1e-5);
+	cmr_clip_free(m);
+}
+
+TEST(model_features_tower_gradients_match_finite_differences)
+{
+	make_inputs();
+	for (int b = 0; b < B; b++) {
+		for (int i = 0; i < 24; i++)
+			feats[b][i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+		in.pp[b] = (const uint8_t *)feats[b];
+	}
+	cmr_clip_cfg c = unit_tiny_cfg();
+	c.vision.features = 24;
+	c.vision.layers = 1; /* one layer over one row: a residual MLP (and a value projection) */
+	cmr_clip *m = cmr_clip_new(&c);
+	char err[256];
+	CHECK(m);
+	for (int i = 0; i < m->nparam; i++) /* the vision tower trains (the text tower stays frozen) */
+		if (m->param[i].tower == CMR_TOWER_VISION)
+			m->param[i].flags |= CMR_PARAM_TRAIN;
+	CHECK(cmr_clip_init(m, 9, err, sizeof err) == 0 && cmr_clip_grads(m) == 0);
+	CHECK(m->tower[0].g[CMR_T_PATCH] != NULL);
+	const char *name = "";
+	double worst = fd_worst(m, &name);
+	if (getenv("CMR_TEST_VERBOSE") || worst > 2e-3)
+		fprintf(stderr, "features tower gradients vs finite differences: worst relative error %g (%s)\n", worst, name);
+	CHECK(worst <= 2e-3);
+	make_inputs(); /* the pixel pointers again, for the tests after */
+	cmr_clip_free(m);
+}

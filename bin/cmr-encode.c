@@ -522,9 +522,14 @@ static void tfl_open(const struct opts *o)
 		if (tf.nlabels != tf.dim)
 			cmr_die("%s: %d labels for the model's %d classes", o->labels, tf.nlabels, tf.dim);
 	}
-	cmr_info("%s: %s input %dx%d, %d operators; writes %s [%d%s%d] (tensor %d, %s)", o->model,
-		 cmr_tfl_type_name(tf.m.t[tf.m.input].type), tf.h, tf.w, tf.m.nops, cmr_kind_name(tf.kind),
-		 tf.rows, tf.rows > 1 ? ", " : "", tf.dim, tf.tensor, o->features == FEAT_CLASSES ? "output" : "pooling");
+	char shape[64];
+	if (tf.rows > 1)
+		snprintf(shape, sizeof shape, "[%d, %d]", tf.rows, tf.dim);
+	else
+		snprintf(shape, sizeof shape, "[%d]", tf.dim);
+	cmr_info("%s: %s input %dx%d, %d operators, %.0fM multiply-adds; writes %s %s (tensor %d, %s)", o->model,
+		 cmr_tfl_type_name(tf.m.t[tf.m.input].type), tf.h, tf.w, tf.m.nops, cmr_tfl_macs(&tf.m) / 1e6,
+		 cmr_kind_name(tf.kind), shape, tf.tensor, o->features == FEAT_CLASSES ? "output" : "pooling");
 }
 
 static char *tfl_provenance(const struct opts *o)

@@ -257,6 +257,25 @@ void cmr_tfl_run_free(cmr_tfl_run *r)
 	free(r);
 }
 
+double cmr_tfl_macs(const cmr_tfl_model *m)
+{
+	double macs = 0;
+	for (int i = 0; i < m->nops; i++) {
+		const cmr_tfl_op *o = &m->op[i];
+		if (o->nin < 2 || o->in[1] < 0)
+			continue;
+		const cmr_tfl_tensor *f = &m->t[o->in[1]];
+		double out = (double)m->t[o->out].nelem;
+		if (o->code == TFL_CONV_2D && f->rank == 4)
+			macs += out * f->shape[1] * f->shape[2] * f->shape[3];
+		else if (o->code == TFL_DEPTHWISE_CONV_2D && f->rank == 4)
+			macs += out * f->shape[1] * f->shape[2];
+		else if (o->code == TFL_FULLY_CONNECTED && f->rank == 2)
+			macs += out * f->shape[1];
+	}
+	return macs;
+}
+
 void cmr_tfl_input_size(const cmr_tfl_model *m, int *h, int *w)
 {
 	*h = m->t[m->input].shape[1];

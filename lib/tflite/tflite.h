@@ -99,6 +99,8 @@ void cmr_tfl_input_size(const cmr_tfl_model *m, int *h, int *w);
  * float range the model was trained on, as in every Coral and TF post-training-quantised
  * classifier); a float32 input takes (pixel - 127.5) / 127.5. Returns 0 or -1 with a message. */
 int cmr_tfl_invoke(cmr_tfl_run *r, const uint8_t *rgb, char *err, size_t errlen);
+/* Multiply-adds of one run (convolutions, depthwise convolutions, fully connected layers). */
+double cmr_tfl_macs(const cmr_tfl_model *m);
 /* A tensor's values after cmr_tfl_invoke, dequantised: scale * (q - zero_point). out holds
  * nelem floats. Returns 0, or -1 for a tensor without values. */
 int cmr_tfl_read(const cmr_tfl_run *r, int tensor, float *out);

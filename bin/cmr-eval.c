@@ -37,6 +37,13 @@ static const cmr_tool tool = {
 	"      --bootstrap N     95% confidence intervals from N resamplings of the queries\n"
 	"      --seed N          seed of the resampling (default 1)\n"
 	"      --chunk N         rows of the similarity matrix computed at a time (default 1024)\n"
+	"      --score cosine|maxsim-mean\n"
+	"                        cosine (default) of one embedding per item, or late interaction\n"
+	"                        over multi-vector records (kind vectors [N, D]: an image's regions,\n"
+	"                        a caption's word vectors; an embedding is one row): the mean over\n"
+	"                        a text's rows of their best cosine among an\n"
+	"                        image's rows. The streams may come from different models then:\n"
+	"                        their provenance is not compared\n"
 	CMR_FORCE_HELP,
 };
 
@@ -51,9 +58,10 @@ struct opts {
 	const char *images, *texts;
 	const char *labels;
 	int k_given;
+	int maxsim; /* --score maxsim-mean */
 };
 
-enum { OPT_JSON = 256, OPT_PLOT, OPT_BOOT, OPT_SEED, OPT_CHUNK, OPT_LABELS };
+enum { OPT_JSON = 256, OPT_PLOT, OPT_BOOT, OPT_SEED, OPT_CHUNK, OPT_LABELS, OPT_SCORE };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -64,6 +72,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"bootstrap", required_argument, NULL, OPT_BOOT},
 		{"seed", required_argument, NULL, OPT_SEED},
 		{"chunk", required_argument, NULL, OPT_CHUNK},
+		{"score", required_argument, NULL, OPT_SCORE},
 		{"labels", required_argument, NULL, OPT_LABELS},
 		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
@@ -94,6 +103,12 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_BOOT: o->bootstrap = (int)cmr_parse_int("--bootstrap", optarg, 1, 100000); break;
 		case OPT_SEED: o->seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
 		case OPT_CHUNK: o->chunk = (size_t)cmr_parse_int("--chunk", optarg, 1, 1 << 20); break;
+		case OPT_SCORE:
+			if (strcmp(optarg, "maxsim-mean") == 0)
+				o->maxsim = 1;
+			else if (strcmp(optarg, "cosine") != 0)
+				cmr_usage_error("--score: '%s' is not cosine or maxsim-mean", optarg);
+			break;
 		case OPT_LABELS: o->labels = optarg; break;
 		default:
 			if (!cmr_common_option(c))
@@ -106,6 +121,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->texts = argv[optind + 1];
 	if (strcmp(o->images, "-") == 0 && strcmp(o->texts, "-") == 0)
 		cmr_usage_error("only one of the two streams can be standard input");
+	if (o->labels && o->maxsim)
+		cmr_usage_error("--score maxsim-mean is for retrieval, not --labels");
 	if (o->labels && (o->plot || o->bootstrap))
 		cmr_usage_error("--plot and --bootstrap are for retrieval, not --labels");
 	if (o->labels && !o->k_given) /* top-1 and top-5 accuracy */
@@ -448,10 +465,22 @@ int main(int argc, char **argv)
 	parse_cmdline(argc, argv, &o);
 	cmr_vecs im = {0}, tx = {0};
 	cmr_origins oi = {0}, ot = {0};
-	read_embs(o.images, &im, &oi);
-	read_embs(o.texts, &tx, &ot);
-	check_order(&o, &im, &tx, &oi, &ot);
-	cmr_origins_check(&oi, &ot);
+	cmr_multi mi = {0}, mt = {0};
+	if (o.maxsim) { /* multi-vector items: their keys serve as the embeddings' below */
+		char *in[2] = {(char *)o.images, (char *)o.texts};
+		cmr_read_multi(in, 1, &mi);
+		cmr_read_multi(in + 1, 1, &mt);
+		if (!mi.n || !mt.n)
+			cmr_die("%s: no items", cmr_input_name(!mi.n ? o.images : o.texts));
+		im.keys = mi.keys, im.n = mi.n, im.dim = (uint32_t)mi.d;
+		tx.keys = mt.keys, tx.n = mt.n, tx.dim = (uint32_t)mt.d;
+		check_order(&o, &im, &tx, &oi, &ot);
+	} else {
+		read_embs(o.images, &im, &oi);
+		read_embs(o.texts, &tx, &ot);
+		check_order(&o, &im, &tx, &oi, &ot);
+		cmr_origins_check(&oi, &ot);
+	}
 	cmr_origins_free(&oi);
 	cmr_origins_free(&ot);
 	if (im.dim != tx.dim)
@@ -506,7 +535,9 @@ int main(int argc, char **argv)
 			cmr_die("%s: image '%s' has no caption in %s; its image->text rank is undefined",
 				cmr_input_name(o.images), im.keys[i], cmr_input_name(o.texts));
 	uint32_t *i2t = malloc(im.n * sizeof *i2t), *t2i = malloc(tx.n * sizeof *t2i);
-	if (!i2t || !t2i || cmr_eval_ranks(&cmr_ops_blas, im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk) < 0)
+	if (!i2t || !t2i ||
+	    (o.maxsim ? cmr_eval_ranks_maxsim(&cmr_ops_blas, &mi, &mt, owner, i2t, t2i, o.chunk)
+		      : cmr_eval_ranks(&cmr_ops_blas, im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk)) < 0)
 		cmr_die("out of memory");
 	uint32_t cmin = UINT32_MAX, cmax = 0;
 	for (size_t i = 0; i < im.n; i++) {
@@ -583,6 +614,11 @@ int main(int argc, char **argv)
 		cmr_die_write("standard output", errno);
 	if (o.plot)
 		plot(o.plot, i2t, im.n, t2i, tx.n, o.bootstrap);
+	if (o.maxsim) { /* the keys are the items' */
+		im.keys = tx.keys = NULL, im.n = tx.n = 0;
+		cmr_multi_free(&mi);
+		cmr_multi_free(&mt);
+	}
 	cmr_vecs_free(&im);
 	cmr_vecs_free(&tx);
 	free(sorted);

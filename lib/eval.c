@@ -61,8 +61,13 @@ static uint32_t rank_of(const float *row, size_t n, size_t c)
 	return r;
 }
 
-int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
-		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
+/* The scores of m queries against all candidates into sim [m, candidates]: dir 0, texts
+ * [q0, q0 + m) against every image; dir 1, images [q0, q0 + m) against every text. */
+typedef int (*score_fn)(const void *ctx, int dir, size_t q0, size_t m, float *sim);
+
+/* both directions' ranks from a scorer, in chunks of queries */
+static int ranks_by(score_fn score, const void *ctx, size_t ni, size_t nt, const uint32_t *txt_img, uint32_t *i2t_rank,
+		    uint32_t *t2i_rank, size_t chunk)
 {
 	if (chunk == 0)
 		chunk = 256;
@@ -72,8 +77,8 @@ int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float 
 	/* text -> image: rows of texts against all images */
 	for (size_t t0 = 0; t0 < nt; t0 += chunk) {
 		size_t m = nt - t0 < chunk ? nt - t0 : chunk;
-		/* sim[m, ni] = txt[t0 .. t0+m) . img^T */
-		ops->matmul_nt(txt + t0 * (size_t)d, img, sim, (int)m, (int)ni, d);
+		if (score(ctx, 0, t0, m, sim) < 0)
+			goto fail;
 		for (size_t t = 0; t < m; t++)
 			t2i_rank[t0 + t] = rank_of(sim + t * ni, ni, txt_img[t0 + t]);
 	}
@@ -82,7 +87,8 @@ int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float 
 		i2t_rank[i] = UINT32_MAX;
 	for (size_t i0 = 0; i0 < ni; i0 += chunk) {
 		size_t m = ni - i0 < chunk ? ni - i0 : chunk;
-		ops->matmul_nt(img + i0 * (size_t)d, txt, sim, (int)m, (int)nt, d);
+		if (score(ctx, 1, i0, m, sim) < 0)
+			goto fail;
 		for (size_t t = 0; t < nt; t++) {
 			size_t i = txt_img[t];
 			if (i < i0 || i >= i0 + m)
@@ -97,6 +103,149 @@ int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float 
 		if (i2t_rank[i] == UINT32_MAX)
 			return -1;
 	return 0;
+fail:
+	free(sim);
+	return -1;
+}
+
+typedef struct {
+	const cmr_ops *ops;
+	const float *img, *txt;
+	size_t ni, nt;
+	int d;
+} dense_ctx;
+
+static int dense_score(const void *ctx, int dir, size_t q0, size_t m, float *sim)
+{
+	const dense_ctx *c = ctx;
+	if (dir == 0) /* sim[m, ni] = txt[q0 .. q0+m) . img^T */
+		c->ops->matmul_nt(c->txt + q0 * (size_t)c->d, c->img, sim, (int)m, (int)c->ni, c->d);
+	else
+		c->ops->matmul_nt(c->img + q0 * (size_t)c->d, c->txt, sim, (int)m, (int)c->nt, c->d);
+	return 0;
+}
+
+int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
+		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
+{
+	dense_ctx c = {ops, img, txt, ni, nt, d};
+	return ranks_by(dense_score, &c, ni, nt, txt_img, i2t_rank, t2i_rank, chunk);
+}
+
+int cmr_multi_push(cmr_multi *m, const float *rows, uint64_t nrows, int d, const char *key)
+{
+	if (m->n && d != m->d)
+		return -1;
+	m->d = d;
+	if (m->n + 1 >= m->cap) {
+		size_t cap = m->cap ? 2 * m->cap : 1024;
+		uint64_t *no = realloc(m->off, (cap + 1) * sizeof *no);
+		if (!no)
+			return -1;
+		m->off = no;
+		char **nk = realloc(m->keys, cap * sizeof *nk);
+		if (!nk)
+			return -1;
+		m->keys = nk;
+		m->cap = cap;
+	}
+	if (m->rows + nrows > m->rcap) {
+		uint64_t rcap = m->rcap ? 2 * m->rcap : 4096;
+		while (rcap < m->rows + nrows)
+			rcap *= 2;
+		float *nv = realloc(m->v, rcap * (size_t)d * sizeof *nv);
+		if (!nv)
+			return -1;
+		m->v = nv;
+		m->rcap = rcap;
+	}
+	if (!(m->keys[m->n] = strdup(key)))
+		return -1;
+	memcpy(m->v + m->rows * (size_t)d, rows, nrows * (size_t)d * sizeof *rows);
+	m->off[m->n] = m->rows;
+	m->rows += nrows;
+	m->off[++m->n] = m->rows;
+	return 0;
+}
+
+void cmr_multi_free(cmr_multi *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		free(m->keys[i]);
+	free(m->keys), free(m->off), free(m->v);
+	memset(m, 0, sizeof *m);
+}
+
+#define MAXSIM_ROWS 4096 /* image rows per product: the work block is text rows x this */
+
+int cmr_maxsim_block(const cmr_ops *ops, const cmr_multi *txt, size_t t0, size_t m, const cmr_multi *img, size_t i0,
+		     size_t k, float *sim, size_t ld, int transposed)
+{
+	int d = txt->d;
+	uint64_t w0 = txt->off[t0], nw = txt->off[t0 + m] - w0;
+	float *G = NULL;
+	size_t gcap = 0;
+	for (size_t i = i0; i < i0 + k;) {
+		/* images [i, j): at most MAXSIM_ROWS rows, at least one image */
+		size_t j = i + 1;
+		while (j < i0 + k && img->off[j + 1] - img->off[i] <= MAXSIM_ROWS)
+			j++;
+		uint64_t r0 = img->off[i], nr = img->off[j] - r0;
+		if (nw * nr > gcap) {
+			free(G);
+			gcap = nw * nr;
+			if (!(G = malloc(gcap * sizeof *G)))
+				return -1;
+		}
+		/* G[nw, nr] = the chunk's word rows . these images' rows^T */
+		ops->matmul_nt(txt->v + w0 * (size_t)d, img->v + r0 * (size_t)d, G, (int)nw, (int)nr, d);
+		for (size_t t = t0; t < t0 + m; t++)
+			for (size_t b = i; b < j; b++) {
+				double s = 0;
+				for (uint64_t w = txt->off[t]; w < txt->off[t + 1]; w++) {
+					const float *g = G + (w - w0) * nr + (img->off[b] - r0);
+					float mx = g[0];
+					for (uint64_t r = 1; r < img->off[b + 1] - img->off[b]; r++)
+						mx = g[r] > mx ? g[r] : mx;
+					s += mx;
+				}
+				float v = (float)(s / (double)(txt->off[t + 1] - txt->off[t]));
+				if (transposed)
+					sim[(b - i0) * ld + (t - t0)] = v;
+				else
+					sim[(t - t0) * ld + (b - i0)] = v;
+			}
+		i = j;
+	}
+	free(G);
+	return 0;
+}
+
+typedef struct {
+	const cmr_ops *ops;
+	const cmr_multi *img, *txt;
+	size_t chunk;
+} maxsim_ctx;
+
+static int maxsim_score(const void *ctx, int dir, size_t q0, size_t m, float *sim)
+{
+	const maxsim_ctx *c = ctx;
+	size_t ni = c->img->n, nt = c->txt->n;
+	if (dir == 0)
+		return cmr_maxsim_block(c->ops, c->txt, q0, m, c->img, 0, ni, sim, ni, 0);
+	for (size_t t0 = 0; t0 < nt; t0 += c->chunk) { /* every text against these images, as image rows */
+		size_t mt = nt - t0 < c->chunk ? nt - t0 : c->chunk;
+		if (cmr_maxsim_block(c->ops, c->txt, t0, mt, c->img, q0, m, sim + t0, nt, 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int cmr_eval_ranks_maxsim(const cmr_ops *ops, const cmr_multi *img, const cmr_multi *txt, const uint32_t *txt_img,
+			  uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
+{
+	maxsim_ctx c = {ops, img, txt, chunk ? chunk : 256};
+	return ranks_by(maxsim_score, &c, img->n, txt->n, txt_img, i2t_rank, t2i_rank, chunk);
 }
 
 double cmr_recall(const uint32_t *rank, size_t n, uint32_t k)

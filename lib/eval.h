@@ -19,6 +19,31 @@
 int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
 		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
 
+/* Multi-vector items (stream kind vectors [N, D], cmr-stream(5)): item k has the unit rows
+ * v[off[k] .. off[k + 1]) of d floats, and a key. */
+typedef struct cmr_multi {
+	float *v;
+	uint64_t *off; /* [n + 1] */
+	char **keys;
+	size_t n, cap;
+	uint64_t rows, rcap;
+	int d;
+} cmr_multi;
+/* Appends an item of nrows rows (copied). Returns 0, or -1 when out of memory or of another d. */
+int cmr_multi_push(cmr_multi *m, const float *rows, uint64_t nrows, int d, const char *key);
+void cmr_multi_free(cmr_multi *m);
+
+/* Late interaction (MaxSim: ColBERT's, MACK's word-to-region score): the score of text t and
+ * image i is the mean over t's rows w of the maximum over i's rows r of w . r. Fills
+ * sim[a * ld + b] for texts [t0, t0 + m) and images [i0, i0 + k), or (transposed)
+ * sim[b * ld + a] — image rows, as a query of images wants them — with the backend's
+ * matmul_nt over blocks of rows (host arrays). Returns 0, or -1 when out of memory. */
+int cmr_maxsim_block(const cmr_ops *ops, const cmr_multi *txt, size_t t0, size_t m, const cmr_multi *img, size_t i0,
+		     size_t k, float *sim, size_t ld, int transposed);
+/* cmr_eval_ranks with the late-interaction score (the same ranks, ties and errors). */
+int cmr_eval_ranks_maxsim(const cmr_ops *ops, const cmr_multi *img, const cmr_multi *txt, const uint32_t *txt_img,
+			  uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
+
 /* Recall@K in percent: the share of ranks <= k. */
 double cmr_recall(const uint32_t *rank, size_t n, uint32_t k);
 /* Median (the mean of the two middle values for an even count, as numpy.median) and mean

@@ -19,6 +19,8 @@
 #include "backend/backend.h"
 #include "model/clip.h"
 #include "util.h"
+#include "eval.h"
+#include "format/half.h"
 
 const char *cmr_progname = "cmr";
 int cmr_verbose;
@@ -559,6 +561,47 @@ void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *
 	struct read_emb e = {want, owner, vs, org, NULL, NULL};
 	cmr_each_record(inputs, n, take_embedding, &e);
 	free(e.buf);
+}
+
+static int take_multi(const cmr_record *rec, const char *input, void *ctx)
+{
+	cmr_multi *m = ctx;
+	if (rec->type != CMR_TYPE_TENSOR)
+		return 0;
+	int vec = rec->kind == CMR_KIND_VECTORS && rec->rank == 2, emb = rec->kind == CMR_KIND_EMBEDDING && rec->rank == 1;
+	if ((!vec && !emb) || (rec->dtype != CMR_DTYPE_F32 && rec->dtype != CMR_DTYPE_F16) || !rec->dims[0])
+		cmr_die("%s: record %llu (key '%s'): not f32 or f16 vectors [N, D] or an embedding [D]", input,
+			(unsigned long long)rec->index, rec->key);
+	uint64_t rows = vec ? rec->dims[0] : 1;
+	uint32_t d = vec ? rec->dims[1] : rec->dims[0];
+	if (m->n && d != (uint32_t)m->d)
+		cmr_die("%s: record %llu (key '%s'): dimension %u, the first record's is %d", input,
+			(unsigned long long)rec->index, rec->key, d, m->d);
+	float *buf = malloc(rows * d * sizeof *buf);
+	if (!buf)
+		cmr_die("out of memory");
+	for (uint64_t i = 0; i < rows * d; i++)
+		buf[i] = rec->dtype == CMR_DTYPE_F32 ? ((const float *)rec->data)[i]
+						     : cmr_f16_to_f32(((const uint16_t *)rec->data)[i]);
+	for (uint64_t r = 0; r < rows; r++) {
+		double s = 0;
+		for (uint32_t j = 0; j < d; j++)
+			s += (double)buf[r * d + j] * buf[r * d + j];
+		if (!(s > 0) || !isfinite(s))
+			cmr_die("%s: record %llu (key '%s'): row %llu is zero or not finite", input,
+				(unsigned long long)rec->index, rec->key, (unsigned long long)r);
+		for (uint32_t j = 0; j < d; j++)
+			buf[r * d + j] = (float)(buf[r * d + j] / sqrt(s));
+	}
+	if (cmr_multi_push(m, buf, rows, (int)d, rec->key) < 0)
+		cmr_die("out of memory");
+	free(buf);
+	return 0;
+}
+
+void cmr_read_multi(char *const *inputs, int n, cmr_multi *m)
+{
+	cmr_each_record(inputs, n, take_multi, m);
 }
 
 /* ---- provenance ---- */

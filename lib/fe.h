@@ -162,6 +162,12 @@ _Noreturn void cmr_die_writer(cmr_writer *w);
 void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *owner, cmr_vecs *vs,
 			 cmr_origins *org);
 
+/* Reads multi-vector items (kind vectors f32/f16 [N, D]; an embedding [D] is one row) into m,
+ * each row scaled to unit length. Dies naming the stream, record and key on anything else
+ * (another kind, another D, a zero or non-finite row). */
+struct cmr_multi;
+void cmr_read_multi(char *const *inputs, int n, struct cmr_multi *m);
+
 /* ---- provenance (JSON, built with jansson) ---- */
 /* Builds this tool's provenance record: {"tool","version","args","inputs"}. Returns a
  * malloc'ed compact JSON text. inputs may be NULL. */

@@ -148,3 +148,27 @@ if have_shared; then
 else
 	skip "../shared absent"
 fi
+
+begin "--score maxsim-mean: late interaction over multi-vector records (a text's words to an image's best region); one row each is the cosine"
+printf 'red 1 0 0 0\nblue 0 1 0 0\ndog 0 0 1 0\ncat 0 0 0 1\n' >"$WORK/mv.txt"
+printf 'red dog\nblue cat\nred cat\n' >"$WORK/mv-img.txt"
+printf '1.jpg#0\tdog red\n2.jpg#0\tcat blue\n3.jpg#0\ta cat that is red\n1.jpg#1\tred\n' >"$WORK/mv-cap.txt"
+cmr-caption-ingest -q -f text --word-vectors "$WORK/mv.txt" -o "$WORK/mvi.cmr" "$WORK/mv-img.txt"
+cmr-caption-ingest -q --word-vectors "$WORK/mv.txt" -o "$WORK/mvt.cmr" "$WORK/mv-cap.txt"
+run cmr-eval -k 1 --score maxsim-mean "$WORK/mvi.cmr" "$WORK/mvt.cmr"
+expect_status 0
+# 1#1 "red" scores 1 with images 1 and 3: the tie goes to image 1, its own, earlier in the input;
+# 3#0 "cat red" scores 1 with image 3, 0.5 with 1 and 2
+expect_stdout_has "image->text   100.00      1.0     1.00"
+expect_stdout_has "text->image   100.00      1.0     1.00"
+run cmr-eval "$WORK/mvi.cmr" "$WORK/mvt.cmr"
+expect_status 1
+expect_stderr_has "not an f32 or f16 embedding [D]"
+run cmr-eval --score maxsim-mean --labels "$WORK/mv.txt" "$WORK/mvi.cmr" "$WORK/mvt.cmr"
+expect_status 2
+# embeddings are items of one row: the hand-computed table of the cosine, ties and all
+run cmr-eval -k 1,2,100 --score maxsim-mean "$WORK/img.cmr" "$WORK/txt.cmr"
+expect_status 0
+expect_stdout_has "image->text    66.67  100.00  100.00      1.0     1.33"
+expect_stdout_has "text->image    75.00  100.00  100.00      1.0     1.25"
+end

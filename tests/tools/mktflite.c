@@ -146,7 +146,7 @@ static void write_model(const char *path, const tdef *T, int nt, const odef *O, 
 		nbuf += T[i].konst != 0;
 	size_t bv = vec(z, (size_t)nbuf, 4);
 	link_to(ms[4], bv);
-	int *bufof = calloc((size_t)nt, sizeof *bufof);
+	int *bufof = calloc(nt > 0 ? (size_t)nt : 1, sizeof *bufof);
 	for (int i = 0, b = 1; i < nt; i++)
 		if (T[i].konst)
 			bufof[i] = b++;

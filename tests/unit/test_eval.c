@@ -1,9 +1,12 @@
 /* test_eval.c - ranks and recalls on small cases computed by hand. */
 #include <math.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "eval.h"
 #include "unit.h"
+#include "util.h"
 
 /* 2-d unit vectors at angle a (degrees) */
 static void at(float *v, double a)
@@ -91,4 +94,79 @@ TEST(eval_effective_rank_by_hand)
 	double p = 2.0 / 3, want = exp(-(p * log(p) + (1 - p) * log(1 - p)));
 	CHECK(fabs(cmr_effective_rank(x, N, D) - want) < 1e-9);
 	CHECK(cmr_effective_rank(x, 1, D) == -1);
+}
+
+/* ---- late interaction (--score maxsim-mean) ---- */
+static uint32_t ms_rs = 99;
+static float ms_rnd(void)
+{
+	ms_rs = ms_rs * 1664525u + 1013904223u;
+	return (float)((int)(ms_rs >> 9) % 2001 - 1000) / 1000.0f;
+}
+
+static void multi_random(cmr_multi *m, size_t n, int maxrows, int d)
+{
+	float rows[64 * 16];
+	for (size_t k = 0; k < n; k++) {
+		int r = 1 + (int)(ms_rs % (unsigned)maxrows);
+		for (int i = 0; i < r * d; i++)
+			rows[i] = ms_rnd();
+		cmr_unit_rows(rows, (size_t)r, d);
+		char key[32];
+		snprintf(key, sizeof key, "k%zu", k);
+		cmr_multi_push(m, rows, (uint64_t)r, d, key);
+	}
+}
+
+TEST(maxsim_equals_brute_force)
+{
+	cmr_multi img = {0}, txt = {0};
+	multi_random(&img, 37, 9, 16);
+	multi_random(&txt, 53, 6, 16);
+	CHECK(img.n == 37 && txt.n == 53);
+	float sim[53 * 37], simT[37 * 53];
+	double worst = 0;
+	for (int o = 0; o < 2; o++) {
+		const cmr_ops *ops = o ? &cmr_ops_blas : &cmr_ops_ref;
+		CHECK(cmr_maxsim_block(ops, &txt, 0, 53, &img, 0, 37, sim, 37, 0) == 0);
+		CHECK(cmr_maxsim_block(ops, &txt, 5, 20, &img, 3, 30, simT, 20, 1) == 0); /* a block, transposed */
+		for (size_t t = 0; t < 53; t++)
+			for (size_t i = 0; i < 37; i++) {
+				double s = 0;
+				for (uint64_t w = txt.off[t]; w < txt.off[t + 1]; w++) {
+					double mx = -1e30;
+					for (uint64_t r = img.off[i]; r < img.off[i + 1]; r++) {
+						double dot = 0;
+						for (int j = 0; j < 16; j++)
+							dot += (double)txt.v[w * 16 + j] * img.v[r * 16 + j];
+						mx = dot > mx ? dot : mx;
+					}
+					s += mx;
+				}
+				s /= (double)(txt.off[t + 1] - txt.off[t]);
+				worst = fmax(worst, fabs(sim[t * 37 + i] - s));
+				if (t >= 5 && t < 25 && i >= 3 && i < 33)
+					worst = fmax(worst, fabs(simT[(i - 3) * 20 + (t - 5)] - s));
+			}
+	}
+	if (getenv("CMR_TEST_VERBOSE"))
+		fprintf(stderr, "maxsim vs brute force: worst %g\n", worst);
+	CHECK(worst < 1e-6);
+	cmr_multi_free(&img);
+	cmr_multi_free(&txt);
+}
+
+TEST(maxsim_of_single_rows_ranks_as_cosine)
+{
+	cmr_multi img = {0}, txt = {0};
+	multi_random(&img, 40, 1, 8);
+	multi_random(&txt, 120, 1, 8);
+	uint32_t owner[120], a1[40], a2[120], b1[40], b2[120];
+	for (int t = 0; t < 120; t++)
+		owner[t] = (uint32_t)(t % 40);
+	CHECK(cmr_eval_ranks(&cmr_ops_ref, img.v, 40, txt.v, 120, 8, owner, a1, a2, 16) == 0);
+	CHECK(cmr_eval_ranks_maxsim(&cmr_ops_ref, &img, &txt, owner, b1, b2, 16) == 0);
+	CHECK(memcmp(a1, b1, sizeof a1) == 0 && memcmp(a2, b2, sizeof a2) == 0);
+	cmr_multi_free(&img);
+	cmr_multi_free(&txt);
 }

@@ -286,6 +286,45 @@ const float *cmr_wordvec_find(const cmr_wordvec *wv, const char *word)
 	return w ? wv->vec + (size_t)(w - wv->word) * (size_t)wv->dim : NULL;
 }
 
+static double cosine(const float *a, const float *b, int d)
+{
+	double ab = 0, aa = 0, bb = 0;
+	for (int i = 0; i < d; i++)
+		ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+	return aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : -2; /* a zero vector ranks last */
+}
+
+int cmr_wordvec_bridge(const cmr_wordvec *wv, const float *q, const size_t *cand, size_t nc, int m, float tau,
+		       size_t *idx, float *w)
+{
+	double qq = 0;
+	for (int i = 0; i < wv->dim; i++)
+		qq += (double)q[i] * q[i];
+	if (!(qq > 0) || m < 1 || !(tau > 0))
+		return -1;
+	int n = 0;
+	double best[256];
+	if (m > 256)
+		m = 256;
+	for (size_t c = 0; c < nc; c++) { /* insertion into the m best so far (m is small) */
+		double s = cosine(q, wv->vec + cand[c] * (size_t)wv->dim, wv->dim);
+		if (n == m && s <= best[n - 1])
+			continue;
+		int at = n < m ? n++ : m - 1;
+		while (at > 0 && best[at - 1] < s) {
+			best[at] = best[at - 1], idx[at] = idx[at - 1];
+			at--;
+		}
+		best[at] = s, idx[at] = cand[c];
+	}
+	double z = 0;
+	for (int i = 0; i < n; i++)
+		z += exp((best[i] - best[0]) / tau);
+	for (int i = 0; i < n; i++)
+		w[i] = (float)(exp((best[i] - best[0]) / tau) / z);
+	return n;
+}
+
 int cmr_text_words(const char *text, size_t len, char ***out)
 {
 	*out = NULL;

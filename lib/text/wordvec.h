@@ -31,6 +31,15 @@ void cmr_wordvec_free(cmr_wordvec *wv);
 /* The vector of word (NUL-terminated), or NULL. */
 const float *cmr_wordvec_find(const cmr_wordvec *wv, const char *word);
 
+/* Out-of-vocabulary bridging (MASK, ICLR 2026): the m words among the candidates cand[0..nc)
+ * (indices into wv's words, e.g. those with a visual prototype) whose vectors have the largest
+ * cosine with q [dim], best first, into idx, and their weights softmax(cos / tau) over those
+ * m into w (tau > 0; MASK's softmax of the dot products of unit vectors is tau = 1). A word
+ * equal to q (cosine 1) is found like any other. Returns the count (min(m, nc)), or -1 for a
+ * zero q or m < 1. */
+int cmr_wordvec_bridge(const cmr_wordvec *wv, const float *q, const size_t *cand, size_t nc, int m, float tau,
+		       size_t *idx, float *w);
+
 /* The words of a text: CLIP's clean-up (cmr_clip_clean: HTML entities, whitespace, lower
  * case), then maximal runs of letters and digits (Unicode categories L* and N*), each at most
  * CMR_WORDVEC_WORD_MAX bytes (longer runs are cut). Returns the count with the words in *out

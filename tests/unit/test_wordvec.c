@@ -74,3 +74,33 @@ TEST(text_words_are_cleaned_lowercase_runs_of_letters_and_digits)
 	free(w);
 	CHECK(cmr_text_words(" ,;!", 4, &w) == 0 && w == NULL);
 }
+
+TEST(wordvec_bridge_finds_the_nearest_words_with_prototypes)
+{
+	/* a hand-made vocabulary: dog-like words near dog, cat-like near cat; only dog, cat and car
+	 * have prototypes (candidates) */
+	const char *text = "dog 1 0 0\npuppy 0.9 0.1 0\npooch 0.8 0 0.2\ncat 0 1 0\nkitten 0.1 0.9 0\ncar 0 0 1\n";
+	cmr_wordvec wv;
+	char err[256];
+	CHECK(cmr_wordvec_parse(&wv, text, strlen(text), "t", err, sizeof err) == 0);
+	size_t cand[3];
+	const char *names[3] = {"car", "dog", "cat"};
+	for (int i = 0; i < 3; i++)
+		cand[i] = (size_t)(cmr_wordvec_find(&wv, names[i]) - wv.vec) / 3;
+	size_t idx[3];
+	float w[3];
+	CHECK(cmr_wordvec_bridge(&wv, cmr_wordvec_find(&wv, "puppy"), cand, 3, 2, 1.0f, idx, w) == 2);
+	CHECK(strcmp(wv.word[idx[0]], "dog") == 0 && strcmp(wv.word[idx[1]], "cat") == 0);
+	/* softmax of the cosines over the two: cos(puppy, dog) = 0.9939, cos(puppy, cat) = 0.1104 */
+	double c0 = 0.9 / sqrt(0.82), c1 = 0.1 / sqrt(0.82), e = exp(c1 - c0);
+	CHECK(fabs(w[0] - 1 / (1 + e)) < 1e-6 && fabs(w[1] - e / (1 + e)) < 1e-6);
+	CHECK(cmr_wordvec_bridge(&wv, cmr_wordvec_find(&wv, "pooch"), cand, 3, 1, 1.0f, idx, w) == 1);
+	CHECK(strcmp(wv.word[idx[0]], "dog") == 0 && w[0] == 1.0f);
+	CHECK(cmr_wordvec_bridge(&wv, cmr_wordvec_find(&wv, "kitten"), cand, 3, 5, 0.1f, idx, w) == 3);
+	CHECK(strcmp(wv.word[idx[0]], "cat") == 0 && strcmp(wv.word[idx[1]], "dog") == 0 &&
+	      strcmp(wv.word[idx[2]], "car") == 0);
+	CHECK(w[0] > w[1] && w[1] > w[2] && fabs(w[0] + w[1] + w[2] - 1) < 1e-6);
+	float zero[3] = {0, 0, 0};
+	CHECK(cmr_wordvec_bridge(&wv, zero, cand, 3, 2, 1.0f, idx, w) == -1);
+	cmr_wordvec_free(&wv);
+}

@@ -198,6 +198,7 @@ int cmr_tfl_conv(const cmr_tfl_op *op, const cmr_qt *in, const cmr_qt *filt, con
 		return 0;
 	}
 	double *A = scratch, *Cm = scratch + M * K, *B = Cm + M * (size_t)OC;
+#pragma omp parallel for schedule(static) num_threads(cmr_ops_threads())
 	for (int oc = 0; oc < OC; oc++)
 		for (size_t k = 0; k < K; k++)
 			B[(size_t)oc * K + k] = ld(filt, (size_t)oc * K + k) - wzp[oc];
@@ -270,6 +271,7 @@ int cmr_tfl_depthwise(const cmr_tfl_op *op, const cmr_qt *in, const cmr_qt *filt
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
+#pragma omp parallel for schedule(static) num_threads(cmr_ops_threads())
 		for (size_t i = 0; i < nx; i++)
 			xi[i] = ld(in, i) - izp;
 		for (size_t i = 0; i < nw; i++)
@@ -342,6 +344,7 @@ int cmr_tfl_add(const cmr_tfl_op *op, const cmr_qt *a, const cmr_qt *b, cmr_qt *
 	cmr_tfl_quantize_multiplier(twice / ((double)(1 << left) * (double)out->scale[0]), &mo, &so);
 	int32_t lo, hi, ozp = out_zp(out);
 	cmr_tfl_act_range(op->act, out->type, out->scale[0], ozp, &lo, &hi);
+#pragma omp parallel for schedule(static) num_threads(cmr_ops_threads())
 	for (size_t i = 0; i < n; i++) {
 		int32_t x = (ld(a, i) - a->zp[0]) * (1 << left), y = (ld(b, i) - b->zp[0]) * (1 << left);
 		int32_t sx = mbqm(x, m1, s1), sy = mbqm(y, m2, s2);
@@ -448,6 +451,7 @@ int cmr_tfl_requantize(const cmr_qt *in, cmr_qt *out, char *err, size_t errlen)
 	int32_t qm;
 	int sh;
 	cmr_tfl_quantize_multiplier((double)in->scale[0] / (double)out->scale[0], &qm, &sh);
+#pragma omp parallel for schedule(static) num_threads(cmr_ops_threads())
 	for (size_t i = 0; i < n; i++) {
 		int32_t v = addzp(mbqm(ld(in, i) - in->zp[0], qm, sh), out_zp(out));
 		st(out, i, clamp(v, qmin(out->type), qmax(out->type)));

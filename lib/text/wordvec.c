@@ -1,7 +1,6 @@
 /* text/wordvec.c - word vectors: GloVe/word2vec text and JSON tables read with every field checked; lookup; a caption's words. */
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +13,6 @@
 #include "util.h"
 
 #define WORDVEC_FILE_MAX ((size_t)8 << 30) /* 8 GiB: GloVe 840B's text is 5.6 GB */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 /* a growing table while reading */
 typedef struct {
@@ -51,15 +41,15 @@ static int add(builder *b, const char *w, size_t n, char *err, size_t errlen)
 		b->cap = b->cap ? 2 * b->cap : 1024;
 		char **nw = realloc(wv->word, b->cap * sizeof *nw);
 		if (!nw)
-			return fail(err, errlen, "out of memory");
+			return cmr_errf(err, errlen, "out of memory");
 		wv->word = nw;
 		float *nv = realloc(wv->vec, b->cap * (size_t)wv->dim * sizeof *nv);
 		if (!nv)
-			return fail(err, errlen, "out of memory");
+			return cmr_errf(err, errlen, "out of memory");
 		wv->vec = nv;
 	}
 	if (!(wv->word[wv->n] = strndup(w, n)))
-		return fail(err, errlen, "out of memory");
+		return cmr_errf(err, errlen, "out of memory");
 	wv->n++;
 	return 0;
 }
@@ -80,17 +70,17 @@ static int parse_text(builder *b, const char *buf, size_t len, const char *name,
 			continue;
 		const char *sp = memchr(s, ' ', n);
 		if (!sp)
-			return fail(err, errlen, "%s:%zu: a word without numbers", name, line);
+			return cmr_errf(err, errlen, "%s:%zu: a word without numbers", name, line);
 		size_t wl = (size_t)(sp - s);
 		/* the numbers: strtof over a NUL-terminated copy */
 		char tmp[65536];
 		size_t rest = n - wl - 1;
 		if (rest >= sizeof tmp)
-			return fail(err, errlen, "%s:%zu: a line of more than %zu bytes", name, line, sizeof tmp);
+			return cmr_errf(err, errlen, "%s:%zu: a line of more than %zu bytes", name, line, sizeof tmp);
 		memcpy(tmp, sp + 1, rest);
 		tmp[rest] = 0;
 		if (strlen(tmp) != rest)
-			return fail(err, errlen, "%s:%zu: a NUL byte in the line", name, line);
+			return cmr_errf(err, errlen, "%s:%zu: a NUL byte in the line", name, line);
 		if (!header_done) { /* word2vec's "COUNT DIM" first line */
 			header_done = 1;
 			char first[32], *e1, *e2;
@@ -98,13 +88,13 @@ static int parse_text(builder *b, const char *buf, size_t len, const char *name,
 			long a = strtol(first, &e1, 10), d = strtol(tmp, &e2, 10);
 			if (wl < 31 && e1 == first + wl && wl && *e2 == 0 && a >= 0 && d >= 1) {
 				if (d > CMR_WORDVEC_DIM_MAX)
-					return fail(err, errlen, "%s:1: dimension %ld, at most %d", name, d, CMR_WORDVEC_DIM_MAX);
+					return cmr_errf(err, errlen, "%s:1: dimension %ld, at most %d", name, d, CMR_WORDVEC_DIM_MAX);
 				wv->dim = (int)d;
 				continue;
 			}
 		}
 		if (!word_ok(s, wl))
-			return fail(err, errlen, "%s:%zu: the word is empty, longer than %d bytes, or not valid UTF-8 text", name,
+			return cmr_errf(err, errlen, "%s:%zu: the word is empty, longer than %d bytes, or not valid UTF-8 text", name,
 				    line, CMR_WORDVEC_WORD_MAX);
 		float v[CMR_WORDVEC_DIM_MAX];
 		int d = 0;
@@ -115,21 +105,21 @@ static int parse_text(builder *b, const char *buf, size_t len, const char *name,
 			if (!*p)
 				break;
 			if (d == CMR_WORDVEC_DIM_MAX)
-				return fail(err, errlen, "%s:%zu: more than %d numbers", name, line, CMR_WORDVEC_DIM_MAX);
+				return cmr_errf(err, errlen, "%s:%zu: more than %d numbers", name, line, CMR_WORDVEC_DIM_MAX);
 			char *e;
 			errno = 0;
 			float x = strtof(p, &e);
 			if (e == p || (*e && *e != ' ') || !isfinite(x))
-				return fail(err, errlen, "%s:%zu: value %d is not a finite number", name, line, d + 1);
+				return cmr_errf(err, errlen, "%s:%zu: value %d is not a finite number", name, line, d + 1);
 			v[d++] = x;
 			p = e;
 		}
 		if (d < 1)
-			return fail(err, errlen, "%s:%zu: a word without numbers", name, line);
+			return cmr_errf(err, errlen, "%s:%zu: a word without numbers", name, line);
 		if (!wv->dim)
 			wv->dim = d;
 		if (d != wv->dim)
-			return fail(err, errlen, "%s:%zu: %d values, the file's vectors have %d", name, line, d, wv->dim);
+			return cmr_errf(err, errlen, "%s:%zu: %d values, the file's vectors have %d", name, line, d, wv->dim);
 		if (add(b, s, wl, err, errlen) < 0)
 			return -1;
 		memcpy(wv->vec + (wv->n - 1) * (size_t)wv->dim, v, (size_t)d * sizeof *v);
@@ -141,25 +131,25 @@ static int json_vector(builder *b, const char *w, size_t wl, json_t *arr, const 
 {
 	cmr_wordvec *wv = b->wv;
 	if (!word_ok(w, wl))
-		return fail(err, errlen, "%s: word %zu is empty, longer than %d bytes, or not text", name, wv->n + 1,
+		return cmr_errf(err, errlen, "%s: word %zu is empty, longer than %d bytes, or not text", name, wv->n + 1,
 			    CMR_WORDVEC_WORD_MAX);
 	if (!json_is_array(arr))
-		return fail(err, errlen, "%s: the vector of '%s' is not an array", name, w);
+		return cmr_errf(err, errlen, "%s: the vector of '%s' is not an array", name, w);
 	size_t d = json_array_size(arr);
 	if (!wv->dim) {
 		if (d < 1 || d > CMR_WORDVEC_DIM_MAX)
-			return fail(err, errlen, "%s: vectors of %zu values (1 to %d)", name, d, CMR_WORDVEC_DIM_MAX);
+			return cmr_errf(err, errlen, "%s: vectors of %zu values (1 to %d)", name, d, CMR_WORDVEC_DIM_MAX);
 		wv->dim = (int)d;
 	}
 	if (d != (size_t)wv->dim)
-		return fail(err, errlen, "%s: the vector of '%s' has %zu values, the others %d", name, w, d, wv->dim);
+		return cmr_errf(err, errlen, "%s: the vector of '%s' has %zu values, the others %d", name, w, d, wv->dim);
 	if (add(b, w, wl, err, errlen) < 0)
 		return -1;
 	float *v = wv->vec + (wv->n - 1) * (size_t)wv->dim;
 	for (size_t i = 0; i < d; i++) {
 		json_t *x = json_array_get(arr, i);
 		if (!json_is_number(x) || !isfinite(json_number_value(x)) || fabs(json_number_value(x)) > 3e38)
-			return fail(err, errlen, "%s: value %zu of '%s' is not a finite number", name, i + 1, w);
+			return cmr_errf(err, errlen, "%s: value %zu of '%s' is not a finite number", name, i + 1, w);
 		v[i] = (float)json_number_value(x);
 	}
 	return 0;
@@ -170,16 +160,16 @@ static int parse_json(builder *b, const char *buf, size_t len, const char *name,
 	json_error_t je;
 	json_t *j = json_loadb(buf, len, 0, &je);
 	if (!j)
-		return fail(err, errlen, "%s:%d: %s", name, je.line, je.text);
+		return cmr_errf(err, errlen, "%s:%d: %s", name, je.line, je.text);
 	int rc = 0;
 	json_t *words = json_object_get(j, "words"), *vecs = json_object_get(j, "vectors");
 	if (json_is_array(words) && json_is_array(vecs)) {
 		if (json_array_size(words) != json_array_size(vecs))
-			rc = fail(err, errlen, "%s: %zu words and %zu vectors", name, json_array_size(words), json_array_size(vecs));
+			rc = cmr_errf(err, errlen, "%s: %zu words and %zu vectors", name, json_array_size(words), json_array_size(vecs));
 		for (size_t i = 0; rc == 0 && i < json_array_size(words); i++) {
 			json_t *w = json_array_get(words, i);
 			if (!json_is_string(w))
-				rc = fail(err, errlen, "%s: word %zu is not a string", name, i + 1);
+				rc = cmr_errf(err, errlen, "%s: word %zu is not a string", name, i + 1);
 			else
 				rc = json_vector(b, json_string_value(w), json_string_length(w), json_array_get(vecs, i), name, err,
 						 errlen);
@@ -192,7 +182,7 @@ static int parse_json(builder *b, const char *buf, size_t len, const char *name,
 				break;
 		}
 	} else {
-		rc = fail(err, errlen, "%s: neither {\"words\": [...], \"vectors\": [[...]]} nor {\"vectors\": {WORD: [...]}}",
+		rc = cmr_errf(err, errlen, "%s: neither {\"words\": [...], \"vectors\": [[...]]} nor {\"vectors\": {WORD: [...]}}",
 			  name);
 	}
 	json_decref(j);
@@ -216,7 +206,7 @@ static int finish(cmr_wordvec *wv, char *err, size_t errlen)
 	float *v = malloc((n ? n : 1) * D * sizeof *v);
 	if (!idx || !w || !v) {
 		free(idx), free(w), free(v);
-		return fail(err, errlen, "out of memory");
+		return cmr_errf(err, errlen, "out of memory");
 	}
 	for (size_t i = 0; i < n; i++)
 		idx[i] = i;
@@ -248,7 +238,7 @@ int cmr_wordvec_parse(cmr_wordvec *wv, const char *buf, size_t len, const char *
 	int rc = i < len && buf[i] == '{' ? parse_json(&b, buf, len, name, err, errlen)
 					  : parse_text(&b, buf, len, name, err, errlen);
 	if (rc == 0 && !wv->n)
-		rc = fail(err, errlen, "%s: no word vectors", name);
+		rc = cmr_errf(err, errlen, "%s: no word vectors", name);
 	if (rc == 0)
 		rc = finish(wv, err, errlen);
 	if (rc < 0)

@@ -1,10 +1,10 @@
 /* tflite/graph.c - runs a TFLite graph: checks every operator's operands once, owns the activations, calls the kernels in order. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tflite/tflite.h"
+#include "util.h"
 
 struct cmr_tfl_run {
 	const cmr_tfl_model *m;
@@ -14,15 +14,6 @@ struct cmr_tfl_run {
 	double *scratch;
 	int ran;
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
 
 static int is_q8(const cmr_tfl_tensor *t) { return (t->type == TFL_UINT8 || t->type == TFL_INT8) && t->nq >= 1; }
 
@@ -56,40 +47,40 @@ static long long check_op(cmr_tfl_run *r, int i, const unsigned char *ready, cha
 	const char *name = cmr_tfl_op_name(o->code);
 	for (int k = 0; k < o->nin; k++)
 		if (o->in[k] >= 0 && !ready[o->in[k]])
-			return fail(err, errlen, "operator %d (%s): input %d (tensor %d) is neither a constant nor computed before",
+			return cmr_errf(err, errlen, "operator %d (%s): input %d (tensor %d) is neither a constant nor computed before",
 				    i, name, k, o->in[k]);
 	const cmr_tfl_tensor *T = m->t, *out = &T[o->out];
 	if (out->data)
-		return fail(err, errlen, "operator %d (%s) writes into a constant tensor", i, name);
+		return cmr_errf(err, errlen, "operator %d (%s) writes into a constant tensor", i, name);
 	if (ready[o->out])
-		return fail(err, errlen, "operator %d (%s) writes tensor %d a second time", i, name, o->out);
+		return cmr_errf(err, errlen, "operator %d (%s) writes tensor %d a second time", i, name, o->out);
 	int need = o->code == TFL_CONV_2D || o->code == TFL_DEPTHWISE_CONV_2D || o->code == TFL_FULLY_CONNECTED ? 2
 		   : o->code == TFL_ADD || o->code == TFL_MEAN ? 2 : 1;
 	if (o->nin < need || o->in[0] < 0 || (need == 2 && o->in[1] < 0))
-		return fail(err, errlen, "operator %d (%s) has %d inputs, it needs %d", i, name, o->nin, need);
+		return cmr_errf(err, errlen, "operator %d (%s) has %d inputs, it needs %d", i, name, o->nin, need);
 	const cmr_tfl_tensor *in = &T[o->in[0]];
 	switch (o->code) {
 	case TFL_QUANTIZE:
 		if (!is_q8(out) || out->nq != 1 || (in->type != TFL_FLOAT32 && !(is_q8(in) && in->nq == 1)))
-			return fail(err, errlen, "operator %d (QUANTIZE): %s to %s is not supported", i,
+			return cmr_errf(err, errlen, "operator %d (QUANTIZE): %s to %s is not supported", i,
 				    cmr_tfl_type_name(in->type), cmr_tfl_type_name(out->type));
 		break;
 	case TFL_DEQUANTIZE:
 		if (!is_q8(in) || in->nq != 1 || out->type != TFL_FLOAT32)
-			return fail(err, errlen, "operator %d (DEQUANTIZE): %s to %s is not supported", i,
+			return cmr_errf(err, errlen, "operator %d (DEQUANTIZE): %s to %s is not supported", i,
 				    cmr_tfl_type_name(in->type), cmr_tfl_type_name(out->type));
 		break;
 	default:
 		if (!is_q8(in) || !is_q8(out) || in->nq != 1 || out->nq != 1)
-			return fail(err, errlen, "operator %d (%s): input %s and output %s must be quantised uint8 or int8 "
+			return cmr_errf(err, errlen, "operator %d (%s): input %s and output %s must be quantised uint8 or int8 "
 				    "with one scale (float models are not supported)", i, name, cmr_tfl_type_name(in->type),
 				    cmr_tfl_type_name(out->type));
 		if (in->type != out->type && o->code != TFL_RESHAPE)
-			return fail(err, errlen, "operator %d (%s) turns %s into %s", i, name, cmr_tfl_type_name(in->type),
+			return cmr_errf(err, errlen, "operator %d (%s) turns %s into %s", i, name, cmr_tfl_type_name(in->type),
 				    cmr_tfl_type_name(out->type));
 	}
 	if (in->nelem == 0 || out->nelem == 0)
-		return fail(err, errlen, "operator %d (%s): an empty tensor", i, name);
+		return cmr_errf(err, errlen, "operator %d (%s): an empty tensor", i, name);
 	long long scratch = 0;
 	switch (o->code) {
 	case TFL_CONV_2D:
@@ -97,48 +88,48 @@ static long long check_op(cmr_tfl_run *r, int i, const unsigned char *ready, cha
 	case TFL_FULLY_CONNECTED: {
 		const cmr_tfl_tensor *f = &T[o->in[1]];
 		if (!f->data || !is_q8(f) || f->type != in->type)
-			return fail(err, errlen, "operator %d (%s): the weights must be constant, quantised like the input", i,
+			return cmr_errf(err, errlen, "operator %d (%s): the weights must be constant, quantised like the input", i,
 				    name);
 		int oc = o->code == TFL_DEPTHWISE_CONV_2D ? f->shape[f->rank - 1] : f->shape[0];
 		int qdim = o->code == TFL_DEPTHWISE_CONV_2D ? f->rank - 1 : 0;
 		if (f->nq > 1 && (f->qdim != qdim || f->nq != oc))
-			return fail(err, errlen, "operator %d (%s): per-channel scales along dimension %d, expected %d", i, name,
+			return cmr_errf(err, errlen, "operator %d (%s): per-channel scales along dimension %d, expected %d", i, name,
 				    f->qdim, qdim);
 		if (o->nin > 2 && o->in[2] >= 0) {
 			const cmr_tfl_tensor *b = &T[o->in[2]];
 			if (!b->data || b->type != TFL_INT32 || b->nelem != (size_t)oc)
-				return fail(err, errlen, "operator %d (%s): the bias must be a constant int32 [%d]", i, name, oc);
+				return cmr_errf(err, errlen, "operator %d (%s): the bias must be a constant int32 [%d]", i, name, oc);
 			if (!(r->bias[i] = malloc((size_t)oc * sizeof(int32_t))))
-				return fail(err, errlen, "out of memory");
+				return cmr_errf(err, errlen, "out of memory");
 			memcpy(r->bias[i], b->data, (size_t)oc * sizeof(int32_t)); /* little-endian hosts only (Makefile) */
 		}
 		if (o->code == TFL_FULLY_CONNECTED) {
 			if (f->rank != 2)
-				return fail(err, errlen, "operator %d (FULLY_CONNECTED): weights of rank %d", i, f->rank);
+				return cmr_errf(err, errlen, "operator %d (FULLY_CONNECTED): weights of rank %d", i, f->rank);
 			size_t K = (size_t)f->shape[1];
 			if (in->nelem % K || out->nelem != in->nelem / K * (size_t)oc)
-				return fail(err, errlen, "operator %d (FULLY_CONNECTED): input of %zu values for weights [%d,%zu] "
+				return cmr_errf(err, errlen, "operator %d (FULLY_CONNECTED): input of %zu values for weights [%d,%zu] "
 					    "and an output of %zu", i, in->nelem, oc, K, out->nelem);
 			size_t M = in->nelem / K;
 			scratch = (long long)(M * K + M * (size_t)oc + (size_t)oc * K);
 			break;
 		}
 		if (in->rank != 4 || out->rank != 4 || f->rank != 4 || in->shape[0] != 1 || out->shape[0] != 1)
-			return fail(err, errlen, "operator %d (%s): tensors of rank 4, batch 1 are supported", i, name);
+			return cmr_errf(err, errlen, "operator %d (%s): tensors of rank 4, batch 1 are supported", i, name);
 		int kh = f->shape[1], kw = f->shape[2];
 		int eh = conv_out(o->padding, in->shape[1], kh, o->stride_h, o->dil_h);
 		int ew = conv_out(o->padding, in->shape[2], kw, o->stride_w, o->dil_w);
 		if (eh != out->shape[1] || ew != out->shape[2] || oc != out->shape[3])
-			return fail(err, errlen, "operator %d (%s): output [%d,%d,%d], the operands give [%d,%d,%d]", i, name,
+			return cmr_errf(err, errlen, "operator %d (%s): output [%d,%d,%d], the operands give [%d,%d,%d]", i, name,
 				    out->shape[1], out->shape[2], out->shape[3], eh, ew, oc);
 		if (o->code == TFL_CONV_2D) {
 			if (f->shape[3] != in->shape[3])
-				return fail(err, errlen, "operator %d (CONV_2D): filter of depth %d, input of %d", i, f->shape[3],
+				return cmr_errf(err, errlen, "operator %d (CONV_2D): filter of depth %d, input of %d", i, f->shape[3],
 					    in->shape[3]);
 			cmr_qt qi = view(r, o->in[0]), qf = view(r, o->in[1]), qo = view(r, o->out);
 			scratch = (long long)cmr_tfl_conv_scratch(&qi, &qf, &qo);
 		} else if (f->shape[0] != 1 || oc != in->shape[3] * o->depth_mult) {
-			return fail(err, errlen, "operator %d (DEPTHWISE_CONV_2D): %d output channels for %d inputs x %d", i, oc,
+			return cmr_errf(err, errlen, "operator %d (DEPTHWISE_CONV_2D): %d output channels for %d inputs x %d", i, oc,
 				    in->shape[3], o->depth_mult);
 		}
 		break;
@@ -146,7 +137,7 @@ static long long check_op(cmr_tfl_run *r, int i, const unsigned char *ready, cha
 	case TFL_ADD: {
 		const cmr_tfl_tensor *b = &T[o->in[1]];
 		if (!is_q8(b) || b->nq != 1 || b->type != in->type || b->nelem != in->nelem || out->nelem != in->nelem)
-			return fail(err, errlen, "operator %d (ADD): operands of equal shape and type are supported", i);
+			return cmr_errf(err, errlen, "operator %d (ADD): operands of equal shape and type are supported", i);
 		break;
 	}
 	case TFL_AVERAGE_POOL_2D:
@@ -154,9 +145,9 @@ static long long check_op(cmr_tfl_run *r, int i, const unsigned char *ready, cha
 		    o->filter_h < 1 ||
 		    conv_out(o->padding, in->shape[1], o->filter_h, o->stride_h, 1) != out->shape[1] ||
 		    conv_out(o->padding, in->shape[2], o->filter_w, o->stride_w, 1) != out->shape[2])
-			return fail(err, errlen, "operator %d (AVERAGE_POOL_2D): the output shape does not follow", i);
+			return cmr_errf(err, errlen, "operator %d (AVERAGE_POOL_2D): the output shape does not follow", i);
 		if (in->scale[0] != out->scale[0] || in->zero_point[0] != out->zero_point[0])
-			return fail(err, errlen, "operator %d (AVERAGE_POOL_2D): input and output quantised differently", i);
+			return cmr_errf(err, errlen, "operator %d (AVERAGE_POOL_2D): input and output quantised differently", i);
 		break;
 	case TFL_MEAN: {
 		const cmr_tfl_tensor *ax = &T[o->in[1]];
@@ -165,24 +156,24 @@ static long long check_op(cmr_tfl_run *r, int i, const unsigned char *ready, cha
 			memcpy(a, ax->data, sizeof a);
 		if (in->rank != 4 || in->shape[0] != 1 || !((a[0] == 1 && a[1] == 2) || (a[0] == 2 && a[1] == 1)) ||
 		    out->nelem != (size_t)in->shape[3])
-			return fail(err, errlen, "operator %d (MEAN): only the mean over height and width of a [1,H,W,C] "
+			return cmr_errf(err, errlen, "operator %d (MEAN): only the mean over height and width of a [1,H,W,C] "
 				    "tensor is supported", i);
 		break;
 	}
 	case TFL_RESHAPE:
 		if (in->nelem != out->nelem || in->type != out->type ||
 		    (out->nq >= 1 && (in->scale[0] != out->scale[0] || in->zero_point[0] != out->zero_point[0])))
-			return fail(err, errlen, "operator %d (RESHAPE): %zu values into %zu, or another quantisation", i,
+			return cmr_errf(err, errlen, "operator %d (RESHAPE): %zu values into %zu, or another quantisation", i,
 				    in->nelem, out->nelem);
 		break;
 	case TFL_SOFTMAX:
 		if (in->nelem != out->nelem || (in->rank && out->rank && in->shape[in->rank - 1] != out->shape[out->rank - 1]))
-			return fail(err, errlen, "operator %d (SOFTMAX): the output's shape differs", i);
+			return cmr_errf(err, errlen, "operator %d (SOFTMAX): the output's shape differs", i);
 		break;
 	case TFL_QUANTIZE:
 	case TFL_DEQUANTIZE:
 		if (in->nelem != out->nelem)
-			return fail(err, errlen, "operator %d (%s): %zu values into %zu", i, name, in->nelem, out->nelem);
+			return cmr_errf(err, errlen, "operator %d (%s): %zu values into %zu", i, name, in->nelem, out->nelem);
 		break;
 	}
 	return scratch;
@@ -196,19 +187,19 @@ cmr_tfl_run *cmr_tfl_run_new(const cmr_tfl_model *m, int fast, char *err, size_t
 	    !(r->bias = calloc((size_t)m->nops, sizeof *r->bias))) {
 		free(ready);
 		cmr_tfl_run_free(r);
-		fail(err, errlen, "out of memory");
+		cmr_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	r->m = m, r->fast = fast;
 	const cmr_tfl_tensor *in = &m->t[m->input];
 	if (in->data || in->rank != 4 || in->shape[0] != 1 || in->shape[3] != 3 ||
 	    !(in->type == TFL_UINT8 || in->type == TFL_INT8 || in->type == TFL_FLOAT32)) {
-		fail(err, errlen, "the input (%s) is %s of rank %d: an RGB image [1,H,W,3] of uint8, int8 or float32 is needed",
+		cmr_errf(err, errlen, "the input (%s) is %s of rank %d: an RGB image [1,H,W,3] of uint8, int8 or float32 is needed",
 		     in->name, cmr_tfl_type_name(in->type), in->rank);
 		goto bad;
 	}
 	if (in->type != TFL_FLOAT32 && in->nq != 1) {
-		fail(err, errlen, "the input (%s) is not quantised with one scale", in->name);
+		cmr_errf(err, errlen, "the input (%s) is not quantised with one scale", in->name);
 		goto bad;
 	}
 	for (int t = 0; t < m->ntensors; t++)
@@ -223,16 +214,16 @@ cmr_tfl_run *cmr_tfl_run_new(const cmr_tfl_model *m, int fast, char *err, size_t
 		ready[m->op[i].out] = 1;
 	}
 	if (!ready[m->output]) {
-		fail(err, errlen, "the graph's output (tensor %d) is never computed", m->output);
+		cmr_errf(err, errlen, "the graph's output (tensor %d) is never computed", m->output);
 		goto bad;
 	}
 	for (int t = 0; t < m->ntensors; t++)
 		if (!m->t[t].data && ready[t] && !(r->act[t] = calloc(m->t[t].nbytes ? m->t[t].nbytes : 1, 1))) {
-			fail(err, errlen, "out of memory");
+			cmr_errf(err, errlen, "out of memory");
 			goto bad;
 		}
 	if (fast && most && !(r->scratch = malloc((size_t)most * sizeof *r->scratch))) {
-		fail(err, errlen, "out of memory for %lld doubles of work space", most);
+		cmr_errf(err, errlen, "out of memory for %lld doubles of work space", most);
 		goto bad;
 	}
 	free(ready);
@@ -349,7 +340,7 @@ int cmr_tfl_invoke(cmr_tfl_run *r, const uint8_t *rgb, char *err, size_t errlen)
 		case TFL_DEQUANTIZE: cmr_tfl_dequantize(&in, m->t[o->in[0]].nelem, r->act[o->out]); break;
 		}
 		if (rc < 0)
-			return fail(err, errlen, "operator %d: %s", i, e);
+			return cmr_errf(err, errlen, "operator %d: %s", i, e);
 	}
 	r->ran = 1;
 	return 0;

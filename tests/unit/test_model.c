@@ -594,6 +594,17 @@ TEST(model_head_module_gradients_match_finite_differences)
  * map as the one row, no class token, pooled there */
 static float feats[B][24];
 
+/* random feature vectors as the batch's "pixels" (a features tower reads their bytes) */
+static void features_inputs(void)
+{
+	make_inputs();
+	for (int b = 0; b < B; b++) {
+		for (int i = 0; i < 24; i++)
+			feats[b][i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+		in.pp[b] = (const uint8_t *)feats[b];
+	}
+}
+
 static const float *param_w(const cmr_clip *m, const char *name)
 {
 	for (int i = 0; i < m->nparam; i++)
@@ -618,12 +629,7 @@ static void ln(const double *x, const float *g, const float *b, int D, double ep
 
 TEST(model_features_tower_is_a_linear_embedding_pooled_at_its_row)
 {
-	make_inputs();
-	for (int b = 0; b < B; b++) {
-		for (int i = 0; i < 24; i++)
-			feats[b][i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
-		in.pp[b] = (const uint8_t *)feats[b];
-	}
+	features_inputs();
 	cmr_clip_cfg c = unit_tiny_cfg();
 	c.vision.features = 24;
 	c.vision.layers = 0;
@@ -679,12 +685,7 @@ TEST(model_features_tower_is_a_linear_embedding_pooled_at_its_row)
 
 TEST(model_features_tower_gradients_match_finite_differences)
 {
-	make_inputs();
-	for (int b = 0; b < B; b++) {
-		for (int i = 0; i < 24; i++)
-			feats[b][i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
-		in.pp[b] = (const uint8_t *)feats[b];
-	}
+	features_inputs();
 	cmr_clip_cfg c = unit_tiny_cfg();
 	c.vision.features = 24;
 	c.vision.layers = 1; /* one layer over one row: a residual MLP (and a value projection) */

@@ -151,7 +151,7 @@ TEST(maxsim_equals_brute_force)
 	}
 	if (getenv("CMR_TEST_VERBOSE"))
 		fprintf(stderr, "maxsim vs brute force: worst %g\n", worst);
-	CHECK(worst < 1e-6);
+	CHECK(worst < 2e-7); /* measured 8.4e-8 (float products, blas) */
 	cmr_multi_free(&img);
 	cmr_multi_free(&txt);
 }

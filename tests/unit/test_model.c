@@ -679,7 +679,7 @@ TEST(model_features_tower_is_a_linear_embedding_pooled_at_its_row)
 	fwd_ops = &cmr_ops_ref;
 	if (getenv("CMR_TEST_VERBOSE"))
 		fprintf(stderr, "features tower vs its formula: worst relative error %g\n", worst);
-	CHECK(worst < 1e-5);
+	CHECK(worst < 1e-6); /* measured 3.3e-7 */
 	cmr_clip_free(m);
 }
 

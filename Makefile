@@ -63,7 +63,7 @@ ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/util.c lib/image.c lib/image_codecs.c lib/eval.c lib/index.c \
-	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c lib/text/wordvec.c \
+	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c lib/text/wordvec.c lib/knowledge.c \
 	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
 	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/model/levels.c \
 	lib/model/tuning.c lib/tflite/tflite.c lib/tflite/qops.c lib/tflite/graph.c
@@ -76,7 +76,7 @@ endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
 
-TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index cmr-query cmr-train cmr-promptpool
+TOOLS    := cmr-dump cmr-decode cmr-caption-ingest cmr-encode cmr-eval cmr-index cmr-query cmr-train cmr-promptpool cmr-knowledge
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 
 UNIT_SRC := $(wildcard tests/unit/*.c)

@@ -15,6 +15,7 @@
 #include "text/clip_tok.h"
 #include "text/wordvec.h"
 #include "fe.h"
+#include "knowledge.h"
 #include "model/clip.h"
 #include "util.h"
 #include "format/stream.h"
@@ -23,7 +24,9 @@ static const cmr_tool tool = {
 	"cmr-caption-ingest",
 	"[-f FORMAT] [--split SPLIT] [--key-field F] [--text-field F] [--desc] [-c N | -m MODEL]\n"
 	"[--template T]... [--templates FILE]\n"
-	"[--only LIST] [--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]",
+	"[--only LIST] [--strict] [--bpe FILE | --hf DIR] [-z N] [-o OUT.cmr] [INPUT...]\n"
+	"--word-vectors FILE [--mean] [--stopwords FILE] [...]\n"
+	"--knowledge FILE [--word-vectors FILE [--ood-neighbours M] [--ood-min-cos C]] [...]",
 	"Tokenize captions with OpenAI CLIP's tokenizer into token records (i32 [T] with start\n"
 	"and end tokens, no padding; cmr-stream(5)). With no INPUT, or '-', standard input is\n"
 	"read (one caption per line when typed by a person). A caption's key is\n"
@@ -71,6 +74,19 @@ static const cmr_tool tool = {
 	"                        words without one are skipped and counted\n"
 	"      --mean            with --word-vectors: one embedding [D] per caption, the mean of\n"
 	"                        its unit word vectors, unit length\n"
+	"      --stopwords FILE  words never written (one a line, '#' comments; e.g.\n"
+	"                        examples/stopwords-en.txt)\n"
+	"      --knowledge FILE  write each caption's visual prototypes instead of tokens (MASK's\n"
+	"                        unpaired matching, cmr-knowledge(5)): kind vectors [N, D], the\n"
+	"                        prototypes of its distinct words that are concepts of FILE and,\n"
+	"                        with --word-vectors, of the words whose vectors lie near a\n"
+	"                        concept's (out of vocabulary); captions with none are not written\n"
+	"      --ood-neighbours M\n"
+	"                        a word that is not a concept takes the weighted mean of the\n"
+	"                        prototypes of the M concepts nearest its word vector, weights\n"
+	"                        softmax(cosine / tau) (default 10; 0: concepts only)\n"
+	"      --ood-min-cos C   only when the nearest concept's cosine is at least C (default 0.7)\n"
+	"      --ood-tau T       the softmax temperature (default 0.1)\n"
 	"  -z, --compress N      zstd level 1-19 for payloads (default 0, stored)\n"
 	"  -o, --output FILE     write here instead of standard output\n",
 };
@@ -96,12 +112,15 @@ struct opts {
 	const char *output;
 	const char *wordvec; /* --word-vectors */
 	int mean;            /* --mean */
+	const char *stopwords, *knowledge;
+	int ood_m;
+	float ood_min_cos, ood_tau;
 	char **inputs;
 	int ninputs;
 };
 
 enum { OPT_SPLIT = 256, OPT_KEYF, OPT_TEXTF, OPT_DESC, OPT_STRICT, OPT_MAXB, OPT_BPE, OPT_HF, OPT_ONLY, OPT_TEMPLATE,
-       OPT_TEMPLATES, OPT_WORDVEC, OPT_MEAN };
+       OPT_TEMPLATES, OPT_WORDVEC, OPT_MEAN, OPT_STOP, OPT_KNOW, OPT_OODM, OPT_OODC, OPT_OODT };
 
 static void add_template(struct opts *o, const char *t, size_t len, const char *where)
 {
@@ -134,6 +153,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"templates", required_argument, NULL, OPT_TEMPLATES},
 		{"word-vectors", required_argument, NULL, OPT_WORDVEC},
 		{"mean", no_argument, NULL, OPT_MEAN},
+		{"stopwords", required_argument, NULL, OPT_STOP},
+		{"knowledge", required_argument, NULL, OPT_KNOW},
+		{"ood-neighbours", required_argument, NULL, OPT_OODM},
+		{"ood-min-cos", required_argument, NULL, OPT_OODC},
+		{"ood-tau", required_argument, NULL, OPT_OODT},
 		{"compress", required_argument, NULL, 'z'},
 		{"output", required_argument, NULL, 'o'},
 		CMR_COMMON_LONGOPTS,
@@ -144,6 +168,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->text_field = "caption";
 	o->context = CMR_CLIP_CONTEXT;
 	o->max_bytes = 16384;
+	o->ood_m = 10, o->ood_min_cos = 0.7f, o->ood_tau = 0.1f;
+	int ood_given = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "f:c:m:z:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
@@ -173,6 +199,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_TEMPLATES: o->templates_file = optarg; break;
 		case OPT_WORDVEC: o->wordvec = optarg; break;
 		case OPT_MEAN: o->mean = 1; break;
+		case OPT_STOP: o->stopwords = optarg; break;
+		case OPT_KNOW: o->knowledge = optarg; break;
+		case OPT_OODM: o->ood_m = (int)cmr_parse_int("--ood-neighbours", optarg, 0, 256), ood_given = 1; break;
+		case OPT_OODC: o->ood_min_cos = (float)cmr_parse_double("--ood-min-cos", optarg, -1, 1), ood_given = 1; break;
+		case OPT_OODT: o->ood_tau = (float)cmr_parse_double("--ood-tau", optarg, 1e-4, 100), ood_given = 1; break;
 		case 'z': o->level = (int)cmr_parse_int("--compress", optarg, 0, 19); break;
 		case 'o': o->output = optarg; break;
 		default:
@@ -180,8 +211,15 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				cmr_usage_error("unhandled option");
 		}
 	}
-	if (o->mean && !o->wordvec)
-		cmr_usage_error("--mean averages word vectors: it needs --word-vectors FILE");
+	if (o->mean && (!o->wordvec || o->knowledge))
+		cmr_usage_error("--mean averages word vectors: it needs --word-vectors FILE (and no --knowledge)");
+	if (ood_given && !(o->knowledge && o->wordvec))
+		cmr_usage_error("--ood-neighbours, --ood-min-cos and --ood-tau bridge words to concepts: they need "
+				"--knowledge FILE and --word-vectors FILE");
+	if (o->stopwords && !o->wordvec && !o->knowledge)
+		cmr_usage_error("--stopwords is for --word-vectors or --knowledge");
+	if (o->knowledge && (o->bpe || o->hf || o->model || o->context_given))
+		cmr_usage_error("--knowledge writes prototypes, not tokens: --bpe, --hf, -m and -c do not apply");
 	if (o->wordvec && (o->bpe || o->hf || o->model || o->context_given))
 		cmr_usage_error("--word-vectors writes word vectors, not tokens: --bpe, --hf, -m and -c do not apply");
 	if (o->model) { /* the model says its context: one statement of the geometry */
@@ -239,32 +277,79 @@ static struct {
 	uint64_t words, unknown, novector; /* words seen, without a vector; captions with none */
 	char unknown_eg[5][64];
 	int neg;
+	cmr_wordset stop; /* --stopwords */
+	uint64_t stopped;
+	cmr_knowledge kn; /* --knowledge */
+	uint64_t concept, bridged, noproto; /* words: concepts, bridged to concepts, neither */
+	char noproto_eg[5][64];
+	int npeg;
 } g;
 
+static void example(char eg[5][64], int *n, const char *w)
+{
+	for (int e = 0; e < *n; e++)
+		if (strcmp(eg[e], w) == 0)
+			return;
+	if (*n < 5)
+		snprintf(eg[(*n)++], sizeof eg[0], "%s", w);
+}
+
+static void examples(char *out, size_t cap, char eg[5][64], int n)
+{
+	out[0] = 0;
+	for (int e = 0; e < n; e++)
+		snprintf(out + strlen(out), cap - strlen(out), "%s'%s'", e ? ", " : "", eg[e]);
+}
+
 /* Writes a caption's word vectors (kind vectors [k, D], unit rows) or their mean (kind
- * embedding [D], unit length) in place of its tokens. */
+ * embedding [D], unit length) in place of its tokens; with --knowledge its words' visual
+ * prototypes (kind vectors [k, D]), each distinct word once. */
 static void emit_words(const char *key, const char *text, size_t len)
 {
 	char **w;
 	int n = cmr_text_words(text, len, &w);
 	if (n < 0)
 		cmr_die("out of memory");
-	int D = g.wv.dim, k = 0;
+	int kn = g.o->knowledge != NULL;
+	int D = kn ? g.kn.dv : g.wv.dim, k = 0;
 	if ((size_t)n * D > g.vcap) {
 		g.vcap = (size_t)n * D;
 		if (!(g.vrows = realloc(g.vrows, g.vcap * sizeof *g.vrows)))
 			cmr_die("out of memory");
 	}
 	for (int i = 0; i < n; i++) {
-		const float *v = cmr_wordvec_find(&g.wv, w[i]);
+		if (cmr_wordset_has(&g.stop, w[i])) {
+			g.stopped++;
+			continue;
+		}
+		int again = 0;
+		for (int e = 0; kn && e < i && !again; e++)
+			again = strcmp(w[e], w[i]) == 0;
+		if (again)
+			continue;
+		const float *v = g.o->wordvec ? cmr_wordvec_find(&g.wv, w[i]) : NULL;
 		g.words++;
+		if (kn) {
+			char how;
+			int r = cmr_knowledge_word(&g.kn, w[i], v, g.o->wordvec ? g.o->ood_m : 0, g.o->ood_tau,
+						   g.o->ood_min_cos, g.vrows + (size_t)k * D, NULL, &how);
+			if (r < 0)
+				cmr_die("out of memory");
+			if (r == 0) {
+				g.noproto++;
+				example(g.noproto_eg, &g.npeg, w[i]);
+				continue;
+			}
+			if (how == 'o')
+				g.bridged++;
+			else
+				g.concept++;
+			k++;
+			continue;
+		}
 		if (!v) {
 			g.unknown++;
-			int seen = 0;
-			for (int e = 0; e < g.neg; e++)
-				seen |= strcmp(g.unknown_eg[e], w[i]) == 0;
-			if (!seen && g.neg < 5)
-				snprintf(g.unknown_eg[g.neg++], sizeof g.unknown_eg[0], "%s", w[i]);
+			example(g.unknown_eg, &g.neg, w[i]);
 			continue;
 		}
 		memcpy(g.vrows + (size_t)k * D, v, (size_t)D * sizeof *v);
@@ -367,7 +452,7 @@ static void emit(const char *key, const char *text, size_t len, const char *wher
 		bad(where, "bad key '%s': %s", key, *key ? why : "empty");
 		return;
 	}
-	if (g.o->wordvec) {
+	if (g.o->wordvec || g.o->knowledge) {
 		emit_words(key, text, len);
 		return;
 	}
@@ -1036,6 +1121,22 @@ int main(int argc, char **argv)
 		cmr_info("%s: %zu words of %d dimensions%s", o.wordvec, g.wv.n, g.wv.dim,
 			 g.wv.duplicates ? " (words given again ignored)" : "");
 	}
+	if (o.stopwords) {
+		char werr[4400];
+		size_t slen;
+		char *st = cmr_read_file(o.stopwords, (size_t)16 << 20, &slen, werr, sizeof werr);
+		if (!st || cmr_wordset_parse(&g.stop, st, slen, o.stopwords, werr, sizeof werr) < 0)
+			cmr_die("%s", werr);
+		free(st);
+	}
+	if (o.knowledge) {
+		char werr[4400];
+		if (cmr_knowledge_load(&g.kn, o.knowledge, werr, sizeof werr) < 0)
+			cmr_die("%s", werr);
+		if (o.wordvec && g.wv.dim != g.kn.dw)
+			cmr_die("%s has vectors of %d dimensions, the concepts of %s %d: not the same word vectors",
+				o.wordvec, g.wv.dim, o.knowledge, g.kn.dw);
+	}
 	g.ids = malloc((size_t)o.context * sizeof *g.ids);
 	cmr_output out;
 	cmr_output_open(&out, o.output, 1);
@@ -1087,10 +1188,20 @@ int main(int argc, char **argv)
 	cmr_output_commit(&out);
 	if (g.truncated)
 		cmr_info("%" PRIu64 " captions were cut to %d tokens", g.truncated, o.context);
-	if (o.wordvec) {
-		char eg[400] = "";
-		for (int e = 0; e < g.neg; e++)
-			snprintf(eg + strlen(eg), sizeof eg - strlen(eg), "%s'%s'", e ? ", " : "", g.unknown_eg[e]);
+	if (o.knowledge) {
+		char eg[400];
+		examples(eg, sizeof eg, g.noproto_eg, g.npeg);
+		cmr_info("%" PRIu64 " words: %" PRIu64 " concepts, %" PRIu64 " bridged to concepts, %" PRIu64
+			 " without a prototype (e.g. %s); %" PRIu64 " stop words", g.words, g.concept, g.bridged,
+			 g.noproto, eg, g.stopped);
+		if (g.novector)
+			cmr_warn("%" PRIu64 " captions have no word with a prototype: not written", g.novector);
+		cmr_knowledge_free(&g.kn);
+		cmr_wordvec_free(&g.wv);
+		free(g.vrows);
+	} else if (o.wordvec) {
+		char eg[400];
+		examples(eg, sizeof eg, g.unknown_eg, g.neg);
 		if (g.unknown)
 			cmr_warn("%" PRIu64 " of %" PRIu64 " words have no vector in %s, skipped (e.g. %s)", g.unknown,
 				 g.words, o.wordvec, eg);
@@ -1099,6 +1210,7 @@ int main(int argc, char **argv)
 		cmr_wordvec_free(&g.wv);
 		free(g.vrows);
 	}
+	cmr_wordset_free(&g.stop);
 	cmr_info("%" PRIu64 " captions", g.written);
 	if (g.only)
 		cmr_info("%" PRIu64 " captions of other images left out (--only)", g.filtered);

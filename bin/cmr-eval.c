@@ -16,7 +16,8 @@
 static const cmr_tool tool = {
 	"cmr-eval",
 	"[-k LIST] [--json] [--plot FILE.svg] [--bootstrap N] [--seed N] [--force] IMAGES.cmr TEXTS.cmr\n"
-	"cmr-eval --labels LABELS [-k LIST] [--json] [--force] IMAGES.cmr CLASSES.cmr",
+	"--fuse-images IMAGES2.cmr --fuse-texts TEXTS2.cmr [--fuse-beta B] [--fuse-top K] IMAGES.cmr TEXTS.cmr\n"
+	"--labels LABELS [-k LIST] [--json] [--force] IMAGES.cmr CLASSES.cmr",
 	"Evaluate retrieval in both directions from embeddings: IMAGES.cmr holds one embedding per\n"
 	"image (key: the image key), TEXTS.cmr one per caption (key: <image key>#<n>). Similarity\n"
 	"is the cosine. An image query is a hit at K when any of its captions is among the top K\n"
@@ -44,6 +45,14 @@ static const cmr_tool tool = {
 	"                        a text's rows of their best cosine among an\n"
 	"                        image's rows. The streams may come from different models then:\n"
 	"                        their provenance is not compared\n"
+	"      --fuse-images FILE\n"
+	"      --fuse-texts FILE  re-rank by a second, unpaired model (MACK's and MASK's fusion):\n"
+	"                        each query's top K candidates by the cosine of IMAGES and TEXTS\n"
+	"                        are put in the order of cosine + B x the late-interaction score\n"
+	"                        (as maxsim-mean) of these streams' records of the same keys; the\n"
+	"                        rest keep their ranks. A key missing from them scores 0 there\n"
+	"      --fuse-beta B     the second score's weight (default 0.1)\n"
+	"      --fuse-top K      candidates re-ranked per query (default 20)\n"
 	CMR_FORCE_HELP,
 };
 
@@ -59,9 +68,13 @@ struct opts {
 	const char *labels;
 	int k_given;
 	int maxsim; /* --score maxsim-mean */
+	const char *fuse_images, *fuse_texts;
+	float beta;
+	size_t fuse_top;
 };
 
-enum { OPT_JSON = 256, OPT_PLOT, OPT_BOOT, OPT_SEED, OPT_CHUNK, OPT_LABELS, OPT_SCORE };
+enum { OPT_JSON = 256, OPT_PLOT, OPT_BOOT, OPT_SEED, OPT_CHUNK, OPT_LABELS, OPT_SCORE, OPT_FIMG, OPT_FTXT, OPT_FBETA,
+       OPT_FTOP };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
@@ -74,6 +87,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"chunk", required_argument, NULL, OPT_CHUNK},
 		{"score", required_argument, NULL, OPT_SCORE},
 		{"labels", required_argument, NULL, OPT_LABELS},
+		{"fuse-images", required_argument, NULL, OPT_FIMG},
+		{"fuse-texts", required_argument, NULL, OPT_FTXT},
+		{"fuse-beta", required_argument, NULL, OPT_FBETA},
+		{"fuse-top", required_argument, NULL, OPT_FTOP},
 		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
 		{NULL, 0, NULL, 0},
@@ -82,6 +99,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->ks[0] = 1, o->ks[1] = 5, o->ks[2] = 10, o->nk = 3;
 	o->seed = 1;
 	o->chunk = 1024;
+	o->beta = 0.1f, o->fuse_top = 20;
+	int beta_given = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, "k:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
@@ -110,6 +129,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 				cmr_usage_error("--score: '%s' is not cosine or maxsim-mean", optarg);
 			break;
 		case OPT_LABELS: o->labels = optarg; break;
+		case OPT_FIMG: o->fuse_images = optarg; break;
+		case OPT_FTXT: o->fuse_texts = optarg; break;
+		case OPT_FBETA: o->beta = (float)cmr_parse_double("--fuse-beta", optarg, -1e6, 1e6), beta_given = 1; break;
+		case OPT_FTOP: o->fuse_top = (size_t)cmr_parse_int("--fuse-top", optarg, 1, 1 << 24), beta_given = 1; break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
@@ -125,6 +148,14 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("--score maxsim-mean is for retrieval, not --labels");
 	if (o->labels && (o->plot || o->bootstrap))
 		cmr_usage_error("--plot and --bootstrap are for retrieval, not --labels");
+	if (!o->fuse_images != !o->fuse_texts)
+		cmr_usage_error("fusion needs both --fuse-images and --fuse-texts");
+	if (beta_given && !o->fuse_images)
+		cmr_usage_error("--fuse-beta and --fuse-top are for fusion: give --fuse-images and --fuse-texts");
+	if (o->fuse_images && (o->labels || o->maxsim))
+		cmr_usage_error("fusion re-ranks cosine retrieval: not with --labels or --score maxsim-mean");
+	if (o->fuse_images && (strcmp(o->fuse_images, "-") == 0 || strcmp(o->fuse_texts, "-") == 0))
+		cmr_usage_error("the fused streams are files, not standard input");
 	if (o->labels && !o->k_given) /* top-1 and top-5 accuracy */
 		o->ks[0] = 1, o->ks[1] = 5, o->nk = 2;
 }
@@ -458,6 +489,40 @@ static void classify(const struct opts *o, const cmr_vecs *im, const cmr_vecs *t
 	cmr_classes_free(&c);
 }
 
+/* ---- fusion: the second model's items in the first's order ---- */
+static size_t align(const char *path, char **keys, size_t n, cmr_multi *out)
+{
+	cmr_multi m = {0};
+	char *in[1] = {(char *)path};
+	cmr_read_multi(in, 1, &m);
+	if (!m.n)
+		cmr_die("%s: no items", path);
+	size_t *ord = malloc((m.n + 1) * sizeof *ord);
+	char **sk = malloc((m.n + 1) * sizeof *sk);
+	if (!ord || !sk)
+		cmr_die("out of memory");
+	memcpy(sk, m.keys, m.n * sizeof *sk);
+	qsort(sk, m.n, sizeof *sk, cmp_str);
+	for (size_t i = 1; i < m.n; i++)
+		if (strcmp(sk[i - 1], sk[i]) == 0)
+			cmr_die("%s: key '%s' occurs more than once", path, sk[i]);
+	for (size_t i = 0; i < m.n; i++)
+		ord[find(sk, m.n, m.keys[i])] = i;
+	size_t missing = 0;
+	for (size_t i = 0; i < n; i++) {
+		long f = find(sk, m.n, keys[i]);
+		size_t j = f < 0 ? 0 : ord[f];
+		if (f < 0)
+			missing++;
+		if (cmr_multi_push(out, f < 0 ? m.v : m.v + m.off[j] * (size_t)m.d, f < 0 ? 0 : m.off[j + 1] - m.off[j],
+				   m.d, keys[i]) < 0)
+			cmr_die("out of memory");
+	}
+	free(ord), free(sk);
+	cmr_multi_free(&m);
+	return missing;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -534,11 +599,25 @@ int main(int argc, char **argv)
 		if (!ncap[i])
 			cmr_die("%s: image '%s' has no caption in %s; its image->text rank is undefined",
 				cmr_input_name(o.images), im.keys[i], cmr_input_name(o.texts));
+	cmr_multi fi = {0}, ft = {0};
+	if (o.fuse_images) {
+		size_t mi2 = align(o.fuse_images, im.keys, im.n, &fi), mt2 = align(o.fuse_texts, tx.keys, tx.n, &ft);
+		if (fi.d != ft.d)
+			cmr_die("%s has dimension %d, %s %d: not one space", o.fuse_images, fi.d, o.fuse_texts, ft.d);
+		if (mi2)
+			cmr_warn("%zu of %zu images are not in %s: their second score is 0", mi2, im.n, o.fuse_images);
+		if (mt2)
+			cmr_info("%zu of %zu texts are not in %s: their second score is 0", mt2, tx.n, o.fuse_texts);
+	}
 	uint32_t *i2t = malloc(im.n * sizeof *i2t), *t2i = malloc(tx.n * sizeof *t2i);
 	if (!i2t || !t2i ||
-	    (o.maxsim ? cmr_eval_ranks_maxsim(&cmr_ops_blas, &mi, &mt, owner, i2t, t2i, o.chunk)
-		      : cmr_eval_ranks(&cmr_ops_blas, im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk)) < 0)
+	    (o.maxsim	     ? cmr_eval_ranks_maxsim(&cmr_ops_blas, &mi, &mt, owner, i2t, t2i, o.chunk)
+	     : o.fuse_images ? cmr_eval_ranks_fused(&cmr_ops_blas, im.v, im.n, tx.v, tx.n, im.dim, &fi, &ft, o.beta,
+						    o.fuse_top, owner, i2t, t2i, o.chunk)
+			     : cmr_eval_ranks(&cmr_ops_blas, im.v, im.n, tx.v, tx.n, im.dim, owner, i2t, t2i, o.chunk)) < 0)
 		cmr_die("out of memory");
+	cmr_multi_free(&fi);
+	cmr_multi_free(&ft);
 	uint32_t cmin = UINT32_MAX, cmax = 0;
 	for (size_t i = 0; i < im.n; i++) {
 		cmin = ncap[i] < cmin ? ncap[i] : cmin;

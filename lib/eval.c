@@ -2,6 +2,7 @@
  * backend's score products; zero-shot classification. */
 #include "eval.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,46 +66,126 @@ static uint32_t rank_of(const float *row, size_t n, size_t c)
  * [q0, q0 + m) against every image; dir 1, images [q0, q0 + m) against every text. */
 typedef int (*score_fn)(const void *ctx, int dir, size_t q0, size_t m, float *sim);
 
-/* both directions' ranks from a scorer, in chunks of queries */
+/* Re-ranking (fusion): the top k of a row by the first score, re-ordered by first +
+ * beta x second; the rest keep their places. */
+typedef struct {
+	score_fn score; /* the second score */
+	const void *ctx;
+	float beta;
+	size_t k;
+	size_t *heap; /* [k]: the row's top k by the first score */
+	size_t nheap;
+	long row; /* the row the heap is of (LONG_MIN: none) */
+} fusion;
+
+/* a ahead of b by the first score: higher, or the same and earlier */
+static int ahead(const float *row, size_t a, size_t b)
+{
+	return row[a] > row[b] || (row[a] == row[b] && a < b);
+}
+
+/* the k best of row (n scores) into f->heap: a heap whose top is the worst of them */
+static void top_k(fusion *f, const float *row, size_t n)
+{
+	size_t *h = f->heap, m = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (m == f->k) {
+			if (!ahead(row, j, h[0]))
+				continue;
+			h[0] = j; /* replace the worst, sift down */
+			for (size_t i = 0;;) {
+				size_t l = 2 * i + 1, r = l + 1, w = i;
+				if (l < m && ahead(row, h[w], h[l]))
+					w = l;
+				if (r < m && ahead(row, h[w], h[r]))
+					w = r;
+				if (w == i)
+					break;
+				size_t t = h[i];
+				h[i] = h[w], h[w] = t, i = w;
+			}
+			continue;
+		}
+		size_t i = m++; /* sift up */
+		h[i] = j;
+		while (i > 0 && ahead(row, h[(i - 1) / 2], h[i])) {
+			size_t p = (i - 1) / 2, t = h[i];
+			h[i] = h[p], h[p] = t, i = p;
+		}
+	}
+	f->nheap = m;
+}
+
+/* the rank of c in row after re-ranking (row_id names the row for the heap's cache) */
+static uint32_t rank_fused(fusion *f, long row_id, const float *row, const float *sec, size_t n, size_t c)
+{
+	uint32_t r = rank_of(row, n, c);
+	if (r > f->k)
+		return r;
+	if (f->row != row_id) {
+		top_k(f, row, n);
+		f->row = row_id;
+	}
+	double fc = (double)row[c] + (double)f->beta * sec[c];
+	r = 1;
+	for (size_t i = 0; i < f->nheap; i++) {
+		size_t j = f->heap[i];
+		double fj = (double)row[j] + (double)f->beta * sec[j];
+		r += j != c && (fj > fc || (fj == fc && j < c));
+	}
+	return r;
+}
+
+/* both directions' ranks from a scorer, in chunks of queries; with f, re-ranked */
 static int ranks_by(score_fn score, const void *ctx, size_t ni, size_t nt, const uint32_t *txt_img, uint32_t *i2t_rank,
-		    uint32_t *t2i_rank, size_t chunk)
+		    uint32_t *t2i_rank, size_t chunk, fusion *f)
 {
 	if (chunk == 0)
 		chunk = 256;
 	float *sim = malloc(chunk * (ni > nt ? ni : nt) * sizeof *sim + 1);
-	if (!sim)
+	float *sim2 = f ? malloc(chunk * (ni > nt ? ni : nt) * sizeof *sim2 + 1) : NULL;
+	if (!sim || (f && (!sim2 || !(f->heap = malloc((f->k + 1) * sizeof *f->heap))))) {
+		free(sim), free(sim2);
 		return -1;
+	}
 	/* text -> image: rows of texts against all images */
 	for (size_t t0 = 0; t0 < nt; t0 += chunk) {
 		size_t m = nt - t0 < chunk ? nt - t0 : chunk;
-		if (score(ctx, 0, t0, m, sim) < 0)
+		if (score(ctx, 0, t0, m, sim) < 0 || (f && f->score(f->ctx, 0, t0, m, sim2) < 0))
 			goto fail;
 		for (size_t t = 0; t < m; t++)
-			t2i_rank[t0 + t] = rank_of(sim + t * ni, ni, txt_img[t0 + t]);
+			t2i_rank[t0 + t] = f ? rank_fused(f, -1 - (long)(t0 + t), sim + t * ni, sim2 + t * ni, ni,
+							  txt_img[t0 + t])
+					     : rank_of(sim + t * ni, ni, txt_img[t0 + t]);
 	}
 	/* image -> text: rows of images against all texts; the best of the image's texts */
 	for (size_t i = 0; i < ni; i++)
 		i2t_rank[i] = UINT32_MAX;
 	for (size_t i0 = 0; i0 < ni; i0 += chunk) {
 		size_t m = ni - i0 < chunk ? ni - i0 : chunk;
-		if (score(ctx, 1, i0, m, sim) < 0)
+		if (score(ctx, 1, i0, m, sim) < 0 || (f && f->score(f->ctx, 1, i0, m, sim2) < 0))
 			goto fail;
 		for (size_t t = 0; t < nt; t++) {
 			size_t i = txt_img[t];
 			if (i < i0 || i >= i0 + m)
 				continue;
-			uint32_t r = rank_of(sim + (i - i0) * nt, nt, t);
+			uint32_t r = f ? rank_fused(f, (long)i, sim + (i - i0) * nt, sim2 + (i - i0) * nt, nt, t)
+				       : rank_of(sim + (i - i0) * nt, nt, t);
 			if (r < i2t_rank[i])
 				i2t_rank[i] = r;
 		}
 	}
-	free(sim);
+	free(sim), free(sim2);
+	if (f)
+		free(f->heap);
 	for (size_t i = 0; i < ni; i++)
 		if (i2t_rank[i] == UINT32_MAX)
 			return -1;
 	return 0;
 fail:
-	free(sim);
+	free(sim), free(sim2);
+	if (f)
+		free(f->heap);
 	return -1;
 }
 
@@ -129,7 +210,7 @@ int cmr_eval_ranks(const cmr_ops *ops, const float *img, size_t ni, const float 
 		   const uint32_t *txt_img, uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
 {
 	dense_ctx c = {ops, img, txt, ni, nt, d};
-	return ranks_by(dense_score, &c, ni, nt, txt_img, i2t_rank, t2i_rank, chunk);
+	return ranks_by(dense_score, &c, ni, nt, txt_img, i2t_rank, t2i_rank, chunk, NULL);
 }
 
 int cmr_multi_push(cmr_multi *m, const float *rows, uint64_t nrows, int d, const char *key)
@@ -198,9 +279,18 @@ int cmr_maxsim_block(const cmr_ops *ops, const cmr_multi *txt, size_t t0, size_t
 				return -1;
 		}
 		/* G[nw, nr] = the chunk's word rows . these images' rows^T */
-		ops->matmul_nt(txt->v + w0 * (size_t)d, img->v + r0 * (size_t)d, G, (int)nw, (int)nr, d);
+		if (nw && nr)
+			ops->matmul_nt(txt->v + w0 * (size_t)d, img->v + r0 * (size_t)d, G, (int)nw, (int)nr, d);
 		for (size_t t = t0; t < t0 + m; t++)
 			for (size_t b = i; b < j; b++) {
+				if (txt->off[t + 1] == txt->off[t] || img->off[b + 1] == img->off[b]) {
+					/* an item without rows scores 0 */
+					if (transposed)
+						sim[(b - i0) * ld + (t - t0)] = 0;
+					else
+						sim[(t - t0) * ld + (b - i0)] = 0;
+					continue;
+				}
 				double s = 0;
 				for (uint64_t w = txt->off[t]; w < txt->off[t + 1]; w++) {
 					const float *g = G + (w - w0) * nr + (img->off[b] - r0);
@@ -245,7 +335,19 @@ int cmr_eval_ranks_maxsim(const cmr_ops *ops, const cmr_multi *img, const cmr_mu
 			  uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
 {
 	maxsim_ctx c = {ops, img, txt, chunk ? chunk : 256};
-	return ranks_by(maxsim_score, &c, img->n, txt->n, txt_img, i2t_rank, t2i_rank, chunk);
+	return ranks_by(maxsim_score, &c, img->n, txt->n, txt_img, i2t_rank, t2i_rank, chunk, NULL);
+}
+
+int cmr_eval_ranks_fused(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
+			 const cmr_multi *img2, const cmr_multi *txt2, float beta, size_t k, const uint32_t *txt_img,
+			 uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk)
+{
+	if (img2->n != ni || txt2->n != nt || k < 1)
+		return -1;
+	dense_ctx c = {ops, img, txt, ni, nt, d};
+	maxsim_ctx c2 = {ops, img2, txt2, chunk ? chunk : 256};
+	fusion f = {maxsim_score, &c2, beta, k, NULL, 0, LONG_MIN};
+	return ranks_by(dense_score, &c, ni, nt, txt_img, i2t_rank, t2i_rank, chunk, &f);
 }
 
 double cmr_recall(const uint32_t *rank, size_t n, uint32_t k)

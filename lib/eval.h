@@ -34,7 +34,8 @@ int cmr_multi_push(cmr_multi *m, const float *rows, uint64_t nrows, int d, const
 void cmr_multi_free(cmr_multi *m);
 
 /* Late interaction (MaxSim: ColBERT's, MACK's word-to-region score): the score of text t and
- * image i is the mean over t's rows w of the maximum over i's rows r of w . r. Fills
+ * image i is the mean over t's rows w of the maximum over i's rows r of w . r (0 when either
+ * has no rows). Fills
  * sim[a * ld + b] for texts [t0, t0 + m) and images [i0, i0 + k), or (transposed)
  * sim[b * ld + a] — image rows, as a query of images wants them — with the backend's
  * matmul_nt over blocks of rows (host arrays). Returns 0, or -1 when out of memory. */
@@ -43,6 +44,15 @@ int cmr_maxsim_block(const cmr_ops *ops, const cmr_multi *txt, size_t t0, size_t
 /* cmr_eval_ranks with the late-interaction score (the same ranks, ties and errors). */
 int cmr_eval_ranks_maxsim(const cmr_ops *ops, const cmr_multi *img, const cmr_multi *txt, const uint32_t *txt_img,
 			  uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
+
+/* cmr_eval_ranks re-ranked (fusion with a second model, MACK's and MASK's): each query's top
+ * k candidates by the cosine of img and txt are put in the order of cosine + beta x the
+ * late-interaction score of img2 and txt2 (items in the same order as img and txt; an item
+ * without rows scores 0); candidates after the top k keep their ranks. Ties as above. Returns
+ * 0, or -1 when out of memory, k < 1 or the counts differ. */
+int cmr_eval_ranks_fused(const cmr_ops *ops, const float *img, size_t ni, const float *txt, size_t nt, int d,
+			 const cmr_multi *img2, const cmr_multi *txt2, float beta, size_t k, const uint32_t *txt_img,
+			 uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
 
 /* Recall@K in percent: the share of ranks <= k. */
 double cmr_recall(const uint32_t *rank, size_t n, uint32_t k);

@@ -170,3 +170,107 @@ TEST(maxsim_of_single_rows_ranks_as_cosine)
 	cmr_multi_free(&img);
 	cmr_multi_free(&txt);
 }
+
+/* ---- fusion: re-ranking the top k by a second score ---- */
+static double fuse_second(const cmr_multi *t, size_t a, const cmr_multi *im, size_t b)
+{
+	if (t->off[a + 1] == t->off[a] || im->off[b + 1] == im->off[b])
+		return 0;
+	double s = 0;
+	for (uint64_t w = t->off[a]; w < t->off[a + 1]; w++) {
+		double mx = -1e30;
+		for (uint64_t r = im->off[b]; r < im->off[b + 1]; r++) {
+			double dot = 0;
+			for (int j = 0; j < t->d; j++)
+				dot += (double)t->v[w * t->d + j] * im->v[r * t->d + j];
+			mx = dot > mx ? dot : mx;
+		}
+		s += mx;
+	}
+	return s / (double)(t->off[a + 1] - t->off[a]);
+}
+
+static const double *fz_base, *fz_fused;
+static int fz_by_base(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return fz_base[x] != fz_base[y] ? (fz_base[x] > fz_base[y] ? -1 : 1) : (x < y ? -1 : 1);
+}
+static int fz_by_fused(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return fz_fused[x] != fz_fused[y] ? (fz_fused[x] > fz_fused[y] ? -1 : 1) : (x < y ? -1 : 1);
+}
+
+/* the position of c when the n candidates are sorted by base, the first k of them again by fused */
+static uint32_t fz_rank(const double *base, const double *fused, size_t n, size_t k, size_t c)
+{
+	size_t ord[200];
+	for (size_t j = 0; j < n; j++)
+		ord[j] = j;
+	fz_base = base, fz_fused = fused;
+	qsort(ord, n, sizeof *ord, fz_by_base);
+	qsort(ord, k < n ? k : n, sizeof *ord, fz_by_fused);
+	for (size_t j = 0; j < n; j++)
+		if (ord[j] == c)
+			return (uint32_t)j + 1;
+	return 0;
+}
+
+TEST(fusion_equals_sorting_by_hand)
+{
+	enum { NI = 40, NT = 120, D = 8 };
+	cmr_multi img = {0}, txt = {0}, img2 = {0}, txt2 = {0};
+	multi_random(&img, NI, 1, D);
+	multi_random(&txt, NT, 1, D);
+	multi_random(&img2, NI, 5, 6);
+	cmr_multi tmp = {0};
+	multi_random(&tmp, NT, 4, 6);
+	for (size_t t = 0; t < NT; t++) /* every fifth text has no rows: its second score is 0 */
+		CHECK(cmr_multi_push(&txt2, tmp.v + tmp.off[t] * 6, t % 5 ? tmp.off[t + 1] - tmp.off[t] : 0, 6,
+				     tmp.keys[t]) == 0);
+	uint32_t owner[NT], i2t[NI], t2i[NT], p1[NI], p2[NT];
+	for (int t = 0; t < NT; t++)
+		owner[t] = (uint32_t)(t * 7 % NI);
+	size_t ks[] = {1, 5, 13, 200};
+	float betas[] = {0.0f, 0.3f, 2.0f};
+	int changed = 0;
+	CHECK(cmr_eval_ranks(&cmr_ops_ref, img.v, NI, txt.v, NT, D, owner, p1, p2, 16) == 0);
+	for (int a = 0; a < 4; a++)
+		for (int bb = 0; bb < 3; bb++) {
+			CHECK(cmr_eval_ranks_fused(&cmr_ops_ref, img.v, NI, txt.v, NT, D, &img2, &txt2, betas[bb], ks[a],
+						   owner, i2t, t2i, 16) == 0);
+			double base[NT], fused[NT];
+			for (size_t t = 0; t < NT; t++) { /* text queries */
+				for (size_t i = 0; i < NI; i++) {
+					double s = 0;
+					for (int j = 0; j < D; j++)
+						s += (double)(float)(txt.v[t * D + j] * 1.0) * img.v[i * D + j];
+					base[i] = (float)s;
+					fused[i] = (double)(float)s + (double)betas[bb] * (float)fuse_second(&txt2, t, &img2, i);
+				}
+				CHECK(t2i[t] == fz_rank(base, fused, NI, ks[a], owner[t]));
+				changed |= t2i[t] != p2[t];
+			}
+			for (size_t i = 0; i < NI; i++) { /* image queries: the best of its texts */
+				for (size_t t = 0; t < NT; t++) {
+					double s = 0;
+					for (int j = 0; j < D; j++)
+						s += (double)img.v[i * D + j] * txt.v[t * D + j];
+					base[t] = (float)s;
+					fused[t] = (double)(float)s + (double)betas[bb] * (float)fuse_second(&txt2, t, &img2, i);
+				}
+				uint32_t best = UINT32_MAX;
+				for (size_t t = 0; t < NT; t++)
+					if (owner[t] == i) {
+						uint32_t r = fz_rank(base, fused, NT, ks[a], t);
+						best = r < best ? r : best;
+					}
+				CHECK(i2t[i] == best);
+			}
+			if (betas[bb] == 0) /* no weight: the plain ranks */
+				CHECK(memcmp(i2t, p1, sizeof i2t) == 0 && memcmp(t2i, p2, sizeof t2i) == 0);
+		}
+	CHECK(changed); /* the second score moved some ranks */
+	cmr_multi_free(&img), cmr_multi_free(&txt), cmr_multi_free(&img2), cmr_multi_free(&txt2), cmr_multi_free(&tmp);
+}

@@ -141,7 +141,7 @@ $(BUILD)/tests/unit: $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/golden/
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIBCMR) $(LIBS)
 
-FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state kv labels tflite wordvec
+FUZZ_TARGETS := stream npy tok image tuning index model caption tokfiles state kv labels tflite wordvec knowledge
 $(BUILD)/tests/fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) \
 		$(BUILD)/obj/tests/fuzz/replay.o $(LIBCMR)
 	@mkdir -p $(@D)
@@ -162,6 +162,7 @@ $(BUILD)/obj/tests/fuzz/fuzz_kv.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_k
 $(BUILD)/obj/tests/fuzz/fuzz_labels.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_labels_one
 $(BUILD)/obj/tests/fuzz/fuzz_tflite.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_tflite_one
 $(BUILD)/obj/tests/fuzz/fuzz_wordvec.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_wordvec_one
+$(BUILD)/obj/tests/fuzz/fuzz_knowledge.o: ALL_CFLAGS += -DLLVMFuzzerTestOneInput=fuzz_knowledge_one
 
 $(BUILD)/tests/mkgolden: $(BUILD)/obj/tests/golden/mkgolden.o $(BUILD)/obj/tests/golden/examples.o $(LIBCMR)
 	@mkdir -p $(@D)

@@ -71,7 +71,8 @@ static const cmr_tool tool = {
 	"                        vectors [N, D], the unit vectors of its words (CLIP's clean-up,\n"
 	"                        lower case, runs of letters and digits) found in FILE (GloVe or\n"
 	"                        word2vec text, or JSON {words, vectors} / {vectors: {WORD: ...}});\n"
-	"                        words without one are skipped and counted\n"
+	"                        words without one are skipped and counted (a caption with none\n"
+	"                        has no rows)\n"
 	"      --mean            with --word-vectors: one embedding [D] per caption, the mean of\n"
 	"                        its unit word vectors, unit length\n"
 	"      --stopwords FILE  words never written (one a line, '#' comments; e.g.\n"
@@ -80,7 +81,7 @@ static const cmr_tool tool = {
 	"                        unpaired matching, cmr-knowledge(5)): kind vectors [N, D], the\n"
 	"                        prototypes of its distinct words that are concepts of FILE and,\n"
 	"                        with --word-vectors, of the words whose vectors lie near a\n"
-	"                        concept's (out of vocabulary); captions with none are not written\n"
+	"                        concept's (out of vocabulary); a caption with none has no rows\n"
 	"      --ood-neighbours M\n"
 	"                        a word that is not a concept takes the weighted mean of the\n"
 	"                        prototypes of the M concepts nearest its word vector, weights\n"
@@ -359,9 +360,10 @@ static void emit_words(const char *key, const char *text, size_t len)
 	if (n)
 		free(w[0]);
 	free(w);
-	if (!k) {
+	if (!k) { /* still a query: no rows, scoring 0 (a --mean embedding cannot be empty) */
 		g.novector++;
-		return;
+		if (g.o->mean)
+			return;
 	}
 	cmr_record rec;
 	if (g.o->mean) {
@@ -1195,7 +1197,8 @@ int main(int argc, char **argv)
 			 " without a prototype (e.g. %s); %" PRIu64 " stop words", g.words, g.concept, g.bridged,
 			 g.noproto, eg, g.stopped);
 		if (g.novector)
-			cmr_warn("%" PRIu64 " captions have no word with a prototype: not written", g.novector);
+			cmr_warn("%" PRIu64 " captions have no word with a prototype: written without rows (they score 0)",
+				 g.novector);
 		cmr_knowledge_free(&g.kn);
 		cmr_wordvec_free(&g.wv);
 		free(g.vrows);
@@ -1206,7 +1209,8 @@ int main(int argc, char **argv)
 			cmr_warn("%" PRIu64 " of %" PRIu64 " words have no vector in %s, skipped (e.g. %s)", g.unknown,
 				 g.words, o.wordvec, eg);
 		if (g.novector)
-			cmr_warn("%" PRIu64 " captions have no word with a vector: not written", g.novector);
+			cmr_warn("%" PRIu64 " captions have no word with a vector: %s", g.novector,
+				 o.mean ? "not written" : "written without rows (they score 0)");
 		cmr_wordvec_free(&g.wv);
 		free(g.vrows);
 	}

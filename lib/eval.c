@@ -242,7 +242,8 @@ int cmr_multi_push(cmr_multi *m, const float *rows, uint64_t nrows, int d, const
 	}
 	if (!(m->keys[m->n] = strdup(key)))
 		return -1;
-	memcpy(m->v + m->rows * (size_t)d, rows, nrows * (size_t)d * sizeof *rows);
+	if (nrows) /* an item of no rows may come with no buffer */
+		memcpy(m->v + m->rows * (size_t)d, rows, nrows * (size_t)d * sizeof *rows);
 	m->off[m->n] = m->rows;
 	m->rows += nrows;
 	m->off[++m->n] = m->rows;

@@ -569,7 +569,8 @@ static int take_multi(const cmr_record *rec, const char *input, void *ctx)
 	if (rec->type != CMR_TYPE_TENSOR)
 		return 0;
 	int vec = rec->kind == CMR_KIND_VECTORS && rec->rank == 2, emb = rec->kind == CMR_KIND_EMBEDDING && rec->rank == 1;
-	if ((!vec && !emb) || (rec->dtype != CMR_DTYPE_F32 && rec->dtype != CMR_DTYPE_F16) || !rec->dims[0])
+	if ((!vec && !emb) || (rec->dtype != CMR_DTYPE_F32 && rec->dtype != CMR_DTYPE_F16) || (emb && !rec->dims[0]) ||
+	    (vec && !rec->dims[1]))
 		cmr_die("%s: record %llu (key '%s'): not f32 or f16 vectors [N, D] or an embedding [D]", input,
 			(unsigned long long)rec->index, rec->key);
 	uint64_t rows = vec ? rec->dims[0] : 1;
@@ -577,7 +578,7 @@ static int take_multi(const cmr_record *rec, const char *input, void *ctx)
 	if (m->n && d != (uint32_t)m->d)
 		cmr_die("%s: record %llu (key '%s'): dimension %u, the first record's is %d", input,
 			(unsigned long long)rec->index, rec->key, d, m->d);
-	float *buf = malloc(rows * d * sizeof *buf);
+	float *buf = malloc(rows * d * sizeof *buf + 1); /* rows may be 0: an item without rows */
 	if (!buf)
 		cmr_die("out of memory");
 	for (uint64_t i = 0; i < rows * d; i++)

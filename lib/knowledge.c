@@ -423,13 +423,32 @@ int cmr_knowledge_build(cmr_knowledge *kn, const cmr_knowledge_pool *pool, const
 	if (centre && pool->n)
 		for (int d = 0; d < dv; d++)
 			kn->centre[d] = (float)(mean[d] / (double)pool->n);
-	size_t k = 0;
-	for (size_t w = 0; w < nc; w++)
-		k += cnt[w] >= min_count && cnt[w] > 0;
+	/* a concept whose images' mean is the centre (every image of the pool in it) tells
+	 * nothing apart: left out with those of too few images */
+	size_t k = 0, at_centre = 0;
+	for (size_t w = 0; w < nc; w++) {
+		if (cnt[w] < min_count || cnt[w] < 1)
+			continue;
+		double s = 0;
+		for (int d = 0; d < dv; d++) {
+			double v = sum[w * (size_t)dv + d] / cnt[w] - kn->centre[d];
+			s += v * v;
+		}
+		if (!(s > 1e-10)) {
+			cnt[w] = 0;
+			at_centre++;
+			continue;
+		}
+		k++;
+	}
 	if (!k) {
 		free(cnt);
-		cmr_errf(err, errlen, "no concept has %d image%s with a probability of at least %g (%zu words of labels "
-			 "have vectors)", min_count, min_count == 1 ? "" : "s", min_prob, nc);
+		if (at_centre)
+			cmr_errf(err, errlen, "every concept's prototype is the pool's centre (all %zu images in one "
+				 "concept): a larger pool, or no centre", pool->n);
+		else
+			cmr_errf(err, errlen, "no concept has %d image%s with a probability of at least %g (%zu words of "
+				 "labels have vectors)", min_count, min_count == 1 ? "" : "s", min_prob, nc);
 		goto fail;
 	}
 	kn->k = k, kn->dv = dv, kn->dw = dw;

@@ -1,7 +1,7 @@
 # t40-fuzz-corpus.sh - replays the fuzz corpora (tests/fuzz/corpus/) through the fuzz targets
 # without libFuzzer; under make check-asan this runs them with the sanitizers.
 . "$SRCDIR/tests/lib.sh"
-for target in stream npy tok image tuning index model caption tokfiles state kv labels tflite wordvec; do
+for target in stream npy tok image tuning index model caption tokfiles state kv labels tflite wordvec knowledge; do
 	begin "fuzz corpus replay: $target"
 	set -- "$SRCDIR"/tests/fuzz/corpus/$target/*
 	[ -e "$1" ] || why "corpus tests/fuzz/corpus/$target is empty"

@@ -280,14 +280,14 @@ fi
 printf 'dog 3 4 0\nbeach 0 0 2\nthe 1 0 0\n' >"$WORK/wv.txt"
 printf 'a.jpg#0\tThe Dog on the beach.\nb.jpg#0\tzebra crossing\nc.jpg#0\tDOG\n' >"$WORK/wv-cap.txt"
 
-begin "--word-vectors: each caption's found words as unit rows (kind vectors [N, D]); words without one skipped, counted; a caption without any left out, said"
+begin "--word-vectors: each caption's found words as unit rows (kind vectors [N, D]); words without one skipped, counted; a caption without any has no rows, said"
 run cmr-caption-ingest --word-vectors "$WORK/wv.txt" -o "$WORK/wv.cmr" "$WORK/wv-cap.txt"
 expect_status 0
 expect_stderr_has "3 of 8 words have no vector"
 expect_stderr_has "(e.g. 'on', 'zebra', 'crossing')"
-expect_stderr_has "1 captions have no word with a vector"
+expect_stderr_has "1 captions have no word with a vector: written without rows (they score 0)"
 cmr-dump list -H "$WORK/wv.cmr" | awk '$2 != 0 {print $4, $6, $NF}' >"$WORK/l"
-printf 'vectors [4,3] a#0\nvectors [1,3] c#0\n' | cmp -s - "$WORK/l" || why "records: $(cat "$WORK/l")"
+printf 'vectors [4,3] a#0\nvectors [0,3] b#0\nvectors [1,3] c#0\n' | cmp -s - "$WORK/l" || why "records: $(cat "$WORK/l")"
 cmr-dump show -k 'a#0' "$WORK/wv.cmr" | sed -n 2,5p | tr '\n' ' ' |
 	awk '{split("1 0 0 0.6 0.8 0 1 0 0 0 0 1", w, " "); e = NF != 12; for (i = 1; i <= 12; i++) if ($i - w[i] > 1e-6 || w[i] - $i > 1e-6) e = 1; exit e}' ||
 	why "rows: $(cmr-dump show -k 'a#0' "$WORK/wv.cmr")"

@@ -1,5 +1,5 @@
 /* replay.c - runs a fuzz target's input files through it without libFuzzer, so that every
- * machine replays the corpus in make check. Usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv|labels|tflite|wordvec FILE... */
+ * machine replays the corpus in make check. Usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv|labels|tflite|wordvec|knowledge FILE... */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +12,7 @@ int fuzz_stream_one(const uint8_t *data, size_t size);
 int fuzz_npy_one(const uint8_t *data, size_t size);
 int fuzz_tflite_one(const uint8_t *data, size_t size);
 int fuzz_wordvec_one(const uint8_t *data, size_t size);
+int fuzz_knowledge_one(const uint8_t *data, size_t size);
 int fuzz_tuning_one(const uint8_t *data, size_t size);
 int fuzz_index_one(const uint8_t *data, size_t size);
 int fuzz_model_one(const uint8_t *data, size_t size);
@@ -29,6 +30,7 @@ static const struct { const char *name; int (*fn)(const uint8_t *, size_t); } ta
 	{"model", fuzz_model_one}, {"caption", fuzz_caption_one},
 	{"tokfiles", fuzz_tokfiles_one}, {"state", fuzz_state_one}, {"kv", fuzz_kv_one}, {"labels", fuzz_labels_one},
 	{"tflite", fuzz_tflite_one}, {"wordvec", fuzz_wordvec_one},
+	{"knowledge", fuzz_knowledge_one},
 };
 
 int main(int argc, char **argv)
@@ -38,7 +40,7 @@ int main(int argc, char **argv)
 		if (strcmp(argv[1], targets[i].name) == 0)
 			fn = targets[i].fn;
 	if (!fn) {
-		fprintf(stderr, "usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv|labels|tflite|wordvec FILE...\n");
+		fprintf(stderr, "usage: fuzz-replay stream|npy|tok|image|tuning|index|model|caption|tokfiles|state|kv|labels|tflite|wordvec|knowledge FILE...\n");
 		return 2;
 	}
 	int n = 0;

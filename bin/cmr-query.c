@@ -13,6 +13,7 @@
 #include <cblas.h>
 #include <jansson.h>
 
+#include "eval.h"
 #include "fe.h"
 #include "image.h"
 #include "index.h"
@@ -22,19 +23,28 @@
 static const cmr_tool tool = {
 	"cmr-query",
 	"[-k N] [--nprobe N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.png --images ARCHIVE...]\n"
-	"[--force] [-o OUT] INDEX [QUERIES...]",
+	"[--force] [-o OUT] INDEX [QUERIES...]\n"
+	"cmr-query --score maxsim-mean [-k N] [-f tsv|jsonl|stream] [--sheet ...] [-o OUT] ITEMS.cmr [QUERIES...]",
 	"Search an index (cmr-index) with the embedding records of QUERIES (standard input when\n"
 	"none): the k stored vectors of highest cosine for each query, best first; a stored vector\n"
 	"scoring the same as another comes after it when it was indexed later. Text->image,\n"
 	"image->image and image->text search are this same operation on different indexes. The\n"
 	"queries must come from the model the index was built from (their provenance and the\n"
 	"index's say which: cmr-stream(5), cmr-index(5)).\n"
+	"With --score maxsim-mean, late interaction over multi-vector records instead, searched\n"
+	"exhaustively: ITEMS.cmr is a stream of them (kind vectors [N, D], e.g. an image's regions;\n"
+	"an embedding is one row), and a query's score with an item is the mean over the query's\n"
+	"rows of their best cosine among the item's rows (cmr-eval --score maxsim-mean's score\n"
+	"when texts query images); an item or query of no rows scores 0.\n"
 	"\nOutput formats (-f):\n"
 	"  tsv      query_key<TAB>rank<TAB>hit_key<TAB>score per line (the default)\n"
 	"  jsonl    {\"query\": KEY, \"hits\": [{\"key\": KEY, \"score\": S}, ...]} per line\n"
 	"  stream   hit records (kind hits, cmr-stream(5)), one per query\n"
 	"\nOptions:\n"
 	"  -k N                  hits per query (default 10)\n"
+	"      --score cosine|maxsim-mean\n"
+	"                        cosine against an index (default), or late interaction against\n"
+	"                        a stream of multi-vector records (their models are not compared)\n"
 	"      --nprobe N        IVF lists visited per query (default 8); more is slower and\n"
 	"                        closer to exact\n"
 	"  -j, --jobs N          search threads (default: the number of cores)\n"
@@ -54,7 +64,7 @@ static const cmr_tool tool = {
 enum fmt { F_TSV, F_JSONL, F_STREAM };
 
 struct opts {
-	int k, nprobe, jobs, thumb;
+	int k, nprobe, jobs, thumb, maxsim;
 	enum fmt fmt;
 	const char *sheet, *query_text;
 	const char **images;
@@ -65,7 +75,7 @@ struct opts {
 	int ninputs;
 };
 
-enum { OPT_NPROBE = 256, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT };
+enum { OPT_NPROBE = 256, OPT_SCORE, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT };
 
 /* the contact sheet's format, by FILE's extension: 1 PNG, 0 JPEG, -1 neither */
 static int sheet_format(const char *path)
@@ -82,6 +92,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{"nprobe", required_argument, NULL, OPT_NPROBE},
+		{"score", required_argument, NULL, OPT_SCORE},
 		{"format", required_argument, NULL, 'f'},
 		{"jobs", required_argument, NULL, 'j'},
 		{"sheet", required_argument, NULL, OPT_SHEET},
@@ -100,11 +111,17 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->jobs = ncpu > 0 ? (int)ncpu : 1;
 	o->thumb = 96;
 	o->images = calloc((size_t)argc, sizeof *o->images);
-	int c;
+	int c, nprobe_given = 0;
 	while ((c = getopt_long(argc, argv, "k:f:j:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k': o->k = (int)cmr_parse_int("-k", optarg, 1, 100000); break;
-		case OPT_NPROBE: o->nprobe = (int)cmr_parse_int("--nprobe", optarg, 1, 1 << 22); break;
+		case OPT_NPROBE: o->nprobe = (int)cmr_parse_int("--nprobe", optarg, 1, 1 << 22), nprobe_given = 1; break;
+		case OPT_SCORE:
+			if (strcmp(optarg, "maxsim-mean") == 0)
+				o->maxsim = 1;
+			else if (strcmp(optarg, "cosine") != 0)
+				cmr_usage_error("--score: '%s' is not cosine or maxsim-mean", optarg);
+			break;
 		case 'f':
 			if (strcmp(optarg, "tsv") == 0)
 				o->fmt = F_TSV;
@@ -127,7 +144,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		}
 	}
 	if (optind >= argc)
-		cmr_usage_error("give an index");
+		cmr_usage_error(o->maxsim ? "give a stream of items (multi-vector records)" : "give an index");
+	if (o->maxsim && nprobe_given)
+		cmr_usage_error("--nprobe is for an index, not --score maxsim-mean (an exhaustive search)");
 	if (o->sheet && !o->nimages)
 		cmr_usage_error("--sheet needs the images: --images ARCHIVE");
 	if (o->query_text && !o->sheet)
@@ -271,7 +290,7 @@ static cairo_status_t write_png_chunk(void *closure, const unsigned char *data, 
 /* The contact sheet (cmr-query(1)): per query a line with its key, then its hits left to
  * right, each a T x T thumbnail with "RANK  SCORE" and the key under it. Text by cairo's
  * sans-serif face; PNG by cairo, JPEG by libjpeg-turbo. */
-static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const float *score, const cmr_index *ix,
+static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const float *score, char *const *keys,
 		  uint64_t nq)
 {
 	uint64_t rows = nq < 32 ? nq : 32;
@@ -281,7 +300,7 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 	for (uint64_t q = 0; q < rows; q++)
 		for (int r = 0; r < k; r++)
 			if (ord[q * k + r] != UINT64_MAX)
-				thumbs[nthumbs++].key = ix->keys[ord[q * k + r]];
+				thumbs[nthumbs++].key = keys[ord[q * k + r]];
 	qsort(thumbs, nthumbs, sizeof *thumbs, cmp_thumb);
 	size_t u = 0;
 	for (size_t i = 0; i < nthumbs; i++)
@@ -317,7 +336,7 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 			if (oi == UINT64_MAX)
 				break;
 			int x0 = gap + r * (T + gap), ty = y0 + head;
-			thumb_t *t = find_thumb(ix->keys[oi]);
+			thumb_t *t = find_thumb(keys[oi]);
 			if (t && t->px) {
 				for (int i = 0; i < T * T; i++)
 					argb[i] = 0xff000000u | (uint32_t)t->px[3 * i] << 16 | (uint32_t)t->px[3 * i + 1] << 8 |
@@ -343,7 +362,7 @@ static void sheet(const struct opts *o, char **qkeys, const uint64_t *ord, const
 			cairo_set_source_rgb(cr, 1, 0.85, 0.3);
 			draw_text(cr, line, x0, ty + T + 11, T);
 			cairo_set_source_rgb(cr, 0.85, 0.85, 0.85);
-			draw_text(cr, ix->keys[oi], x0, ty + T + 24, T);
+			draw_text(cr, keys[oi], x0, ty + T + 24, T);
 		}
 	}
 	free(argb);
@@ -394,31 +413,51 @@ int main(int argc, char **argv)
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
 	char err[1024];
-	cmr_index *ix = cmr_index_open(o.index, err, sizeof err);
-	if (!ix)
-		cmr_die("%s", err);
-	/* the queries */
+	cmr_index *ix = NULL;
+	cmr_multi items = {0}, qm = {0};
 	cmr_vecs qv = {0};
-	char owner[4200];
-	snprintf(owner, sizeof owner, "the index %s", o.index);
-	cmr_origins qorg = {0}, iorg;
-	cmr_read_embeddings(o.inputs, o.ninputs, ix->dim, owner, &qv, &qorg);
-	cmr_origins_from_json(&iorg, ix->provenance, o.index);
-	cmr_origins_check(&iorg, &qorg);
-	cmr_origins_free(&iorg);
-	const float *q = qv.v;
-	char **qkeys = qv.keys;
-	uint64_t nq = qv.n;
+	cmr_origins qorg = {0};
+	char **qkeys, *const *keys;
+	uint64_t nq;
 	int k = o.k;
-	uint64_t *ord = malloc((nq * (uint64_t)k + 1) * sizeof *ord);
-	float *score = malloc((nq * (uint64_t)k + 1) * sizeof *score);
+	uint64_t *ord;
+	float *score;
+	if (o.maxsim) {
+		/* late interaction: every item's rows in memory, an exhaustive search */
+		char *items_in[1] = {(char *)o.index};
+		cmr_read_multi(items_in, 1, &items);
+		cmr_read_multi(o.inputs, o.ninputs, &qm);
+		if (items.n && qm.n && items.d != qm.d)
+			cmr_die("the queries have dimension %d, the items of %s %d", qm.d, o.index, items.d);
+		qkeys = qm.keys, keys = items.keys, nq = qm.n;
+		if (!items.n)
+			cmr_warn("%s holds no items: no hits", o.index);
+	} else {
+		if (!(ix = cmr_index_open(o.index, err, sizeof err)))
+			cmr_die("%s", err);
+		char owner[4200];
+		snprintf(owner, sizeof owner, "the index %s", o.index);
+		cmr_origins iorg;
+		cmr_read_embeddings(o.inputs, o.ninputs, ix->dim, owner, &qv, &qorg);
+		cmr_origins_from_json(&iorg, ix->provenance, o.index);
+		cmr_origins_check(&iorg, &qorg);
+		cmr_origins_free(&iorg);
+		qkeys = qv.keys, keys = ix->keys, nq = qv.n;
+	}
+	ord = malloc((nq * (uint64_t)k + 1) * sizeof *ord);
+	score = malloc((nq * (uint64_t)k + 1) * sizeof *score);
 	if (!ord || !score)
 		cmr_die("out of memory");
-	openblas_set_num_threads(1); /* -j threads in all: ours, each with its own sgemm */
 	if (!nq)
 		cmr_warn("no query embeddings in the input: no hits written");
-	if (nq && cmr_index_search(ix, q, nq, k, o.nprobe, o.jobs, ord, score) < 0)
-		cmr_die("out of memory searching");
+	if (o.maxsim) {
+		if (nq && cmr_maxsim_search(&cmr_ops_blas, &items, &qm, k, ord, score) < 0)
+			cmr_die("out of memory searching");
+	} else {
+		openblas_set_num_threads(1); /* -j threads in all: ours, each with its own sgemm */
+		if (nq && cmr_index_search(ix, qv.v, nq, k, o.nprobe, o.jobs, ord, score) < 0)
+			cmr_die("out of memory searching");
+	}
 	cmr_output out;
 	cmr_output_open(&out, o.output, o.fmt == F_STREAM);
 	cmr_writer *w = NULL;
@@ -439,11 +478,11 @@ int main(int argc, char **argv)
 		const float *si = score + i * k;
 		if (o.fmt == F_TSV) {
 			for (int r = 0; r < k && oi[r] != UINT64_MAX; r++)
-				fprintf(out.f, "%s\t%d\t%s\t%.6f\n", qkeys[i], r + 1, ix->keys[oi[r]], (double)si[r]);
+				fprintf(out.f, "%s\t%d\t%s\t%.6f\n", qkeys[i], r + 1, keys[oi[r]], (double)si[r]);
 		} else if (o.fmt == F_JSONL) {
 			json_t *hits = json_array();
 			for (int r = 0; r < k && oi[r] != UINT64_MAX; r++)
-				json_array_append_new(hits, json_pack("{s:s, s:f}", "key", ix->keys[oi[r]], "score", (double)si[r]));
+				json_array_append_new(hits, json_pack("{s:s, s:f}", "key", keys[oi[r]], "score", (double)si[r]));
 			json_t *j = json_pack("{s:s, s:o}", "query", qkeys[i], "hits", hits);
 			char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
 			fprintf(out.f, "%s\n", s);
@@ -454,7 +493,7 @@ int main(int argc, char **argv)
 			size_t need = 4;
 			int cnt = 0;
 			for (int r = 0; r < k && oi[r] != UINT64_MAX; r++, cnt++)
-				need += 6 + strlen(ix->keys[oi[r]]);
+				need += 6 + strlen(keys[oi[r]]);
 			if (need > pcap && !(payload = realloc(payload, pcap = need)))
 				cmr_die("out of memory");
 			size_t at = 0;
@@ -465,10 +504,10 @@ int main(int argc, char **argv)
 				memcpy(&bits, &si[r], 4);
 				for (int b = 0; b < 4; b++)
 					payload[at++] = (uint8_t)(bits >> (8 * b));
-				size_t kl = strlen(ix->keys[oi[r]]);
+				size_t kl = strlen(keys[oi[r]]);
 				payload[at++] = (uint8_t)kl;
 				payload[at++] = (uint8_t)(kl >> 8);
-				memcpy(payload + at, ix->keys[oi[r]], kl);
+				memcpy(payload + at, keys[oi[r]], kl);
 				at += kl;
 			}
 			cmr_record rec;
@@ -487,13 +526,16 @@ int main(int argc, char **argv)
 	}
 	cmr_output_commit(&out);
 	if (o.sheet)
-		sheet(&o, qkeys, ord, score, ix, nq);
+		sheet(&o, qkeys, ord, score, keys, nq);
 	cmr_vecs_free(&qv);
+	cmr_multi_free(&items);
+	cmr_multi_free(&qm);
 	cmr_origins_free(&qorg);
 	free(ord);
 	free(score);
 	free(payload);
 	free(o.images);
-	cmr_index_free(ix);
+	if (ix)
+		cmr_index_free(ix);
 	return cmr_exit(CMR_EXIT_OK);
 }

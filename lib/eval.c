@@ -514,3 +514,57 @@ int cmr_classify(const cmr_ops *ops, const float *img, size_t ni, const cmr_clas
 	free(sim);
 	return 0;
 }
+
+/* ---- search by late interaction (cmr-query --score maxsim-mean) ---- */
+typedef struct {
+	const float *row;
+} by_score;
+
+/* descending score, then ascending index: a candidate scoring the same as another comes after it */
+static int cmp_hit(const void *a, const void *b, void *ctx)
+{
+	const float *row = ((const by_score *)ctx)->row;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	if (row[x] != row[y])
+		return row[x] > row[y] ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+int cmr_maxsim_search(const cmr_ops *ops, const cmr_multi *items, const cmr_multi *queries, int k, uint64_t *ord,
+		      float *score)
+{
+	size_t n = items->n, nq = queries->n;
+	if (k < 1)
+		return -1;
+	size_t kk = (size_t)k < n ? (size_t)k : n;
+	/* queries a block: at most 16M scores, at least one query */
+	size_t qb = n ? (size_t)(16u << 20) / n : nq;
+	qb = qb < 1 ? 1 : qb > nq ? nq : qb;
+	float *sim = malloc((qb * n + 1) * sizeof *sim);
+	uint64_t *idx = malloc((n + 1) * sizeof *idx);
+	if (!sim || !idx) {
+		free(sim), free(idx);
+		return -1;
+	}
+	for (size_t q0 = 0; q0 < nq; q0 += qb) {
+		size_t m = nq - q0 < qb ? nq - q0 : qb;
+		if (n && cmr_maxsim_block(ops, queries, q0, m, items, 0, n, sim, n, 0) < 0) {
+			free(sim), free(idx);
+			return -1;
+		}
+		for (size_t q = 0; q < m; q++) {
+			by_score c = {sim + q * n};
+			for (size_t i = 0; i < n; i++)
+				idx[i] = i;
+			qsort_r(idx, n, sizeof *idx, cmp_hit, &c);
+			uint64_t *o = ord + (q0 + q) * (size_t)k;
+			float *s = score + (q0 + q) * (size_t)k;
+			for (size_t r = 0; r < (size_t)k; r++) {
+				o[r] = r < kk ? idx[r] : UINT64_MAX;
+				s[r] = r < kk ? c.row[idx[r]] : 0;
+			}
+		}
+	}
+	free(sim), free(idx);
+	return 0;
+}

@@ -45,6 +45,15 @@ int cmr_maxsim_block(const cmr_ops *ops, const cmr_multi *txt, size_t t0, size_t
 int cmr_eval_ranks_maxsim(const cmr_ops *ops, const cmr_multi *img, const cmr_multi *txt, const uint32_t *txt_img,
 			  uint32_t *i2t_rank, uint32_t *t2i_rank, size_t chunk);
 
+/* Search by late interaction: for each of the queries' items, the k items of highest score
+ * (cmr_maxsim_block with the query as the text: the mean over the query's rows of their best
+ * dot product among an item's rows), best first; an item scoring the same as another comes
+ * after it when it comes later in items. ord[q * k + r] is the r-th hit's index and
+ * score[q * k + r] its score; past the n items, UINT64_MAX and 0. Returns 0, or -1 when out of
+ * memory or k < 1. */
+int cmr_maxsim_search(const cmr_ops *ops, const cmr_multi *items, const cmr_multi *queries, int k, uint64_t *ord,
+		      float *score);
+
 /* cmr_eval_ranks re-ranked (fusion with a second model, MACK's and MASK's): each query's top
  * k candidates by the cosine of img and txt are put in the order of cosine + beta x the
  * late-interaction score of img2 and txt2 (items in the same order as img and txt; an item

@@ -87,6 +87,33 @@ cmr-dump list "$WORK/c1.cmr" | grep -q " \[0,4\]  .* c#0$" || why "'a tree' got 
 cmr-dump list "$WORK/c1.cmr" | grep -q " \[0,4\]  .* d#0$" || why "'zebra' got a prototype"
 end
 
+begin "cmr-query --score maxsim-mean: one row each ranks as cosine over an index; captions' rows against regions, best first; no rows scores 0"
+cmr-index -q -o "$WORK/pooled.idx" "$WORK/pooled.cmr" || why "cmr-index failed"
+cmr-query -k 5 "$WORK/pooled.idx" "$WORK/pooled.cmr" >"$WORK/cos.tsv" || why "cmr-query (cosine) failed"
+run cmr-query --score maxsim-mean -k 5 "$WORK/pooled.cmr" "$WORK/pooled.cmr"
+expect_status 0
+# the same hits in the same order; scores within float rounding (two different products)
+paste "$WORK/cos.tsv" "$OUT" | awk -F'\t' '$1 != $5 || $2 != $6 || $3 != $7 || $4 - $8 > 2e-6 || $8 - $4 > 2e-6 {bad++} END {exit bad > 0 || NR != '"$((N * 5))"'}' ||
+	why "maxsim-mean of one row each differs from the index's cosine: $(paste "$WORK/cos.tsv" "$OUT" | head -3)"
+run cmr-query --score maxsim-mean -k 3 -f jsonl "$WORK/r1.cmr" "$WORK/c1.cmr"
+expect_status 0
+[ "$(wc -l <"$OUT")" -eq 4 ] || why "not one line per caption"
+grep -q '"query":"a#0","hits":\[{"key":"[^"]*","score":' "$OUT" || why "jsonl: $(head -c 200 "$OUT")"
+grep '"query":"c#0"' "$OUT" | grep -q '"score":0\.0[,}]' || why "a caption of no rows does not score 0: $(grep c#0 "$OUT")"
+run cmr-query --score maxsim-mean -k 3 "$WORK/r1.cmr" "$WORK/c1.cmr"
+awk -F'\t' '$1 == p && $4 > s + 0 {bad++} {p = $1; s = $4} END {exit bad > 0}' "$OUT" || why "hits not best first"
+run cmr-query --score maxsim-mean --nprobe 4 "$WORK/r1.cmr" "$WORK/c1.cmr"
+expect_status 2
+expect_stderr_has "--nprobe is for an index"
+cmr-caption-ingest -q -f flickr --word-vectors "$WORK/wv.json" -o "$WORK/c3.cmr" "$WORK/cap.txt"
+run cmr-query --score maxsim-mean "$WORK/r1.cmr" "$WORK/c3.cmr"
+expect_status 1
+expect_stderr_has "dimension"
+run cmr-query --score dot "$WORK/r1.cmr"
+expect_status 2
+expect_stderr_has "is not cosine or maxsim-mean"
+end
+
 begin "map: learns the mapping on the concepts' own pairs; apply --mapped puts features in the word space"
 K=$(cmr-knowledge info "$WORK/k.st" | awk '$1 == "concepts" {print $2}')
 if [ "$K" -ge 2 ]; then

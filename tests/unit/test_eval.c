@@ -171,6 +171,71 @@ TEST(maxsim_of_single_rows_ranks_as_cosine)
 	cmr_multi_free(&txt);
 }
 
+/* search (cmr-query --score maxsim-mean): each query's hits are the items in the order of
+ * the brute-force score, ties to the earlier item; an item of no rows scores 0; past n, none */
+TEST(maxsim_search_is_the_sorted_brute_force)
+{
+	cmr_multi img = {0}, txt = {0};
+	multi_random(&img, 30, 7, 8);
+	multi_random(&txt, 11, 4, 8);
+	/* a copy of item 4 later (a tie: it must come after 4) and an item of no rows */
+	CHECK(cmr_multi_push(&img, img.v + img.off[4] * 8, img.off[5] - img.off[4], 8, "copy-of-4") == 0);
+	CHECK(cmr_multi_push(&img, NULL, 0, 8, "empty") == 0);
+	size_t n = img.n;
+	float sim[11 * 32], worst = 0;
+	CHECK(n == 32 && cmr_maxsim_block(&cmr_ops_ref, &txt, 0, 11, &img, 0, n, sim, n, 0) == 0);
+	for (int o = 0; o < 2; o++) {
+		const cmr_ops *ops = o ? &cmr_ops_blas : &cmr_ops_ref;
+		int k = o ? 40 : 5; /* more than n: the rest is empty */
+		uint64_t ord[11 * 40];
+		float score[11 * 40];
+		CHECK(cmr_maxsim_search(ops, &img, &txt, k, ord, score) == 0);
+		for (size_t q = 0; q < 11; q++) {
+			const float *row = sim + q * n;
+			for (int r = 0; r < k; r++) {
+				uint64_t h = ord[q * (size_t)k + (size_t)r];
+				if ((size_t)r >= n) {
+					CHECK(h == UINT64_MAX);
+					continue;
+				}
+				/* how many items rank above h by the reference score (ties: earlier) */
+				size_t above = 0;
+				for (size_t i = 0; i < n; i++)
+					above += row[i] > row[h] || (row[i] == row[h] && i < h);
+				if (o == 0)
+					CHECK(above == (size_t)r && score[q * (size_t)k + (size_t)r] == row[h]);
+				else { /* blas: each hit's score is its reference score */
+					float e = fabsf(score[q * (size_t)k + (size_t)r] - row[h]);
+					worst = e > worst ? e : worst;
+				}
+				if (h == 31)
+					CHECK(score[q * (size_t)k + (size_t)r] == 0);
+			}
+			/* the copy of item 4 comes right after it (where both are among the hits) */
+			int p4 = -1, pc = -1;
+			for (int r = 0; r < k && (size_t)r < n; r++) {
+				if (ord[q * (size_t)k + (size_t)r] == 4)
+					p4 = r;
+				if (ord[q * (size_t)k + (size_t)r] == 30)
+					pc = r;
+			}
+			if (o == 1) /* all 32 are hits, best first (the copy's may differ from 4's by BLAS's rounding) */
+				for (int r = 1; r < (int)n; r++)
+					CHECK(score[q * (size_t)k + (size_t)r] <= score[q * (size_t)k + (size_t)r - 1]);
+			if (o == 0 && p4 >= 0 && p4 < k - 1)
+				CHECK(pc == p4 + 1);
+		}
+	}
+	if (getenv("CMR_TEST_VERBOSE"))
+		fprintf(stderr, "maxsim search, blas vs ref: worst %g\n", (double)worst);
+	CHECK(worst < 2e-7f); /* measured 6e-8 */
+	uint64_t o1;
+	float s1;
+	CHECK(cmr_maxsim_search(&cmr_ops_ref, &img, &txt, 0, &o1, &s1) == -1);
+	cmr_multi_free(&img);
+	cmr_multi_free(&txt);
+}
+
 /* ---- fusion: re-ranking the top k by a second score ---- */
 static double fuse_second(const cmr_multi *t, size_t a, const cmr_multi *im, size_t b)
 {

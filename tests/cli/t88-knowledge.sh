@@ -159,6 +159,40 @@ expect_status 2
 expect_stderr_has "--fuse-beta and --fuse-top are for fusion"
 end
 
+begin "pipelines/mask.mk runs on small archives: every row of the table, and the fusion rows with a paired model's streams; a second make has nothing to do"
+mkdir -p "$WORK/data" "$WORK/lit"
+(cd "$SRCDIR/tests/fixtures/images" && tar cf "$WORK/data/pool.tar" *.png *.webp && tar cf "$WORK/data/test.tar" rgb8.png rgba8.png gray8.png palette8.png)
+printf 'rgb8.png#0\ta red ball\nrgb8.png#1\tthe football\nrgba8.png#0\ta sports car\ngray8.png#0\ta car\npalette8.png#0\ta tree\nother.png#0\ta ball\n' >"$WORK/data/cap.txt"
+# the paired model's streams: any embeddings of the test images and their captions in one space
+printf 'rgb8.png\nrgba8.png\ngray8.png\npalette8.png\n' >"$WORK/data/test.list"
+cmr-decode -q -s 8 "$WORK/data/test.tar" | cmr-encode -q -m "$WORK/m.tflite" -F pooled >"$WORK/lit/pooled.cmr"
+cmr-knowledge map -q --steps 20 -o "$WORK/km2.st" "$WORK/k.st" &&
+	cmr-knowledge apply --mapped -o "$WORK/lit/images-emb.cmr" "$WORK/km2.st" "$WORK/lit/pooled.cmr" || why "no mapping"
+cmr-caption-ingest -q -f flickr --only "$WORK/data/test.list" --word-vectors "$WORK/wv.json" --mean \
+	-o "$WORK/lit/texts-emb.cmr" "$WORK/data/cap.txt"
+set -- -s -C "$SRCDIR" -f pipelines/mask.mk SHARED="$WORK/data" POOL="$WORK/data/pool.tar" TEST="$WORK/data/test.tar" \
+	CAPTIONS="$WORK/data/cap.txt" MODEL="$WORK/m.tflite" LABELS="$WORK/labels.txt" WORDVEC="$WORK/wv.json" \
+	STOPWORDS="$WORK/stop.txt" SIZE=8 MIN_PROB=0 MIN_COUNT=1 MAP_ARGS="--steps 20" LIT="$WORK/lit" BETAS="0 0.5" \
+	OUT="$WORK/mask" BIN="$BUILD/bin"
+run make "$@"
+expect_status 0
+mkdir -p "$WORK/mask" && touch "$WORK/mask/results.md" # (the checks below fail on an empty one)
+for r in "prototypes:" "prototypes + OOD" "learned mapping: regions" "learned mapping, whole image" \
+	"mapping (whole image) + prototypes" "paired: locked-image" "beta 0 |" "beta 0.5 |"; do
+	grep -qF "$r" "$WORK/mask/results.md" || why "no row '$r': $(cat "$WORK/mask/results.md")"
+done
+# rows of three recalls each way
+[ "$(grep -cE '^\| [^|]+ \| [0-9.]+ / [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ / [0-9.]+ \|$' "$WORK/mask/results.md")" -eq 8 ] ||
+	why "not 8 rows of recalls: $(cat "$WORK/mask/results.md")"
+# beta 0 re-ranks nothing: the paired model's own recalls
+[ "$(grep 'paired: locked' "$WORK/mask/results.md" | cut -d'|' -f3-)" = "$(grep 'beta 0 |' "$WORK/mask/results.md" | cut -d'|' -f3-)" ] ||
+	why "beta 0 differs from the paired model alone"
+grep -q "Chance: R@K = K/4 for text->image (R@10 100.0%)" "$WORK/mask/results.md" || why "no chance line"
+touch "$BUILD/bin/cmr-encode" # a rebuilt tool does not redo the encoding (order-only)
+run make -q "$@"
+expect_status 0
+end
+
 begin "bad inputs: a truncated knowledge file, labels that do not match the classes, options without their mode"
 head -c 100 "$WORK/k.st" >"$WORK/cut.st"
 run cmr-knowledge info "$WORK/cut.st"

@@ -451,6 +451,7 @@ int main(int argc, char **argv)
 	if (!nq)
 		cmr_warn("no query embeddings in the input: no hits written");
 	if (o.maxsim) {
+		cmr_ops_set_threads(o.jobs); /* -j: the products' threads */
 		if (nq && cmr_maxsim_search(&cmr_ops_blas, &items, &qm, k, ord, score) < 0)
 			cmr_die("out of memory searching");
 	} else {

@@ -20,18 +20,22 @@ describe() {
 	esac
 }
 
-# R@1 R@5 R@10 of one direction of a cmr-eval --json file (its members in cmr-eval's order)
+# R@1 R@5 R@10 and the median rank of one direction of a cmr-eval --json file (its members in cmr-eval's order)
 recall() { # file direction
 	awk -v dir="\"$2\":" '
 		$1 == dir { on = 1; next }
 		on && /^  }/ { exit }
 		on && $1 ~ /^"R@(1|5|10)":$/ { v = $2; sub(/,$/, "", v); printf "%s%.1f", n++ ? " / " : "", v }
-		END { if (n != 3) exit 1 }' "$1"
+		on && $1 == "\"median_rank\":" { m = $2; sub(/,$/, "", m) }
+		END { if (n != 3 || m == "") exit 1; printf " | %g", m }' "$1"
 }
 
 FUSE_TOP=${FUSE_TOP:-20}
-echo "| method | text->image R@1 / R@5 / R@10 | image->text R@1 / R@5 / R@10 |"
-echo "|---|---|---|"
+echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load $(cut -d' ' -f1-3 /proc/loadavg);"
+echo "make -f pipelines/mask.mk${MAKE_VARS:+ $MAKE_VARS} (OUT=$OUT)."
+echo
+echo "| method | text->image R@1 / R@5 / R@10 | medr | image->text R@1 / R@5 / R@10 | medr |"
+echo "|---|---|---|---|---|"
 for r in $ROWS $FUSED; do
 	f=$OUT/$r.json
 	[ -f "$f" ] || { echo "mask-table.sh: $f missing" >&2; exit 1; }

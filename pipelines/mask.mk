@@ -150,7 +150,7 @@ $(OUT)/fused-%.json: $(LIT)/images-emb.cmr $(LIT)/texts-emb.cmr $(OUT)/regions-p
 		--fuse-beta $* --fuse-top $(FUSE_TOP) $(LIT)/images-emb.cmr $(LIT)/texts-emb.cmr >$@.tmp && mv $@.tmp $@
 
 $(OUT)/results.md: $(ROWS:%=$(OUT)/%.json) $(FUSED:%=$(OUT)/%.json) pipelines/mask-table.sh
-	FUSE_TOP=$(FUSE_TOP) sh pipelines/mask-table.sh $(OUT) "$(ROWS)" "$(FUSED)" >$@.tmp
+	FUSE_TOP=$(FUSE_TOP) MAKE_VARS="$(strip $(MAKEOVERRIDES))" sh pipelines/mask-table.sh $(OUT) "$(ROWS)" "$(FUSED)" >$@.tmp
 	mv $@.tmp $@
 	@cat $@
 

@@ -182,8 +182,8 @@ for r in "prototypes:" "prototypes + OOD" "learned mapping: regions" "learned ma
 	grep -qF "$r" "$WORK/mask/results.md" || why "no row '$r': $(cat "$WORK/mask/results.md")"
 done
 # rows of three recalls each way
-[ "$(grep -cE '^\| [^|]+ \| [0-9.]+ / [0-9.]+ / [0-9.]+ \| [0-9.]+ / [0-9.]+ / [0-9.]+ \|$' "$WORK/mask/results.md")" -eq 8 ] ||
-	why "not 8 rows of recalls: $(cat "$WORK/mask/results.md")"
+[ "$(grep -cE '^\| [^|]+ \| [0-9.]+ / [0-9.]+ / [0-9.]+ \| [0-9.]+ \| [0-9.]+ / [0-9.]+ / [0-9.]+ \| [0-9.]+ \|$' "$WORK/mask/results.md")" -eq 8 ] ||
+	why "not 8 rows of recalls and median ranks: $(cat "$WORK/mask/results.md")"
 # beta 0 re-ranks nothing: the paired model's own recalls
 [ "$(grep 'paired: locked' "$WORK/mask/results.md" | cut -d'|' -f3-)" = "$(grep 'beta 0 |' "$WORK/mask/results.md" | cut -d'|' -f3-)" ] ||
 	why "beta 0 differs from the paired model alone"

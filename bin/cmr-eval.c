@@ -122,12 +122,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_BOOT: o->bootstrap = (int)cmr_parse_int("--bootstrap", optarg, 1, 100000); break;
 		case OPT_SEED: o->seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
 		case OPT_CHUNK: o->chunk = (size_t)cmr_parse_int("--chunk", optarg, 1, 1 << 20); break;
-		case OPT_SCORE:
-			if (strcmp(optarg, "maxsim-mean") == 0)
-				o->maxsim = 1;
-			else if (strcmp(optarg, "cosine") != 0)
-				cmr_usage_error("--score: '%s' is not cosine or maxsim-mean", optarg);
-			break;
+		case OPT_SCORE: o->maxsim = cmr_parse_score(optarg); break;
 		case OPT_LABELS: o->labels = optarg; break;
 		case OPT_FIMG: o->fuse_images = optarg; break;
 		case OPT_FTXT: o->fuse_texts = optarg; break;

@@ -116,12 +116,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case 'k': o->k = (int)cmr_parse_int("-k", optarg, 1, 100000); break;
 		case OPT_NPROBE: o->nprobe = (int)cmr_parse_int("--nprobe", optarg, 1, 1 << 22), nprobe_given = 1; break;
-		case OPT_SCORE:
-			if (strcmp(optarg, "maxsim-mean") == 0)
-				o->maxsim = 1;
-			else if (strcmp(optarg, "cosine") != 0)
-				cmr_usage_error("--score: '%s' is not cosine or maxsim-mean", optarg);
-			break;
+		case OPT_SCORE: o->maxsim = cmr_parse_score(optarg); break;
 		case 'f':
 			if (strcmp(optarg, "tsv") == 0)
 				o->fmt = F_TSV;

@@ -359,6 +359,15 @@ const char *cmr_parse_model(const char *arg)
 	return out[n++];
 }
 
+int cmr_parse_score(const char *s)
+{
+	if (strcmp(s, "maxsim-mean") == 0)
+		return 1;
+	if (strcmp(s, "cosine") != 0)
+		cmr_usage_error("--score: '%s' is not cosine or maxsim-mean", s);
+	return 0;
+}
+
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max)
 {
 	char *end;

@@ -107,6 +107,9 @@ int cmr_common_option(int c);
 long long cmr_parse_int(const char *opt, const char *s, long long min, long long max);
 /* The same for a decimal number (strtod's syntax) in [min, max]. */
 double cmr_parse_double(const char *opt, const char *s, double min, double max);
+/* --score: 0 for cosine, 1 for maxsim-mean (late interaction, cmr-eval and cmr-query), or a
+ * usage error. */
+int cmr_parse_score(const char *s);
 /* -m MODEL: the checkpoint directory it names (a path, a config.json, or a Hugging Face hub
  * id in the local cache: cmr_model_resolve), or death with a message that says what was
  * found there and what to do. */

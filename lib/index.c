@@ -825,47 +825,12 @@ static void *search_job(void *arg)
 	const cmr_index *ix = j->ix;
 	uint32_t d = ix->dim;
 	const uint64_t chunk = 4096;
-	uint64_t nq = j->q1 - j->q0;
 	heap h = {malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
-	float *buf = malloc((chunk > ix->nlist ? chunk : ix->nlist) * (ix->code == CMR_CODE_F32 && ix->kind == CMR_INDEX_FLAT ? 64 : 1) * sizeof(float) + 64);
+	float *buf = malloc((chunk > ix->nlist ? chunk : ix->nlist) * sizeof(float) + 64);
 	float *qs = malloc(d * sizeof(float));
 	int *probe = malloc(((size_t)j->nprobe + 1) * sizeof *probe);
 	if (!h.s || !h.o || !buf || !qs || !probe) {
 		j->rc = -1;
-		goto out;
-	}
-	if (ix->kind == CMR_INDEX_FLAT && ix->code == CMR_CODE_F32) {
-		/* blocks of up to 64 queries against chunks of rows, sgemm; one heap per query */
-		for (uint64_t b0 = 0; b0 < nq; b0 += 64) {
-			uint64_t m = nq - b0 < 64 ? nq - b0 : 64;
-			heap *hs = calloc(m, sizeof *hs);
-			int ok = hs != NULL;
-			for (uint64_t i = 0; ok && i < m; i++) {
-				hs[i] = (heap){malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
-				ok = hs[i].s && hs[i].o;
-			}
-			for (uint64_t r0 = 0; ok && r0 < ix->n; r0 += chunk) {
-				uint64_t rows = ix->n - r0 < chunk ? ix->n - r0 : chunk;
-				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)rows, (int)d, 1.0f,
-					    j->q + (j->q0 + b0) * d, (int)d, (const float *)ix->vectors + r0 * d, (int)d, 0.0f, buf, (int)rows);
-				for (uint64_t i = 0; i < m; i++)
-					for (uint64_t r = 0; r < rows; r++)
-						heap_push(&hs[i], buf[i * rows + r], ix->ord[r0 + r]);
-			}
-			for (uint64_t i = 0; i < m; i++) {
-				if (ok)
-					finish(&hs[i], j->ho + (j->q0 + b0 + i) * j->k, j->hs + (j->q0 + b0 + i) * j->k);
-				if (hs) {
-					free(hs[i].s);
-					free(hs[i].o);
-				}
-			}
-			free(hs);
-			if (!ok) {
-				j->rc = -1;
-				goto out;
-			}
-		}
 		goto out;
 	}
 	for (uint64_t qi = j->q0; qi < j->q1; qi++) {
@@ -922,6 +887,112 @@ out:
 	return NULL;
 }
 
+/* Flat f32 search: fixed blocks of FLAT_QB queries by FLAT_RB rows, one sgemm each, so that
+ * a score comes from the same product whatever the number of threads (FAISS's
+ * IndexFlatIP blocks the same way: every query of a block shares one pass over the rows).
+ * The threads share out a block's row chunks (contiguous runs), each keeping a heap per
+ * query; the heaps are merged in the caller. The top k under the total order (score,
+ * ordinal) is one set, so the merge order does not matter. */
+#define FLAT_QB 1024
+#define FLAT_RB 1024
+
+typedef struct {
+	const cmr_index *ix;
+	const float *q; /* the block's queries */
+	uint64_t m;     /* queries in the block */
+	uint64_t c0, c1; /* row chunks [c0, c1) */
+	heap *h;        /* [m] */
+	float *buf;     /* [FLAT_QB * FLAT_RB] */
+} flat_job;
+
+static void *flat_job_run(void *arg)
+{
+	flat_job *j = arg;
+	const cmr_index *ix = j->ix;
+	uint32_t d = ix->dim;
+	for (uint64_t c = j->c0; c < j->c1; c++) {
+		uint64_t r0 = c * FLAT_RB, rows = ix->n - r0 < FLAT_RB ? ix->n - r0 : FLAT_RB;
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->m, (int)rows, (int)d, 1.0f, j->q, (int)d,
+			    (const float *)ix->vectors + r0 * d, (int)d, 0.0f, j->buf, (int)rows);
+		const uint64_t *ord = ix->ord + r0;
+		for (uint64_t i = 0; i < j->m; i++) {
+			heap *h = &j->h[i];
+			const float *row = j->buf + i * rows;
+			/* most scores are below the k-th best so far: one comparison each */
+			float thr = h->n < h->k ? -INFINITY : h->s[0];
+			for (uint64_t r = 0; r < rows; r++)
+				if (row[r] >= thr) {
+					heap_push(h, row[r], ord[r]);
+					thr = h->n < h->k ? -INFINITY : h->s[0];
+				}
+		}
+	}
+	return NULL;
+}
+
+static int flat_search(const cmr_index *ix, const float *q, uint64_t nq, int k, int threads, uint64_t *hits_ord,
+		       float *hits_score)
+{
+	uint64_t nchunks = (ix->n + FLAT_RB - 1) / FLAT_RB;
+	if ((uint64_t)threads > nchunks)
+		threads = nchunks ? (int)nchunks : 1;
+	uint64_t qb = nq < FLAT_QB ? nq : FLAT_QB;
+	flat_job *jobs = calloc((size_t)threads, sizeof *jobs);
+	pthread_t *th = calloc((size_t)threads, sizeof *th);
+	int rc = jobs && th ? 0 : -1;
+	for (int t = 0; !rc && t < threads; t++) {
+		jobs[t].ix = ix;
+		jobs[t].h = calloc(qb + 1, sizeof *jobs[t].h);
+		jobs[t].buf = malloc(qb * FLAT_RB * sizeof(float) + 64);
+		if (!jobs[t].h || !jobs[t].buf)
+			rc = -1;
+		for (uint64_t i = 0; !rc && i < qb; i++) {
+			jobs[t].h[i] = (heap){malloc((size_t)k * sizeof(float)), malloc((size_t)k * sizeof(uint64_t)), 0, k};
+			if (!jobs[t].h[i].s || !jobs[t].h[i].o)
+				rc = -1;
+		}
+	}
+	for (uint64_t b0 = 0; !rc && b0 < nq; b0 += FLAT_QB) {
+		uint64_t m = nq - b0 < FLAT_QB ? nq - b0 : FLAT_QB;
+		for (int t = 0; t < threads; t++) {
+			flat_job *j = &jobs[t];
+			j->q = q + b0 * ix->dim, j->m = m;
+			j->c0 = nchunks * (uint64_t)t / (uint64_t)threads, j->c1 = nchunks * (uint64_t)(t + 1) / (uint64_t)threads;
+			for (uint64_t i = 0; i < m; i++)
+				j->h[i].n = 0;
+		}
+		int started = 1;
+		for (int t = 1; t < threads; t++, started++)
+			if (pthread_create(&th[t], NULL, flat_job_run, &jobs[t]) != 0)
+				break;
+		flat_job_run(&jobs[0]);
+		for (int t = 1; t < threads; t++) {
+			if (t < started)
+				pthread_join(th[t], NULL);
+			else
+				flat_job_run(&jobs[t]); /* no thread: do it here */
+		}
+		for (uint64_t i = 0; i < m; i++) {
+			heap *h = &jobs[0].h[i];
+			for (int t = 1; t < threads; t++)
+				for (int e = 0; e < jobs[t].h[i].n; e++)
+					heap_push(h, jobs[t].h[i].s[e], jobs[t].h[i].o[e]);
+			finish(h, hits_ord + (b0 + i) * (uint64_t)k, hits_score + (b0 + i) * (uint64_t)k);
+		}
+	}
+	for (int t = 0; jobs && t < threads; t++) {
+		for (uint64_t i = 0; jobs[t].h && i < qb; i++) {
+			free(jobs[t].h[i].s);
+			free(jobs[t].h[i].o);
+		}
+		free(jobs[t].h);
+		free(jobs[t].buf);
+	}
+	free(jobs);
+	free(th);
+	return rc;
+}
+
 int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, int nprobe, int threads,
 		     uint64_t *hits_ord, float *hits_score)
 {
@@ -933,6 +1004,8 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, in
 		nprobe = (int)ix->nlist;
 	if (threads < 1)
 		threads = 1;
+	if (ix->kind == CMR_INDEX_FLAT && ix->code == CMR_CODE_F32)
+		return flat_search(ix, q, nq, k, threads, hits_ord, hits_score);
 	if ((uint64_t)threads > nq)
 		threads = nq ? (int)nq : 1;
 	job_t *jobs = calloc((size_t)threads, sizeof *jobs);
@@ -942,9 +1015,8 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, in
 		free(th);
 		return -1;
 	}
-	/* threads take whole blocks of 64 queries (the flat search's sgemm blocks), so that a
-	 * query's scores come from the same product whatever the number of threads: results
-	 * do not depend on it */
+	/* threads take whole blocks of 64 queries, so that the split of the queries, and so the
+	 * results, do not depend on the number of threads */
 	uint64_t nb = (nq + 63) / 64;
 	for (int t = 0; t < threads; t++) {
 		uint64_t q0 = nb * (uint64_t)t / (uint64_t)threads * 64, q1 = nb * (uint64_t)(t + 1) / (uint64_t)threads * 64;

@@ -1,61 +1,82 @@
 #!/bin/sh
 # index.sh - queries/s of cmr-query on flat and IVF indexes of 100k and 1M clustered random
-# vectors of dimension 512 (tests/tools/mkvec), with recall@10 against exact search, next to
-# FAISS IndexFlatIP and IndexIVFFlat (Debian python3-faiss) with the same nlist, nprobe,
-# training sample, k-means iterations and threads, in the same run. Writes its section of
-# bench/RESULTS.md. Needs a built tree (make check builds mkvec) and python3-faiss.
+# vectors of dimension 512 (tests/tools/mkvec), with recall@10 against exact search, and the
+# IVF build time, at 1 and 2 threads, next to FAISS IndexFlatIP and IndexIVFFlat (Debian
+# python3-faiss) with the same nlist, nprobe, training sample, k-means iterations and threads,
+# in the same run. Every figure is the best of RUNS (default 3) with the spread (worst). FAISS
+# runs with OMP_WAIT_POLICY=PASSIVE (its idle OpenMP threads otherwise spin against
+# OpenBLAS's). Writes its section of bench/RESULTS.md. Needs a built tree (make check builds
+# mkvec) and python3-faiss. SIZES="100000" for a shorter run.
 set -eu
 . bench/lib.sh
 PATH=$PWD/build/bin:$PATH
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-TH=$(nproc)
+RUNS=${RUNS:-3}
+SIZES=${SIZES:-100000 1000000}
+THREADS=${THREADS:-1 2}
 NQ=1000
 NPROBE=16
 ITERS=10
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 now() { date +%s.%N; }
+# best and worst of RUNS: "best (worst)" of a rate (N / seconds) or of seconds
+timeit() { # OUT_FILE CMD...: appends the seconds of each run
+	o=$1
+	shift
+	for _ in $(seq "$RUNS"); do
+		t0=$(now)
+		"$@"
+		t1=$(now)
+		echo "$t1 - $t0" | bc -l >>"$o"
+	done
+}
+rate() { sort -g "$2" | awk -v n="$1" 'NR == 1 { b = n / $1 } { w = n / $1 } END { printf "%.0f (%.0f)", b, w }'; }
+secs() { sort -g "$1" | awk 'NR == 1 { b = $1 } { w = $1 } END { printf "%.1f (%.1f)", b, w }'; }
 rows=""
-for N in 100000 1000000; do
-	NLIST=$([ $N -gt 100000 ] && echo 1024 || echo 256)
+for N in $SIZES; do
+	NLIST=$([ "$N" -gt 100000 ] && echo 1024 || echo 256)
 	SAMPLE=$((64 * NLIST))
-	build/tests/mkvec $N 512 2000 1.4 1 >"$T/base.cmr"
-	build/tests/mkvec $((N + NQ)) 512 2000 1.4 1 v $N >"$T/q.cmr"
-	t0=$(now)
-	cmr-index -o "$T/flat.idx" "$T/base.cmr"
-	t1=$(now)
-	cmr-index --ivf $NLIST --sample $SAMPLE --iter $ITERS -o "$T/ivf.idx" "$T/base.cmr"
-	t2=$(now)
-	cmr-query -j $TH -k 10 "$T/flat.idx" "$T/q.cmr" >"$T/exact.tsv"
-	t3=$(now)
-	cmr-query -j $TH -k 10 --nprobe $NPROBE "$T/ivf.idx" "$T/q.cmr" >"$T/ivf.tsv"
-	t4=$(now)
-	rec=$(awk -F'\t' 'NR == FNR { a[$1 " " $3] = 1; next } ($1 " " $3) in a { h++ } END { printf "%.4f", h / FNR }' "$T/exact.tsv" "$T/ivf.tsv")
-	fq=$(echo "$NQ / ($t3 - $t2)" | bc -l)
-	iq=$(echo "$NQ / ($t4 - $t3)" | bc -l)
-	bi=$(echo "$t2 - $t1" | bc -l)
+	build/tests/mkvec "$N" 512 2000 1.4 1 >"$T/base.cmr"
+	build/tests/mkvec $((N + NQ)) 512 2000 1.4 1 v "$N" >"$T/q.cmr"
+	cmr-index -q -o "$T/flat.idx" "$T/base.cmr"
 	cmr-dump to-npy -o "$T/base.npy" "$T/base.cmr"
 	cmr-dump to-npy -o "$T/q.npy" "$T/q.cmr"
-	rm -f "$T/base.cmr" "$T/flat.idx" "$T/ivf.idx"
-	set -- $(OMP_NUM_THREADS=$TH /usr/bin/python3 bench/faiss_peer.py "$T/base.npy" "$T/q.npy" $NLIST $NPROBE $TH $SAMPLE $ITERS "$T/fx.npy")
-	rows="$rows| $N | flat | $(printf '%.0f' "$fq") | 1 (exact) | $(printf '%.0f' "$1") | 1 (exact) |
-| $N | IVF nlist $NLIST, nprobe $NPROBE | $(printf '%.0f' "$iq") | $rec | $(printf '%.0f' "$2") | $3 |
+	for TH in $THREADS; do
+		rm -f "$T"/*.t
+		timeit "$T/build.t" env OMP_NUM_THREADS="$TH" cmr-index -q --ivf "$NLIST" --sample "$SAMPLE" --iter "$ITERS" \
+			-o "$T/ivf.idx" "$T/base.cmr"
+		timeit "$T/flat.t" sh -c "cmr-query -j $TH -k 10 '$T/flat.idx' '$T/q.cmr' >'$T/exact.tsv'"
+		timeit "$T/ivf.t" sh -c "cmr-query -j $TH -k 10 --nprobe $NPROBE '$T/ivf.idx' '$T/q.cmr' >'$T/ivf.tsv'"
+		rec=$(awk -F'\t' 'NR == FNR { a[$1 " " $3] = 1; next } ($1 " " $3) in a { h++ } END { printf "%.4f", h / FNR }' \
+			"$T/exact.tsv" "$T/ivf.tsv")
+		set -- $(OMP_NUM_THREADS="$TH" OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/faiss_peer.py "$T/base.npy" \
+			"$T/q.npy" "$NLIST" "$NPROBE" "$TH" "$SAMPLE" "$ITERS" "$RUNS")
+		rows="$rows| $N | $TH | flat | $(rate $NQ "$T/flat.t") | 1 (exact) | $1 ($2) | 1 (exact) |
+| $N | $TH | IVF nlist $NLIST, nprobe $NPROBE | $(rate $NQ "$T/ivf.t") | $rec | $3 ($4) | $5 |
+| $N | $TH | IVF build (train + add), seconds | $(secs "$T/build.t") | | $6 ($7) | |
 "
-	echo "N=$N: cmr IVF build $(printf '%.1f' "$bi") s" >&2
-	rm -f "$T"/*.npy "$T"/*.tsv "$T"/*.cmr
+		echo "N=$N threads=$TH done" >&2
+	done
+	rm -f "$T"/*.npy "$T"/*.tsv "$T"/*.cmr "$T"/*.idx
 done
 section="<!-- index:begin -->
 ## cmr-index / cmr-query: queries/s at dimension 512, k = 10
 
-Machine: $TH cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //').
-Date: $(date -u +%Y-%m-%d). Command: \`sh bench/index.sh\`. Data: tests/tools/mkvec clustered
-unit vectors (2000 clusters, noise 1.4), $NQ held-out queries from the same clusters;
-k-means trained on 64 vectors per list, $ITERS iterations. cmr-query is timed as a whole
-process (mapping and checking the index file included) with -j $TH; recall@10 is against the
-same tool's exact (flat) search. Peer: FAISS $(/usr/bin/python3 -c 'import faiss; print(faiss.__version__)')
-IndexFlatIP / IndexIVFFlat (inner product) with the same nlist, nprobe, training sample size
-and iterations, $TH OpenMP threads, search call timed, in the same run.
+Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load before the run $load.
+Date: $(date -u +%Y-%m-%d). Command: \`sh bench/index.sh\` (build $(git describe --always --dirty 2>/dev/null || echo '?')).
+Data: tests/tools/mkvec clustered unit vectors (2000 clusters, noise 1.4), $NQ held-out queries
+from the same clusters; k-means trained on 64 vectors per list, $ITERS iterations. Each figure
+is the best of $RUNS runs, the worst in brackets. cmr-query is timed as a whole process
+(start, mapping and checksumming the index file, reading the queries, writing TSV) with -j
+THREADS; cmr-index's build as a whole process (reading the stream, writing the file) with
+OMP_NUM_THREADS. recall@10 is against the same tool's exact (flat) search. Peer: FAISS
+$(/usr/bin/python3 -c 'import faiss; print(faiss.__version__)') IndexFlatIP / IndexIVFFlat (inner product) with the same nlist, nprobe, training
+sample and iterations, THREADS OpenMP threads waiting passively (\`OMP_WAIT_POLICY=PASSIVE\`:
+its best setting here), the search call alone timed, and the build as train + add from
+memory, in the same run.
 
-| vectors | index | cmr queries/s | cmr recall@10 | FAISS queries/s | FAISS recall@10 |
-|---|---|---|---|---|---|
+| vectors | threads | index | cmr queries/s | cmr recall@10 | FAISS queries/s | FAISS recall@10 |
+|---|---|---|---|---|---|---|
 $rows<!-- index:end -->"
 write_section index "$section"

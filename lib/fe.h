@@ -166,8 +166,9 @@ void cmr_read_embeddings(char *const *inputs, int n, uint32_t want, const char *
 			 cmr_origins *org);
 
 /* Reads multi-vector items (kind vectors f32/f16 [N, D], N >= 0; an embedding [D] is one
- * row) into m, each row scaled to unit length; an item of no rows scores 0 with any other. Dies naming the stream, record and key on anything else
- * (another kind, another D, a zero or non-finite row). */
+ * row) into m, each row scaled to unit length; an item of no rows scores 0 with any other.
+ * Dies naming the stream, record and key on anything else (another kind, another D, a zero
+ * or non-finite row). */
 struct cmr_multi;
 void cmr_read_multi(char *const *inputs, int n, struct cmr_multi *m);
 

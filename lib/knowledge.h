@@ -59,7 +59,8 @@ void cmr_wordset_free(cmr_wordset *s);
  * stop; its prototype is the mean of the features of the images whose class's label has the
  * word and whose probability is at least min_prob, minus the centre (the mean of all n
  * features when centre is set, else zero), made unit; concepts with fewer than min_count
- * images, or whose mean is the centre, are left out. Returns 0, or -1 with a message (no concept, out of memory). */
+ * images, or whose mean is the centre, are left out. Returns 0, or -1 with a message (no
+ * concept, out of memory). */
 typedef struct cmr_knowledge_pool {
 	const float *x;
 	size_t n;

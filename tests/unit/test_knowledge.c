@@ -83,6 +83,26 @@ TEST(knowledge_build_averages_confident_images)
 	CHECK(rc == -1 && strstr(err, "no concept has 1 image with a probability of at least 1"));
 }
 
+/* a concept holding every image of the pool has the centre as its mean: no direction, left out */
+TEST(knowledge_build_leaves_out_a_concept_at_the_centre)
+{
+	static const float x[3 * 2] = {1, 0, 0, 1, 0.6f, 0.8f};
+	static const uint32_t cls[3] = {1, 1, 1};
+	static const float prob[3] = {0.9f, 0.9f, 0.9f};
+	static char *labels[2] = {"background", "dog"};
+	cmr_wordvec wv;
+	CHECK(wv_parse(&wv, "dog 1 0\ncat 0 1\n") == 0);
+	cmr_knowledge_pool pool = {x, 3, 2, cls, prob, labels, 2};
+	cmr_knowledge kn;
+	char err[256];
+	CHECK(cmr_knowledge_build(&kn, &pool, &wv, NULL, 0.5f, 1, 1, err, sizeof err) == -1);
+	CHECK(strstr(err, "every concept's prototype is the pool's centre (all 3 images in one concept)") != NULL);
+	/* without a centre it is a concept */
+	CHECK(cmr_knowledge_build(&kn, &pool, &wv, NULL, 0.5f, 1, 0, err, sizeof err) == 0 && kn.k == 1);
+	cmr_knowledge_free(&kn);
+	cmr_wordvec_free(&wv);
+}
+
 static void tmp_path(char *p, size_t n, const char *tag)
 {
 	snprintf(p, n, "/tmp/cmr-test-knowledge-%d-%s.safetensors", (int)getpid(), tag);

@@ -24,6 +24,7 @@ static const cmr_tool tool = {
 	"cmr-query",
 	"[-k N] [--nprobe N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.png --images ARCHIVE...]\n"
 	"[--force] [-o OUT] INDEX [QUERIES...]\n"
+	"cmr-query [options] (-i INDEX | --index-list FILE)... [QUERIES...]\n"
 	"cmr-query --score maxsim-mean [-k N] [-f tsv|jsonl|stream] [--sheet ...] [-o OUT] ITEMS.cmr [QUERIES...]",
 	"Search an index (cmr-index) with the embedding records of QUERIES (standard input when\n"
 	"none): the k stored vectors of highest cosine for each query, best first; a stored vector\n"
@@ -36,6 +37,9 @@ static const cmr_tool tool = {
 	"an embedding is one row), and a query's score with an item is the mean over the query's\n"
 	"rows of their best cosine among the item's rows (cmr-eval --score maxsim-mean's score\n"
 	"when texts query images); an item or query of no rows scores 0.\n"
+	"With -i (repeated) or --index-list, several index files (shards, built independently)\n"
+	"are searched as one: the hits are those of their merge (cmr-index merge) in that order,\n"
+	"and every operand is a queries stream.\n"
 	"\nOutput formats (-f):\n"
 	"  tsv      query_key<TAB>rank<TAB>hit_key<TAB>score per line (the default)\n"
 	"  jsonl    {\"query\": KEY, \"hits\": [{\"key\": KEY, \"score\": S}, ...]} per line\n"
@@ -47,6 +51,9 @@ static const cmr_tool tool = {
 	"                        a stream of multi-vector records (their models are not compared)\n"
 	"      --nprobe N        IVF lists visited per query (default 8); more is slower and\n"
 	"                        closer to exact\n"
+	"  -i, --index FILE      search this index file as a shard of one index (repeat; in\n"
+	"                        order); then INDEX is not given\n"
+	"      --index-list FILE the shards' paths, one per line, after any -i\n"
 	"  -j, --jobs N          search threads (default: the number of cores)\n"
 	"      --sheet FILE      also draw a contact sheet, PNG (FILE.png, or - for standard\n"
 	"                        output) or JPEG (FILE.jpg): a row per query (at most 32) under\n"
@@ -71,11 +78,54 @@ struct opts {
 	int nimages;
 	const char *output;
 	const char *index;
+	const char **shards; /* -i and --index-list, in order */
+	int nshards, shards_cap;
 	char **inputs;
 	int ninputs;
 };
 
-enum { OPT_NPROBE = 256, OPT_SCORE, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT };
+enum { OPT_NPROBE = 256, OPT_SCORE, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT, OPT_INDEX_LIST };
+
+static void add_shard(struct opts *o, const char *path)
+{
+	if (o->nshards == o->shards_cap) {
+		o->shards_cap = o->shards_cap ? 2 * o->shards_cap : 16;
+		if (!(o->shards = realloc(o->shards, (size_t)o->shards_cap * sizeof *o->shards)))
+			cmr_die("out of memory");
+	}
+	o->shards[o->nshards++] = path;
+}
+
+/* --index-list FILE: a path per line; blank lines are skipped */
+static void read_index_list(struct opts *o, const char *list)
+{
+	FILE *f = fopen(list, "r");
+	if (!f)
+		cmr_die("%s: %s", list, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	unsigned long lineno = 0;
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = 0;
+		if (!len)
+			continue;
+		if (memchr(line, 0, (size_t)len))
+			cmr_die("%s:%lu: a NUL byte in a path", list, lineno);
+		char *p = strdup(line);
+		if (!p)
+			cmr_die("out of memory");
+		add_shard(o, p); /* kept for the process's life */
+	}
+	if (ferror(f))
+		cmr_die("%s: %s", list, strerror(errno));
+	fclose(f);
+	free(line);
+	if (!lineno)
+		cmr_die("%s: no index files listed", list);
+}
 
 /* the contact sheet's format, by FILE's extension: 1 PNG, 0 JPEG, -1 neither */
 static int sheet_format(const char *path)
@@ -99,6 +149,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"images", required_argument, NULL, OPT_IMAGES},
 		{"thumb", required_argument, NULL, OPT_THUMB},
 		{"query-text", required_argument, NULL, OPT_QTEXT},
+		{"index", required_argument, NULL, 'i'},
+		{"index-list", required_argument, NULL, OPT_INDEX_LIST},
 		{"output", required_argument, NULL, 'o'},
 		CMR_FORCE_LONGOPT,
 		CMR_COMMON_LONGOPTS,
@@ -112,7 +164,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->thumb = 96;
 	o->images = calloc((size_t)argc, sizeof *o->images);
 	int c, nprobe_given = 0;
-	while ((c = getopt_long(argc, argv, "k:f:j:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:f:i:j:o:" CMR_COMMON_SHORTOPTS, longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k': o->k = (int)cmr_parse_int("-k", optarg, 1, 100000); break;
 		case OPT_NPROBE: o->nprobe = (int)cmr_parse_int("--nprobe", optarg, 1, 1 << 22), nprobe_given = 1; break;
@@ -133,12 +185,16 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_THUMB: o->thumb = (int)cmr_parse_int("--thumb", optarg, 8, 1024); break;
 		case OPT_QTEXT: o->query_text = optarg; break;
 		case 'o': o->output = optarg; break;
+		case 'i': add_shard(o, optarg); break;
+		case OPT_INDEX_LIST: read_index_list(o, optarg); break;
 		default:
 			if (!cmr_common_option(c))
 				cmr_usage_error("unhandled option");
 		}
 	}
-	if (optind >= argc)
+	if (o->nshards && o->maxsim)
+		cmr_usage_error("-i and --index-list name indexes; --score maxsim-mean searches a stream of items");
+	if (optind >= argc && !o->nshards)
 		cmr_usage_error(o->maxsim ? "give a stream of items (multi-vector records)" : "give an index");
 	if (o->maxsim && nprobe_given)
 		cmr_usage_error("--nprobe is for an index, not --score maxsim-mean (an exhaustive search)");
@@ -148,9 +204,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("--query-text labels the --sheet: give --sheet FILE.png");
 	if (o->sheet && sheet_format(o->sheet) < 0)
 		cmr_usage_error("--sheet %s: name a .png or .jpg file (or - for PNG on standard output)", o->sheet);
-	o->index = argv[optind];
-	o->inputs = argv + optind + 1;
-	o->ninputs = argc - optind - 1;
+	if (!o->nshards)
+		add_shard(o, argv[optind++]);
+	o->index = o->shards[0];
+	o->inputs = argv + optind;
+	o->ninputs = argc - optind;
 }
 
 /* ---- contact sheet ---- */
@@ -408,7 +466,8 @@ int main(int argc, char **argv)
 	cmr_init(argc, argv, &tool);
 	parse_cmdline(argc, argv, &o);
 	char err[1024];
-	cmr_index *ix = NULL;
+	cmr_index **ix = NULL;
+	char **shard_keys = NULL; /* the shards' keys by running ordinal, when more than one */
 	cmr_multi items = {0}, qm = {0};
 	cmr_vecs qv = {0};
 	cmr_origins qorg = {0};
@@ -428,16 +487,42 @@ int main(int argc, char **argv)
 		if (!items.n)
 			cmr_warn("%s holds no items: no hits", o.index);
 	} else {
-		if (!(ix = cmr_index_open(o.index, err, sizeof err)))
-			cmr_die("%s", err);
+		if (!(ix = calloc((size_t)o.nshards, sizeof *ix)))
+			cmr_die("out of memory");
+		uint64_t total = 0;
+		for (int s = 0; s < o.nshards; s++) {
+			if (!(ix[s] = cmr_index_open(o.shards[s], err, sizeof err)))
+				cmr_die("%s", err);
+			if (ix[s]->dim != ix[0]->dim)
+				cmr_die("%s holds vectors of dimension %u, %s of %u: shards of one index have one dimension",
+					o.shards[s], ix[s]->dim, o.shards[0], ix[0]->dim);
+			if (ix[s]->n > UINT64_MAX / 2 - total)
+				cmr_die("%s: too many vectors in the shards together", o.shards[s]);
+			total += ix[s]->n;
+		}
 		char owner[4200];
-		snprintf(owner, sizeof owner, "the index %s", o.index);
-		cmr_origins iorg;
-		cmr_read_embeddings(o.inputs, o.ninputs, ix->dim, owner, &qv, &qorg);
-		cmr_origins_from_json(&iorg, ix->provenance, o.index);
-		cmr_origins_check(&iorg, &qorg);
-		cmr_origins_free(&iorg);
-		qkeys = qv.keys, keys = ix->keys, nq = qv.n;
+		if (o.nshards == 1)
+			snprintf(owner, sizeof owner, "the index %s", o.index);
+		else
+			snprintf(owner, sizeof owner, "the index shards %s and %d more", o.index, o.nshards - 1);
+		cmr_read_embeddings(o.inputs, o.ninputs, ix[0]->dim, owner, &qv, &qorg);
+		for (int s = 0; s < o.nshards; s++) {
+			cmr_origins iorg;
+			cmr_origins_from_json(&iorg, ix[s]->provenance, o.shards[s]);
+			cmr_origins_check(&iorg, &qorg);
+			cmr_origins_free(&iorg);
+		}
+		keys = ix[0]->keys;
+		if (o.nshards > 1) {
+			if (total > SIZE_MAX / sizeof *shard_keys - 1 || !(shard_keys = malloc((size_t)(total + 1) * sizeof *shard_keys)))
+				cmr_die("out of memory");
+			uint64_t at = 0;
+			for (int s = 0; s < o.nshards; s++)
+				for (uint64_t r = 0; r < ix[s]->n; r++)
+					shard_keys[at++] = ix[s]->keys[r];
+			keys = shard_keys;
+		}
+		qkeys = qv.keys, nq = qv.n;
 	}
 	ord = malloc((nq * (uint64_t)k + 1) * sizeof *ord);
 	score = malloc((nq * (uint64_t)k + 1) * sizeof *score);
@@ -451,7 +536,8 @@ int main(int argc, char **argv)
 			cmr_die("out of memory searching");
 	} else {
 		openblas_set_num_threads(1); /* -j threads in all: ours, each with its own sgemm */
-		if (nq && cmr_index_search(ix, qv.v, nq, k, o.nprobe, o.jobs, ord, score) < 0)
+		if (nq && cmr_index_search_shards((const cmr_index *const *)ix, o.nshards, qv.v, nq, k, o.nprobe,
+						  o.jobs, ord, score) < 0)
 			cmr_die("out of memory searching");
 	}
 	cmr_output out;
@@ -531,7 +617,10 @@ int main(int argc, char **argv)
 	free(score);
 	free(payload);
 	free(o.images);
-	if (ix)
-		cmr_index_free(ix);
+	for (int s = 0; ix && s < o.nshards; s++)
+		cmr_index_free(ix[s]);
+	free(ix);
+	free(shard_keys);
+	free(o.shards);
 	return cmr_exit(CMR_EXIT_OK);
 }

@@ -1038,3 +1038,48 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, in
 	free(th);
 	return rc ? -1 : 0;
 }
+
+/* Shards searched as one: each shard's top k, its ordinals moved past the shards before it,
+ * merged per query by score (higher first) then ordinal (smaller first), the order one
+ * index's search gives: the hits of the merge of the shards (cmr_index_merge) in that order. */
+int cmr_index_search_shards(const cmr_index *const *ix, int nshards, const float *q, uint64_t nq, int k,
+			    int nprobe, int threads, uint64_t *hits_ord, float *hits_score)
+{
+	if (k < 1 || nshards < 1)
+		return -1;
+	if (nshards == 1)
+		return cmr_index_search(ix[0], q, nq, k, nprobe, threads, hits_ord, hits_score);
+	size_t nk = (size_t)nq * (size_t)k;
+	uint64_t *so = malloc((nk + 1) * sizeof *so), *mo = malloc((size_t)k * sizeof *mo);
+	float *ss = malloc((nk + 1) * sizeof *ss), *ms = malloc((size_t)k * sizeof *ms);
+	if (!so || !ss || !mo || !ms) {
+		free(so), free(ss), free(mo), free(ms);
+		return -1;
+	}
+	for (size_t i = 0; i < nk; i++)
+		hits_ord[i] = UINT64_MAX, hits_score[i] = -INFINITY;
+	uint64_t base = 0;
+	int rc = 0;
+	for (int s = 0; s < nshards && rc == 0; base += ix[s]->n, s++) {
+		if ((rc = cmr_index_search(ix[s], q, nq, k, nprobe, threads, so, ss)) < 0)
+			break;
+		for (uint64_t i = 0; i < nq; i++) {
+			/* two lists, each best first, merged; a shard's ordinals all exceed the
+			 * earlier shards', so on equal scores the earlier list's hit goes first */
+			const uint64_t *ao = hits_ord + i * k, *bo = so + i * k;
+			const float *as = hits_score + i * k, *bs = ss + i * k;
+			int a = 0, b = 0;
+			for (int r = 0; r < k; r++) {
+				int take_b = bo[b] != UINT64_MAX && (ao[a] == UINT64_MAX || bs[b] > as[a]);
+				if (take_b)
+					mo[r] = bo[b] + base, ms[r] = bs[b], b++;
+				else
+					mo[r] = ao[a], ms[r] = as[a], a++;
+			}
+			memcpy(hits_ord + i * k, mo, (size_t)k * sizeof *mo);
+			memcpy(hits_score + i * k, ms, (size_t)k * sizeof *ms);
+		}
+	}
+	free(so), free(ss), free(mo), free(ms);
+	return rc;
+}

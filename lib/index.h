@@ -78,5 +78,11 @@ void cmr_index_free(cmr_index *ix);
  * (IVF). threads: worker threads. Returns 0 or -1 (out of memory). */
 int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, int nprobe, int threads,
 		     uint64_t *hits_ord, float *hits_score);
+/* The same over several indexes (shards) of one dimension, searched as one: ordinals run on
+ * from one shard to the next (shard s's row r is r plus the sizes of shards 0 to s-1), and
+ * the hits are those of the shards' merge (cmr_index_merge) in that order; nprobe applies to
+ * each IVF shard. */
+int cmr_index_search_shards(const cmr_index *const *ix, int nshards, const float *q, uint64_t nq, int k,
+			    int nprobe, int threads, uint64_t *hits_ord, float *hits_score);
 
 #endif

@@ -89,6 +89,52 @@ expect_stderr_has "build shards with --quantizer"
 expect_no_file "$WORK/x.idx"
 end
 
+begin "sharded search: -i and --index-list answer as the shards' merge"
+# the same hits in the same order; a score may differ in its last bit (the products are
+# blocked by list and shard sizes), which %.6f shows as one unit in the sixth decimal at most (measured)
+same_hits() {
+	paste "$1" "$2" | awk -F'\t' '$1 != $5 || $2 != $6 || $3 != $7 || $4 - $8 > 1.5e-6 || $8 - $4 > 1.5e-6 { bad++ }
+		END { if (bad) print bad " hits differ"; exit bad > 0 }' || why "$1 and $2: other hits"
+	[ "$(wc -l <"$1")" -eq "$(wc -l <"$2")" ] || why "$1 and $2: other hit counts"
+}
+run cmr-query -k 20 -i "$WORK/a.idx" -i "$WORK/b.idx" "$WORK/q.cmr"
+expect_status 0
+cmr-query -k 20 "$WORK/m.idx" "$WORK/q.cmr" >"$WORK/m.tsv"
+expect_same "$WORK/m.tsv" "$OUT"
+printf '%s\n\n%s\n' "$WORK/a.ivf" "$WORK/b.ivf" >"$WORK/shards.txt"
+run cmr-query -k 20 --nprobe 3 --index-list "$WORK/shards.txt" "$WORK/q.cmr"
+expect_status 0
+cmr-query -k 20 --nprobe 3 "$WORK/m.ivf" "$WORK/q.cmr" >"$WORK/m3.tsv"
+same_hits "$WORK/m3.tsv" "$OUT"
+# shards need not share a quantiser or a kind: every list visited is an exact search
+run cmr-query -k 20 --nprobe 16 -i "$WORK/a.ivf" -i "$WORK/other.ivf" "$WORK/q.cmr"
+expect_status 0
+same_hits "$WORK/m.tsv" "$OUT"
+"$MV" 3 32 40 1.0 9 t >"$WORK/t.cmr"
+cmr-index -o "$WORK/t1.idx" "$WORK/t.cmr"
+cmr-index -o "$WORK/t2.idx" "$WORK/t.cmr"
+cmr-index merge -o "$WORK/t12.idx" "$WORK/t1.idx" "$WORK/t2.idx"
+run cmr-query -k 10 -i "$WORK/t1.idx" -i "$WORK/t2.idx" "$WORK/q.cmr"
+expect_status 0
+[ "$(wc -l <"$OUT")" -eq 300 ] || why "$(wc -l <"$OUT") lines, expected 50 queries x 6 vectors"
+cmr-query -k 10 "$WORK/t12.idx" "$WORK/q.cmr" >"$WORK/t12.tsv"
+expect_same "$WORK/t12.tsv" "$OUT"
+"$MV" 10 16 4 1.0 7 d >"$WORK/d16.cmr"
+cmr-index -o "$WORK/d16.idx" "$WORK/d16.cmr"
+run cmr-query -i "$WORK/a.idx" -i "$WORK/d16.idx" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "d16.idx holds vectors of dimension 16"
+run cmr-query -i "$WORK/a.idx" -i "$WORK/missing.idx" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "missing.idx"
+: >"$WORK/empty.txt"
+run cmr-query --index-list "$WORK/empty.txt" "$WORK/q.cmr"
+expect_status 1
+expect_stderr_has "no index files listed"
+run cmr-query --score maxsim-mean -i "$WORK/a.idx" "$WORK/q.cmr"
+expect_status 2
+end
+
 begin "add: an index plus new vectors answers as one build"
 cmr-index add -o "$WORK/added.ivf" "$WORK/a.ivf" "$WORK/b.cmr"
 cmr-query -k 20 --nprobe 3 "$WORK/added.ivf" "$WORK/q.cmr" >"$WORK/added.tsv"

@@ -11,7 +11,8 @@
 #   make clean
 #
 # Variables: CC, CFLAGS, LDFLAGS, PREFIX, DESTDIR, BUILD, CUDA=0|1 (default: 1 if nvcc is
-# on PATH), NVCC, CUDA_HOME, SAN=1 (sanitizers), WERROR=0|1 (default 1).
+# on PATH), NVCC, CUDA_HOME, MPI=0|1 (default: 1 if Open MPI's pkg-config file is found),
+# SAN=1 (sanitizers), WERROR=0|1 (default 1).
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
@@ -62,7 +63,7 @@ ALL_CFLAGS  := -std=c11 -D_GNU_SOURCE -Ilib $(WARN) $(OMPFLAGS) $(PKG_CFLAGS) $(
 ALL_LDFLAGS := $(LDFLAGS) $(SANFLAGS) $(filter -fopenmp,$(OMPFLAGS))
 LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
-LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/util.c lib/image.c lib/image_codecs.c lib/eval.c lib/index.c \
+LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/dist.c lib/util.c lib/image.c lib/image_codecs.c lib/eval.c lib/index.c \
 	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c lib/text/wordvec.c lib/knowledge.c \
 	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
 	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/model/levels.c \
@@ -72,6 +73,13 @@ CUDA_OBJ := $(BUILD)/obj/lib/backend/cuda/devices.o
 LIBS     += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 else
 LIB_SRC  += lib/backend/none.c
+endif
+# ---- MPI (Open MPI) for data-parallel cmr-train: detected, or forced with MPI=0 / MPI=1;
+# linked --as-needed, so that only the programs that train depend on it ----
+MPI       ?= $(if $(shell pkg-config --exists ompi-c 2>/dev/null && echo y),1,0)
+ifeq ($(MPI),1)
+$(BUILD)/obj/lib/dist.o: ALL_CFLAGS += -DCMR_MPI $(shell pkg-config --cflags ompi-c)
+LIBS     += -Wl,--push-state,--as-needed $(shell pkg-config --libs ompi-c) -Wl,--pop-state
 endif
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(CUDA_OBJ)
 LIBCMR  := $(BUILD)/libcmr.a
@@ -94,7 +102,7 @@ all: $(TOOL_BIN)
 # Debian packages cmr needs to build and test (make deps installs them; run as root or
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
-	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libwebp-dev libcairo2-dev libopenblas-dev mandoc man-db \
+	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libwebp-dev libcairo2-dev libopenblas-dev libopenmpi-dev openmpi-bin mandoc man-db \
 	bsdutils clang libclang-rt-14-dev tar gzip zstd zip time valgrind
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:
@@ -117,6 +125,7 @@ config:
 	@echo "deps: $(PKG_LIBS)"
 	@echo "blas: $(BLAS_CFLAGS) $(BLAS_LIBS)"
 	@echo "cuda: CUDA=$(CUDA) NVCC=$(NVCC) CUDA_HOME=$(CUDA_HOME)"
+	@echo "mpi: MPI=$(MPI)"
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)

@@ -159,7 +159,10 @@ static const cmr_tool tool = {
 	"                        a line kept up to date on a terminal)\n"
 	"      --backend NAME    blas (default) or ref (plain loops, slow: the reference);\n"
 	"                        list: this build's backends\n"
-	"  -t, --threads N       BLAS threads (default: the number of cores)\n",
+	"  -t, --threads N       BLAS threads (default: the number of cores, shared by the\n"
+	"                        processes of an MPI run on the machine)\n"
+	"\nStarted by mpirun or srun, the processes train data-parallel: each takes a slice of\n"
+	"every batch, the gradients are summed, rank 0 writes (cmr-train(1), Data parallel).\n",
 };
 
 #define MAXGLOB 32
@@ -167,6 +170,7 @@ static const cmr_tool tool = {
 struct opts {
 	const char *init, *config, *resume, *output, *log;
 	int batch, epochs, threads;
+	const cmr_dist *dist;
 	int text_prompts, vision_prompts, deep, train_logit, recompute, majority;
 	const char *adapter;
 	int adapter_width[2], adapter_width_given, adapter_auto;
@@ -817,7 +821,7 @@ static int run(struct opts *o, int argc, char **argv)
 		.log = o->log, .provenance = prov, .tuning = tuning ? &tun : NULL, .pull = o->pull >= 0 ? o->pull : 0.5,
 		.majority = o->majority, .desc_terms = ndterms ? dterms : NULL, .ndesc_terms = ndterms,
 		.config_text = config_text,
-		.config_len = config_len, .pre_text = pre_text, .pre_len = pre_len,
+		.config_len = config_len, .pre_text = pre_text, .pre_len = pre_len, .dist = o->dist,
 	};
 	int rc = cmr_run_train(m, &ro, &d, o->nevals ? &ev : NULL);
 	free(prov), free(config_text), free(pre_text);
@@ -827,10 +831,50 @@ static int run(struct opts *o, int argc, char **argv)
 	return rc;
 }
 
+/* under an MPI launcher (mpirun -np N, srun): every input is a file each rank reads */
+static void check_dist(const struct opts *o)
+{
+	const char *std = o->ninputs ? NULL : "the training pairs";
+	for (int i = 0; i < o->ninputs; i++)
+		std = strcmp(o->inputs[i], "-") == 0 ? "the training pairs" : std;
+	for (int i = 0; i < o->nevals; i++)
+		std = strcmp(o->evals[i], "-") == 0 ? "--eval" : std;
+	for (int i = 0; i < o->ndescs; i++)
+		std = strcmp(o->descs[i], "-") == 0 ? "--desc" : std;
+	if (o->labels && strcmp(o->labels, "-") == 0)
+		std = "--labels";
+	if ((o->teacher_img && strcmp(o->teacher_img, "-") == 0) || (o->teacher_txt && strcmp(o->teacher_txt, "-") == 0))
+		std = "the teacher's embeddings";
+	if (!(o->ops->caps & CMR_OPS_HOST))
+		cmr_usage_error("--backend %s: data-parallel training over MPI runs on a host backend (blas or ref)",
+				o->ops->name);
+	if (std)
+		cmr_usage_error("%s: every MPI rank reads its inputs, so they must be files, not standard input", std);
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
+	cmr_dist dist;
+	char err[512];
 	cmr_init(argc, argv, &tool);
+	if (cmr_dist_init(&dist, &argc, &argv, err, sizeof err) < 0)
+		cmr_die("%s", err);
 	parse_cmdline(argc, argv, &o);
-	return cmr_exit(run(&o, argc, argv));
+	if (dist.size > 1) {
+		check_dist(&o);
+		if (dist.rank > 0)
+			cmr_verbose = -1; /* rank 0 speaks for the run */
+		if (!o.threads) { /* the machine's cores shared by its ranks */
+			long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+			o.threads = ncpu / dist.local_size > 1 ? (int)(ncpu / dist.local_size) : 1;
+		}
+		if (cmr_verbose >= 0)
+			fprintf(stderr, "%s: data parallel over %d MPI processes (%d here), %d threads each\n", cmr_progname,
+				dist.size, dist.local_size, o.threads);
+	}
+	o.dist = &dist;
+	int rc = run(&o, argc, argv);
+	cmr_dist_finish(&dist);
+	return cmr_exit(rc);
 }

@@ -819,6 +819,12 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int B = o->batch;
 	if ((size_t)B > d->nimg)
 		cmr_die("--batch %d is more than the %zu images with captions; give a smaller -b", B, d->nimg);
+	const cmr_dist *dist = o->dist && o->dist->size > 1 ? o->dist : NULL;
+	int lead = !dist || dist->rank == 0; /* logs, evaluates, writes */
+	if (dist && B < dist->size)
+		cmr_die("--batch %d is split over %d processes: give each at least one pair", B, dist->size);
+	if (dist && o->tuning && strcmp(o->tuning->method, "pool") == 0)
+		cmr_die("a prompt pool is tuned in one process (its prompt selection is not split over MPI ranks yet)");
 	r.npairs = d->nimg;
 	r.spe = (int64_t)(d->nimg / (size_t)B);
 	r.total = o->steps ? o->steps : (int64_t)o->epochs * r.spe;
@@ -834,7 +840,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			cmr_die("%s: the run is already complete (step %" PRId64 " of %" PRId64 ")", o->resume, step, r.total);
 	}
 	int64_t stop = o->max_steps && o->max_steps < r.total ? o->max_steps : r.total;
-	if (o->log && !(r.log = fopen(o->log, o->resume ? "a" : "w")))
+	if (lead && o->log && !(r.log = fopen(o->log, o->resume ? "a" : "w")))
 		cmr_die("%s: %s", o->log, strerror(errno));
 	if (r.log && !o->resume)
 		fprintf(r.log, "{\"parameters\": %zu, \"trained\": %zu, \"steps\": %" PRId64 ", \"batch\": %d}\n", nall,
@@ -861,6 +867,7 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	float *tbi = td ? malloc(2 * (size_t)B * td * sizeof *tbi) : NULL, *tbt = tbi ? tbi + (size_t)B * td : NULL;
 	if (!sw || !perm || !px || !ids || !lens || !blab || (td && !tbi))
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
+	sw->dist = dist;
 	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
 	if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
@@ -917,6 +924,8 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		if (!isfinite(loss))
 			cmr_die("the loss is %g at step %" PRId64 " (learning rate too high?); the last checkpoint is kept",
 				loss, step);
+		if (dist && cmr_dist_sum(dist, m->grad, m->ntrain) < 0)
+			cmr_die("summing the gradients over the MPI ranks failed at step %" PRId64, step);
 		double desc_loss = 0, pull = pool ? part[1 + npersp] : 0;
 		for (int p = 0; p < npersp; p++)
 			desc_loss += part[p + 1];
@@ -944,24 +953,32 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			}
 			cmr_progress_update(&pr, (uint64_t)(step + 1));
 		}
-		if (o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop)
+		if (lead && o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop)
 			save(&r, step + 1);
-		if (o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop)
+		if (lead && o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop)
 			evaluate(&r, ev, step + 1);
+		if (dist) { /* a signal to any rank stops them all after this step */
+			int any = cmr_dist_any(dist, stop_signal);
+			if (any < 0)
+				cmr_die("the MPI ranks could not agree on going on at step %" PRId64, step);
+			if (any && !stop_signal)
+				stop_signal = SIGTERM;
+		}
 		if (stop_signal) {
 			step++;
 			break;
 		}
 	}
 	cmr_progress_stop(&pr);
-	save(&r, step);
+	if (lead)
+		save(&r, step);
 	int sig = stop_signal;
-	if (ev && !sig)
+	if (lead && ev && !sig)
 		evaluate(&r, ev, step);
-	if (sig)
+	if (sig && lead)
 		cmr_error("interrupted by signal %d at step %" PRId64 " of %" PRId64 "; the checkpoint is saved: go on with "
 			  "--resume %s", sig, step, r.total, o->output);
-	else if (cmr_verbose >= 0)
+	else if (!sig && cmr_verbose >= 0)
 		fprintf(stderr, "%s: %s: step %" PRId64 " of %" PRId64 " in %.1f s%s\n", cmr_progname, o->output, step,
 			r.total, now() - t0, step < r.total ? " (go on with --resume)" : "");
 	if (r.log && fclose(r.log) != 0)

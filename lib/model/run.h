@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dist.h"
 #include "model/train.h"
 #include "model/tuning.h"
 
@@ -104,9 +105,14 @@ typedef struct cmr_run_opts {
 	int ndesc_terms;
 	const char *config_text, *pre_text; /* config.json and preprocessor_config.json, verbatim */
 	size_t config_len, pre_len;
+	const cmr_dist *dist;      /* data parallel over these ranks (NULL: one process): each
+				    * computes its slice of every batch (cmr_step_ws's dist), the
+				    * gradients are summed, every rank takes the same AdamW step;
+				    * rank 0 alone logs, evaluates and writes checkpoints */
 } cmr_run_opts;
 
-/* Trains m (trainable flags set, values loaded, cmr_clip_grads done) on train, evaluating
+/* Trains m (trainable flags set, values loaded, cmr_clip_grads done) on train (the whole of
+ * it on every rank, under o->dist), evaluating
  * on eval (NULL: none) every eval_every steps and at the end. Returns the exit status: 0,
  * or 128 + the signal that stopped it (the checkpoint is saved). */
 int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *train, const cmr_pairs *eval);

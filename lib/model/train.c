@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/grad.h"
+#include "dist.h"
 
 static double infonce(const cmr_loss_args *a)
 {
@@ -112,7 +113,7 @@ cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batc
 /* the weighted terms of one view over img [n, P] and txt [n, P]: gradients into dimg, dtxt
  * (zeroed first), the logit scale's into its g */
 static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, const float *txt, int n, int P,
-			 float *dimg, float *dtxt)
+			 float *dimg, float *dtxt, int own_scale)
 {
 	cmr_param *ls = &m->param[m->logit];
 	memset(dimg, 0, (size_t)n * P * sizeof *dimg);
@@ -137,7 +138,7 @@ static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, 
 				dimg[j] += (float)tm->weight * wbuf[j];
 				dtxt[j] += (float)tm->weight * wbuf[(size_t)n * P + j];
 			}
-		if (ls->g)
+		if (ls->g && own_scale)
 			ls->g[0] += (float)tm->weight * dscale;
 	}
 	free(wbuf);
@@ -152,7 +153,19 @@ double cmr_clip_views_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, cons
 		return NAN;
 	size_t bp = (size_t)B * P;
 	float *ei = s->emb, *di = ei + bp, *vi = di + bp, *vdi = vi + bp, *et = vdi + bp, *dt = et + bp;
-	if (cmr_clip_forward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], img, ei) < 0)
+	/* this rank's images [i0, i1): all of them in one process */
+	const cmr_dist *dd = s->dist && s->dist->size > 1 ? s->dist : NULL;
+	int i0 = 0, i1 = B;
+	if (dd) {
+		cmr_dist_slice(B, dd->size, dd->rank, &i0, &i1);
+		if (img->prefix_sel || i1 <= i0)
+			return NAN;
+	}
+	cmr_batch lb = *img;
+	lb.B = i1 - i0, lb.pixels = img->pixels + i0;
+	if (cmr_clip_forward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], &lb, ei + (size_t)i0 * P) < 0)
+		return NAN;
+	if (dd && cmr_dist_gather_rows(dd, ei, B, P) < 0)
 		return NAN;
 	memset(di, 0, bp * sizeof *di);
 	int text_trains = cmr_clip_tower_trains(m, CMR_TOWER_TEXT);
@@ -171,9 +184,19 @@ double cmr_clip_views_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, cons
 				return NAN;
 			memcpy(vi + (size_t)j * P, ei + (size_t)w->row[j] * P, (size_t)P * sizeof *vi);
 		}
-		if (cmr_clip_forward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], w->txt, et) < 0)
+		int j0 = 0, j1 = n; /* this rank's texts */
+		if (dd) {
+			cmr_dist_slice(n, dd->size, dd->rank, &j0, &j1);
+			if (w->txt->prefix_sel)
+				return NAN;
+		}
+		cmr_batch lt = *w->txt;
+		lt.B = j1 - j0, lt.ids = w->txt->ids + j0, lt.lens = w->txt->lens + j0;
+		if (lt.B > 0 && cmr_clip_forward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], &lt, et + (size_t)j0 * P) < 0)
 			return NAN;
-		double l = view_terms(m, w, w->row ? vi : ei, et, n, P, vdi, dt);
+		if (dd && cmr_dist_gather_rows(dd, et, n, P) < 0)
+			return NAN;
+		double l = view_terms(m, w, w->row ? vi : ei, et, n, P, vdi, dt, !dd || dd->rank == 0);
 		if (!isfinite(l))
 			return NAN;
 		L += l;
@@ -184,11 +207,11 @@ double cmr_clip_views_grad(cmr_clip *m, const cmr_ops *ops, cmr_step_ws *s, cons
 			for (int p = 0; p < P; p++)
 				to[p] += from[p];
 		}
-		if (text_trains)
-			cmr_clip_backward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], dt);
+		if (text_trains && lt.B > 0)
+			cmr_clip_backward(m, CMR_TOWER_TEXT, ops, s->ws[CMR_TOWER_TEXT], dt + (size_t)j0 * P);
 	}
 	if (cmr_clip_tower_trains(m, CMR_TOWER_VISION))
-		cmr_clip_backward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], di);
+		cmr_clip_backward(m, CMR_TOWER_VISION, ops, s->ws[CMR_TOWER_VISION], di + (size_t)i0 * P);
 	return L;
 }
 

@@ -70,6 +70,13 @@ typedef struct cmr_step_ws {
 	float *emb; /* 6 * B * proj: the images' embeddings and gradients; a view's image rows,
 		     * their gradients, its texts' embeddings and gradients */
 	int max_batch;
+	/* data parallel (NULL or one process: the whole batch here): this rank's towers take its
+	 * slice of the images and of each view's texts (cmr_dist_slice); the embeddings are
+	 * gathered, every rank computes the whole batch's terms, and the towers' backward passes
+	 * take their slices' gradients: summed over the ranks (cmr_dist_sum of m->grad), the
+	 * gradients are the whole batch's. The terms' own gradients (the logit scale's) are
+	 * added on rank 0 only. A pool's selected prompts (prefix_sel) are not sliced. */
+	const struct cmr_dist *dist;
 } cmr_step_ws;
 cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batch, int max_tokens);
 void cmr_step_ws_free(cmr_step_ws *s);

@@ -102,7 +102,7 @@ all: $(TOOL_BIN)
 # Debian packages cmr needs to build and test (make deps installs them; run as root or
 # with sudo available).
 DEBIAN_PACKAGES := build-essential pkg-config libzstd-dev libxxhash-dev libjansson-dev \
-	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libwebp-dev libcairo2-dev libopenblas-dev libopenmpi-dev openmpi-bin mandoc man-db \
+	libutf8proc-dev libarchive-dev libjpeg62-turbo-dev libexif-dev libpng-dev libwebp-dev libcairo2-dev libopenblas-dev libopenmpi-dev openmpi-bin slurmctld slurmd slurm-client munge mandoc man-db \
 	bsdutils clang libclang-rt-14-dev tar gzip zstd zip time valgrind
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 deps:

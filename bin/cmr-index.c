@@ -1,4 +1,4 @@
-/* cmr-index - embedding streams to index files (exact or IVF, f32 or SQ8), adding to them,
+/* cmr-index - embedding streams to index files (exact or IVF, f32, SQ8 or PQ), adding to them,
  * merging shards, and describing them. */
 #include <inttypes.h>
 #include <math.h>
@@ -13,17 +13,19 @@
 
 static const cmr_tool tool = {
 	"cmr-index",
-	"[build] [--ivf NLIST] [--sq8] [--quantizer Q.idx] [--train-only] [--seed N]\n"
+	"[build] [--ivf NLIST] [--sq8 | --pq M [--keep-exact]] [--quantizer Q.idx] [--train-only] [--seed N]\n"
 	"[--iter N] [--sample N] [--force] -o OUT.idx [STREAM...]\n"
 	"add [--force] -o OUT.idx BASE.idx [STREAM...]\n"
 	"merge [--force] -o OUT.idx SHARD.idx...\n"
 	"info [--json] INDEX.idx",
 	"Build an index file (cmr-index(5)) from embedding records: exact search over every vector\n"
 	"(flat, the default) or an inverted file (--ivf) whose k-means lists cmr-query visits\n"
-	"--nprobe at a time; vectors stored as f32 or as 8-bit codes (--sq8). Vectors are made\n"
-	"unit length: scores are cosines. Keys are kept, and the provenance of the streams: the\n"
-	"model they come from, which add, merge and cmr-query check (one model per index). The\n"
-	"file is written under a temporary name and renamed; it is read memory-mapped.\n"
+	"--nprobe at a time; vectors stored as f32, as 8-bit codes (--sq8), or as M-byte product-\n"
+	"quantised codes (--pq M; with --ivf, of each vector's residual from its list's centroid).\n"
+	"Vectors are made unit length: scores are cosines. Keys are kept, and the provenance of\n"
+	"the streams: the model they come from, which add, merge and cmr-query check (one model\n"
+	"per index). The file is written under a temporary name and renamed; it is read\n"
+	"memory-mapped.\n"
 	"\nCommands:\n"
 	"  build    (the default) index the embeddings of the streams\n"
 	"  add      a new index with BASE's vectors and the streams', placed by BASE's quantizer\n"
@@ -33,12 +35,16 @@ static const cmr_tool tool = {
 	"\nOptions:\n"
 	"      --ivf NLIST       inverted file with NLIST k-means lists (about 4 sqrt(N) is usual)\n"
 	"      --sq8             store 8-bit scalar-quantised codes (a quarter of the memory)\n"
-	"      --quantizer Q     take the lists' centroids and the SQ8 ranges from index Q\n"
+	"      --pq M            store product-quantised codes: M sub-quantisers of 256 centroids\n"
+	"                        each (M bytes a vector; M divides the dimension, e.g. 64 for 512)\n"
+	"      --keep-exact      with --pq, keep the f32 vectors too, for cmr-query --rerank\n"
+	"      --quantizer Q     take the lists' centroids, the SQ8 ranges and the PQ sub-quantisers\n"
+	"                        from index Q\n"
 	"                        instead of training: shards built so can be merged\n"
 	"      --train-only      write the quantizer alone (no vectors), for --quantizer\n"
 	"      --seed N          k-means seed (default 1)\n"
-	"      --iter N          k-means iterations (default 20)\n"
-	"      --sample N        k-means training vectors (default 256 per list)\n"
+	"      --iter N          k-means iterations (default 20 for the lists, 25 for PQ's)\n"
+	"      --sample N        k-means training vectors (default 256 per list; PQ 65536)\n"
 	CMR_FORCE_HELP
 	"  -o, --output FILE     the index to write (required)\n"
 	"      --json            info: one JSON object (its provenance parsed) instead of lines\n",
@@ -56,13 +62,15 @@ struct opts {
 	int ninputs;
 };
 
-enum { OPT_IVF = 256, OPT_SQ8, OPT_Q, OPT_TRAIN, OPT_SEED, OPT_ITER, OPT_SAMPLE, OPT_JSON };
+enum { OPT_IVF = 256, OPT_SQ8, OPT_Q, OPT_TRAIN, OPT_SEED, OPT_ITER, OPT_SAMPLE, OPT_JSON, OPT_PQ, OPT_KEEP };
 
 static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{"ivf", required_argument, NULL, OPT_IVF},
 		{"sq8", no_argument, NULL, OPT_SQ8},
+		{"pq", required_argument, NULL, OPT_PQ},
+		{"keep-exact", no_argument, NULL, OPT_KEEP},
 		{"quantizer", required_argument, NULL, OPT_Q},
 		{"train-only", no_argument, NULL, OPT_TRAIN},
 		{"seed", required_argument, NULL, OPT_SEED},
@@ -78,7 +86,6 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	o->b.kind = CMR_INDEX_FLAT;
 	o->b.code = CMR_CODE_F32;
 	o->b.seed = 1;
-	o->b.iters = 20;
 	int first = 1;
 	if (argc > 1) {
 		static const char *names[] = {"build", "add", "merge", "info"};
@@ -97,6 +104,11 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 			o->b.nlist = (uint32_t)cmr_parse_int("--ivf", optarg, 1, 1 << 22);
 			break;
 		case OPT_SQ8: o->b.code = CMR_CODE_SQ8; break;
+		case OPT_PQ:
+			o->b.code = CMR_CODE_PQ;
+			o->b.pq_m = (uint32_t)cmr_parse_int("--pq", optarg, 1, 65536);
+			break;
+		case OPT_KEEP: o->b.keep_exact = 1; break;
 		case OPT_Q: o->quantizer = optarg; break;
 		case OPT_TRAIN: o->train_only = 1; break;
 		case OPT_SEED: o->b.seed = (uint64_t)cmr_parse_int("--seed", optarg, 0, INT64_MAX); break;
@@ -123,7 +135,9 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	if (o->cmd == C_ADD && o->ninputs < 1)
 		cmr_usage_error("add needs the base index");
 	if (o->quantizer && (o->b.kind != CMR_INDEX_FLAT || o->b.code != CMR_CODE_F32))
-		cmr_usage_error("--quantizer brings its own kind and code; leave out --ivf and --sq8");
+		cmr_usage_error("--quantizer brings its own kind and code; leave out --ivf, --sq8 and --pq");
+	if (o->b.keep_exact && o->b.code != CMR_CODE_PQ && !o->quantizer)
+		cmr_usage_error("--keep-exact keeps f32 vectors beside PQ codes: give --pq M");
 }
 
 /* k-means iterations on a terminal */
@@ -158,10 +172,27 @@ static void write_or_die(cmr_index *ix, const char *path)
 	cmr_info("%s: %" PRIu64 " vectors of dimension %u", path, ix->n, ix->dim);
 }
 
+static const char *code_name(const cmr_index *ix)
+{
+	return ix->code == CMR_CODE_SQ8 ? "sq8" : ix->code == CMR_CODE_PQ ? "pq" : "f32";
+}
+
+/* the memory a vector takes in a search: its code, its ordinal (8 bytes) and any exact copy */
+static double bytes_per_vector(const cmr_index *ix)
+{
+	double code = ix->code == CMR_CODE_F32 ? 4.0 * ix->dim : ix->code == CMR_CODE_SQ8 ? ix->dim : ix->pq_m;
+	return code + 8 + (ix->exact ? 4.0 * ix->dim : 0);
+}
+
 static void info_json(const cmr_index *ix, const char *path, const cmr_origins *org)
 {
 	json_t *j = json_pack("{s:s, s:s, s:s, s:i, s:I}", "index", path, "kind", ix->kind == CMR_INDEX_IVF ? "ivf" : "flat",
-			      "code", ix->code == CMR_CODE_SQ8 ? "sq8" : "f32", "dim", (int)ix->dim, "vectors", (json_int_t)ix->n);
+			      "code", code_name(ix), "dim", (int)ix->dim, "vectors", (json_int_t)ix->n);
+	json_object_set_new(j, "bytes_per_vector", json_real(bytes_per_vector(ix)));
+	if (ix->code == CMR_CODE_PQ) {
+		json_object_set_new(j, "pq_m", json_integer(ix->pq_m));
+		json_object_set_new(j, "exact", json_boolean(ix->exact != NULL));
+	}
 	if (ix->kind == CMR_INDEX_IVF) {
 		json_t *sizes = json_array();
 		for (uint32_t l = 0; l < ix->nlist; l++)
@@ -201,9 +232,14 @@ static void info(const char *path, int json)
 	}
 	printf("index    %s\n", path);
 	printf("kind     %s\n", ix->kind == CMR_INDEX_IVF ? "ivf" : "flat");
-	printf("code     %s\n", ix->code == CMR_CODE_SQ8 ? "sq8" : "f32");
+	printf("code     %s", code_name(ix));
+	if (ix->code == CMR_CODE_PQ)
+		printf(" (%u sub-quantisers of 256 centroids%s)", ix->pq_m, ix->exact ? ", exact vectors kept" : "");
+	printf("\n");
 	printf("dim      %u\n", ix->dim);
 	printf("vectors  %" PRIu64 "\n", ix->n);
+	printf("bytes/vector %.1f (codes, ordinal%s; the key and the shared tables besides)\n", bytes_per_vector(ix),
+	       ix->exact ? ", exact vector" : "");
 	if (ix->kind == CMR_INDEX_IVF) {
 		uint64_t mn = UINT64_MAX, mx = 0, empty = 0;
 		for (uint32_t l = 0; l < ix->nlist; l++) {
@@ -259,6 +295,8 @@ int main(int argc, char **argv)
 	} else {
 		cmr_index *base = o.cmd == C_ADD ? open_or_die(o.inputs[0]) : NULL;
 		cmr_index *q = o.quantizer ? open_or_die(o.quantizer) : base;
+		if (base) /* the new vectors as the base's: one merge */
+			o.b.keep_exact = base->exact != NULL;
 		cmr_vecs vs = {0};
 		cmr_origins read = {0};
 		if (!o.train_only || !q)

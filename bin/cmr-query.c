@@ -51,6 +51,8 @@ static const cmr_tool tool = {
 	"                        a stream of multi-vector records (their models are not compared)\n"
 	"      --nprobe N        IVF lists visited per query (default 8); more is slower and\n"
 	"                        closer to exact\n"
+	"      --rerank N        a PQ index built with --keep-exact: the N best by their codes\n"
+	"                        are scored again with the exact vectors, and the k best kept\n"
 	"  -i, --index FILE      search this index file as a shard of one index (repeat; in\n"
 	"                        order); then INDEX is not given\n"
 	"      --index-list FILE the shards' paths, one per line, after any -i\n"
@@ -71,7 +73,7 @@ static const cmr_tool tool = {
 enum fmt { F_TSV, F_JSONL, F_STREAM };
 
 struct opts {
-	int k, nprobe, jobs, thumb, maxsim;
+	int k, nprobe, rerank, jobs, thumb, maxsim;
 	enum fmt fmt;
 	const char *sheet, *query_text;
 	const char **images;
@@ -84,7 +86,7 @@ struct opts {
 	int ninputs;
 };
 
-enum { OPT_NPROBE = 256, OPT_SCORE, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT, OPT_INDEX_LIST };
+enum { OPT_NPROBE = 256, OPT_RERANK, OPT_SCORE, OPT_SHEET, OPT_IMAGES, OPT_THUMB, OPT_QTEXT, OPT_INDEX_LIST };
 
 static void add_shard(struct opts *o, const char *path)
 {
@@ -142,6 +144,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
 		{"nprobe", required_argument, NULL, OPT_NPROBE},
+		{"rerank", required_argument, NULL, OPT_RERANK},
 		{"score", required_argument, NULL, OPT_SCORE},
 		{"format", required_argument, NULL, 'f'},
 		{"jobs", required_argument, NULL, 'j'},
@@ -168,6 +171,7 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		switch (c) {
 		case 'k': o->k = (int)cmr_parse_int("-k", optarg, 1, 100000); break;
 		case OPT_NPROBE: o->nprobe = (int)cmr_parse_int("--nprobe", optarg, 1, 1 << 22), nprobe_given = 1; break;
+		case OPT_RERANK: o->rerank = (int)cmr_parse_int("--rerank", optarg, 1, 1000000); break;
 		case OPT_SCORE: o->maxsim = cmr_parse_score(optarg); break;
 		case 'f':
 			if (strcmp(optarg, "tsv") == 0)
@@ -196,6 +200,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		cmr_usage_error("-i and --index-list name indexes; --score maxsim-mean searches a stream of items");
 	if (optind >= argc && !o->nshards)
 		cmr_usage_error(o->maxsim ? "give a stream of items (multi-vector records)" : "give an index");
+	if (o->maxsim && o->rerank)
+		cmr_usage_error("--rerank is for a PQ index, not --score maxsim-mean");
 	if (o->maxsim && nprobe_given)
 		cmr_usage_error("--nprobe is for an index, not --score maxsim-mean (an exhaustive search)");
 	if (o->sheet && !o->nimages)
@@ -499,6 +505,9 @@ int main(int argc, char **argv)
 			if (ix[s]->n > UINT64_MAX / 2 - total)
 				cmr_die("%s: too many vectors in the shards together", o.shards[s]);
 			total += ix[s]->n;
+			if (o.rerank > k && (ix[s]->code != CMR_CODE_PQ || !ix[s]->exact))
+				cmr_die("%s: --rerank needs a PQ index that keeps its exact vectors (cmr-index --pq M --keep-exact)",
+					o.shards[s]);
 		}
 		char owner[4200];
 		if (o.nshards == 1)
@@ -536,8 +545,9 @@ int main(int argc, char **argv)
 			cmr_die("out of memory searching");
 	} else {
 		openblas_set_num_threads(1); /* -j threads in all: ours, each with its own sgemm */
-		if (nq && cmr_index_search_shards((const cmr_index *const *)ix, o.nshards, qv.v, nq, k, o.nprobe,
-						  o.jobs, ord, score) < 0)
+		cmr_search_params sp = {.nprobe = o.nprobe, .rerank = o.rerank};
+		if (nq && cmr_index_search_shards((const cmr_index *const *)ix, o.nshards, qv.v, nq, k, &sp, o.jobs, ord,
+						  score) < 0)
 			cmr_die("out of memory searching");
 	}
 	cmr_output out;

@@ -1,5 +1,6 @@
-/* index.c - flat and IVF indexes: k-means (sgemm), SQ8 codes, the file format of
- * formats/cmr-index.md (memory-mapped, XXH3 per section, zstd keys), threaded top-k search. */
+/* index.c - flat and IVF indexes: k-means (sgemm), SQ8 and PQ codes, the file format of
+ * formats/cmr-index.md (memory-mapped, XXH3 per section, zstd keys), threaded top-k search
+ * (sgemm blocks for f32, lookup tables for PQ), exact re-ranking. */
 #include "util.h"
 #include "index.h"
 
@@ -24,16 +25,17 @@
 #include <zstd.h>
 
 #define MAGIC "\x89" "CMRIDX\n"
-#define VERSION 1
+#define VERSION 1    /* what a file without PQ codes is written as */
+#define VERSION_PQ 2 /* version 2 adds PQ codes (code 3), their codebooks and exact vectors */
 #define HEADER_LEN 128
 #define SECTION_LEN 32
-enum { S_CENTROIDS = 1, S_LIST_OFF, S_VECTORS, S_SQ, S_ORD, S_KEYS, S_PROV };
+enum { S_CENTROIDS = 1, S_LIST_OFF, S_VECTORS, S_SQ, S_ORD, S_KEYS, S_PROV, S_PQ, S_EXACT, S_PQ_SCALE, S_COUNT };
 
 typedef struct {
 	void *map;
 	size_t size;
 	/* owned arrays (built or merged indexes) */
-	float *centroids, *sq;
+	float *centroids, *sq, *pq, *pq_scale, *exact;
 	uint64_t *list_off, *ord;
 	void *vectors;
 	char *keyblob;
@@ -95,6 +97,9 @@ void cmr_index_free(cmr_index *ix)
 			munmap(p->map, p->size);
 		free(p->centroids);
 		free(p->sq);
+		free(p->pq);
+		free(p->pq_scale);
+		free(p->exact);
 		free(p->list_off);
 		free(p->ord);
 		free(p->vectors);
@@ -140,6 +145,12 @@ static int set_keys(cmr_index *ix, char *const *keys)
 	return keys_from_blob(ix, p->keyblob, len);
 }
 
+/* bytes of one stored row */
+static size_t row_bytes(const cmr_index *ix)
+{
+	return ix->code == CMR_CODE_F32 ? (size_t)ix->dim * 4 : ix->code == CMR_CODE_SQ8 ? ix->dim : ix->pq_m;
+}
+
 static uint64_t quantizer_hash(const cmr_index *ix)
 {
 	if (ix->kind == CMR_INDEX_FLAT && ix->code == CMR_CODE_F32)
@@ -152,6 +163,12 @@ static uint64_t quantizer_hash(const cmr_index *ix)
 		XXH3_64bits_update(s, ix->centroids, (size_t)ix->nlist * ix->dim * sizeof(float));
 	if (ix->sq)
 		XXH3_64bits_update(s, ix->sq, 2 * (size_t)ix->dim * sizeof(float));
+	if (ix->pq) {
+		XXH3_64bits_update(s, &ix->pq_m, sizeof ix->pq_m);
+		XXH3_64bits_update(s, ix->pq, (size_t)CMR_PQ_K * ix->dim * sizeof(float));
+	}
+	if (ix->pq_scale)
+		XXH3_64bits_update(s, ix->pq_scale, (size_t)ix->nlist * sizeof(float));
 	uint64_t v = XXH3_64bits_digest(s);
 	XXH3_freeState(s);
 	return v;
@@ -161,6 +178,24 @@ void cmr_index_row(const cmr_index *ix, uint64_t r, float *out)
 {
 	if (ix->code == CMR_CODE_F32) {
 		memcpy(out, (const float *)ix->vectors + r * ix->dim, ix->dim * sizeof *out);
+	} else if (ix->code == CMR_CODE_PQ) {
+		/* the list's centroid (the row's list by bisection) plus the decoded residual */
+		uint32_t M = ix->pq_m, ds = ix->dim / M;
+		const uint8_t *c = (const uint8_t *)ix->vectors + r * M;
+		for (uint32_t m = 0; m < M; m++)
+			memcpy(out + (size_t)m * ds, ix->pq + ((size_t)m * CMR_PQ_K + c[m]) * ds, ds * sizeof *out);
+		if (ix->list_off) {
+			uint32_t lo = 0, hi = ix->nlist; /* the l with off[l] <= r < off[l + 1] */
+			while (hi - lo > 1) {
+				uint32_t mid = lo + (hi - lo) / 2;
+				if (ix->list_off[mid] <= r)
+					lo = mid;
+				else
+					hi = mid;
+			}
+			for (uint32_t d = 0; d < ix->dim; d++)
+				out[d] += ix->pq_scale[lo] * ix->centroids[(size_t)lo * ix->dim + d];
+		}
 	} else {
 		const uint8_t *c = (const uint8_t *)ix->vectors + r * ix->dim;
 		for (uint32_t d = 0; d < ix->dim; d++)
@@ -277,6 +312,230 @@ float *cmr_kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, size_t
 	return kmeans(vs, o, err, errlen);
 }
 
+/* ---- product quantisation ---- */
+
+/* codes [n, M] of the rows x [n, d] (lda d): for each subspace m the nearest of its 256
+ * centroids C [M, 256, ds] by L2, argmax x.c - |c|^2 / 2 through sgemm; the first on ties */
+static int pq_encode(const float *x, uint64_t n, uint32_t d, uint32_t M, const float *C, uint8_t *codes)
+{
+	uint32_t ds = d / M;
+	const uint64_t chunk = 1024;
+	float *sc = malloc(chunk * CMR_PQ_K * sizeof *sc), *half = malloc((size_t)M * CMR_PQ_K * sizeof *half);
+	if (!sc || !half) {
+		free(sc), free(half);
+		return -1;
+	}
+	for (uint32_t m = 0; m < M; m++)
+		for (uint32_t c = 0; c < CMR_PQ_K; c++) {
+			const float *v = C + ((size_t)m * CMR_PQ_K + c) * ds;
+			float nn = 0;
+			for (uint32_t j = 0; j < ds; j++)
+				nn += v[j] * v[j];
+			half[m * CMR_PQ_K + c] = 0.5f * nn;
+		}
+	for (uint64_t i0 = 0; i0 < n; i0 += chunk) {
+		uint64_t rows = n - i0 < chunk ? n - i0 : chunk;
+		for (uint32_t m = 0; m < M; m++) {
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, CMR_PQ_K, (int)ds, 1.0f,
+				    x + i0 * d + (size_t)m * ds, (int)d, C + (size_t)m * CMR_PQ_K * ds, (int)ds, 0.0f, sc,
+				    CMR_PQ_K);
+			const float *h = half + m * CMR_PQ_K;
+			for (uint64_t i = 0; i < rows; i++) {
+				const float *r = sc + i * CMR_PQ_K;
+				uint32_t b = 0;
+				float bv = r[0] - h[0];
+				for (uint32_t c = 1; c < CMR_PQ_K; c++)
+					if (r[c] - h[c] > bv)
+						bv = r[c] - h[c], b = c;
+				codes[(i0 + i) * M + m] = (uint8_t)b;
+			}
+		}
+	}
+	free(sc), free(half);
+	return 0;
+}
+
+/* The sub-quantisers: k-means (L2, 256 centroids) in each of the M subspaces of the rows
+ * x [n, d], seeded: the centroids start at distinct sample rows; an emptied centroid moves
+ * to the row its subspace serves worst. [M, 256, d / M], malloc'd, or NULL. */
+static float *pq_train(const float *x, uint64_t n, uint32_t d, uint32_t M, uint64_t seed, int iters)
+{
+	uint32_t ds = d / M, K = CMR_PQ_K;
+	float *C = malloc((size_t)M * K * ds * sizeof *C), *sum = malloc((size_t)K * ds * sizeof *sum);
+	float *best = malloc(n * sizeof *best);
+	uint8_t *a = malloc(n * M);
+	uint32_t *cnt = malloc(K * sizeof *cnt);
+	uint64_t *perm = malloc(n * sizeof *perm);
+	if (!C || !sum || !best || !a || !cnt || !perm)
+		goto bad;
+	rng_state = seed * 0x9e3779b97f4a7c15ULL + 0x7a3c5;
+	for (uint64_t i = 0; i < n; i++)
+		perm[i] = i;
+	for (uint32_t c = 0; c < K; c++) { /* K distinct rows, the same in every subspace */
+		uint64_t j = c + rnd() % (n - c), t = perm[c];
+		perm[c] = perm[j], perm[j] = t;
+	}
+	for (uint32_t m = 0; m < M; m++)
+		for (uint32_t c = 0; c < K; c++)
+			memcpy(C + ((size_t)m * K + c) * ds, x + perm[c] * d + (size_t)m * ds, ds * sizeof *C);
+	for (int it = 0; it < iters; it++) {
+		if (pq_encode(x, n, d, M, C, a) < 0)
+			goto bad;
+		for (uint32_t m = 0; m < M; m++) {
+			float *Cm = C + (size_t)m * K * ds;
+			memset(sum, 0, (size_t)K * ds * sizeof *sum);
+			memset(cnt, 0, K * sizeof *cnt);
+			for (uint64_t i = 0; i < n; i++) {
+				uint32_t c = a[i * M + m];
+				const float *v = x + i * d + (size_t)m * ds;
+				float *t = sum + (size_t)c * ds, dd = 0;
+				cnt[c]++;
+				for (uint32_t j = 0; j < ds; j++) {
+					t[j] += v[j];
+					float e = v[j] - Cm[(size_t)c * ds + j];
+					dd += e * e;
+				}
+				best[i] = dd;
+			}
+			for (uint32_t c = 0; c < K; c++) {
+				if (cnt[c]) {
+					for (uint32_t j = 0; j < ds; j++)
+						Cm[(size_t)c * ds + j] = sum[(size_t)c * ds + j] / (float)cnt[c];
+					continue;
+				}
+				uint64_t w = 0; /* empty: the row served worst */
+				for (uint64_t i = 1; i < n; i++)
+					if (best[i] > best[w])
+						w = i;
+				memcpy(Cm + (size_t)c * ds, x + w * d + (size_t)m * ds, ds * sizeof *C);
+				best[w] = 0;
+			}
+		}
+	}
+	free(sum), free(best), free(a), free(cnt), free(perm);
+	return C;
+bad:
+	free(C), free(sum), free(best), free(a), free(cnt), free(perm);
+	return NULL;
+}
+
+/* residuals of the rows rows[0..n) of vs from their lists' centroids (IVF), or the rows */
+static void residuals(const cmr_index *ix, const cmr_vecs *vs, const uint32_t *list, const uint64_t *rows, uint64_t n,
+		      float *out)
+{
+	uint32_t d = ix->dim;
+	for (uint64_t i = 0; i < n; i++) {
+		const float *v = vs->v + rows[i] * d;
+		float *t = out + i * d;
+		if (ix->kind == CMR_INDEX_IVF) {
+			const float *c = ix->centroids + (size_t)list[rows[i]] * d;
+			float sc = ix->pq_scale[list[rows[i]]];
+			for (uint32_t j = 0; j < d; j++)
+				t[j] = v[j] - sc * c[j];
+		} else {
+			memcpy(t, v, d * sizeof *t);
+		}
+	}
+}
+
+/* PQ: the sub-quantisers trained on a sample's residuals (or the quantiser's taken), then
+ * every vector's residual encoded into its row */
+static int pq_build(cmr_index *ix, const cmr_vecs *vs, const cmr_build_opts *o, const uint32_t *list,
+		    const uint64_t *rowof, char *err, size_t errlen)
+{
+	priv_t *p = ix->priv;
+	uint32_t d = ix->dim, M = ix->pq_m;
+	if (!(p->pq = malloc((size_t)CMR_PQ_K * d * sizeof(float))))
+		return fail(err, errlen, "out of memory");
+	ix->pq = p->pq;
+	const uint64_t chunk = 4096;
+	uint64_t ns = o->quantizer ? 0 : o->sample ? o->sample : 65536;
+	ns = ns > vs->n ? vs->n : ns;
+	uint64_t nb = ns > chunk ? ns : chunk;
+	uint64_t *rows = malloc(nb * sizeof *rows);
+	float *x = malloc(nb * d * sizeof *x);
+	uint8_t *codes = malloc(chunk * M);
+	int rc = -1;
+	if (!rows || !x || !codes) {
+		fail(err, errlen, "out of memory");
+		goto out;
+	}
+	if (ix->kind == CMR_INDEX_IVF) {
+		if (!(p->pq_scale = malloc((size_t)ix->nlist * sizeof(float)))) {
+			fail(err, errlen, "out of memory");
+			goto out;
+		}
+		ix->pq_scale = p->pq_scale;
+	}
+	if (o->quantizer) {
+		memcpy(p->pq, o->quantizer->pq, (size_t)CMR_PQ_K * d * sizeof(float));
+		if (p->pq_scale)
+			memcpy(p->pq_scale, o->quantizer->pq_scale, (size_t)ix->nlist * sizeof(float));
+	} else {
+		if (ns < CMR_PQ_K) {
+			fail(err, errlen, "%llu vectors cannot train PQ's 256 centroids per sub-quantiser: index at least 256, "
+				 "or train a quantizer on more (--train-only) and build with --quantizer",
+			     (unsigned long long)vs->n);
+			goto out;
+		}
+		uint64_t *perm = malloc(vs->n * sizeof *perm);
+		if (!perm) {
+			fail(err, errlen, "out of memory");
+			goto out;
+		}
+		rng_state = o->seed * 0x9e3779b97f4a7c15ULL + 0x51ed;
+		for (uint64_t i = 0; i < vs->n; i++)
+			perm[i] = i;
+		for (uint64_t i = 0; i < ns; i++) { /* a seeded sample */
+			uint64_t j = i + rnd() % (vs->n - i), t = perm[i];
+			perm[i] = perm[j], perm[j] = t;
+		}
+		memcpy(rows, perm, ns * sizeof *rows);
+		free(perm);
+		if (p->pq_scale) { /* each list's mean cosine over the sample (1 for a list it misses) */
+			double *sum = calloc((size_t)ix->nlist, sizeof *sum);
+			uint64_t *cnt = calloc((size_t)ix->nlist, sizeof *cnt);
+			if (!sum || !cnt) {
+				free(sum), free(cnt);
+				fail(err, errlen, "out of memory");
+				goto out;
+			}
+			for (uint64_t i = 0; i < ns; i++) {
+				uint32_t l = list[rows[i]];
+				sum[l] += cblas_sdot((int)d, vs->v + rows[i] * d, 1, ix->centroids + (size_t)l * d, 1);
+				cnt[l]++;
+			}
+			for (uint32_t l = 0; l < ix->nlist; l++)
+				p->pq_scale[l] = cnt[l] ? (float)(sum[l] / (double)cnt[l]) : 1.0f;
+			free(sum), free(cnt);
+		}
+		residuals(ix, vs, list, rows, ns, x);
+		float *C = pq_train(x, ns, d, M, o->seed, o->iters ? o->iters : 25);
+		if (!C) {
+			fail(err, errlen, "out of memory training the sub-quantisers");
+			goto out;
+		}
+		memcpy(p->pq, C, (size_t)CMR_PQ_K * d * sizeof(float));
+		free(C);
+	}
+	for (uint64_t i0 = 0; i0 < vs->n; i0 += chunk) {
+		uint64_t m = vs->n - i0 < chunk ? vs->n - i0 : chunk;
+		for (uint64_t i = 0; i < m; i++)
+			rows[i] = i0 + i;
+		residuals(ix, vs, list, rows, m, x);
+		if (pq_encode(x, m, d, M, p->pq, codes) < 0) {
+			fail(err, errlen, "out of memory");
+			goto out;
+		}
+		for (uint64_t i = 0; i < m; i++)
+			memcpy((uint8_t *)p->vectors + rowof[i0 + i] * M, codes + i * M, M);
+	}
+	rc = 0;
+out:
+	free(rows), free(x), free(codes);
+	return rc;
+}
+
 cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance, char *err,
 			   size_t errlen)
 {
@@ -315,6 +574,14 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 		}
 		ix->centroids = p->centroids;
 	}
+	if (ix->code == CMR_CODE_PQ) {
+		ix->pq_m = q ? q->pq_m : o->pq_m;
+		if (!ix->pq_m || d % ix->pq_m) {
+			fail(err, errlen, "%u sub-quantisers do not divide the dimension %u: give --pq a divisor of it",
+			     ix->pq_m, d);
+			goto bad;
+		}
+	}
 	/* SQ8 parameters: per-dimension range */
 	if (ix->code == CMR_CODE_SQ8) {
 		p->sq = malloc(2 * (size_t)d * sizeof(float));
@@ -342,14 +609,15 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 	uint32_t *list = calloc(vs->n + 1, sizeof *list);
 	p->ord = malloc((vs->n + 1) * sizeof *p->ord);
 	p->list_off = calloc((size_t)ix->nlist + 2, sizeof *p->list_off);
-	size_t esize = ix->code == CMR_CODE_F32 ? 4 : 1;
-	p->vectors = malloc(vs->n * d * esize + 1);
-	if (!list || !p->ord || !p->list_off || !p->vectors) {
-		free(list);
+	size_t rb = row_bytes(ix);
+	p->vectors = malloc(vs->n * rb + 1);
+	uint64_t *rowof = malloc((vs->n + 1) * sizeof *rowof);
+	if (!list || !p->ord || !p->list_off || !p->vectors || !rowof) {
+		free(list), free(rowof);
 		goto oom;
 	}
 	if (ix->kind == CMR_INDEX_IVF && vs->n && assign(o->ops ? o->ops : &cmr_ops_blas, vs->v, vs->n, ix->centroids, ix->nlist, d, list, NULL) < 0) {
-		free(list);
+		free(list), free(rowof);
 		goto oom;
 	}
 	uint32_t nl = ix->kind == CMR_INDEX_IVF ? ix->nlist : 1;
@@ -359,13 +627,21 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 		p->list_off[l + 1] += p->list_off[l];
 	uint64_t *fill = malloc((nl + 1) * sizeof *fill);
 	if (!fill) {
-		free(list);
+		free(list), free(rowof);
 		goto oom;
 	}
 	memcpy(fill, p->list_off, nl * sizeof *fill);
 	for (uint64_t i = 0; i < vs->n; i++) {
-		uint64_t r = fill[list[i]]++;
+		uint64_t r = rowof[i] = fill[list[i]]++;
 		p->ord[r] = i;
+	}
+	free(fill);
+	if (ix->code == CMR_CODE_PQ && pq_build(ix, vs, o, list, rowof, err, errlen) < 0) {
+		free(list), free(rowof);
+		goto bad;
+	}
+	for (uint64_t i = 0; i < vs->n && ix->code != CMR_CODE_PQ; i++) {
+		uint64_t r = rowof[i];
 		const float *v = vs->v + i * d;
 		if (ix->code == CMR_CODE_F32) {
 			memcpy((float *)p->vectors + r * d, v, d * sizeof(float));
@@ -377,8 +653,14 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 			}
 		}
 	}
-	free(fill);
+	free(rowof);
 	free(list);
+	if (o->keep_exact && ix->code == CMR_CODE_PQ) {
+		if (!(p->exact = malloc(vs->n * d * sizeof(float) + 1)))
+			goto oom;
+		memcpy(p->exact, vs->v, vs->n * d * sizeof(float));
+		ix->exact = p->exact;
+	}
 	ix->vectors = p->vectors;
 	ix->ord = p->ord;
 	ix->list_off = ix->kind == CMR_INDEX_IVF ? p->list_off : NULL;
@@ -403,18 +685,25 @@ cmr_index *cmr_index_merge(const cmr_index *const *in, int n, const char *proven
 				 "(build shards with --quantizer to merge them)", j + 1);
 			return NULL;
 		}
+	for (int j = 1; j < n; j++)
+		if (!in[j]->exact != !a->exact) {
+			fail(err, errlen, "index %d %s exact vectors and the first %s: build every shard with or every "
+				 "shard without --keep-exact", j + 1, in[j]->exact ? "keeps" : "does not keep",
+			     a->exact ? "does" : "does not");
+			return NULL;
+		}
 	cmr_index *ix = new_index();
 	if (!ix) {
 		fail(err, errlen, "out of memory");
 		return NULL;
 	}
 	priv_t *p = ix->priv;
-	ix->kind = a->kind, ix->code = a->code, ix->dim = a->dim, ix->nlist = a->nlist;
+	ix->kind = a->kind, ix->code = a->code, ix->dim = a->dim, ix->nlist = a->nlist, ix->pq_m = a->pq_m;
 	for (int j = 0; j < n; j++)
 		ix->n += in[j]->n;
 	uint32_t d = ix->dim, nl = ix->kind == CMR_INDEX_IVF ? ix->nlist : 1;
-	size_t esize = ix->code == CMR_CODE_F32 ? 4 : 1;
-	p->vectors = malloc(ix->n * d * esize + 1);
+	size_t esize = row_bytes(ix);
+	p->vectors = malloc(ix->n * esize + 1);
 	p->ord = malloc((ix->n + 1) * sizeof *p->ord);
 	p->list_off = calloc((size_t)nl + 1, sizeof *p->list_off);
 	char **keys = malloc((ix->n + 1) * sizeof *keys);
@@ -424,15 +713,27 @@ cmr_index *cmr_index_merge(const cmr_index *const *in, int n, const char *proven
 		fail(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (a->centroids) {
-		p->centroids = malloc((size_t)ix->nlist * d * sizeof(float));
+	if (a->centroids && (p->centroids = malloc((size_t)ix->nlist * d * sizeof(float))))
 		memcpy(p->centroids, a->centroids, (size_t)ix->nlist * d * sizeof(float));
-		ix->centroids = p->centroids;
-	}
-	if (a->sq) {
-		p->sq = malloc(2 * (size_t)d * sizeof(float));
+	if (a->sq && (p->sq = malloc(2 * (size_t)d * sizeof(float))))
 		memcpy(p->sq, a->sq, 2 * (size_t)d * sizeof(float));
-		ix->sq = p->sq;
+	if (a->pq && (p->pq = malloc((size_t)CMR_PQ_K * d * sizeof(float))))
+		memcpy(p->pq, a->pq, (size_t)CMR_PQ_K * d * sizeof(float));
+	if (a->pq_scale && (p->pq_scale = malloc((size_t)ix->nlist * sizeof(float))))
+		memcpy(p->pq_scale, a->pq_scale, (size_t)ix->nlist * sizeof(float));
+	ix->centroids = p->centroids, ix->sq = p->sq, ix->pq = p->pq, ix->pq_scale = p->pq_scale;
+	if (a->exact) { /* in ordinal order: the shards' one after another */
+		p->exact = malloc(ix->n * d * sizeof(float) + 1);
+		uint64_t at = 0;
+		for (int j = 0; p->exact && j < n; at += in[j]->n, j++)
+			memcpy(p->exact + at * d, in[j]->exact, in[j]->n * d * sizeof(float));
+		ix->exact = p->exact;
+	}
+	if ((a->centroids && !p->centroids) || (a->sq && !p->sq) || (a->pq && !p->pq) || (a->pq_scale && !p->pq_scale) ||
+	    (a->exact && !p->exact)) {
+		cmr_index_free(ix);
+		fail(err, errlen, "out of memory");
+		return NULL;
 	}
 	uint64_t r = 0, base = 0;
 	for (uint32_t l = 0; l < nl; l++) {
@@ -440,7 +741,7 @@ cmr_index *cmr_index_merge(const cmr_index *const *in, int n, const char *proven
 		for (int j = 0; j < n; j++) {
 			uint64_t r0 = in[j]->list_off ? in[j]->list_off[l] : 0;
 			uint64_t r1 = in[j]->list_off ? in[j]->list_off[l + 1] : in[j]->n;
-			memcpy((char *)p->vectors + r * d * esize, (const char *)in[j]->vectors + r0 * d * esize, (r1 - r0) * d * esize);
+			memcpy((char *)p->vectors + r * esize, (const char *)in[j]->vectors + r0 * esize, (r1 - r0) * esize);
 			for (uint64_t s = r0; s < r1; s++)
 				p->ord[r++] = base + in[j]->ord[s];
 			base += in[j]->n;
@@ -503,15 +804,21 @@ int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t err
 		return fail(err, errlen, "zstd: %s", ZSTD_getErrorName(zlen));
 	}
 	typedef struct { uint32_t id, flags; const void *data; uint64_t len; } sec_t;
-	sec_t sec[8];
+	sec_t sec[S_COUNT];
 	int ns = 0;
 	if (ix->centroids)
 		sec[ns++] = (sec_t){S_CENTROIDS, 0, ix->centroids, (uint64_t)ix->nlist * d * 4};
 	if (ix->list_off)
 		sec[ns++] = (sec_t){S_LIST_OFF, 0, ix->list_off, ((uint64_t)ix->nlist + 1) * 8};
-	sec[ns++] = (sec_t){S_VECTORS, 0, ix->vectors, ix->n * d * (ix->code == CMR_CODE_F32 ? 4 : 1)};
+	sec[ns++] = (sec_t){S_VECTORS, 0, ix->vectors, ix->n * row_bytes(ix)};
 	if (ix->sq)
 		sec[ns++] = (sec_t){S_SQ, 0, ix->sq, 2ull * d * 4};
+	if (ix->pq)
+		sec[ns++] = (sec_t){S_PQ, 0, ix->pq, (uint64_t)CMR_PQ_K * d * 4};
+	if (ix->exact)
+		sec[ns++] = (sec_t){S_EXACT, 0, ix->exact, ix->n * d * 4};
+	if (ix->pq_scale)
+		sec[ns++] = (sec_t){S_PQ_SCALE, 0, ix->pq_scale, (uint64_t)ix->nlist * 4};
 	sec[ns++] = (sec_t){S_ORD, 0, ix->ord, ix->n * 8};
 	sec[ns++] = (sec_t){S_KEYS, 1, zkeys, zlen};
 	if (ix->provenance)
@@ -523,7 +830,7 @@ int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t err
 		return fail(err, errlen, "out of memory");
 	}
 	memcpy(hdr, MAGIC, 8);
-	st32(hdr + 8, VERSION);
+	st32(hdr + 8, ix->code == CMR_CODE_PQ ? VERSION_PQ : VERSION);
 	st32(hdr + 12, HEADER_LEN);
 	st32(hdr + 16, ix->kind);
 	st32(hdr + 20, ix->code);
@@ -533,6 +840,7 @@ int cmr_index_write(const cmr_index *ix, const char *path, char *err, size_t err
 	st32(hdr + 40, 1); /* metric: inner product */
 	st32(hdr + 44, (uint32_t)ns);
 	st64(hdr + 48, ix->quantizer_hash);
+	st32(hdr + 56, ix->pq_m);
 	uint64_t off = (tlen + 63) / 64 * 64;
 	for (int i = 0; i < ns; i++) {
 		uint8_t *e = hdr + HEADER_LEN + i * SECTION_LEN;
@@ -589,9 +897,11 @@ static int parse(cmr_index *ix, const uint8_t *h, size_t size, const char *path,
 	if (memcmp(h, MAGIC, 8) != 0)
 		return fail(err, errlen, "%s: not a cmr index (bad magic)", path);
 	uint32_t version = ld32(h + 8), hlen = ld32(h + 12);
-	if (version != VERSION)
-		return fail(err, errlen, "%s: unsupported index version %u (this reader knows %d)", path, version, VERSION);
+	if (version != VERSION && version != VERSION_PQ)
+		return fail(err, errlen, "%s: unsupported index version %u (this reader knows %d and %d)", path, version,
+			    VERSION, VERSION_PQ);
 	ix->kind = ld32(h + 16), ix->code = ld32(h + 20), ix->dim = ld32(h + 24), ix->nlist = ld32(h + 28);
+	ix->pq_m = ld32(h + 56);
 	ix->n = ld64(h + 32);
 	uint32_t metric = ld32(h + 40), ns = ld32(h + 44);
 	ix->quantizer_hash = ld64(h + 48);
@@ -607,15 +917,20 @@ static int parse(cmr_index *ix, const uint8_t *h, size_t size, const char *path,
 	XXH3_freeState(xs);
 	if (sum != ld64(h + 120))
 		return fail(err, errlen, "%s: header checksum mismatch: the file is corrupt", path);
-	if ((ix->kind != CMR_INDEX_FLAT && ix->kind != CMR_INDEX_IVF) || (ix->code != CMR_CODE_F32 && ix->code != CMR_CODE_SQ8) ||
+	if ((ix->kind != CMR_INDEX_FLAT && ix->kind != CMR_INDEX_IVF) ||
+	    (ix->code != CMR_CODE_F32 && ix->code != CMR_CODE_SQ8 && !(ix->code == CMR_CODE_PQ && version >= VERSION_PQ)) ||
 	    metric != 1 || ix->dim == 0 || ix->dim > 65536 || (ix->kind == CMR_INDEX_IVF) != (ix->nlist > 0) ||
 	    ix->n > (1ull << 40) || ix->nlist > (1u << 24))
 		return fail(err, errlen, "%s: unknown kind %u, code %u or metric %u, or bad dimension %u or list count %u",
 			    path, ix->kind, ix->code, metric, ix->dim, ix->nlist);
-	uint64_t want[8] = {0, (uint64_t)ix->nlist * ix->dim * 4, ((uint64_t)ix->nlist + 1) * 8,
-			    ix->n * ix->dim * (ix->code == CMR_CODE_F32 ? 4 : 1), 2ull * ix->dim * 4, ix->n * 8, 0, 0};
-	const void *data[8] = {0};
-	uint64_t len[8] = {0};
+	if ((ix->code == CMR_CODE_PQ) != (ix->pq_m != 0) || (ix->pq_m && (ix->pq_m > ix->dim || ix->dim % ix->pq_m)))
+		return fail(err, errlen, "%s: %u PQ sub-quantisers for code %u and dimension %u: corrupt", path, ix->pq_m,
+			    ix->code, ix->dim);
+	uint64_t want[S_COUNT] = {0, (uint64_t)ix->nlist * ix->dim * 4, ((uint64_t)ix->nlist + 1) * 8,
+			    ix->n * row_bytes(ix), 2ull * ix->dim * 4, ix->n * 8, 0, 0,
+			    (uint64_t)CMR_PQ_K * ix->dim * 4, ix->n * ix->dim * 4, (uint64_t)ix->nlist * 4};
+	const void *data[S_COUNT] = {0};
+	uint64_t len[S_COUNT] = {0};
 	for (uint32_t i = 0; i < ns; i++) {
 		const uint8_t *e = h + hlen + i * SECTION_LEN;
 		uint32_t id = ld32(e), flags = ld32(e + 4);
@@ -628,7 +943,7 @@ static int parse(cmr_index *ix, const uint8_t *h, size_t size, const char *path,
 				    id, (unsigned long long)off);
 		if (XXH3_64bits(h + off, l) != ld64(e + 24))
 			return fail(err, errlen, "%s: section %u checksum mismatch: the file is corrupt", path, id);
-		if (id >= 8 || id == 0)
+		if (id >= S_COUNT || id == 0 || (version < VERSION_PQ && id >= S_PQ))
 			continue; /* a later version's section */
 		if (data[id])
 			return fail(err, errlen, "%s: section %u occurs twice", path, id);
@@ -639,12 +954,20 @@ static int parse(cmr_index *ix, const uint8_t *h, size_t size, const char *path,
 		len[id] = l;
 	}
 	if (!data[S_VECTORS] || !data[S_ORD] || !data[S_KEYS] || (ix->kind == CMR_INDEX_IVF && (!data[S_CENTROIDS] || !data[S_LIST_OFF])) ||
-	    (ix->code == CMR_CODE_SQ8 && !data[S_SQ]))
+	    (ix->code == CMR_CODE_SQ8 && !data[S_SQ]) || (ix->code == CMR_CODE_PQ && !data[S_PQ]) ||
+	    (ix->code == CMR_CODE_PQ && ix->kind == CMR_INDEX_IVF && !data[S_PQ_SCALE]))
 		return fail(err, errlen, "%s: a required section is missing", path);
+	if ((ix->code != CMR_CODE_PQ && (data[S_PQ] || data[S_EXACT] || data[S_PQ_SCALE])) ||
+	    (ix->kind != CMR_INDEX_IVF && data[S_PQ_SCALE]))
+		return fail(err, errlen, "%s: PQ sections in an index of kind %u and code %u: corrupt", path, ix->kind,
+			    ix->code);
 	ix->centroids = data[S_CENTROIDS];
 	ix->list_off = data[S_LIST_OFF];
 	ix->vectors = data[S_VECTORS];
 	ix->sq = data[S_SQ];
+	ix->pq = data[S_PQ];
+	ix->exact = data[S_EXACT];
+	ix->pq_scale = ix->code == CMR_CODE_PQ ? data[S_PQ_SCALE] : NULL;
 	ix->ord = data[S_ORD];
 	if (ix->list_off) { /* monotone, from 0 to n: every list inside the vectors */
 		if (ix->list_off[0] != 0 || ix->list_off[ix->nlist] != ix->n)
@@ -658,6 +981,12 @@ static int parse(cmr_index *ix, const uint8_t *h, size_t size, const char *path,
 		if (!isfinite(ix->centroids[i]))
 			return fail(err, errlen, "%s: centroid %llu has a value that is not finite", path,
 				    (unsigned long long)(i / ix->dim));
+	for (size_t i = 0; ix->pq && i < (size_t)CMR_PQ_K * ix->dim; i++)
+		if (!isfinite(ix->pq[i]))
+			return fail(err, errlen, "%s: PQ centroid value %zu is not finite", path, i);
+	for (uint32_t l = 0; ix->pq_scale && l < ix->nlist; l++)
+		if (!isfinite(ix->pq_scale[l]))
+			return fail(err, errlen, "%s: the PQ residual scale of list %u is not finite", path, l);
 	for (uint32_t d = 0; ix->sq && d < ix->dim; d++)
 		if (!isfinite(ix->sq[d]) || !isfinite(ix->sq[ix->dim + d]) || ix->sq[ix->dim + d] < 0)
 			return fail(err, errlen, "%s: SQ8 range of dimension %u is not finite and non-negative", path, d);
@@ -781,7 +1110,7 @@ typedef struct {
 	const cmr_index *ix;
 	const float *q;
 	uint64_t q0, q1;
-	int k, nprobe;
+	int k, nprobe, rerank;
 	uint64_t *ho;
 	float *hs;
 	int rc;
@@ -819,23 +1148,75 @@ static float sq8_dot(const cmr_index *ix, const float *qs, float qmin, uint64_t 
 	return s;
 }
 
+/* PQ's lookup table of query q: T[m][c] = q_m . centroid c of sub-quantiser m */
+static void pq_table(const cmr_index *ix, const float *q, float *T)
+{
+	uint32_t M = ix->pq_m, ds = ix->dim / M;
+	for (uint32_t m = 0; m < M; m++) {
+		const float *qm = q + (size_t)m * ds, *C = ix->pq + (size_t)m * CMR_PQ_K * ds;
+		float *t = T + (size_t)m * CMR_PQ_K;
+		for (uint32_t c = 0; c < CMR_PQ_K; c++) {
+			const float *v = C + (size_t)c * ds;
+			float acc = 0;
+			for (uint32_t e = 0; e < ds; e++)
+				acc += qm[e] * v[e];
+			t[c] = acc;
+		}
+	}
+}
+
+/* A list's rows by asymmetric distance: base (the query's score with the list's centroid)
+ * plus one table entry per sub-quantiser, four running sums in a fixed order; rows whose
+ * score cannot enter the heap go no further. */
+static void pq_scan(const cmr_index *ix, const float *T, float base, uint64_t r0, uint64_t r1, heap *h)
+{
+	uint32_t M = ix->pq_m;
+	const uint8_t *codes = (const uint8_t *)ix->vectors;
+	float thr = h->n < h->k ? -INFINITY : h->s[0];
+	for (uint64_t r = r0; r < r1; r++) {
+		const uint8_t *c = codes + r * M;
+		float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+		uint32_t m = 0;
+		for (; m + 4 <= M; m += 4) {
+			s0 += T[(size_t)m * CMR_PQ_K + c[m]];
+			s1 += T[(size_t)(m + 1) * CMR_PQ_K + c[m + 1]];
+			s2 += T[(size_t)(m + 2) * CMR_PQ_K + c[m + 2]];
+			s3 += T[(size_t)(m + 3) * CMR_PQ_K + c[m + 3]];
+		}
+		for (; m < M; m++)
+			s0 += T[(size_t)m * CMR_PQ_K + c[m]];
+		float sc = base + ((s0 + s1) + (s2 + s3));
+		if (sc >= thr) {
+			heap_push(h, sc, ix->ord[r]);
+			thr = h->n < h->k ? -INFINITY : h->s[0];
+		}
+	}
+}
+
 static void *search_job(void *arg)
 {
 	job_t *j = arg;
 	const cmr_index *ix = j->ix;
 	uint32_t d = ix->dim;
 	const uint64_t chunk = 4096;
-	heap h = {malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
+	int R = j->rerank > j->k ? j->rerank : j->k; /* candidates: the re-ranked ones */
+	heap h = {malloc((size_t)R * sizeof(float)), malloc((size_t)R * sizeof(uint64_t)), 0, R};
+	heap hk = {malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
 	float *buf = malloc((chunk > ix->nlist ? chunk : ix->nlist) * sizeof(float) + 64);
 	float *qs = malloc(d * sizeof(float));
+	float *T = ix->code == CMR_CODE_PQ ? malloc((size_t)ix->pq_m * CMR_PQ_K * sizeof *T) : NULL;
+	uint64_t *co = malloc((size_t)R * sizeof *co);
+	float *cs = malloc((size_t)R * sizeof *cs);
 	int *probe = malloc(((size_t)j->nprobe + 1) * sizeof *probe);
-	if (!h.s || !h.o || !buf || !qs || !probe) {
+	if (!h.s || !h.o || !hk.s || !hk.o || !buf || !qs || !probe || !co || !cs || (ix->code == CMR_CODE_PQ && !T)) {
 		j->rc = -1;
 		goto out;
 	}
 	for (uint64_t qi = j->q0; qi < j->q1; qi++) {
 		const float *q = j->q + qi * d;
 		h.n = 0;
+		if (T)
+			pq_table(ix, q, T);
 		float qmin = 0;
 		if (ix->code == CMR_CODE_SQ8)
 			for (uint32_t e = 0; e < d; e++) {
@@ -871,18 +1252,31 @@ static void *search_job(void *arg)
 					for (uint64_t r = 0; r < rows; r++)
 						heap_push(&h, buf[r], ix->ord[c0 + r]);
 				}
+			} else if (ix->code == CMR_CODE_PQ) {
+				pq_scan(ix, T, ix->kind == CMR_INDEX_IVF ? ix->pq_scale[probe[pi]] * buf[probe[pi]] : 0.0f, r0, r1,
+					&h);
 			} else {
 				for (uint64_t r = r0; r < r1; r++)
 					heap_push(&h, sq8_dot(ix, qs, qmin, r), ix->ord[r]);
 			}
 		}
-		finish(&h, j->ho + qi * j->k, j->hs + qi * j->k);
+		if (R == j->k) {
+			finish(&h, j->ho + qi * j->k, j->hs + qi * j->k);
+			continue;
+		}
+		/* re-ranking: the R candidates' exact scores (the vectors in ordinal order) */
+		finish(&h, co, cs);
+		hk.n = 0;
+		for (int i = 0; i < R && co[i] != UINT64_MAX; i++)
+			heap_push(&hk, cblas_sdot((int)d, q, 1, ix->exact + co[i] * d, 1), co[i]);
+		finish(&hk, j->ho + qi * j->k, j->hs + qi * j->k);
 	}
 out:
-	free(h.s);
-	free(h.o);
+	free(h.s), free(h.o), free(hk.s), free(hk.o);
 	free(buf);
 	free(qs);
+	free(T);
+	free(co), free(cs);
 	free(probe);
 	return NULL;
 }
@@ -993,10 +1387,11 @@ static int flat_search(const cmr_index *ix, const float *q, uint64_t nq, int k, 
 	return rc;
 }
 
-int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, int nprobe, int threads,
-		     uint64_t *hits_ord, float *hits_score)
+int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, const cmr_search_params *sp,
+		     int threads, uint64_t *hits_ord, float *hits_score)
 {
-	if (k < 1)
+	int nprobe = sp ? sp->nprobe : 1, rerank = sp && sp->rerank > k ? sp->rerank : 0;
+	if (k < 1 || (rerank && (ix->code != CMR_CODE_PQ || !ix->exact)))
 		return -1;
 	if (nprobe < 1)
 		nprobe = 1;
@@ -1020,7 +1415,7 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, in
 	uint64_t nb = (nq + 63) / 64;
 	for (int t = 0; t < threads; t++) {
 		uint64_t q0 = nb * (uint64_t)t / (uint64_t)threads * 64, q1 = nb * (uint64_t)(t + 1) / (uint64_t)threads * 64;
-		jobs[t] = (job_t){ix, q, q0 < nq ? q0 : nq, q1 < nq ? q1 : nq, k, nprobe, hits_ord, hits_score, 0};
+		jobs[t] = (job_t){ix, q, q0 < nq ? q0 : nq, q1 < nq ? q1 : nq, k, nprobe, rerank, hits_ord, hits_score, 0};
 		if (t > 0 && pthread_create(&th[t], NULL, search_job, &jobs[t]) != 0)
 			jobs[t].rc = -2;
 	}
@@ -1043,12 +1438,12 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, in
  * merged per query by score (higher first) then ordinal (smaller first), the order one
  * index's search gives: the hits of the merge of the shards (cmr_index_merge) in that order. */
 int cmr_index_search_shards(const cmr_index *const *ix, int nshards, const float *q, uint64_t nq, int k,
-			    int nprobe, int threads, uint64_t *hits_ord, float *hits_score)
+			    const cmr_search_params *sp, int threads, uint64_t *hits_ord, float *hits_score)
 {
 	if (k < 1 || nshards < 1)
 		return -1;
 	if (nshards == 1)
-		return cmr_index_search(ix[0], q, nq, k, nprobe, threads, hits_ord, hits_score);
+		return cmr_index_search(ix[0], q, nq, k, sp, threads, hits_ord, hits_score);
 	size_t nk = (size_t)nq * (size_t)k;
 	uint64_t *so = malloc((nk + 1) * sizeof *so), *mo = malloc((size_t)k * sizeof *mo);
 	float *ss = malloc((nk + 1) * sizeof *ss), *ms = malloc((size_t)k * sizeof *ms);
@@ -1061,7 +1456,7 @@ int cmr_index_search_shards(const cmr_index *const *ix, int nshards, const float
 	uint64_t base = 0;
 	int rc = 0;
 	for (int s = 0; s < nshards && rc == 0; base += ix[s]->n, s++) {
-		if ((rc = cmr_index_search(ix[s], q, nq, k, nprobe, threads, so, ss)) < 0)
+		if ((rc = cmr_index_search(ix[s], q, nq, k, sp, threads, so, ss)) < 0)
 			break;
 		for (uint64_t i = 0; i < nq; i++) {
 			/* two lists, each best first, merged; a shard's ordinals all exceed the

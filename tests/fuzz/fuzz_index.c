@@ -29,7 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (q && row) {
 			for (uint32_t d = 0; d < ix->dim; d++)
 				q[d] = 1.0f / sqrtf((float)ix->dim);
-			cmr_index_search(ix, q, 1, 3, 2, 1, ord, score);
+			cmr_search_params sp = {.nprobe = 2, .rerank = ix->exact ? 5 : 0};
+			cmr_index_search(ix, q, 1, 3, &sp, 1, ord, score);
 			for (uint64_t r = 0; r < ix->n && r < 64; r++)
 				cmr_index_row(ix, r, row);
 			for (uint64_t r = 0; r < ix->n; r++)

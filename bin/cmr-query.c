@@ -22,7 +22,7 @@
 
 static const cmr_tool tool = {
 	"cmr-query",
-	"[-k N] [--nprobe N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.png --images ARCHIVE...]\n"
+	"[-k N] [--nprobe N] [--rerank N] [-f tsv|jsonl|stream] [-j N] [--sheet FILE.png --images ARCHIVE...]\n"
 	"[--force] [-o OUT] INDEX [QUERIES...]\n"
 	"cmr-query [options] (-i INDEX | --index-list FILE)... [QUERIES...]\n"
 	"cmr-query --score maxsim-mean [-k N] [-f tsv|jsonl|stream] [--sheet ...] [-o OUT] ITEMS.cmr [QUERIES...]",

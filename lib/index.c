@@ -1106,11 +1106,14 @@ static void heap_push(heap *h, float s, uint64_t o)
 	h->o[i] = o;
 }
 
+#define SEARCH_QB 16 /* queries whose coarse scores and PQ tables one sgemm makes */
+
 typedef struct {
 	const cmr_index *ix;
 	const float *q;
 	uint64_t q0, q1;
 	int k, nprobe, rerank;
+	const float *pqt; /* PQ: the codebooks slice-major (pq_transpose) */
 	uint64_t *ho;
 	float *hs;
 	int rc;
@@ -1148,21 +1151,36 @@ static float sq8_dot(const cmr_index *ix, const float *qs, float qmin, uint64_t 
 	return s;
 }
 
-/* PQ's lookup table of query q: T[m][c] = q_m . centroid c of sub-quantiser m */
-static void pq_table(const cmr_index *ix, const float *q, float *T)
+/* The codebooks slice-major for the tables: pqt [M, ds, 256] from [M, 256, ds]. */
+static float *pq_transpose(const cmr_index *ix)
 {
 	uint32_t M = ix->pq_m, ds = ix->dim / M;
-	for (uint32_t m = 0; m < M; m++) {
-		const float *qm = q + (size_t)m * ds, *C = ix->pq + (size_t)m * CMR_PQ_K * ds;
-		float *t = T + (size_t)m * CMR_PQ_K;
-		for (uint32_t c = 0; c < CMR_PQ_K; c++) {
-			const float *v = C + (size_t)c * ds;
-			float acc = 0;
+	float *t = malloc((size_t)CMR_PQ_K * ix->dim * sizeof *t);
+	for (uint32_t m = 0; t && m < M; m++)
+		for (uint32_t c = 0; c < CMR_PQ_K; c++)
 			for (uint32_t e = 0; e < ds; e++)
-				acc += qm[e] * v[e];
-			t[c] = acc;
+				t[((size_t)m * ds + e) * CMR_PQ_K + c] = ix->pq[((size_t)m * CMR_PQ_K + c) * ds + e];
+	return t;
+}
+
+/* PQ's lookup tables of nb queries q [nb, dim]: T [nb, M, 256], T[i][m][c] = q_i's m-th slice
+ * . centroid c of sub-quantiser m, summed over the slice in order; the inner loop runs over
+ * the 256 centroids (pqt slice-major), which the compiler vectorises */
+static void pq_tables(const cmr_index *ix, const float *pqt, const float *q, int nb, float *T)
+{
+	uint32_t M = ix->pq_m, ds = ix->dim / M;
+	for (int i = 0; i < nb; i++)
+		for (uint32_t m = 0; m < M; m++) {
+			const float *qm = q + (size_t)i * ix->dim + (size_t)m * ds;
+			float *t = T + ((size_t)i * M + m) * CMR_PQ_K;
+			for (uint32_t c = 0; c < CMR_PQ_K; c++)
+				t[c] = 0;
+			for (uint32_t e = 0; e < ds; e++) {
+				const float *row = pqt + ((size_t)m * ds + e) * CMR_PQ_K, qe = qm[e];
+				for (uint32_t c = 0; c < CMR_PQ_K; c++)
+					t[c] += qe * row[c];
+			}
 		}
-	}
 }
 
 /* A list's rows by asymmetric distance: base (the query's score with the list's centroid)
@@ -1202,21 +1220,33 @@ static void *search_job(void *arg)
 	int R = j->rerank > j->k ? j->rerank : j->k; /* candidates: the re-ranked ones */
 	heap h = {malloc((size_t)R * sizeof(float)), malloc((size_t)R * sizeof(uint64_t)), 0, R};
 	heap hk = {malloc((size_t)j->k * sizeof(float)), malloc((size_t)j->k * sizeof(uint64_t)), 0, j->k};
-	float *buf = malloc((chunk > ix->nlist ? chunk : ix->nlist) * sizeof(float) + 64);
+	float *buf = malloc(chunk * sizeof(float) + 64);
 	float *qs = malloc(d * sizeof(float));
-	float *T = ix->code == CMR_CODE_PQ ? malloc((size_t)ix->pq_m * CMR_PQ_K * sizeof *T) : NULL;
+	/* per block of SEARCH_QB queries (fixed by the query's position, so that the products
+	 * do not depend on the threads): the coarse scores and the PQ tables, by sgemm */
+	size_t tsz = (size_t)ix->pq_m * CMR_PQ_K;
+	float *cb = malloc((size_t)SEARCH_QB * ix->nlist * sizeof *cb + 64);
+	float *Tb = ix->code == CMR_CODE_PQ ? malloc(SEARCH_QB * tsz * sizeof *Tb) : NULL;
 	uint64_t *co = malloc((size_t)R * sizeof *co);
 	float *cs = malloc((size_t)R * sizeof *cs);
 	int *probe = malloc(((size_t)j->nprobe + 1) * sizeof *probe);
-	if (!h.s || !h.o || !hk.s || !hk.o || !buf || !qs || !probe || !co || !cs || (ix->code == CMR_CODE_PQ && !T)) {
+	if (!h.s || !h.o || !hk.s || !hk.o || !buf || !qs || !probe || !co || !cs || !cb || (ix->code == CMR_CODE_PQ && !Tb)) {
 		j->rc = -1;
 		goto out;
 	}
 	for (uint64_t qi = j->q0; qi < j->q1; qi++) {
 		const float *q = j->q + qi * d;
+		uint64_t bi = (qi - j->q0) % SEARCH_QB; /* j->q0 is a multiple of SEARCH_QB */
+		if (bi == 0) {
+			int nb = (int)(j->q1 - qi < SEARCH_QB ? j->q1 - qi : SEARCH_QB);
+			if (ix->kind == CMR_INDEX_IVF)
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, (int)ix->nlist, (int)d, 1.0f, q, (int)d,
+					    ix->centroids, (int)d, 0.0f, cb, (int)ix->nlist);
+			if (Tb)
+				pq_tables(ix, j->pqt, q, nb, Tb);
+		}
+		const float *cs_q = cb + bi * ix->nlist, *T = Tb ? Tb + bi * tsz : NULL;
 		h.n = 0;
-		if (T)
-			pq_table(ix, q, T);
 		float qmin = 0;
 		if (ix->code == CMR_CODE_SQ8)
 			for (uint32_t e = 0; e < d; e++) {
@@ -1227,13 +1257,12 @@ static void *search_job(void *arg)
 		int np = 1;
 		if (ix->kind == CMR_INDEX_IVF) {
 			/* the nprobe lists whose centroids score highest */
-			cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nl, (int)d, 1.0f, ix->centroids, (int)d, q, 1, 0.0f, buf, 1);
 			np = 0;
 			for (uint32_t l = 0; l < nl; l++) {
-				if (np == j->nprobe && buf[l] <= buf[probe[np - 1]])
+				if (np == j->nprobe && cs_q[l] <= cs_q[probe[np - 1]])
 					continue;
 				int at = np < j->nprobe ? np++ : np - 1;
-				while (at > 0 && buf[probe[at - 1]] < buf[l]) {
+				while (at > 0 && cs_q[probe[at - 1]] < cs_q[l]) {
 					probe[at] = probe[at - 1];
 					at--;
 				}
@@ -1253,7 +1282,7 @@ static void *search_job(void *arg)
 						heap_push(&h, buf[r], ix->ord[c0 + r]);
 				}
 			} else if (ix->code == CMR_CODE_PQ) {
-				pq_scan(ix, T, ix->kind == CMR_INDEX_IVF ? ix->pq_scale[probe[pi]] * buf[probe[pi]] : 0.0f, r0, r1,
+				pq_scan(ix, T, ix->kind == CMR_INDEX_IVF ? ix->pq_scale[probe[pi]] * cs_q[probe[pi]] : 0.0f, r0, r1,
 					&h);
 			} else {
 				for (uint64_t r = r0; r < r1; r++)
@@ -1275,7 +1304,7 @@ out:
 	free(h.s), free(h.o), free(hk.s), free(hk.o);
 	free(buf);
 	free(qs);
-	free(T);
+	free(cb), free(Tb);
 	free(co), free(cs);
 	free(probe);
 	return NULL;
@@ -1405,9 +1434,9 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, co
 		threads = nq ? (int)nq : 1;
 	job_t *jobs = calloc((size_t)threads, sizeof *jobs);
 	pthread_t *th = calloc((size_t)threads, sizeof *th);
-	if (!jobs || !th) {
-		free(jobs);
-		free(th);
+	float *pqt = ix->code == CMR_CODE_PQ ? pq_transpose(ix) : NULL;
+	if (!jobs || !th || (ix->code == CMR_CODE_PQ && !pqt)) {
+		free(jobs), free(th), free(pqt);
 		return -1;
 	}
 	/* threads take whole blocks of 64 queries, so that the split of the queries, and so the
@@ -1415,7 +1444,7 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, co
 	uint64_t nb = (nq + 63) / 64;
 	for (int t = 0; t < threads; t++) {
 		uint64_t q0 = nb * (uint64_t)t / (uint64_t)threads * 64, q1 = nb * (uint64_t)(t + 1) / (uint64_t)threads * 64;
-		jobs[t] = (job_t){ix, q, q0 < nq ? q0 : nq, q1 < nq ? q1 : nq, k, nprobe, rerank, hits_ord, hits_score, 0};
+		jobs[t] = (job_t){ix, q, q0 < nq ? q0 : nq, q1 < nq ? q1 : nq, k, nprobe, rerank, pqt, hits_ord, hits_score, 0};
 		if (t > 0 && pthread_create(&th[t], NULL, search_job, &jobs[t]) != 0)
 			jobs[t].rc = -2;
 	}
@@ -1429,8 +1458,7 @@ int cmr_index_search(const cmr_index *ix, const float *q, uint64_t nq, int k, co
 		}
 		rc |= jobs[t].rc;
 	}
-	free(jobs);
-	free(th);
+	free(jobs), free(th), free(pqt);
 	return rc ? -1 : 0;
 }
 

@@ -76,7 +76,7 @@ typedef struct cmr_ops {
 	void (*act_bw)(const float *x, const float *dy, float *dx, size_t n, int kind);
 	/* the sum of squares, in double, in a fixed order */
 	double (*sumsq)(const float *x, size_t n);
-	/* one AdamW step (grad.h's cmr_adamw) */
+	/* one AdamW step: grad.h's cmr_adamw (plain, in double) for ref, a vectorised float one for blas */
 	void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
 		      float eps, float weight_decay, int64_t t);
 } cmr_ops;
@@ -111,14 +111,15 @@ void cmr_host_set_rows(float *dst, const float *tab, const int *idx, int n, int 
 void cmr_host_patchify(float *out, const unsigned char *const *pixels, int B, int S, int P, const float *mean,
 		       const float *std);
 double cmr_host_sumsq(const float *x, size_t n);
-/* The initialisers of a CPU backend's table for all of them (and grad.h's AdamW). */
+/* The initialisers of a CPU backend's table for all of them (AdamW is each backend's own:
+ * grad.h's plain cmr_adamw for ref). */
 #define CMR_HOST_OPS                                                                             \
 	.alloc = cmr_host_alloc, .free = cmr_host_free, .upload = cmr_host_memcpy,              \
 	.download = cmr_host_memcpy, .sync = cmr_host_sync, .zero = cmr_host_zero,              \
 	.copy = cmr_host_copy, .scale = cmr_host_scale, .add = cmr_host_add,                    \
 	.gather = cmr_host_gather, .gather_add = cmr_host_gather_add,                           \
 	.scatter_add = cmr_host_scatter_add, .set_rows = cmr_host_set_rows,                     \
-	.patchify = cmr_host_patchify, .sumsq = cmr_host_sumsq, .adamw = cmr_adamw
+	.patchify = cmr_host_patchify, .sumsq = cmr_host_sumsq
 
 /* 1 if this build was compiled with CUDA (make CUDA=1), else 0. */
 int cmr_cuda_built(void);

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
+#ifdef __SSE2__
+#include <immintrin.h>
+#endif
 #endif
 
 #include "backend/backend.h"
@@ -326,6 +329,42 @@ static void blas_matmul_nt(const float *A, const float *B, float *C, int M, int 
 	blas_linear(A, B, NULL, C, M, K, N);
 }
 
+/* AdamW in float, PyTorch's sequence (torch.optim.AdamW, single-tensor): p *= 1 - lr wd;
+ * m += (1 - b1) (g - m); v = b2 v + (1 - b2) g^2; p -= (lr / c1) m / (sqrt(v) / sqrt(c2) + eps),
+ * with c1, c2 the bias corrections (computed once, in double). One pass over the four arrays,
+ * four elements at a time with SSE (every x86-64 has it; sqrt and division are correctly
+ * rounded in both forms, so the vector and scalar paths give the same bits); the plain one,
+ * cmr_adamw, works in double element by element. Elementwise: the same bits on any number
+ * of threads. */
+static void blas_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+		       float eps, float weight_decay, int64_t t)
+{
+	const float step = (float)(lr / (1.0 - pow(beta1, (double)t)));
+	const float c2s = (float)sqrt(1.0 - pow(beta2, (double)t));
+	const float keep = 1.0f - lr * weight_decay, a1 = 1.0f - beta1, a2 = 1.0f - beta2;
+	long long nv = 0;
+#ifdef __SSE2__
+	nv = (long long)(n / 4);
+#pragma omp parallel for schedule(static) if (nv >= 65536)
+	for (long long b = 0; b < nv; b++) {
+		size_t i = (size_t)b * 4;
+		__m128 gi = _mm_loadu_ps(g + i), mi = _mm_loadu_ps(m + i), vi = _mm_loadu_ps(v + i);
+		mi = _mm_add_ps(mi, _mm_mul_ps(_mm_set1_ps(a1), _mm_sub_ps(gi, mi)));
+		vi = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(beta2), vi), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(a2), gi), gi));
+		_mm_storeu_ps(m + i, mi);
+		_mm_storeu_ps(v + i, vi);
+		__m128 den = _mm_add_ps(_mm_div_ps(_mm_sqrt_ps(vi), _mm_set1_ps(c2s)), _mm_set1_ps(eps));
+		__m128 pi = _mm_mul_ps(_mm_loadu_ps(p + i), _mm_set1_ps(keep));
+		_mm_storeu_ps(p + i, _mm_sub_ps(pi, _mm_div_ps(_mm_mul_ps(_mm_set1_ps(step), mi), den)));
+	}
+#endif
+	for (size_t i = (size_t)nv * 4; i < n; i++) {
+		float gi = g[i], mi = m[i] + a1 * (gi - m[i]), vi = beta2 * v[i] + a2 * gi * gi;
+		m[i] = mi, v[i] = vi;
+		p[i] = p[i] * keep - step * mi / (sqrtf(vi) / c2s + eps);
+	}
+}
+
 const cmr_ops cmr_ops_blas = {
 	.name = "blas",
 	.what = "OpenBLAS sgemm and OpenMP row loops (the default)",
@@ -340,6 +379,7 @@ const cmr_ops cmr_ops_blas = {
 	.layernorm_bw = blas_layernorm_bw,
 	.attention_bw = blas_attention_bw,
 	.act_bw = blas_act_bw,
+	.adamw = blas_adamw,
 };
 
 int cmr_ops_threads(void)

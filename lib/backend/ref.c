@@ -87,6 +87,7 @@ const cmr_ops cmr_ops_ref = {
 	.what = "plain loops with double accumulators: slow, the reference",
 	.caps = CMR_OPS_HOST | CMR_OPS_TRAIN,
 	CMR_HOST_OPS,
+	.adamw = cmr_adamw,
 	.linear = ref_linear,
 	.layernorm = ref_layernorm,
 	.attention = ref_attention,

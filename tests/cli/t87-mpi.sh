@@ -5,6 +5,10 @@
 MK=$BUILD/tests/mkclip
 # root in CI containers; more ranks than cores where a test asks for them
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# under ASan (make check-asan): Open MPI's plugins stay loaded and stacks are unwound in full,
+# so that tests/lsan.supp can name the memory MPI keeps to the end
+export OMPI_MCA_mca_base_component_disable_dlclose=1
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}fast_unwind_on_malloc=0"
 losses() { grep -o '"loss": [-0-9.e]*' "$1" | cut -d' ' -f2; }
 # the largest difference between two logs' losses, step by step (and their counts)
 max_diff() {

@@ -82,6 +82,8 @@ struct opts {
 	const char *index;
 	const char **shards; /* -i and --index-list, in order */
 	int nshards, shards_cap;
+	char **listed; /* the paths --index-list read (freed at the end) */
+	int nlisted;
 	char **inputs;
 	int ninputs;
 };
@@ -116,10 +118,12 @@ static void read_index_list(struct opts *o, const char *list)
 			continue;
 		if (memchr(line, 0, (size_t)len))
 			cmr_die("%s:%lu: a NUL byte in a path", list, lineno);
-		char *p = strdup(line);
-		if (!p)
+		char *p = strdup(line), **l = realloc(o->listed, (size_t)(o->nlisted + 1) * sizeof *l);
+		if (!p || !l)
 			cmr_die("out of memory");
-		add_shard(o, p); /* kept for the process's life */
+		o->listed = l;
+		o->listed[o->nlisted++] = p;
+		add_shard(o, p);
 	}
 	if (ferror(f))
 		cmr_die("%s: %s", list, strerror(errno));
@@ -632,5 +636,8 @@ int main(int argc, char **argv)
 	free(ix);
 	free(shard_keys);
 	free(o.shards);
+	for (int i = 0; i < o.nlisted; i++)
+		free(o.listed[i]);
+	free(o.listed);
 	return cmr_exit(CMR_EXIT_OK);
 }

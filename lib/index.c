@@ -658,7 +658,8 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 	if (o->keep_exact && ix->code == CMR_CODE_PQ) {
 		if (!(p->exact = malloc(vs->n * d * sizeof(float) + 1)))
 			goto oom;
-		memcpy(p->exact, vs->v, vs->n * d * sizeof(float));
+		if (vs->n) /* none for a quantizer alone */
+			memcpy(p->exact, vs->v, vs->n * d * sizeof(float));
 		ix->exact = p->exact;
 	}
 	ix->vectors = p->vectors;

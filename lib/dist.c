@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef CMR_MPI
 #include <mpi.h>
@@ -123,6 +124,23 @@ int cmr_dist_any(const cmr_dist *d, int flag)
 	return MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) == MPI_SUCCESS ? out : -1;
 }
 
+int cmr_dist_idle_barrier(const cmr_dist *d)
+{
+	if (d->size < 2)
+		return 0;
+	MPI_Request rq;
+	if (MPI_Ibarrier(MPI_COMM_WORLD, &rq) != MPI_SUCCESS)
+		return -1;
+	for (;;) {
+		int done = 0;
+		if (MPI_Test(&rq, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+			return -1;
+		if (done)
+			return 0;
+		nanosleep(&(struct timespec){0, 1000000}, NULL);
+	}
+}
+
 #else /* one process */
 
 int cmr_dist_init(cmr_dist *d, int *argc, char ***argv, char *err, size_t errlen)
@@ -158,6 +176,11 @@ int cmr_dist_sum(const cmr_dist *d, float *x, size_t n)
 int cmr_dist_any(const cmr_dist *d, int flag)
 {
 	return d->size < 2 ? flag != 0 : -1;
+}
+
+int cmr_dist_idle_barrier(const cmr_dist *d)
+{
+	return d->size < 2 ? 0 : -1;
 }
 
 #endif

@@ -34,5 +34,9 @@ int cmr_dist_gather_rows(const cmr_dist *d, float *buf, int n, int width);
 int cmr_dist_sum(const cmr_dist *d, float *x, size_t n);
 /* 1 on every rank when flag is non-zero on any; -1 on an error. */
 int cmr_dist_any(const cmr_dist *d, int flag);
+/* A barrier that waits without spinning (MPI's blocking calls poll the network at full
+ * speed): it polls every millisecond. For the ranks waiting while rank 0 alone works (a
+ * checkpoint, an evaluation). 0, or -1 on an error. */
+int cmr_dist_idle_barrier(const cmr_dist *d);
 
 #endif

@@ -953,10 +953,15 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 			}
 			cmr_progress_update(&pr, (uint64_t)(step + 1));
 		}
-		if (lead && o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop)
+		int saving = o->save_every && (step + 1) % o->save_every == 0 && step + 1 < stop;
+		int evaluating = o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop;
+		if (lead && saving)
 			save(&r, step + 1);
-		if (lead && o->eval_every && (step + 1) % o->eval_every == 0 && step + 1 < stop)
+		if (lead && evaluating)
 			evaluate(&r, ev, step + 1);
+		/* the other ranks wait for rank 0's checkpoint or evaluation without spinning */
+		if (dist && (saving || evaluating) && cmr_dist_idle_barrier(dist) < 0)
+			cmr_die("the MPI ranks could not wait for rank 0 at step %" PRId64, step);
 		if (dist) { /* a signal to any rank stops them all after this step */
 			int any = cmr_dist_any(dist, stop_signal);
 			if (any < 0)
@@ -975,6 +980,8 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	int sig = stop_signal;
 	if (lead && ev && !sig)
 		evaluate(&r, ev, step);
+	if (dist && cmr_dist_idle_barrier(dist) < 0) /* all end together, none spinning */
+		cmr_die("the MPI ranks could not wait for rank 0 at the end");
 	if (sig && lead)
 		cmr_error("interrupted by signal %d at step %" PRId64 " of %" PRId64 "; the checkpoint is saved: go on with "
 			  "--resume %s", sig, step, r.total, o->output);

@@ -13,7 +13,9 @@
 
 int cmr_dist_launched(void)
 {
-	static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS"};
+	/* mpirun (Open MPI), PMI-2, MPICH's Hydra, and srun's job step (a batch script's own step
+	 * has one task, so cmr-train run there without srun stays one process) */
+	static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS"};
 	for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
 		const char *v = getenv(vars[i]);
 		char *end;

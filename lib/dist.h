@@ -15,7 +15,8 @@ typedef struct cmr_dist {
 } cmr_dist;
 
 /* How many processes a launcher started this one among, from its environment (Open MPI's
- * OMPI_COMM_WORLD_SIZE, PMIx's or Slurm's): 1 when none did. */
+ * OMPI_COMM_WORLD_SIZE, PMI's PMI_SIZE, Hydra's MPI_LOCALNRANKS, Slurm's
+ * SLURM_STEP_NUM_TASKS): 1 when none did. */
 int cmr_dist_launched(void);
 /* Joins the group when a launcher started more than one process, else d is one process.
  * -1 with a message in err when the launcher's group cannot be joined, or when this build

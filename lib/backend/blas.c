@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
+#endif
 #ifdef __SSE2__
 #include <immintrin.h>
-#endif
 #endif
 
 #include "backend/backend.h"

@@ -8,19 +8,11 @@ Prints one line: qps_best qps_worst recall@10 build_s_best build_s_worst bytes_p
 train + add from memory; bytes per vector: the codes and the 8-byte id of an inverted list
 entry). Run with OMP_WAIT_POLICY=PASSIVE, as bench/ivfpq.sh does."""
 import sys
-import time
 
 import faiss
 import numpy as np
 
-
-def timed(runs, fn):
-    ts, out = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), max(ts), out
+from faiss_peer import timed  # bench/ is the script's directory: on sys.path
 
 
 def main():

@@ -19,20 +19,6 @@ NQ=1000
 NPROBE=16
 ITERS=10
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-now() { date +%s.%N; }
-# best and worst of RUNS: "best (worst)" of a rate (N / seconds) or of seconds
-timeit() { # OUT_FILE CMD...: appends the seconds of each run
-	o=$1
-	shift
-	for _ in $(seq "$RUNS"); do
-		t0=$(now)
-		"$@"
-		t1=$(now)
-		echo "$t1 - $t0" | bc -l >>"$o"
-	done
-}
-rate() { sort -g "$2" | awk -v n="$1" 'NR == 1 { b = n / $1 } { w = n / $1 } END { printf "%.0f (%.0f)", b, w }'; }
-secs() { sort -g "$1" | awk 'NR == 1 { b = $1 } { w = $1 } END { printf "%.1f (%.1f)", b, w }'; }
 rows=""
 for N in $SIZES; do
 	NLIST=$([ "$N" -gt 100000 ] && echo 1024 || echo 256)
@@ -48,8 +34,7 @@ for N in $SIZES; do
 			-o "$T/ivf.idx" "$T/base.cmr"
 		timeit "$T/flat.t" sh -c "cmr-query -j $TH -k 10 '$T/flat.idx' '$T/q.cmr' >'$T/exact.tsv'"
 		timeit "$T/ivf.t" sh -c "cmr-query -j $TH -k 10 --nprobe $NPROBE '$T/ivf.idx' '$T/q.cmr' >'$T/ivf.tsv'"
-		rec=$(awk -F'\t' 'NR == FNR { a[$1 " " $3] = 1; next } ($1 " " $3) in a { h++ } END { printf "%.4f", h / FNR }' \
-			"$T/exact.tsv" "$T/ivf.tsv")
+		rec=$(recall "$T/exact.tsv" "$T/ivf.tsv")
 		set -- $(OMP_NUM_THREADS="$TH" OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/faiss_peer.py "$T/base.npy" \
 			"$T/q.npy" "$NLIST" "$NPROBE" "$TH" "$SAMPLE" "$ITERS" "$RUNS")
 		rows="$rows| $N | $TH | flat | $(rate $NQ "$T/flat.t") | 1 (exact) | $1 ($2) | 1 (exact) |

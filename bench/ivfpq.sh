@@ -32,20 +32,6 @@ fi
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-now() { date +%s.%N; }
-timeit() { # OUT_FILE CMD...: appends the seconds of each of RUNS runs
-	o=$1
-	shift
-	for _ in $(seq "$RUNS"); do
-		t0=$(now)
-		"$@"
-		t1=$(now)
-		echo "$t1 - $t0" | bc -l >>"$o"
-	done
-}
-rate() { sort -g "$2" | awk -v n="$1" 'NR == 1 { b = n / $1 } { w = n / $1 } END { printf "%.0f (%.0f)", b, w }'; }
-secs() { sort -g "$1" | awk 'NR == 1 { b = $1 } { w = $1 } END { printf "%.1f (%.1f)", b, w }'; }
-recall() { awk -F'\t' 'NR == FNR { a[$1 " " $3] = 1; next } ($1 " " $3) in a { h++ } END { printf "%.4f", h / FNR }' "$1" "$2"; }
 
 cmr-dump to-npy -o "$T/ftr.npy" "$FEAT_TRAIN"
 cmr-dump to-npy -o "$T/fte.npy" "$FEAT_TEST"

@@ -36,3 +36,22 @@ flickr_cfg() {
    "image_size": 64, "patch_size": 8, "hidden_act": "quick_gelu"}}
 J
 }
+
+# Timing for the scripts that run each figure RUNS times (index.sh, ivfpq.sh):
+# timeit OUT_FILE CMD...: runs CMD RUNS times, appending each run's seconds to OUT_FILE;
+# rate N FILE: "best (worst)" of N / seconds; secs FILE: "best (worst)" seconds;
+# recall EXACT.tsv GOT.tsv: the share of GOT's (query, hit) pairs that EXACT has (cmr-query TSV).
+now() { date +%s.%N; }
+timeit() {
+	o=$1
+	shift
+	for _ in $(seq "$RUNS"); do
+		t0=$(now)
+		"$@"
+		t1=$(now)
+		echo "$t1 - $t0" | bc -l >>"$o"
+	done
+}
+rate() { sort -g "$2" | awk -v n="$1" 'NR == 1 { b = n / $1 } { w = n / $1 } END { printf "%.0f (%.0f)", b, w }'; }
+secs() { sort -g "$1" | awk 'NR == 1 { b = $1 } { w = $1 } END { printf "%.1f (%.1f)", b, w }'; }
+recall() { awk -F'\t' 'NR == FNR { a[$1 " " $3] = 1; next } ($1 " " $3) in a { h++ } END { printf "%.4f", h / FNR }' "$1" "$2"; }

@@ -80,10 +80,8 @@ struct opts {
 	int nimages;
 	const char *output;
 	const char *index;
-	const char **shards; /* -i and --index-list, in order */
+	char **shards; /* -i and --index-list, in order (copies, freed at the end) */
 	int nshards, shards_cap;
-	char **listed; /* the paths --index-list read (freed at the end) */
-	int nlisted;
 	char **inputs;
 	int ninputs;
 };
@@ -97,7 +95,8 @@ static void add_shard(struct opts *o, const char *path)
 		if (!(o->shards = realloc(o->shards, (size_t)o->shards_cap * sizeof *o->shards)))
 			cmr_die("out of memory");
 	}
-	o->shards[o->nshards++] = path;
+	if (!(o->shards[o->nshards++] = strdup(path)))
+		cmr_die("out of memory");
 }
 
 /* --index-list FILE: a path per line; blank lines are skipped */
@@ -118,12 +117,7 @@ static void read_index_list(struct opts *o, const char *list)
 			continue;
 		if (memchr(line, 0, (size_t)len))
 			cmr_die("%s:%lu: a NUL byte in a path", list, lineno);
-		char *p = strdup(line), **l = realloc(o->listed, (size_t)(o->nlisted + 1) * sizeof *l);
-		if (!p || !l)
-			cmr_die("out of memory");
-		o->listed = l;
-		o->listed[o->nlisted++] = p;
-		add_shard(o, p);
+		add_shard(o, line);
 	}
 	if (ferror(f))
 		cmr_die("%s: %s", list, strerror(errno));
@@ -635,9 +629,8 @@ int main(int argc, char **argv)
 		cmr_index_free(ix[s]);
 	free(ix);
 	free(shard_keys);
+	for (int i = 0; i < o.nshards; i++)
+		free(o.shards[i]);
 	free(o.shards);
-	for (int i = 0; i < o.nlisted; i++)
-		free(o.listed[i]);
-	free(o.listed);
 	return cmr_exit(CMR_EXIT_OK);
 }

@@ -65,7 +65,7 @@ LIBS        := $(PKG_LIBS) $(BLAS_LIBS) -lm -lpthread
 
 LIB_SRC := lib/fe.c lib/origin.c lib/atomic.c lib/dist.c lib/util.c lib/image.c lib/image_codecs.c lib/eval.c lib/index.c \
 	lib/format/stream.c lib/format/npy.c lib/format/safetensors.c lib/text/clip_tok.c lib/text/wordvec.c lib/knowledge.c \
-	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c \
+	lib/backend/host.c lib/backend/ref.c lib/backend/blas.c lib/backend/grad.c lib/backend/devsim.c \
 	lib/model/params.c lib/model/forward.c lib/model/train.c lib/model/run.c lib/model/adapter.c lib/model/levels.c \
 	lib/model/tuning.c lib/tflite/tflite.c lib/tflite/qops.c lib/tflite/graph.c
 ifeq ($(CUDA),1)

@@ -317,6 +317,8 @@ static void load_weights(unsigned mask)
 		    (g.o->tuning && cmr_tuning_load(g.m, &g.tun, g.o->tuning, mask, err, sizeof err) < 0))
 			cmr_die("%s", err);
 	}
+	if (cmr_clip_place(g.m, g.o->ops, err, sizeof err) < 0) /* a device backend's copies */
+		cmr_die("%s", err);
 	g.loaded |= mask;
 }
 

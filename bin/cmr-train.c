@@ -445,6 +445,10 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 	if (o->adapter_auto && o->adapter_width_given && o->adapter_width[0] != o->adapter_width[1])
 		cmr_usage_error("--adapter-capacity auto sets the two widths: give one --adapter-width N (the budget per "
 				"tower), not two");
+	if (!(o->ops->caps & CMR_OPS_HOST) && (o->adapter || o->pool))
+		cmr_usage_error("--backend %s: %s on a host backend only, for now (blas or ref); prompts and full "
+				"training run on it", o->ops->name,
+				o->pool ? "a prompt pool is tuned" : "adapters and the heads' modules train");
 	if (o->adapter && !o->adapter_width_given && !none)
 		o->adapter_width[0] = o->adapter_width[1] = 16;
 	if (o->adapter && (o->text_prompts || o->vision_prompts || o->pool || o->config || o->resume || o->deep ||

@@ -83,6 +83,9 @@ typedef struct cmr_ops {
 
 extern const cmr_ops cmr_ops_ref;  /* plain loops, double accumulation: obviously correct */
 extern const cmr_ops cmr_ops_blas; /* OpenBLAS sgemm, fused row operations */
+/* For tests, found by name but not listed: the reference behind buffers the host cannot read
+ * (devsim.c), so that the device path of the model and the tools runs on any machine. */
+extern const cmr_ops cmr_ops_devsim;
 
 /* The backends of this build, NULL-terminated, the reference first: what --backend takes. */
 extern const cmr_ops *const cmr_backends[];

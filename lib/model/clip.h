@@ -125,6 +125,8 @@ typedef struct cmr_param {
 	float *g;         /* the gradient: trainable parameters only, after cmr_clip_grads */
 	size_t at;        /* offset of g in m->grad (and of the moments in an optimiser's arrays) */
 	int owned;        /* w is ours to free */
+	float *dev;       /* w's copy in the memory of a backend without CMR_OPS_HOST, where the
+			   * model is placed (cmr_clip_place), or NULL: then the passes read w */
 } cmr_param;
 
 /* One layer's weights and gradients (NULL where frozen), PyTorch Linear layout (out, in). */
@@ -169,7 +171,9 @@ typedef struct cmr_clip {
 			   * layer weight trains) */
 	int logit;        /* index of logit_scale */
 	size_t ntrain;    /* floats in trainable parameters: the size of grad and of the moments */
-	float *grad;
+	float *grad;      /* in the placed backend's memory when placed */
+	const cmr_ops *placed; /* the backend without CMR_OPS_HOST holding copies of the values and
+				* the gradients (cmr_clip_place), or NULL: host memory */
 	cmr_clip_tower tower[2];
 	void *priv;       /* mappings */
 } cmr_clip;
@@ -293,6 +297,26 @@ struct cmr_hook {
 void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
 /* Detaches h from its tower (LoRA merged into the weights needs no pass of its own). */
 void cmr_clip_detach(cmr_clip *m, int tower, cmr_hook *h);
+/* Placing a model on a backend without CMR_OPS_HOST (a device's memory): every parameter
+ * with values gets a copy there (dev), uploaded now, and the gradient array lives there; the
+ * towers' views point at those copies, so the passes read only the backend's memory. The host
+ * values stay as loaded until cmr_clip_fetch. Modules on the towers (adapters, multi-level
+ * attention, injection) still do some arithmetic on the host and are refused. A host backend:
+ * nothing to do. Returns 0, or -1 with err (out of the backend's memory: how much was asked). */
+int cmr_clip_place(cmr_clip *m, const cmr_ops *ops, char *err, size_t errlen);
+/* The trained parameters' values copied back from the placed backend into w (before a
+ * checkpoint is written or the values are read on the host). Nothing when not placed. */
+void cmr_clip_fetch(cmr_clip *m);
+/* The first value of p and of its gradient, wherever they live (scalars: the logit scale,
+ * gates); setting them writes both copies of the value. */
+float cmr_clip_get1(const cmr_clip *m, const cmr_param *p);
+void cmr_clip_set1(cmr_clip *m, cmr_param *p, float v);
+float cmr_clip_grad_get1(const cmr_clip *m, const cmr_param *p);
+void cmr_clip_grad_set1(cmr_clip *m, cmr_param *p, float v);
+/* An array of n floats for per-parameter optimiser state (the moments), zeroed, where the
+ * gradients live; NULL when out of memory. Freed with cmr_clip_state_free. */
+float *cmr_clip_state_new(const cmr_clip *m, size_t n);
+void cmr_clip_state_free(const cmr_clip *m, float *s);
 /* Parameter p's values as a writable copy the model owns (frozen weights are read-only
  * mappings of the checkpoint), bound where the tower reads them. NULL when out of memory. */
 float *cmr_clip_writable(cmr_clip *m, cmr_param *p);

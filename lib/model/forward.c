@@ -408,7 +408,8 @@ int cmr_clip_forward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_clip_
 	const cmr_clip_tower *t = &m->tower[tower];
 	const cmr_tower_cfg *c = &t->cfg;
 	int vision = tower == CMR_TOWER_VISION;
-	if (ws->tower != tower || ops != ws->ops || !(ops->caps & CMR_OPS_HOST) || in->B < 1 || in->B > ws->max_batch ||
+	/* a device backend reads the copies of a model placed on it (cmr_clip_place) */
+	if (ws->tower != tower || ops != ws->ops || (!(ops->caps & CMR_OPS_HOST) && m->placed != ops) || in->B < 1 || in->B > ws->max_batch ||
 	    !t->layer || !t->w[CMR_T_POS])
 		return -1;
 	if ((vision ? layout_images(t, &ws->lay, in, ws->max_rows) : layout_texts(t, &ws->lay, in, ws->max_rows)) < 0)

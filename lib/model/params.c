@@ -641,11 +641,14 @@ void cmr_clip_free(cmr_clip *m)
 {
 	if (!m)
 		return;
-	for (int i = 0; i < m->nparam; i++)
+	for (int i = 0; i < m->nparam; i++) {
 		if (m->param[i].owned)
 			free(m->param[i].w);
+		if (m->param[i].dev)
+			m->placed->free(m->param[i].dev);
+	}
 	free(m->param);
-	free(m->grad);
+	cmr_clip_state_free(m, m->grad);
 	free(m->tower[0].layer);
 	free(m->tower[1].layer);
 	priv_t *p = m->priv;
@@ -665,17 +668,26 @@ static void bind(cmr_clip *m, cmr_param *p)
 	if (p->tower < 0 || p->slot < 0)
 		return;
 	cmr_clip_tower *t = &m->tower[p->tower];
+	float *w = p->dev ? p->dev : p->w; /* what the passes read: the placed copy */
 	if (p->layer >= 0) {
-		t->layer[p->layer].w[p->slot] = p->w;
+		t->layer[p->layer].w[p->slot] = w;
 		t->layer[p->layer].g[p->slot] = p->g;
 	} else {
-		t->w[p->slot] = p->w;
+		t->w[p->slot] = w;
 		t->g[p->slot] = p->g;
 	}
 	if (p->slot == CMR_T_PREFIX && p->layer < 0) {
 		t->prefix_table = (int)p->shape[0];
 		t->nprefix = t->prefix_len > 0 ? t->prefix_k * t->prefix_len : (int)p->shape[0];
 	}
+}
+
+/* new host values for p: into its placed copy too, then bound */
+static void set_bound(cmr_clip *m, cmr_param *p)
+{
+	if (p->dev)
+		m->placed->upload(p->dev, p->w, p->n * sizeof(float));
+	bind(m, p);
 }
 
 static int wanted(const cmr_param *p, unsigned mask)
@@ -877,7 +889,7 @@ int cmr_clip_init(cmr_clip *m, uint64_t seed, char *err, size_t errlen)
 		if (own(p, err, errlen) < 0)
 			return -1;
 		init_one(p, i, seed, p->w);
-		bind(m, p);
+		set_bound(m, p);
 	}
 	m->towers = CMR_TOWERS_BOTH;
 	for (int k = 0; k < 2; k++)
@@ -931,7 +943,7 @@ int cmr_clip_set_tensor(cmr_clip *m, cmr_param *p, const struct cmr_st_tensor *t
 				p->w[j] = t->dtype == CMR_DTYPE_F16 ? cmr_f16_to_f32(h) : cmr_bf16_to_f32(h);
 			}
 	}
-	bind(m, p);
+	set_bound(m, p);
 	return 0;
 }
 
@@ -963,7 +975,7 @@ static int set_transposed(cmr_clip *m, cmr_param *p, const cmr_st_tensor *t, con
 				memcpy(&h, e, 2), v = t->dtype == CMR_DTYPE_F16 ? cmr_f16_to_f32(h) : cmr_bf16_to_f32(h);
 			p->w[j * rows + i] = v;
 		}
-	bind(m, p);
+	set_bound(m, p);
 	return 0;
 }
 
@@ -1020,7 +1032,7 @@ int cmr_clip_load_st(cmr_clip *m, cmr_st *st, unsigned mask, uint64_t seed, char
 			if (own(p, err, errlen) < 0)
 				goto bad;
 			init_one(p, i, seed, p->w);
-			bind(m, p);
+			set_bound(m, p);
 			continue;
 		}
 		if (!t) {
@@ -1137,8 +1149,8 @@ int cmr_clip_grads(cmr_clip *m)
 			m->param[i].at = n;
 			n += (m->param[i].n + 15) & ~(size_t)15; /* 64-byte aligned starts */
 		}
-	free(m->grad);
-	m->grad = n ? calloc(n, sizeof *m->grad) : NULL;
+	cmr_clip_state_free(m, m->grad);
+	m->grad = n ? cmr_clip_state_new(m, n) : NULL;
 	if (n && !m->grad)
 		return -1;
 	m->ntrain = n;
@@ -1163,8 +1175,122 @@ int cmr_clip_grads(cmr_clip *m)
 
 void cmr_clip_zero_grad(cmr_clip *m)
 {
-	if (m->grad)
+	if (m->grad && m->placed)
+		m->placed->zero(m->grad, m->ntrain);
+	else if (m->grad)
 		memset(m->grad, 0, m->ntrain * sizeof *m->grad);
+}
+
+/* ---- placement on a device backend ---- */
+float *cmr_clip_state_new(const cmr_clip *m, size_t n)
+{
+	if (!m->placed)
+		return calloc(n + 1, sizeof(float));
+	float *s = m->placed->alloc((n + 1) * sizeof(float));
+	if (s)
+		m->placed->zero(s, n + 1);
+	return s;
+}
+
+void cmr_clip_state_free(const cmr_clip *m, float *s)
+{
+	if (s && m->placed)
+		m->placed->free(s);
+	else
+		free(s);
+}
+
+int cmr_clip_place(cmr_clip *m, const cmr_ops *ops, char *err, size_t errlen)
+{
+	if (ops->caps & CMR_OPS_HOST)
+		return 0;
+	if (m->placed && m->placed != ops) {
+		snprintf(err, errlen, "the model is placed on the %s backend already", m->placed->name);
+		return -1;
+	}
+	for (int k = 0; k < 2; k++)
+		if (m->tower[k].hooks) {
+			snprintf(err, errlen,
+				 "--backend %s: modules on the %s tower (adapters, multi-level attention, "
+				 "injection) run on a host backend only, for now (blas or ref)",
+				 ops->name, k == CMR_TOWER_VISION ? "vision" : "text");
+			return -1;
+		}
+	m->placed = ops;
+	size_t placed = 0;
+	for (int i = 0; i < m->nparam; i++) {
+		cmr_param *p = &m->param[i];
+		if (!p->w || p->dev)
+			continue;
+		if (!(p->dev = ops->alloc(p->n * sizeof(float) + 4))) {
+			snprintf(err, errlen, "out of %s memory: %s (%.1f MiB) did not fit after %.1f MiB of weights",
+				 ops->name, p->name, p->n * 4.0 / 1048576, placed * 4.0 / 1048576);
+			return -1;
+		}
+		ops->upload(p->dev, p->w, p->n * sizeof(float));
+		placed += p->n;
+		bind(m, p);
+	}
+	if (m->grad) { /* the host gradients made before placing move too */
+		float *g = ops->alloc((m->ntrain + 1) * sizeof *g);
+		if (!g) {
+			snprintf(err, errlen, "out of %s memory for %.1f MiB of gradients after %.1f MiB of weights",
+				 ops->name, m->ntrain * 4.0 / 1048576, placed * 4.0 / 1048576);
+			return -1;
+		}
+		ops->upload(g, m->grad, m->ntrain * sizeof *g);
+		free(m->grad);
+		m->grad = g;
+		for (int i = 0; i < m->nparam; i++)
+			if (m->param[i].g) {
+				m->param[i].g = m->grad + m->param[i].at;
+				bind(m, &m->param[i]);
+			}
+	}
+	return 0;
+}
+
+void cmr_clip_fetch(cmr_clip *m)
+{
+	for (int i = 0; m->placed && i < m->nparam; i++) {
+		cmr_param *p = &m->param[i];
+		if (p->dev && p->g && p->owned) /* trained parameters have values of their own */
+			m->placed->download(p->w, p->dev, p->n * sizeof(float));
+	}
+}
+
+float cmr_clip_get1(const cmr_clip *m, const cmr_param *p)
+{
+	float v = p->w ? p->w[0] : 0;
+	if (p->dev)
+		m->placed->download(&v, p->dev, sizeof v);
+	return v;
+}
+
+void cmr_clip_set1(cmr_clip *m, cmr_param *p, float v)
+{
+	if (p->dev)
+		m->placed->upload(p->dev, &v, sizeof v);
+	else
+		p->w[0] = v;
+}
+
+float cmr_clip_grad_get1(const cmr_clip *m, const cmr_param *p)
+{
+	float v = 0;
+	if (p->g && m->placed)
+		m->placed->download(&v, p->g, sizeof v);
+	else if (p->g)
+		v = p->g[0];
+	return v;
+}
+
+void cmr_clip_grad_set1(cmr_clip *m, cmr_param *p, float v)
+{
+	if (p->g && m->placed)
+		m->placed->upload(p->g, &v, sizeof v);
+	else if (p->g)
+		p->g[0] = v;
 }
 
 int cmr_clip_tower_trains(const cmr_clip *m, int tower)

@@ -513,8 +513,18 @@ static void save(run_t *r, int64_t step)
 		ck_text(&c, "preprocessor_config.json", o->pre_text, o->pre_len);
 	}
 	int64_t st[5] = {step, (int64_t)o->seed, o->batch, (int64_t)r->npairs, r->total};
-	/* the moments of each trainable parameter, under its name */
+	/* the values and moments from a device backend's memory */
+	cmr_clip_fetch(r->m);
 	const cmr_clip *m = r->m;
+	float *mom = r->mom, *vel = r->vel;
+	if (m->placed) {
+		mom = malloc(2 * (m->ntrain + 1) * sizeof *mom), vel = mom + m->ntrain + 1;
+		if (!mom)
+			ck_fail(&c, "out of memory");
+		m->placed->download(mom, r->mom, m->ntrain * sizeof *mom);
+		m->placed->download(vel, r->vel, m->ntrain * sizeof *vel);
+	}
+	/* the moments of each trainable parameter, under its name */
 	cmr_st_out *t = calloc(2 * (size_t)m->nparam + 2, sizeof *t); /* the moments, the counters, the threads */
 	char (*names)[128] = calloc(2 * (size_t)m->nparam, sizeof *names);
 	if (!t || !names)
@@ -526,7 +536,7 @@ static void save(run_t *r, int64_t step)
 			continue;
 		for (int k = 0; k < 2; k++) {
 			snprintf(names[nt], sizeof names[nt], "%s/%s", k ? "exp_avg_sq" : "exp_avg", p->name);
-			t[nt] = (cmr_st_out){names[nt], CMR_DTYPE_F32, p->ndim, {0}, (k ? r->vel : r->mom) + p->at};
+			t[nt] = (cmr_st_out){names[nt], CMR_DTYPE_F32, p->ndim, {0}, (k ? vel : mom) + p->at};
 			memcpy(t[nt].shape, p->shape, sizeof p->shape);
 			nt++;
 		}
@@ -548,6 +558,8 @@ static void save(run_t *r, int64_t step)
 	int rc = cmr_st_write_held(state, sfinal, t, nt, "{\"format\": \"cmr-train-2\"}", err, sizeof err);
 	free(t);
 	free(names);
+	if (m->placed)
+		free(mom);
 	if (rc < 0)
 		ck_fail(&c, "%s", err);
 	c.n++;
@@ -614,7 +626,9 @@ static void evaluate(run_t *r, const cmr_pairs *ev, int64_t step)
 		}
 	cmr_unit_rows(ei, ev->nimg, P);
 	cmr_unit_rows(et, nt, P);
-	if (cmr_eval_ranks(r->o->ops, ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
+	/* the scores of host arrays: on the BLAS backend when training runs on a device's */
+	const cmr_ops *so = r->o->ops->caps & CMR_OPS_HOST ? r->o->ops : &cmr_ops_blas;
+	if (cmr_eval_ranks(so, ei, ev->nimg, et, nt, P, ti, ri, rt, 1024) < 0)
 		cmr_die("out of memory");
 	static const uint32_t ks[3] = {1, 5, 10};
 	double rec[2][3];
@@ -748,7 +762,11 @@ static int64_t load_state(run_t *r, const char *dir)
 					"--freeze)", path, mpath, p->name);
 			if (t->dtype != CMR_DTYPE_F32 || t->nbytes != p->n * 4)
 				state_die("%s: '%s' is not F32 of %zu values", path, mpath, p->n);
-			memcpy((k ? r->vel : r->mom) + p->at, t->data, t->nbytes);
+			float *to = (k ? r->vel : r->mom) + p->at;
+			if (r->m->placed)
+				r->m->placed->upload(to, t->data, t->nbytes);
+			else
+				memcpy(to, t->data, t->nbytes);
 			have++;
 		}
 	}
@@ -829,10 +847,17 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	r.spe = (int64_t)(d->nimg / (size_t)B);
 	r.total = o->steps ? o->steps : (int64_t)o->epochs * r.spe;
 	int64_t warmup = o->warmup >= 0 ? o->warmup : r.total / 10;
-	r.mom = calloc(m->ntrain + 1, sizeof *r.mom);
-	r.vel = calloc(m->ntrain + 1, sizeof *r.vel);
+	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
+	if (pool && !(o->ops->caps & CMR_OPS_HOST))
+		cmr_die("--backend %s: a prompt pool is tuned on a host backend only, for now (blas or ref)", o->ops->name);
+	char perr[512];
+	if (cmr_clip_place(m, o->ops, perr, sizeof perr) < 0)
+		cmr_die("%s", perr);
+	r.mom = cmr_clip_state_new(m, m->ntrain);
+	r.vel = cmr_clip_state_new(m, m->ntrain);
 	if (!r.mom || !r.vel)
-		cmr_die("out of memory for the optimizer state");
+		cmr_die("out of %s memory for the optimizer state (%.1f MiB)", m->placed ? m->placed->name : "host",
+			2 * m->ntrain * 4.0 / 1048576);
 	int64_t step = 0;
 	if (o->resume) {
 		step = load_state(&r, o->resume);
@@ -868,7 +893,6 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	if (!sw || !perm || !px || !ids || !lens || !blab || (td && !tbi))
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
 	sw->dist = dist;
-	int pool = o->tuning && strcmp(o->tuning->method, "pool") == 0;
 	if (cmr_verbose >= 0)
 		fprintf(stderr, "%s: %zu images, %zu captions; %s parameters, %s trained; %" PRId64 " steps of %d pairs "
 				"(%" PRId64 " per epoch)%s\n",
@@ -933,16 +957,16 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 		double lr = cmr_lr_cosine(step, warmup, r.total, o->lr, o->min_lr);
 		cmr_clip_adamw_step(m, o->ops, r.mom, r.vel, step + 1, lr, o->beta1, o->beta2, o->eps, o->wd);
 		since++;
-		double t = now();
+		double t = now(), scale = exp(cmr_clip_get1(m, &m->param[m->logit]));
 		if (r.log)
 			fprintf(r.log, "{\"step\": %" PRId64 ", \"epoch\": %.4f, \"loss\": %.6f, %s%s%s%s%s\"lr\": %.6g, "
 					"\"grad_norm\": %.6g, \"logit_scale\": %.4f, \"pairs_per_s\": %.1f}\n",
 				step + 1, (double)(step + 1) / r.spe, loss, npersp ? "\"descriptions\": " : "",
 				npersp ? (snprintf(err, sizeof err, "%.6f", desc_loss), err) : "", npersp ? ", " : "",
 				pool ? "\"pull\": " : "", pool ? (snprintf(path, sizeof path, "%.6f, ", pull), path) : "", lr,
-				gnorm, exp(m->param[m->logit].w[0]), B / ((t - t0) / (double)since));
+				gnorm, scale, B / ((t - t0) / (double)since));
 		if (cmr_verbose >= 0) {
-			double scale = exp(m->param[m->logit].w[0]), pps = B * since / (t - t0);
+			double pps = B * since / (t - t0);
 			double ep = (double)(step + 1) / r.spe;
 			cmr_progress_detail(&pr, "epoch %.2f loss %.4f lr %.3g scale %.1f %.0f pairs/s", ep, loss, lr, scale,
 					    pps);
@@ -991,7 +1015,8 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	if (r.log && fclose(r.log) != 0)
 		cmr_die("%s: %s", o->log, strerror(errno));
 	cmr_step_ws_free(sw);
-	free(perm), free(px), free(ids), free(lens), free(tbi), free(blab), free(r.mom), free(r.vel);
+	free(perm), free(px), free(ids), free(lens), free(tbi), free(blab);
+	cmr_clip_state_free(m, r.mom), cmr_clip_state_free(m, r.vel);
 	free(vids), free(vlens), free(vrow);
 	return sig ? 128 + sig : 0;
 }

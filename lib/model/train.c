@@ -123,13 +123,14 @@ static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, 
 		if (v->terms[i].weight != 1 && !(wbuf = calloc(2 * (size_t)n * P, sizeof *wbuf)))
 			return NAN;
 	double L = 0;
+	float scale = cmr_clip_get1(m, ls), gscale = ls->g && own_scale ? cmr_clip_grad_get1(m, ls) : 0;
 	for (int i = 0; i < v->nterms; i++) {
 		const cmr_loss_term *tm = &v->terms[i];
 		int w = tm->weight != 1; /* a weighted term's gradients, then scaled in */
 		float *gi = w ? wbuf : dimg, *gt = w ? wbuf + (size_t)n * P : dtxt, dscale = 0;
 		if (w)
 			memset(wbuf, 0, 2 * (size_t)n * P * sizeof *wbuf);
-		cmr_loss_args a = {.img = img, .txt = txt, .B = n, .P = P, .logit_scale = ls->w[0], .margin = tm->margin,
+		cmr_loss_args a = {.img = img, .txt = txt, .B = n, .P = P, .logit_scale = scale, .margin = tm->margin,
 				   .alpha = tm->alpha, .tau = tm->tau, .sigma = tm->sigma, .timg = v->timg, .ttxt = v->ttxt,
 				   .tdim = v->tdim, .labels = v->labels, .dimg = gi, .dtxt = gt, .dscale = &dscale};
 		L += tm->weight * tm->loss->fn(&a);
@@ -139,8 +140,10 @@ static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, 
 				dtxt[j] += (float)tm->weight * wbuf[(size_t)n * P + j];
 			}
 		if (ls->g && own_scale)
-			ls->g[0] += (float)tm->weight * dscale;
+			gscale += (float)tm->weight * dscale;
 	}
+	if (ls->g && own_scale)
+		cmr_clip_grad_set1(m, ls, gscale);
 	free(wbuf);
 	return L;
 }
@@ -242,15 +245,14 @@ void cmr_clip_adamw_step(cmr_clip *m, const cmr_ops *ops, float *mom, float *vel
 		cmr_param *p = &m->param[i];
 		if (!p->g)
 			continue;
-		ops->adamw(p->w, p->g, mom + p->at, vel + p->at, p->n, (float)lr, (float)beta1, (float)beta2, (float)eps,
+		ops->adamw(p->dev ? p->dev : p->w, p->g, mom + p->at, vel + p->at, p->n, (float)lr, (float)beta1, (float)beta2, (float)eps,
 			  p->flags & CMR_PARAM_DECAY ? (float)wd : 0.0f, t);
 	}
 	cmr_param *ls = &m->param[m->logit];
 	if (ls->g) {
-		if (ls->w[0] < 0)
-			ls->w[0] = 0;
-		if (ls->w[0] > (float)log(100.0))
-			ls->w[0] = (float)log(100.0);
+		float v = cmr_clip_get1(m, ls), c = v < 0 ? 0 : v > (float)log(100.0) ? (float)log(100.0) : v;
+		if (c != v)
+			cmr_clip_set1(m, ls, c);
 	}
 }
 

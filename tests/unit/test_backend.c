@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "model/clip.h"
+#include "model/train.h"
 #include "tiny.h"
 #include "unit.h"
 
@@ -114,6 +115,9 @@ TEST(backends_registry_and_glue)
 		CHECK(!(f->caps & CMR_OPS_TRAIN) || (f->linear_bw && f->attention_bw && f->adamw && f->sumsq));
 		CHECK(glue_matches(f));
 	}
+	/* the test backend, found by name, not listed; its glue is the reference's bit for bit */
+	CHECK(cmr_ops_find("devsim") == &cmr_ops_devsim && !strstr(cmr_ops_names(), "devsim"));
+	CHECK(!(cmr_ops_devsim.caps & CMR_OPS_HOST) && glue_matches(&cmr_ops_devsim));
 }
 
 /* the forward and backward passes of a tiny model with every parameter trained, on each
@@ -201,4 +205,93 @@ TEST(blas_adamw_vector_and_scalar_paths_agree)
 			cmr_ops_blas.adamw(p1 + i, g + i, m1 + i, v1 + i, 1, 3e-3f, 0.9f, 0.98f, 1e-6f, 0.2f, t);
 	}
 	CHECK(memcmp(p, p1, sizeof p) == 0 && memcmp(m, m1, sizeof m) == 0 && memcmp(v, v1, sizeof v) == 0);
+}
+
+/* A model placed on a device backend (devsim: the reference's arithmetic behind memory the
+ * host cannot read, so any host access of it faults): forward and backward passes, gradient
+ * clipping and two AdamW steps give the host reference's bits exactly, the values come back
+ * with cmr_clip_fetch; an unplaced model is refused, and so is a model with a module. */
+TEST(placed_model_equals_host_reference)
+{
+	cmr_clip_cfg c = unit_tiny_cfg();
+	enum { BB = 3 };
+	unsigned char px[BB][32 * 32 * 3];
+	const unsigned char *pp[BB];
+	int32_t ids[BB][9];
+	const int32_t *ip[BB];
+	int lens[BB];
+	for (int b = 0; b < BB; b++) {
+		for (int i = 0; i < 32 * 32 * 3; i++)
+			px[b][i] = (unsigned char)((i * 97 + b * 31) % 256);
+		lens[b] = 4 + 2 * b;
+		ids[b][0] = 49406;
+		for (int i = 1; i < lens[b] - 1; i++)
+			ids[b][i] = (i * 7919 + b * 104729) % 49000;
+		ids[b][lens[b] - 1] = 49407;
+		pp[b] = px[b], ip[b] = ids[b];
+	}
+	float dout[BB * 16];
+	fill(dout, BB * 16, 11);
+	cmr_clip *m[2];
+	float o[2][2][BB * 16], *grad[2];
+	char err[256];
+	for (int d = 0; d < 2; d++) { /* 0: host, ref; 1: placed on devsim */
+		const cmr_ops *f = d ? &cmr_ops_devsim : &cmr_ops_ref;
+		CHECK((m[d] = cmr_clip_new(&c)) != NULL);
+		for (int i = 0; i < m[d]->nparam; i++)
+			m[d]->param[i].flags |= CMR_PARAM_TRAIN;
+		CHECK(cmr_clip_init(m[d], 4, err, sizeof err) == 0 && cmr_clip_grads(m[d]) == 0);
+		if (d) { /* not placed yet: refused */
+			cmr_clip_ws *ws = cmr_clip_ws_new(m[d], f, 0, BB, 32, 1);
+			cmr_batch in = {.B = BB, .pixels = pp};
+			CHECK(ws && cmr_clip_forward(m[d], 0, f, ws, &in, o[d][0]) < 0);
+			cmr_clip_ws_free(ws);
+			CHECK(cmr_clip_place(m[d], f, err, sizeof err) == 0 && m[d]->placed == f);
+			CHECK(cmr_clip_place(m[d], &cmr_ops_ref, err, sizeof err) == 0); /* a host one: nothing */
+		}
+		float *mom = cmr_clip_state_new(m[d], m[d]->ntrain), *vel = cmr_clip_state_new(m[d], m[d]->ntrain);
+		CHECK(mom && vel);
+		for (int step = 1; step <= 2; step++) {
+			cmr_clip_zero_grad(m[d]);
+			for (int k = 0; k < 2; k++) {
+				cmr_clip_ws *ws = cmr_clip_ws_new(m[d], f, k, BB, 32, 1);
+				cmr_batch in = {.B = BB, .pixels = pp, .ids = ip, .lens = lens};
+				CHECK(ws && cmr_clip_forward(m[d], k, f, ws, &in, o[d][k]) == 0);
+				cmr_clip_backward(m[d], k, f, ws, dout);
+				cmr_clip_ws_free(ws);
+			}
+			cmr_clip_grad_set1(m[d], &m[d]->param[m[d]->logit], 0.25f); /* as the loss adds it */
+			cmr_clip_grad_norm(m[d], f, 0.5);
+			cmr_clip_adamw_step(m[d], f, mom, vel, step, 1e-2, 0.9, 0.98, 1e-6, 0.1);
+		}
+		grad[d] = malloc(m[d]->ntrain * sizeof(float));
+		CHECK(grad[d]);
+		if (d)
+			f->download(grad[d], m[d]->grad, m[d]->ntrain * sizeof(float));
+		else
+			memcpy(grad[d], m[d]->grad, m[d]->ntrain * sizeof(float));
+		cmr_clip_fetch(m[d]);
+		cmr_clip_state_free(m[d], mom), cmr_clip_state_free(m[d], vel);
+	}
+	CHECK(memcmp(o[0], o[1], sizeof o[0]) == 0);
+	CHECK(memcmp(grad[0], grad[1], m[0]->ntrain * sizeof(float)) == 0);
+	int same = 1;
+	for (int i = 0; i < m[0]->nparam; i++)
+		same &= memcmp(m[0]->param[i].w, m[1]->param[i].w, m[0]->param[i].n * sizeof(float)) == 0;
+	cmr_clip *m0 = cmr_clip_new(&c); /* and the steps moved them */
+	CHECK(m0 && cmr_clip_init(m0, 4, err, sizeof err) == 0);
+	CHECK(same && memcmp(m0->param[5].w, m[1]->param[5].w, m0->param[5].n * sizeof(float)) != 0);
+	cmr_clip_free(m0);
+	CHECK(cmr_clip_get1(m[1], &m[1]->param[m[1]->logit]) == m[0]->param[m[0]->logit].w[0]);
+	free(grad[0]), free(grad[1]);
+	cmr_clip_free(m[0]);
+	cmr_clip_free(m[1]);
+	/* a module on a tower: refused, naming it */
+	cmr_clip *mh = cmr_clip_new(&c);
+	CHECK(mh && cmr_clip_init(mh, 4, err, sizeof err) == 0);
+	cmr_hook h = {.point = CMR_HOOK_MLP};
+	cmr_clip_attach(mh, CMR_TOWER_TEXT, &h);
+	CHECK(cmr_clip_place(mh, &cmr_ops_devsim, err, sizeof err) < 0 && strstr(err, "modules on the text tower"));
+	cmr_clip_detach(mh, CMR_TOWER_TEXT, &h);
+	cmr_clip_free(mh);
 }

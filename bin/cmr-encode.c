@@ -46,9 +46,13 @@ static const cmr_tool tool = {
 	"      --tuning DIR      apply this tuning of MODEL_DIR (cmr-train's prompts,\n"
 	"                        cmr-tuning(5)); refused when it was made for another base\n"
 	"  -b, --batch N         samples per forward pass (default 32)\n"
-	"      --backend NAME    blas (default: OpenBLAS sgemm) or ref (plain loops, slow, the\n"
-	"                        reference the fast one is tested against); list: this build's\n"
-	"                        backends\n"
+	"      --backend NAME    blas (default: OpenBLAS sgemm), ref (plain loops, slow, the\n"
+	"                        reference the fast ones are tested against) or cuda (an NVIDIA\n"
+	"                        GPU, in builds with CUDA); list: this build's backends and\n"
+	"                        whether each can start here\n"
+	"      --device N        with --backend cuda: the GPU to run on (default 0)\n"
+	"      --precision P     with --backend cuda: matrix products in fp32 (default), or on\n"
+	"                        tensor cores with tf32 or bf16 roundings of their operands\n"
 	"  -t, --threads N       BLAS threads (default: the number of cores)\n"
 	"      --no-normalize    keep raw projections (default: unit L2 norm)\n"
 	"      --dtype f32|f16   element type of the embeddings (default f32)\n"
@@ -64,6 +68,7 @@ struct opts {
 	const char *model, *tuning;
 	int batch;
 	const cmr_ops *ops;
+	int device, precision; /* --device, --precision */
 	int threads;
 	int normalize;
 	int dtype;
@@ -80,7 +85,7 @@ struct opts {
 	char **argv;
 };
 
-enum { OPT_BACKEND = 256, OPT_NONORM, OPT_DTYPE, OPT_TUNING, OPT_MEAN, OPT_TOP, OPT_LABELS };
+enum { OPT_BACKEND = 256, OPT_DEVICE, OPT_PRECISION, OPT_NONORM, OPT_DTYPE, OPT_TUNING, OPT_MEAN, OPT_TOP, OPT_LABELS };
 enum { FEAT_DEFAULT, FEAT_POOLED, FEAT_REGIONS, FEAT_CLASSES };
 
 /* 1 if path is a regular file that starts as a TFLite flatbuffer */
@@ -101,6 +106,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"tuning", required_argument, NULL, OPT_TUNING},
 		{"batch", required_argument, NULL, 'b'},
 		{"backend", required_argument, NULL, OPT_BACKEND},
+		{"device", required_argument, NULL, OPT_DEVICE},
+		{"precision", required_argument, NULL, OPT_PRECISION},
 		{"threads", required_argument, NULL, 't'},
 		{"no-normalize", no_argument, NULL, OPT_NONORM},
 		{"dtype", required_argument, NULL, OPT_DTYPE},
@@ -144,6 +151,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_BACKEND:
 			o->ops = cmr_parse_backend(optarg);
 			break;
+		case OPT_DEVICE: o->device = (int)cmr_parse_int("--device", optarg, 0, 1023); break;
+		case OPT_PRECISION: o->precision = cmr_parse_precision(optarg); break;
 		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 256); break;
 		case OPT_NONORM: o->normalize = 0; break;
 		case OPT_DTYPE:
@@ -663,6 +672,9 @@ int main(int argc, char **argv)
 	parse_cmdline(argc, argv, &o);
 	g.o = &o;
 	cmr_ops_set_threads(o.threads);
+	if (o.tflite && !(o.ops->caps & CMR_OPS_HOST))
+		cmr_usage_error("--backend %s: TFLite models run on the CPU (blas or ref)", o.ops->name);
+	cmr_start_backend(o.ops, o.device, o.precision);
 	if (o.tflite)
 		return main_tflite(&o);
 	/* fail early on a model that cannot be read */

@@ -157,8 +157,13 @@ static const cmr_tool tool = {
 	"      --log FILE        JSON lines: one per step, one per evaluation (appended on --resume)\n"
 	"      --log-every N     a progress line on standard error every N steps (default 50;\n"
 	"                        a line kept up to date on a terminal)\n"
-	"      --backend NAME    blas (default) or ref (plain loops, slow: the reference);\n"
-	"                        list: this build's backends\n"
+	"      --backend NAME    blas (default), ref (plain loops, slow: the reference) or cuda\n"
+	"                        (an NVIDIA GPU, in builds with CUDA: full training and\n"
+	"                        prompts); list: this build's backends and whether each can\n"
+	"                        start here\n"
+	"      --device N        with --backend cuda: the GPU to train on (default 0)\n"
+	"      --precision P     with --backend cuda: matrix products in fp32 (default), or on\n"
+	"                        tensor cores with tf32 or bf16 roundings of their operands\n"
 	"  -t, --threads N       BLAS threads (default: the number of cores, shared by the\n"
 	"                        processes of an MPI run on the machine)\n"
 	"\nStarted by mpirun or srun, the processes train data-parallel: each takes a slice of\n"
@@ -173,6 +178,7 @@ struct opts {
 	const cmr_dist *dist;
 	int text_prompts, vision_prompts, deep, train_logit, recompute, majority;
 	const char *adapter;
+	int device, precision; /* --device, --precision */
 	int adapter_width[2], adapter_width_given, adapter_auto;
 	int levels, inject, inject_width;
 	const char *pool;
@@ -199,7 +205,7 @@ struct opts {
 enum {
 	OPT_CONFIG = 256, OPT_RESUME, OPT_EPOCHS, OPT_STEPS, OPT_MAXSTEPS, OPT_LR, OPT_MINLR, OPT_WARMUP, OPT_WD,
 	OPT_B1, OPT_B2, OPT_EPS, OPT_CLIP, OPT_LOSS, OPT_MARGIN, OPT_FREEZE, OPT_TRAIN, OPT_SEED, OPT_SAVE,
-	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
+	OPT_EVAL, OPT_EVALEVERY, OPT_LOG, OPT_LOGEVERY, OPT_BACKEND, OPT_DEVICE, OPT_PRECISION, OPT_TPROMPTS, OPT_VPROMPTS, OPT_DEEP,
 	OPT_PINIT, OPT_TLOGIT, OPT_RECOMPUTE, OPT_POOL, OPT_PULL, OPT_DESC, OPT_DESC_CLIP, OPT_DESC_TRIP, OPT_DESC_MARGIN, OPT_MAJORITY, OPT_ADAPTER, OPT_ADAPTER_WIDTH, OPT_ADAPTER_CAP, OPT_LEVELS, OPT_INJECT, OPT_INJECT_WIDTH,
 	OPT_T_IMG, OPT_T_TXT, OPT_SOFT, OPT_SOFT_ALPHA, OPT_T_TAU, OPT_RELAXED, OPT_R_SIGMA, OPT_R_DELTA, OPT_SEL, OPT_SEL_TAU,
 	OPT_KL, OPT_MSE, OPT_BASE_W, OPT_LABELS, OPT_CLASS_W
@@ -266,6 +272,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		{"log", required_argument, NULL, OPT_LOG},
 		{"log-every", required_argument, NULL, OPT_LOGEVERY},
 		{"backend", required_argument, NULL, OPT_BACKEND},
+		{"device", required_argument, NULL, OPT_DEVICE},
+		{"precision", required_argument, NULL, OPT_PRECISION},
 		{"threads", required_argument, NULL, 't'},
 		{"text-prompts", required_argument, NULL, OPT_TPROMPTS},
 		{"vision-prompts", required_argument, NULL, OPT_VPROMPTS},
@@ -368,6 +376,8 @@ static void parse_cmdline(int argc, char **argv, struct opts *o)
 		case OPT_BACKEND:
 			o->ops = cmr_parse_backend(optarg);
 			break;
+		case OPT_DEVICE: o->device = (int)cmr_parse_int("--device", optarg, 0, 1023); break;
+		case OPT_PRECISION: o->precision = cmr_parse_precision(optarg); break;
 		case 't': o->threads = (int)cmr_parse_int("--threads", optarg, 1, 1024); break;
 		case OPT_TPROMPTS:
 			o->text_prompts = (int)cmr_parse_int("--text-prompts", optarg, 0, CMR_TUNING_MAX_PROMPTS);
@@ -878,6 +888,7 @@ int main(int argc, char **argv)
 				dist.size, dist.local_size, o.threads);
 	}
 	o.dist = &dist;
+	cmr_start_backend(o.ops, o.device, o.precision);
 	int rc = run(&o, argc, argv);
 	cmr_dist_finish(&dist);
 	return cmr_exit(rc);

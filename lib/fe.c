@@ -394,9 +394,13 @@ double cmr_parse_double(const char *opt, const char *s, double min, double max)
 
 const cmr_ops *cmr_parse_backend(const char *s)
 {
-	if (strcmp(s, "list") == 0) {
-		for (int i = 0; cmr_backends[i]; i++)
-			printf("%s\t%s\n", cmr_backends[i]->name, cmr_backends[i]->what);
+	if (strcmp(s, "list") == 0) { /* name, what, and whether it can start here */
+		for (int i = 0; cmr_backends[i]; i++) {
+			const cmr_ops *o = cmr_backends[i];
+			char why[256] = "";
+			int ok = !o->open || o->open(0, CMR_PREC_FP32, why, sizeof why) == 0;
+			printf("%s\t%s\t%s%s\n", o->name, o->what, ok ? "ok" : "unavailable: ", ok ? "" : why);
+		}
 		exit(cmr_exit(CMR_EXIT_OK));
 	}
 	const cmr_ops *o = cmr_ops_find(s);
@@ -404,6 +408,25 @@ const cmr_ops *cmr_parse_backend(const char *s)
 		cmr_usage_error("--backend: '%s' is not one of this build's backends (%s; --backend list)", s,
 				cmr_ops_names());
 	return o;
+}
+
+int cmr_parse_precision(const char *s)
+{
+	static const char *const names[] = {"fp32", "tf32", "bf16"};
+	for (int i = 0; i < 3; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i; /* CMR_PREC_FP32, _TF32, _BF16 */
+	cmr_usage_error("--precision: '%s' is not fp32, tf32 or bf16", s);
+}
+
+void cmr_start_backend(const cmr_ops *ops, int device, int precision)
+{
+	char err[512];
+	if (cmr_ops_open(ops, device, precision, err, sizeof err) < 0) {
+		if (!ops->open)
+			cmr_usage_error("%s", err);
+		cmr_die("%s", err);
+	}
 }
 
 /* ---- files ---- */

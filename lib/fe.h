@@ -117,6 +117,12 @@ const char *cmr_parse_model(const char *arg);
 /* --backend NAME: the registered backend (backend.h); "list" prints each one's name and
  * description on standard output and exits 0; another name is a usage error listing them. */
 const struct cmr_ops *cmr_parse_backend(const char *s);
+/* --precision fp32|tf32|bf16: CMR_PREC_*, or a usage error. */
+int cmr_parse_precision(const char *s);
+/* Starts the backend on --device and --precision: a CPU backend given another device or
+ * precision is a usage error; a device backend that cannot start (no device, no driver)
+ * dies with the reason. */
+void cmr_start_backend(const struct cmr_ops *ops, int device, int precision);
 
 /* ---- files ---- */
 /* Opens an input: NULL or "-" is standard input. A binary input on a terminal is refused. */

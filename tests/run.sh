@@ -1,10 +1,12 @@
 #!/bin/sh
 # run.sh - the test suite: C unit tests, fuzz corpus replay, golden streams, CLI tests,
-# man page lint.  Usage: sh tests/run.sh BUILD_DIR
+# man page lint.  Usage: sh tests/run.sh BUILD_DIR [NAME...]: with names (t85-device ...), the
+# unit tests and those shell tests only.
 # Prints one line per test (PASS/FAIL/SKIP) as it finishes and closes with "N passed, N failed, N skipped".
 # Exit status 1 if any test failed.
 set -u
 BUILD=${1:-build}
+[ $# -gt 0 ] && shift
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 case $BUILD in /*) ;; *) BUILD=$SRCDIR/$BUILD ;; esac
 export SRCDIR BUILD
@@ -21,7 +23,9 @@ trap 'rm -f "$RESULTS"' EXIT
 { "$BUILD/tests/unit" 2>&1 || echo "FAIL: unit tests exited with status $?"; } | tee -a "$RESULTS"
 
 # shell tests: each file sources tests/lib.sh and prints PASS:/FAIL:/SKIP: lines
-for t in "$SRCDIR"/tests/cli/t*.sh; do
+if [ $# -gt 0 ]; then set -- $(for n in "$@"; do echo "$SRCDIR/tests/cli/$n.sh"; done)
+else set -- "$SRCDIR"/tests/cli/t*.sh; fi
+for t in "$@"; do
 	{ sh "$t" 2>&1 || echo "FAIL: $(basename "$t") exited with status $?"; } | tee -a "$RESULTS"
 done
 

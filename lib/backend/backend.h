@@ -16,10 +16,18 @@ enum {
 	CMR_OPS_TRAIN = 2, /* it has the backward passes and the optimiser */
 };
 
+/* The arithmetic of matrix products (--precision): fp32 everywhere, or a device's tensor cores
+ * on TF32 or bf16 roundings of fp32 operands (accumulating in fp32). */
+enum { CMR_PREC_FP32 = 0, CMR_PREC_TF32 = 1, CMR_PREC_BF16 = 2 };
+
 typedef struct cmr_ops {
 	const char *name;
 	const char *what; /* one line for --help and the man pages */
 	unsigned caps;    /* CMR_OPS_* */
+	/* a device backend's start on device (index) with a precision: 0, or -1 with a reason in err
+	 * (no device, no driver, a device index that is not there); NULL: a CPU backend, which
+	 * has device 0 and fp32 only */
+	int (*open)(int device, int precision, char *err, size_t errlen);
 
 	/* ---- memory: buffers the backend owns (device memory for a device backend) ---- */
 	void *(*alloc)(size_t bytes); /* NULL when out of memory */
@@ -86,6 +94,12 @@ extern const cmr_ops cmr_ops_blas; /* OpenBLAS sgemm, fused row operations */
 /* For tests, found by name but not listed: the reference behind buffers the host cannot read
  * (devsim.c), so that the device path of the model and the tools runs on any machine. */
 extern const cmr_ops cmr_ops_devsim;
+#ifdef CMR_CUDA
+extern const cmr_ops cmr_ops_cuda; /* cuBLAS and kernels of our own (backend/cuda/cuda.cu) */
+#endif
+/* Opens ops on device with precision (the tools' --backend, --device, --precision): 0, or -1
+ * with the reason in err. */
+int cmr_ops_open(const cmr_ops *ops, int device, int precision, char *err, size_t errlen);
 
 /* The backends of this build, NULL-terminated, the reference first: what --backend takes. */
 extern const cmr_ops *const cmr_backends[];

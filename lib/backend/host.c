@@ -88,7 +88,28 @@ double cmr_host_sumsq(const float *x, size_t n)
 	return s;
 }
 
-const cmr_ops *const cmr_backends[] = {&cmr_ops_ref, &cmr_ops_blas, NULL};
+const cmr_ops *const cmr_backends[] = {&cmr_ops_ref, &cmr_ops_blas,
+#ifdef CMR_CUDA
+				       &cmr_ops_cuda,
+#endif
+				       NULL};
+
+int cmr_ops_open(const cmr_ops *ops, int device, int precision, char *err, size_t errlen)
+{
+	if (ops->open)
+		return ops->open(device, precision, err, errlen);
+	if (device != 0) {
+		snprintf(err, errlen, "--device %d: the %s backend runs on the host (--device is for cuda)", device,
+			 ops->name);
+		return -1;
+	}
+	if (precision != CMR_PREC_FP32) {
+		snprintf(err, errlen, "--precision %s: the %s backend computes in fp32 (tf32 and bf16 are for cuda)",
+			 precision == CMR_PREC_TF32 ? "tf32" : "bf16", ops->name);
+		return -1;
+	}
+	return 0;
+}
 
 const cmr_ops *cmr_ops_find(const char *name)
 {

@@ -76,3 +76,65 @@ run cmr-encode --backend list
 expect_status 0
 grep -q devsim "$OUT" && why "devsim is listed"
 end
+
+begin "--device and --precision on a CPU backend are usage errors naming cuda; a bad precision too"
+run cmr-encode -m "$WORK/tiny" --precision bf16 -o "$WORK/x.cmr" "$WORK/i.cmr"
+expect_status 2
+expect_stderr_has "the blas backend computes in fp32 (tf32 and bf16 are for cuda)"
+run cmr-train -q -m "$WORK/tiny" -o "$WORK/x" --backend ref --device 1 "$WORK/i.cmr" "$WORK/t.cmr"
+expect_status 2
+expect_stderr_has "--device 1: the ref backend runs on the host"
+run cmr-encode -m "$WORK/tiny" --backend ref --precision fp16 "$WORK/i.cmr"
+expect_status 2
+expect_stderr_has "'fp16' is not fp32, tf32 or bf16"
+[ -e "$WORK/x.cmr" ] || [ -e "$WORK/x" ] && why "an output was made"
+end
+
+# ---- the CUDA backend: in builds with CUDA, on a machine with a GPU (make check-cuda needs it) ----
+cuda=$(cmr-encode --backend list | awk -F'\t' '$1 == "cuda" { print $3 }')
+if [ -z "$cuda" ]; then
+	T_NAME="the cuda backend"; skip "this build has no CUDA (nvcc was not found: make CUDA=1)"
+	[ "${CMR_REQUIRE_CUDA:-0}" = 1 ] && { begin "make check-cuda needs a CUDA build"; why "no cuda backend"; end; }
+elif [ "$cuda" != ok ]; then
+	T_NAME="the cuda backend"; skip "${cuda#unavailable: }"
+	[ "${CMR_REQUIRE_CUDA:-0}" = 1 ] && { begin "make check-cuda needs a usable GPU"; why "$cuda"; end; }
+	begin "--backend cuda without a usable device: exit 1 with the reason, no output"
+	run cmr-encode -m "$WORK/tiny" --backend cuda -o "$WORK/x.cmr" "$WORK/i.cmr"
+	expect_status 1
+	expect_stderr_has "no usable CUDA device"
+	[ -e "$WORK/x.cmr" ] && why "an output was made"
+	end
+else
+	# fp32: within 1e-5 of the reference (relative norms); tf32 and bf16 products within 1e-2
+	for p in fp32:1e-5 tf32:1e-2 bf16:1e-2; do
+		prec=${p%%:*} tol=${p#*:}
+		begin "cmr-encode --backend cuda --precision $prec: embeddings within $tol of the reference (relative norm), batch 1 and 5"
+		for b in 1 5; do
+			cmr-encode -q -m "$WORK/tiny" --backend ref -b $b -o "$WORK/ref.cmr" "$WORK/i.cmr" "$WORK/t.cmr"
+			run cmr-encode -m "$WORK/tiny" --backend cuda --precision $prec -b $b -o "$WORK/cu.cmr" "$WORK/i.cmr" "$WORK/t.cmr"
+			expect_status 0
+			cmr-dump diff --max-rel-norm $tol "$WORK/ref.cmr" "$WORK/cu.cmr" >"$WORK/diff" || why "batch $b: $(tail -1 "$WORK/diff")"
+		done
+		end
+	done
+	begin "cmr-train --backend cuda: 6 steps of full training and of deep prompts, losses within 1e-5 (1 + loss) of the reference's; the same bits run to run"
+	for m in full prompts; do
+		set -- ; [ $m = prompts ] && set -- --text-prompts 4 --vision-prompts 2 --deep
+		for be in ref cuda cuda2; do
+			cmr-train -q -t 1 -m "$WORK/tiny" -o "$WORK/c-$m-$be" --backend ${be%2} -b 8 --steps 6 --lr 1e-3 \
+				--log "$WORK/c-$m-$be.jsonl" "$@" "$WORK/i.cmr" "$WORK/t.cmr" 2>"$ERR" || why "$m $be: $(cat "$ERR")"
+		done
+		paste -d' ' "$WORK/c-$m-ref.jsonl" "$WORK/c-$m-cuda.jsonl" | awk -v m=$m '
+			/"loss"/ { split($0, a, "\"loss\": "); split(a[2], x, ","); split(a[3], y, ",");
+				   d = x[1] - y[1]; if (d < 0) d = -d; if (d > 1e-5 * (1 + x[1])) { print m ": step loss " x[1] " vs " y[1]; bad = 1 } }
+			END { exit bad }' >"$WORK/cmp" || why "$(cat "$WORK/cmp")"
+		[ "$(sed 's/"pairs_per_s.*//' "$WORK/c-$m-cuda.jsonl")" = "$(sed 's/"pairs_per_s.*//' "$WORK/c-$m-cuda2.jsonl")" ] ||
+			why "$m: two cuda runs differ"
+	done
+	end
+	begin "--device: a device that is not there is an error naming how many there are"
+	run cmr-encode -m "$WORK/tiny" --backend cuda --device 1023 -o "$WORK/x.cmr" "$WORK/i.cmr"
+	expect_status 1
+	expect_stderr_has "--device 1023: this machine has"
+	end
+fi

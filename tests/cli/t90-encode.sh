@@ -12,7 +12,7 @@ for preset in tiny b32; do
 	"$MK" model "$WORK/$preset" $preset
 	"$MK" images 7 $size 3 >"$WORK/$preset-i.cmr"
 	"$MK" tokens 7 4 >"$WORK/$preset-t.cmr"
-	for backend in $(cmr-encode --backend list | cut -f1); do
+	for backend in $(backends); do
 		for b in 1 7; do
 			begin "$preset, $backend backend, batch $b: image and text embeddings match PyTorch (relative error <= 2e-6; measured at most 1.1e-6)"
 			run cmr-encode -m "$WORK/$preset" --backend $backend -b $b -o "$WORK/e.cmr" "$WORK/$preset-i.cmr" "$WORK/$preset-t.cmr"

@@ -14,7 +14,7 @@ G=$SRCDIR/tests/golden/prompt
 # tolerances: the largest errors measured (ref and blas, this machine) were 6.8e-7 for an
 # embedding and 3.7e-6 for a gradient (B/32-shaped, blas); 1.1e-6 for the tiny model's
 for g in shallow deep; do
-	for backend in $(cmr-encode --backend list | cut -f1); do
+	for backend in $(backends); do
 		begin "tiny, $g prompts, $backend: embeddings within 1e-6 and prompt gradients within 2e-6 of PyTorch, captions cut alike"
 		run "$PC" "$WORK/tiny" "$WORK/i.cmr" "$WORK/t.cmr" "$G/tiny-$g.safetensors" $backend 1e-6 2e-6
 		expect_status 0

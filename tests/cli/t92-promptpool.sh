@@ -19,7 +19,7 @@ G=$SRCDIR/tests/golden/prompt
 "$MK" descs 4 3 9 >"$WORK/gd.cmr"
 # tolerances: the largest errors measured (this machine) were 3.5e-7 forward (blas) and
 # 8.0e-7 for a gradient (the pool's, blas); ref 3.3e-7 and 3.0e-7
-for backend in $(cmr-encode --backend list | cut -f1); do
+for backend in $(backends); do
 	begin "pool, $backend: queries, selection, embeddings, loss with descriptions and pull within 1e-6, gradients of prompts and keys within 2e-6 of PyTorch"
 	run "$PC" "$WORK/tiny" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-pool.safetensors" $backend 1e-6 2e-6 "$WORK/gd.cmr"
 	expect_status 0

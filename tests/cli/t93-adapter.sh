@@ -15,7 +15,7 @@ G=$SRCDIR/tests/golden/prompt
 # scales as one vector; LoRA merged into the weights against unmerged: 9.0e-7 (blas), 3.3e-7
 # (ref); on an AVX-512 EPYC (OpenBLAS's other kernels) 9.1e-7, 5.8e-6 and 1.06e-6 (lora, blas)
 for kind in parallel sequential lora; do
-	for backend in $(cmr-encode --backend list | cut -f1); do
+	for backend in $(backends); do
 		begin "$kind adapters, $backend: embeddings and loss within 1.2e-6, gradients of every adapter tensor within 7e-6 of PyTorch"
 		run "$PC" "$WORK/tiny" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-adapter-$kind.safetensors" $backend 1.2e-6 7e-6 scale=2e-6
 		expect_status 0
@@ -32,7 +32,7 @@ done
 # blas), 4.9e-6 for a gradient (the text tower's level query, lora-head, blas; ref 2.5e-6),
 # 1.3e-6 for the scales and gates as one vector (AVX-512 EPYC; the same bounds as above)
 for kind in lora-head none-head; do
-	for backend in $(cmr-encode --backend list | cut -f1); do
+	for backend in $(backends); do
 		begin "head modules ($kind), $backend: embeddings and loss within 1.2e-6, gradients within 7e-6 of PyTorch"
 		run "$PC" "$WORK/tiny" "$WORK/gi.cmr" "$WORK/gt.cmr" "$G/tiny-adapter-$kind.safetensors" $backend 1.2e-6 7e-6 scale=2e-6
 		expect_status 0

@@ -9,7 +9,7 @@ G=$SRCDIR/tests/golden/train
 "$MK" tokens 4 6 >"$WORK/t.cmr"
 for act in quick_gelu gelu; do
 	"$MK" model "$WORK/$act" tiny --act $act
-	for backend in $(cmr-encode --backend list | cut -f1); do
+	for backend in $(backends); do
 		begin "tiny $act, $backend backend: loss and all gradients within 1e-3 of PyTorch autograd, and 10 AdamW steps' losses"
 		run "$BUILD/tests/traincheck" "$WORK/$act" "$WORK/i.cmr" "$WORK/t.cmr" "$G/tiny-$act.safetensors" $backend
 		expect_status 0

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "unit.h"
+#include "backend/backend.h"
 
 #define MAX_TESTS 256
 static struct { const char *name; unit_fn fn; } tests[MAX_TESTS];
@@ -43,4 +44,20 @@ int main(int argc, char **argv)
 		failed += unit_failed;
 	}
 	return failed ? 1 : 0;
+}
+
+int unit_backend_usable(const struct cmr_ops *f)
+{
+	static const struct cmr_ops *told[8];
+	char why[256];
+	if (!f->open || f->open(0, CMR_PREC_FP32, why, sizeof why) == 0)
+		return 1;
+	int i = 0;
+	while (i < 7 && told[i] && told[i] != f)
+		i++;
+	if (!told[i]) {
+		told[i] = f;
+		printf("SKIP: unit: the %s backend's tests (%s)\n", f->name, why);
+	}
+	return 0;
 }

@@ -285,6 +285,9 @@ static void backward_matches_ref(const cmr_ops *f)
 TEST(backends_backward_match_ref)
 {
 	for (int i = 1; cmr_backends[i]; i++) {
+		/* host arrays: a device backend's passes are checked on a placed model (test_backend.c) */
+		if (!(cmr_backends[i]->caps & CMR_OPS_HOST) || !unit_backend_usable(cmr_backends[i]))
+			continue;
 		int before = unit_failed;
 		backward_matches_ref(cmr_backends[i]);
 		if (unit_failed != before) {

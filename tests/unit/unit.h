@@ -29,4 +29,9 @@ extern int unit_failed; /* set by unit_fail for the running test */
 /* Source directory of the tests (for spec and fixture files). */
 const char *unit_srcdir(void);
 
+/* 1 if the registered backend f can start here; else 0, once printing a SKIP line with the
+ * reason (a device backend on a machine without its device). */
+struct cmr_ops;
+int unit_backend_usable(const struct cmr_ops *f);
+
 #endif

@@ -192,12 +192,10 @@ $(TEST_TOOLS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o
 check: $(TOOL_BIN) $(TEST_BIN)
 	@sh tests/run.sh $(BUILD)
 
-# on a machine with an NVIDIA GPU: the unit tests and the shell tests that run every backend,
-# the cuda backend included (t85 fails instead of skipping when it cannot start)
-CUDA_TESTS := t85-device t90-encode t91-prompt t98-train
+# on a machine with an NVIDIA GPU: the cross-backend tests (tests/cuda/check.sh)
 check-cuda: $(TOOL_BIN) $(TEST_BIN)
 	@test "$(CUDA)" = 1 || { echo "check-cuda: this build has no CUDA (nvcc not found; make CUDA=1)"; exit 1; }
-	@CMR_REQUIRE_CUDA=1 sh tests/run.sh $(BUILD) $(CUDA_TESTS)
+	@sh tests/cuda/check.sh $(BUILD)
 
 check-asan:
 	$(MAKE) BUILD=build/asan SAN=1 CFLAGS="-O1 -g" check

@@ -1,8 +1,8 @@
 /* model/levels.c - multi-level attention and cross-level injection (model/levels.h): their
  * forward and backward passes through the head hook. The heavy parts (layer norms,
  * projections, the injection's attention) are backend operations; the multi-level softmax
- * over [B, levels] and the gates' sums are loops on the arrays, which are host memory (the
- * model requires CMR_OPS_HOST until a device backend gives them operations, issue 22). */
+ * over [B, levels] and the gates' sums are loops on the arrays, which are host memory (a
+ * model with modules is not placed on a device backend: cmr_clip_place refuses it). */
 #include "util.h"
 #include "model/levels.h"
 

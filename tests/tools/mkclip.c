@@ -7,7 +7,7 @@
  *   mkclip openclip HF_DIR DIR                 the same weights in OpenCLIP's layout
  *                                              (open_clip_config.json, open_clip_model.safetensors)
  *   mkclip images N SIZE SEED > images.cmr     random u8 [SIZE, SIZE, 3] records
- *   mkclip tokens N SEED > tokens.cmr          random token records, lengths 2..77
+ *   mkclip tokens N SEED [LEN] > tokens.cmr    random token records, lengths 2..77 (or LEN)
  *   mkclip descs N V SEED > descs.cmr          random desc-tokens records img<i>#<v>, V
  *                                              perspectives of N images, but image 2 has
  *                                              no perspective 1 (a view of fewer texts) */
@@ -398,6 +398,9 @@ static int inputs(int argc, char **argv, int images)
 	if (descs)
 		views = atoi(argv[3]), n *= views;
 	rng_state = strtoull(argv[images || descs ? 4 : 3], NULL, 10) * 0x9e3779b97f4a7c15ULL + 7;
+	int fixed = !images && !descs && argc >= 5 ? atoi(argv[4]) : 0; /* tokens N SEED LEN */
+	if (fixed && (fixed < 2 || fixed > 77))
+		return 2;
 	cmr_writer *w = cmr_writer_new(stdout, "(stdout)", 0);
 	for (int i = 0; i < n; i++) {
 		char key[32];
@@ -415,6 +418,8 @@ static int inputs(int argc, char **argv, int images)
 		} else {
 			int32_t ids[77];
 			int len = 2 + (int)(rng() % 76);
+			if (fixed)
+				len = fixed;
 			ids[0] = 49406;
 			for (int j = 1; j < len - 1; j++)
 				ids[j] = (int32_t)(rng() % 49406);
@@ -452,7 +457,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: mkclip model DIR tiny|mini|b32 [--seed N] [--dtype f32|f16] [--act quick_gelu|gelu]\n"
 				"       mkclip openclip HF_DIR DIR\n"
 				"       mkclip images N SIZE SEED > images.cmr\n"
-				"       mkclip tokens N SEED > tokens.cmr\n"
+				"       mkclip tokens N SEED [LEN] > tokens.cmr\n"
 				"       mkclip descs N V SEED > descs.cmr\n");
 	return rc;
 }

@@ -340,7 +340,7 @@ static void load(int kind)
 	const cmr_tower_cfg *c = &g.tower[kind]->cfg;
 	g.ws[kind] = cmr_clip_ws_new(g.m, g.o->ops, kind, g.o->batch, g.o->batch * c->context, 0);
 	if (!g.ws[kind])
-		cmr_die("out of memory for a batch of %d", g.o->batch);
+		cmr_die_batch(g.o->ops, g.o->batch, cmr_clip_ws_fit(g.m, g.o->ops, kind, g.o->batch, c->context, 0));
 	cmr_info("%s: %s tower: width %d, %d layers, %d heads; projection %d", g.o->model,
 		 kind == CMR_TOWER_VISION ? "vision" : "text", c->width, c->layers, c->heads, g.tower[kind]->proj);
 	char *p = provenance(kind);

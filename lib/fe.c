@@ -429,6 +429,21 @@ void cmr_start_backend(const cmr_ops *ops, int device, int precision)
 	}
 }
 
+void cmr_die_batch(const cmr_ops *ops, int batch, int fits)
+{
+	char dev[128] = "", fit[96];
+	if (ops->meminfo) {
+		size_t f = 0, t = 0;
+		ops->meminfo(&f, &t);
+		snprintf(dev, sizeof dev, " (%.1f of %.1f GiB of the device free)", f / 1073741824.0, t / 1073741824.0);
+	}
+	if (fits > 0)
+		snprintf(fit, sizeof fit, "; a batch of %d fits: give -b %d", fits, fits);
+	else
+		snprintf(fit, sizeof fit, "; not even a batch of 1 fits");
+	cmr_die("out of %s memory for a batch of %d%s%s", ops->meminfo ? ops->name : "host", batch, dev, fit);
+}
+
 /* ---- files ---- */
 const char *cmr_input_name(const char *path)
 {

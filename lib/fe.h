@@ -123,6 +123,9 @@ int cmr_parse_precision(const char *s);
  * precision is a usage error; a device backend that cannot start (no device, no driver)
  * dies with the reason. */
 void cmr_start_backend(const struct cmr_ops *ops, int device, int precision);
+/* Dies for a work space of a batch that did not fit in ops's memory, saying how much of a
+ * device's memory is free and the batch that fits (0: none). */
+_Noreturn void cmr_die_batch(const struct cmr_ops *ops, int batch, int fits);
 
 /* ---- files ---- */
 /* Opens an input: NULL or "-" is standard input. A binary input on a terminal is refused. */

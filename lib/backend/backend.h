@@ -87,6 +87,8 @@ typedef struct cmr_ops {
 	/* one AdamW step: grad.h's cmr_adamw (plain, in double) for ref, a vectorised float one for blas */
 	void (*adamw)(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
 		      float eps, float weight_decay, int64_t t);
+	/* a device's free and total memory in bytes (for messages); NULL for a host backend */
+	void (*meminfo)(size_t *free_bytes, size_t *total_bytes);
 } cmr_ops;
 
 extern const cmr_ops cmr_ops_ref;  /* plain loops, double accumulation: obviously correct */

@@ -297,6 +297,9 @@ struct cmr_hook {
 void cmr_clip_attach(cmr_clip *m, int tower, cmr_hook *h);
 /* Detaches h from its tower (LoRA merged into the weights needs no pass of its own). */
 void cmr_clip_detach(cmr_clip *m, int tower, cmr_hook *h);
+/* After a work space for max_batch did not fit: the largest max_batch / 2^k whose work space
+ * does (tried and freed), or 0. */
+int cmr_clip_ws_fit(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int tokens_per_sample, int keep);
 /* Placing a model on a backend without CMR_OPS_HOST (a device's memory): every parameter
  * with values gets a copy there (dev), uploaded now, and the gradient array lives there; the
  * towers' views point at those copies, so the passes read only the backend's memory. The host

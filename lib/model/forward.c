@@ -631,6 +631,18 @@ void cmr_clip_backward(const cmr_clip *m, int tower, const cmr_ops *ops, cmr_cli
 	}
 }
 
+int cmr_clip_ws_fit(const cmr_clip *m, const cmr_ops *ops, int tower, int max_batch, int tokens_per_sample, int keep)
+{
+	for (int b = max_batch / 2; b >= 1; b /= 2) {
+		cmr_clip_ws *ws = cmr_clip_ws_new(m, ops, tower, b, b * tokens_per_sample, keep);
+		if (ws) {
+			cmr_clip_ws_free(ws);
+			return b;
+		}
+	}
+	return 0;
+}
+
 int cmr_clip_encode_images(const cmr_clip *m, const cmr_ops *ops, cmr_clip_ws *ws, const uint8_t *const *pixels,
 			   int B, float *out)
 {

@@ -890,7 +890,9 @@ int cmr_run_train(cmr_clip *m, const cmr_run_opts *o, const cmr_pairs *d, const 
 	const int32_t **ids = malloc((size_t)B * sizeof *ids);
 	int *lens = malloc((size_t)B * sizeof *lens), td = d->teacher_dim, *blab = malloc((size_t)B * sizeof *blab);
 	float *tbi = td ? malloc(2 * (size_t)B * td * sizeof *tbi) : NULL, *tbt = tbi ? tbi + (size_t)B * td : NULL;
-	if (!sw || !perm || !px || !ids || !lens || !blab || (td && !tbi))
+	if (!sw)
+		cmr_die_batch(o->ops, B, cmr_step_ws_fit(m, o->ops, B, maxlen));
+	if (!perm || !px || !ids || !lens || !blab || (td && !tbi))
 		cmr_die("out of memory for a batch of %d (make -b smaller)", B);
 	sw->dist = dist;
 	if (cmr_verbose >= 0)

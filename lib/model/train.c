@@ -110,6 +110,18 @@ cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batc
 	return s;
 }
 
+int cmr_step_ws_fit(const cmr_clip *m, const cmr_ops *ops, int max_batch, int tokens_per_sample)
+{
+	for (int b = max_batch / 2; b >= 1; b /= 2) {
+		cmr_step_ws *s = cmr_step_ws_new(m, ops, b, b * tokens_per_sample);
+		if (s) {
+			cmr_step_ws_free(s);
+			return b;
+		}
+	}
+	return 0;
+}
+
 /* the weighted terms of one view over img [n, P] and txt [n, P]: gradients into dimg, dtxt
  * (zeroed first), the logit scale's into its g */
 static double view_terms(cmr_clip *m, const cmr_text_view *v, const float *img, const float *txt, int n, int P,

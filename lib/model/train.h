@@ -80,6 +80,8 @@ typedef struct cmr_step_ws {
 } cmr_step_ws;
 cmr_step_ws *cmr_step_ws_new(const cmr_clip *m, const cmr_ops *ops, int max_batch, int max_tokens);
 void cmr_step_ws_free(cmr_step_ws *s);
+/* After cmr_step_ws_new(max_batch) failed: the largest max_batch / 2^k that allocates, or 0. */
+int cmr_step_ws_fit(const cmr_clip *m, const cmr_ops *ops, int max_batch, int tokens_per_sample);
 
 /* The objective of a batch of B images and its gradients, accumulated into the trainable
  * parameters' g: the image pass, then for each view its text pass, its weighted terms over

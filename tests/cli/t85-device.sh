@@ -90,6 +90,18 @@ expect_stderr_has "'fp16' is not fp32, tf32 or bf16"
 [ -e "$WORK/x.cmr" ] || [ -e "$WORK/x" ] && why "an output was made"
 end
 
+begin "a batch whose work space does not fit: exit 1 naming the batch that does (measured by trying)"
+if grep -q __asan_init "$BUILD/bin/cmr-encode"; then
+	skip "a sanitizer build reserves more address space than the limit"
+else
+	run sh -c 'ulimit -v 300000; exec cmr-encode -t 1 -m "$1" -b 4096 -o "$2" "$3"' sh "$WORK/tiny" "$WORK/x.cmr" "$WORK/t.cmr"
+	expect_status 1
+	expect_stderr_has "out of host memory for a batch of 4096; a batch of"
+	expect_stderr_has "fits: give -b"
+	[ -e "$WORK/x.cmr" ] && why "an output was made"
+	end
+fi
+
 # ---- the CUDA backend: in builds with CUDA, on a machine with a GPU (make check-cuda needs it) ----
 cuda=$(cmr-encode --backend list | awk -F'\t' '$1 == "cuda" { print $3 }')
 if [ -z "$cuda" ]; then

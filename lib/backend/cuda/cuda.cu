@@ -810,6 +810,13 @@ void cu_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, 
 	LAUNCHED("adamw");
 }
 
+void cu_meminfo(size_t *free_bytes, size_t *total_bytes)
+{
+	ensure();
+	if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess)
+		*free_bytes = *total_bytes = 0;
+}
+
 } // namespace
 
 extern "C" const cmr_ops cmr_ops_cuda = {
@@ -842,4 +849,5 @@ extern "C" const cmr_ops cmr_ops_cuda = {
 	/* .act_bw = */ cu_act_bw,
 	/* .sumsq = */ cu_sumsq,
 	/* .adamw = */ cu_adamw,
+	/* .meminfo = */ cu_meminfo,
 };

@@ -319,7 +319,7 @@ int main(int argc, char **argv)
 		cmr_progress km = {0};
 		o.b.progress = kmeans_progress;
 		o.b.progress_ctx = &km;
-		cmr_index *built = cmr_index_build(&vs, &o.b, prov, err, sizeof err);
+		cmr_index *built = cmr_index_build_take(&vs, &o.b, prov, err, sizeof err); /* no second copy */
 		cmr_progress_end(&km, km.total);
 		if (!built)
 			cmr_die("%s", err);

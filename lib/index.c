@@ -37,7 +37,8 @@ typedef struct {
 	/* owned arrays (built or merged indexes) */
 	float *centroids, *sq, *pq, *pq_scale, *exact;
 	uint64_t *list_off, *ord;
-	void *vectors;
+	void *vectors;   /* cmr_big_realloc'd, of vectors_bytes */
+	size_t vectors_bytes;
 	char *keyblob;
 } priv_t;
 
@@ -51,7 +52,7 @@ int cmr_vecs_push(cmr_vecs *vs, const float *v, uint32_t dim, const char *key)
 		return -1;
 	if (vs->n == vs->cap) {
 		uint64_t cap = vs->cap ? 2 * vs->cap : 4096;
-		float *nv = realloc(vs->v, cap * dim * sizeof *nv);
+		float *nv = cmr_big_realloc(vs->v, vs->cap * dim * sizeof *nv, cap * dim * sizeof *nv);
 		if (!nv)
 			return -1;
 		vs->v = nv;
@@ -73,7 +74,7 @@ void cmr_vecs_free(cmr_vecs *vs)
 	for (uint64_t i = 0; i < vs->n; i++)
 		free(vs->keys[i]);
 	free(vs->keys);
-	free(vs->v);
+	cmr_big_free(vs->v, vs->cap * vs->dim * sizeof *vs->v);
 	memset(vs, 0, sizeof *vs);
 }
 
@@ -102,7 +103,7 @@ void cmr_index_free(cmr_index *ix)
 		free(p->exact);
 		free(p->list_off);
 		free(p->ord);
-		free(p->vectors);
+		cmr_big_free(p->vectors, p->vectors_bytes);
 		free(p->keyblob);
 		free(p);
 	}
@@ -224,12 +225,18 @@ static int assign(const cmr_ops *ops, const float *x, uint64_t n, const float *C
 	for (uint64_t i0 = 0; i0 < n; i0 += chunk) {
 		uint64_t m = n - i0 < chunk ? n - i0 : chunk;
 		ops->matmul_nt(x + i0 * d, C, s, (int)m, (int)k, (int)d);
+		/* the first best centroid of each row: its score by a vectorised max, then its index
+		 * (rows shared out over the threads) */
+#pragma omp parallel for schedule(static) if (m * k >= 65536)
 		for (uint64_t i = 0; i < m; i++) {
 			const float *r = s + i * k;
-			uint32_t b = 0;
+			float mx = r[0];
+#pragma omp simd reduction(max : mx)
 			for (uint32_t c = 1; c < k; c++)
-				if (r[c] > r[b])
-					b = c;
+				mx = r[c] > mx ? r[c] : mx;
+			uint32_t b = 0;
+			while (r[b] != mx && b + 1 < k)
+				b++;
 			best[i0 + i] = b;
 			if (bestv)
 				bestv[i0 + i] = r[b];
@@ -536,8 +543,51 @@ out:
 	return rc;
 }
 
+/* rows [n, width bytes] moved in place so that row i lands at rowof[i], following each
+ * cycle once (a row's width of scratch, a bit per row) */
+static int permute_rows(char *rows, uint64_t n, size_t width, const uint64_t *rowof)
+{
+	uint64_t *seen = calloc(n / 64 + 1, sizeof *seen);
+	char *tmp = malloc(width), *tmp2 = malloc(width);
+	if (!seen || !tmp || !tmp2) {
+		free(seen), free(tmp), free(tmp2);
+		return -1;
+	}
+	for (uint64_t i = 0; i < n; i++) {
+		if (seen[i / 64] >> (i % 64) & 1 || rowof[i] == i)
+			continue;
+		memcpy(tmp, rows + i * width, width); /* carried along the cycle from i */
+		uint64_t at = i;
+		do {
+			uint64_t to = rowof[at];
+			memcpy(tmp2, rows + to * width, width);
+			memcpy(rows + to * width, tmp, width);
+			memcpy(tmp, tmp2, width);
+			seen[at / 64] |= (uint64_t)1 << (at % 64);
+			at = to;
+		} while (at != i);
+	}
+	free(seen), free(tmp), free(tmp2);
+	return 0;
+}
+
+static cmr_index *build(const cmr_vecs *vs, cmr_vecs *take, const cmr_build_opts *o, const char *provenance,
+			char *err, size_t errlen);
+
 cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance, char *err,
 			   size_t errlen)
+{
+	return build(vs, NULL, o, provenance, err, errlen);
+}
+
+cmr_index *cmr_index_build_take(cmr_vecs *vs, const cmr_build_opts *o, const char *provenance, char *err,
+				size_t errlen)
+{
+	return build(vs, vs, o, provenance, err, errlen);
+}
+
+static cmr_index *build(const cmr_vecs *vs, cmr_vecs *take, const cmr_build_opts *o, const char *provenance,
+			char *err, size_t errlen)
 {
 	cmr_index *ix = new_index();
 	if (!ix) {
@@ -610,9 +660,11 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 	p->ord = malloc((vs->n + 1) * sizeof *p->ord);
 	p->list_off = calloc((size_t)ix->nlist + 2, sizeof *p->list_off);
 	size_t rb = row_bytes(ix);
-	p->vectors = malloc(vs->n * rb + 1);
+	/* taking an f32 array: its rows are permuted in place below, no second copy */
+	int taking = take && ix->code == CMR_CODE_F32 && vs->v;
+	p->vectors = taking ? NULL : cmr_big_realloc(NULL, 0, p->vectors_bytes = vs->n * rb + 1);
 	uint64_t *rowof = malloc((vs->n + 1) * sizeof *rowof);
-	if (!list || !p->ord || !p->list_off || !p->vectors || !rowof) {
+	if (!list || !p->ord || !p->list_off || (!taking && !p->vectors) || !rowof) {
 		free(list), free(rowof);
 		goto oom;
 	}
@@ -640,7 +692,15 @@ cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const ch
 		free(list), free(rowof);
 		goto bad;
 	}
-	for (uint64_t i = 0; i < vs->n && ix->code != CMR_CODE_PQ; i++) {
+	if (taking) {
+		if (permute_rows((char *)take->v, vs->n, rb, rowof) < 0) {
+			free(list), free(rowof);
+			goto oom;
+		}
+		p->vectors = take->v, p->vectors_bytes = take->cap * take->dim * sizeof(float);
+		take->v = NULL, take->cap = 0; /* its keys stay */
+	}
+	for (uint64_t i = 0; i < vs->n && ix->code != CMR_CODE_PQ && !taking; i++) {
 		uint64_t r = rowof[i];
 		const float *v = vs->v + i * d;
 		if (ix->code == CMR_CODE_F32) {
@@ -704,7 +764,7 @@ cmr_index *cmr_index_merge(const cmr_index *const *in, int n, const char *proven
 		ix->n += in[j]->n;
 	uint32_t d = ix->dim, nl = ix->kind == CMR_INDEX_IVF ? ix->nlist : 1;
 	size_t esize = row_bytes(ix);
-	p->vectors = malloc(ix->n * esize + 1);
+	p->vectors = cmr_big_realloc(NULL, 0, p->vectors_bytes = ix->n * esize + 1);
 	p->ord = malloc((ix->n + 1) * sizeof *p->ord);
 	p->list_off = calloc((size_t)nl + 1, sizeof *p->list_off);
 	char **keys = malloc((ix->n + 1) * sizeof *keys);

@@ -67,6 +67,11 @@ float *cmr_kmeans(const cmr_vecs *vs, const cmr_build_opts *o, char *err, size_t
 /* Builds an index in memory from vs (which keeps ownership of its arrays). */
 cmr_index *cmr_index_build(const cmr_vecs *vs, const cmr_build_opts *o, const char *provenance,
 			   char *err, size_t errlen);
+/* The same, but an f32 index takes vs's vector array instead of copying it (its rows moved
+ * into list order in place; vs->v is NULL after, vs->n and the keys stay): half the memory.
+ * Other codes copy as cmr_index_build. */
+cmr_index *cmr_index_build_take(cmr_vecs *vs, const cmr_build_opts *o, const char *provenance, char *err,
+				size_t errlen);
 /* Concatenates indexes of one kind, code and dimension (vectors of b after those of a, and so
  * on); IVF and SQ8 indexes must share their quantiser (same quantizer_hash). */
 cmr_index *cmr_index_merge(const cmr_index *const *ix, int n, const char *provenance, char *err,

@@ -42,8 +42,10 @@ int cmr_unit_embedding(const cmr_record *rec, float *out, const char **why)
 		*why = "the embedding is zero or not finite";
 		return -1;
 	}
+	const double r = sqrt(s); /* the same quotients as dividing by sqrt(s) each time, vectorised */
+#pragma omp simd
 	for (uint32_t i = 0; i < d; i++)
-		out[i] = (float)(out[i] / sqrt(s));
+		out[i] = (float)(out[i] / r);
 	return (int)d;
 }
 
@@ -65,6 +67,24 @@ int cmr_is_archive(const uint8_t *b, size_t n)
 	return (n >= 262 && memcmp(b + 257, "ustar", 5) == 0) || (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) ||
 	       (n >= 4 && memcmp(b, "\x28\xb5\x2f\xfd", 4) == 0) || (n >= 3 && memcmp(b, "BZh", 3) == 0) ||
 	       (n >= 6 && memcmp(b, "\xfd" "7zXZ\0", 6) == 0) || (n >= 4 && memcmp(b, "PK\x03\x04", 4) == 0);
+}
+
+void *cmr_big_realloc(void *p, size_t old_bytes, size_t new_bytes)
+{
+	void *q = p ? mremap(p, old_bytes, new_bytes, MREMAP_MAYMOVE)
+		    : mmap(NULL, new_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (q == MAP_FAILED)
+		return NULL;
+#ifdef MADV_HUGEPAGE
+	(void)madvise(q, new_bytes, MADV_HUGEPAGE); /* a hint: without it, plain pages */
+#endif
+	return q;
+}
+
+void cmr_big_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, bytes);
 }
 
 int cmr_parse_hex64(const char *s, uint64_t *out)

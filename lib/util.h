@@ -57,6 +57,13 @@ const char *cmr_kv_get(const cmr_kv *kv, const char *key);
 char *cmr_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
 void *cmr_map_file(const char *path, size_t min, const char *what, size_t *size, char *err, size_t errlen);
 
+/* Large growable arrays (gigabytes of vectors): anonymous mappings that ask for transparent
+ * huge pages, so that filling 2 GB takes a thousand page faults instead of half a million,
+ * grown in place or moved by mremap (no copy). cmr_big_realloc(NULL, 0, n) is a new array;
+ * NULL when out of memory (p is kept). Sizes are the caller's to remember. */
+void *cmr_big_realloc(void *p, size_t old_bytes, size_t new_bytes);
+void cmr_big_free(void *p, size_t bytes);
+
 /* 16 lowercase hex digits (an XXH3-64 identity as written in JSON) into *out: 0, or -1. */
 int cmr_parse_hex64(const char *s, uint64_t *out);
 

@@ -120,6 +120,32 @@ TEST(index_ivf_all_lists_is_exact)
 	cmr_vecs_free(&qs);
 }
 
+/* taking the vectors (cmr-index's way: rows permuted in place, no second copy) builds the
+ * same index as copying them, flat and IVF; an SQ8 build copies and leaves them */
+TEST(index_build_take_equals_build)
+{
+	int n = 700, raw[700 * 8];
+	char err[256];
+	for (int kind = 0; kind < 3; kind++) {
+		cmr_vecs a = {0}, b = {0};
+		make(&a, n, raw, 3);
+		make(&b, n, raw, 3);
+		cmr_build_opts o = {.kind = kind == 0 ? CMR_INDEX_FLAT : CMR_INDEX_IVF,
+				    .code = kind == 2 ? CMR_CODE_SQ8 : CMR_CODE_F32, .nlist = 16, .seed = 7, .iters = 10};
+		cmr_index *x = cmr_index_build(&a, &o, NULL, err, sizeof err);
+		cmr_index *y = cmr_index_build_take(&b, &o, NULL, err, sizeof err);
+		CHECK(x && y && x->n == y->n && a.v);
+		CHECK(kind == 2 ? b.v != NULL : b.v == NULL); /* taken, or copied */
+		size_t rb = kind == 2 ? 8 : 8 * sizeof(float);
+		CHECK(memcmp(x->vectors, y->vectors, (size_t)n * rb) == 0 && memcmp(x->ord, y->ord, n * sizeof *x->ord) == 0);
+		CHECK(strcmp(y->keys[699], "k699") == 0 && b.n == (uint64_t)n);
+		cmr_index_free(x);
+		cmr_index_free(y);
+		cmr_vecs_free(&a);
+		cmr_vecs_free(&b);
+	}
+}
+
 TEST(index_sq8_rows_within_half_a_step)
 {
 	int n = 300, raw[300 * 8];

@@ -20,6 +20,38 @@ static void fill(float *x, size_t n, unsigned seed)
 	}
 }
 
+/* a batch of BB seeded 32x32 images and captions for the tiny model */
+enum { BB = 3 };
+typedef struct {
+	unsigned char px[BB][32 * 32 * 3];
+	const unsigned char *pp[BB];
+	int32_t ids[BB][9];
+	const int32_t *ip[BB];
+	int lens[BB];
+} tiny_batch;
+
+static void tiny_batch_fill(tiny_batch *t, int mul, int off, int len0)
+{
+	for (int b = 0; b < BB; b++) {
+		for (int i = 0; i < 32 * 32 * 3; i++)
+			t->px[b][i] = (unsigned char)((i * mul + b * off) % 256);
+		t->lens[b] = len0 + 2 * b;
+		t->ids[b][0] = 49406;
+		for (int i = 1; i < t->lens[b] - 1; i++)
+			t->ids[b][i] = (i * 7919 + b * 104729) % 49000;
+		t->ids[b][t->lens[b] - 1] = 49407;
+		t->pp[b] = t->px[b], t->ip[b] = t->ids[b];
+	}
+}
+
+/* |a - ref|^2 and |ref|^2 summed into s; rel(s): the relative norm |a - ref| / |ref| */
+static void diff_acc(double s[2], const float *a, const float *ref, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		s[0] += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]), s[1] += (double)ref[i] * ref[i];
+}
+static double rel(const double s[2]) { return sqrt(s[0] / s[1]); }
+
 /* runs one glue operation on backend f's buffers and on the reference's host arrays */
 enum { N = 6 * 40, D = 40 };
 
@@ -126,22 +158,8 @@ TEST(backends_registry_and_glue)
 TEST(backends_model_passes_match_ref)
 {
 	cmr_clip_cfg c = unit_tiny_cfg();
-	enum { BB = 3 };
-	unsigned char px[BB][32 * 32 * 3];
-	const unsigned char *pp[BB];
-	int32_t ids[BB][9];
-	const int32_t *ip[BB];
-	int lens[BB];
-	for (int b = 0; b < BB; b++) {
-		for (int i = 0; i < 32 * 32 * 3; i++)
-			px[b][i] = (unsigned char)((i * 131 + b * 17) % 256);
-		lens[b] = 5 + 2 * b;
-		ids[b][0] = 49406;
-		for (int i = 1; i < lens[b] - 1; i++)
-			ids[b][i] = (i * 7919 + b * 104729) % 49000;
-		ids[b][lens[b] - 1] = 49407;
-		pp[b] = px[b], ip[b] = ids[b];
-	}
+	tiny_batch t;
+	tiny_batch_fill(&t, 131, 17, 5);
 	float dout[BB * 16];
 	fill(dout, BB * 16, 9);
 	cmr_clip *mr = cmr_clip_new(&c);
@@ -161,7 +179,7 @@ TEST(backends_model_passes_match_ref)
 		cmr_clip_zero_grad(mr);
 		for (int k = 0; k < 2; k++) {
 			cmr_clip_ws *ws = cmr_clip_ws_new(mr, f, k, BB, 32, 1);
-			cmr_batch in = {.B = BB, .pixels = pp, .ids = ip, .lens = lens};
+			cmr_batch in = {.B = BB, .pixels = t.pp, .ids = t.ip, .lens = t.lens};
 			CHECK(ws && cmr_clip_forward(mr, k, f, ws, &in, o[k]) == 0);
 			cmr_clip_backward(mr, k, f, ws, dout);
 			cmr_clip_ws_free(ws);
@@ -171,20 +189,14 @@ TEST(backends_model_passes_match_ref)
 			memcpy(gref, mr->grad, mr->ntrain * sizeof *gref);
 			continue;
 		}
-		double wo = 0, num = 0, den = 0;
-		for (int k = 0; k < 2; k++) { /* per tower: |o - ref| / |ref| */
-			double a = 0, bsum = 0;
-			for (int i = 0; i < BB * 16; i++) {
-				a += ((double)o[k][i] - oref[k][i]) * ((double)o[k][i] - oref[k][i]);
-				bsum += (double)oref[k][i] * oref[k][i];
-			}
-			wo = fmax(wo, sqrt(a / bsum));
+		double wo = 0, sg[2] = {0, 0};
+		for (int k = 0; k < 2; k++) { /* per tower */
+			double so[2] = {0, 0};
+			diff_acc(so, o[k], oref[k], BB * 16);
+			wo = fmax(wo, rel(so));
 		}
-		for (size_t i = 0; i < mr->ntrain; i++) {
-			num += ((double)mr->grad[i] - gref[i]) * ((double)mr->grad[i] - gref[i]);
-			den += (double)gref[i] * gref[i];
-		}
-		double wg = sqrt(num / den);
+		diff_acc(sg, mr->grad, gref, mr->ntrain);
+		double wg = rel(sg);
 		if (getenv("CMR_TEST_VERBOSE") || wo > 1e-6 || wg > 1e-6)
 			fprintf(stderr, "  %s vs ref: outputs %.3g, gradients %.3g (relative norms)\n", f->name,
 				wo, wg);
@@ -219,22 +231,8 @@ TEST(blas_adamw_vector_and_scalar_paths_agree)
 static void placed_vs_host(const cmr_ops *f, int precision, double tol)
 {
 	cmr_clip_cfg c = unit_tiny_cfg();
-	enum { BB = 3 };
-	unsigned char px[BB][32 * 32 * 3];
-	const unsigned char *pp[BB];
-	int32_t ids[BB][9];
-	const int32_t *ip[BB];
-	int lens[BB];
-	for (int b = 0; b < BB; b++) {
-		for (int i = 0; i < 32 * 32 * 3; i++)
-			px[b][i] = (unsigned char)((i * 97 + b * 31) % 256);
-		lens[b] = 4 + 2 * b;
-		ids[b][0] = 49406;
-		for (int i = 1; i < lens[b] - 1; i++)
-			ids[b][i] = (i * 7919 + b * 104729) % 49000;
-		ids[b][lens[b] - 1] = 49407;
-		pp[b] = px[b], ip[b] = ids[b];
-	}
+	tiny_batch t;
+	tiny_batch_fill(&t, 97, 31, 4);
 	float dout[BB * 16];
 	fill(dout, BB * 16, 11);
 	cmr_clip *m[2];
@@ -249,7 +247,7 @@ static void placed_vs_host(const cmr_ops *f, int precision, double tol)
 		CHECK(cmr_clip_init(m[d], 4, err, sizeof err) == 0 && cmr_clip_grads(m[d]) == 0);
 		if (d) { /* not placed yet: refused */
 			cmr_clip_ws *ws = cmr_clip_ws_new(m[d], on, 0, BB, 32, 1);
-			cmr_batch in = {.B = BB, .pixels = pp};
+			cmr_batch in = {.B = BB, .pixels = t.pp};
 			CHECK(ws && cmr_clip_forward(m[d], 0, on, ws, &in, o[d][0]) < 0);
 			cmr_clip_ws_free(ws);
 			CHECK(cmr_clip_place(m[d], on, err, sizeof err) == 0 && m[d]->placed == on);
@@ -261,7 +259,7 @@ static void placed_vs_host(const cmr_ops *f, int precision, double tol)
 			cmr_clip_zero_grad(m[d]);
 			for (int k = 0; k < 2; k++) {
 				cmr_clip_ws *ws = cmr_clip_ws_new(m[d], on, k, BB, 32, 1);
-				cmr_batch in = {.B = BB, .pixels = pp, .ids = ip, .lens = lens};
+				cmr_batch in = {.B = BB, .pixels = t.pp, .ids = t.ip, .lens = t.lens};
 				CHECK(ws && cmr_clip_forward(m[d], k, on, ws, &in, o[d][k]) == 0);
 				cmr_clip_backward(m[d], k, on, ws, dout);
 				cmr_clip_ws_free(ws);
@@ -279,27 +277,18 @@ static void placed_vs_host(const cmr_ops *f, int precision, double tol)
 		cmr_clip_fetch(m[d]);
 		cmr_clip_state_free(m[d], mom), cmr_clip_state_free(m[d], vel);
 	}
-	/* relative norms |a - b| / |b| of the last step's outputs, the gradients, the values */
-	double e[3] = {0, 0, 0}, num = 0, den = 0;
+	/* relative norms of the last step's outputs (the worse tower), the gradients, the values */
+	double e[3] = {0, 0, 0}, sg[2] = {0, 0}, sv[2] = {0, 0};
 	for (int k = 0; k < 2; k++) {
-		num = den = 0;
-		for (int i = 0; i < BB * 16; i++)
-			num += ((double)o[1][k][i] - o[0][k][i]) * ((double)o[1][k][i] - o[0][k][i]),
-			den += (double)o[0][k][i] * o[0][k][i];
-		e[0] = fmax(e[0], sqrt(num / den));
+		double so[2] = {0, 0};
+		diff_acc(so, o[1][k], o[0][k], BB * 16);
+		e[0] = fmax(e[0], rel(so));
 	}
-	num = den = 0;
-	for (size_t i = 0; i < m[0]->ntrain; i++)
-		num += ((double)grad[1][i] - grad[0][i]) * ((double)grad[1][i] - grad[0][i]),
-		den += (double)grad[0][i] * grad[0][i];
-	e[1] = sqrt(num / den);
-	num = den = 0;
+	diff_acc(sg, grad[1], grad[0], m[0]->ntrain);
+	e[1] = rel(sg);
 	for (int i = 0; i < m[0]->nparam; i++)
-		for (size_t j = 0; j < m[0]->param[i].n; j++) {
-			double a = m[1]->param[i].w[j], b = m[0]->param[i].w[j];
-			num += (a - b) * (a - b), den += b * b;
-		}
-	e[2] = sqrt(num / den);
+		diff_acc(sv, m[1]->param[i].w, m[0]->param[i].w, m[0]->param[i].n);
+	e[2] = rel(sv);
 	if (getenv("CMR_TEST_VERBOSE") || e[0] > tol || e[1] > tol || e[2] > tol)
 		fprintf(stderr, "  %s (precision %d) placed vs host ref: outputs %.3g, gradients %.3g, values %.3g\n",
 			f->name, precision, e[0], e[1], e[2]);

@@ -168,53 +168,40 @@ void *scratch(size_t bytes)
 inline unsigned blocks(size_t n, unsigned t) { return (unsigned)((n + t - 1) / t); }
 
 // ---- reductions ----
-__device__ float warp_sum(float v)
+struct add_op {
+	__device__ static float id() { return 0.0f; }
+	__device__ static float f(float a, float b) { return a + b; }
+};
+struct max_op {
+	__device__ static float id() { return -INFINITY; }
+	__device__ static float f(float a, float b) { return fmaxf(a, b); }
+};
+template <class Op> __device__ float warp_reduce(float v)
 {
 	for (int o = 16; o > 0; o >>= 1)
-		v += __shfl_xor_sync(0xffffffffu, v, o);
-	return v;
-}
-__device__ float warp_max(float v)
-{
-	for (int o = 16; o > 0; o >>= 1)
-		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+		v = Op::f(v, __shfl_xor_sync(0xffffffffu, v, o));
 	return v;
 }
 // the sum (max) over the block, in a fixed order, returned to every thread; red holds 32 floats
-__device__ float block_sum(float v, float *red)
+template <class Op> __device__ float block_reduce(float v, float *red)
 {
 	int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
-	v = warp_sum(v);
+	v = warp_reduce<Op>(v);
 	__syncthreads();
 	if (l == 0)
 		red[w] = v;
 	__syncthreads();
 	if (w == 0) {
-		v = l < nw ? red[l] : 0.0f;
-		v = warp_sum(v);
+		v = warp_reduce<Op>(l < nw ? red[l] : Op::id());
 		if (l == 0)
 			red[0] = v;
 	}
 	__syncthreads();
 	return red[0];
 }
-__device__ float block_max(float v, float *red)
-{
-	int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
-	v = warp_max(v);
-	__syncthreads();
-	if (l == 0)
-		red[w] = v;
-	__syncthreads();
-	if (w == 0) {
-		v = l < nw ? red[l] : -INFINITY;
-		v = warp_max(v);
-		if (l == 0)
-			red[0] = v;
-	}
-	__syncthreads();
-	return red[0];
-}
+__device__ float warp_sum(float v) { return warp_reduce<add_op>(v); }
+__device__ float block_sum(float v, float *red) { return block_reduce<add_op>(v, red); }
+__device__ float block_max(float v, float *red) { return block_reduce<max_op>(v, red); }
 
 // ---- elementwise and rows ----
 __global__ void k_bias_rows(float *y, const float *b, int M, int N)
@@ -311,18 +298,25 @@ __global__ void k_colsum(const float *dy, const float *x, const float *stats, fl
 }
 
 // ---- layer norm: one block per row ----
+// the row's mean and 1 / sqrt(var + eps), two passes
+__device__ void row_stats(const float *r, int D, float eps, float *red, float *mean, float *inv)
+{
+	float s = 0;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+		s += r[d];
+	float m = block_sum(s, red) / D;
+	s = 0;
+	for (int d = threadIdx.x; d < D; d += blockDim.x)
+		s += (r[d] - m) * (r[d] - m);
+	*mean = m, *inv = rsqrtf(block_sum(s, red) / D + eps);
+}
+
 __global__ void k_layernorm(const float *x, const float *g, const float *b, float *y, int D, float eps)
 {
 	__shared__ float red[32];
 	const float *r = x + (size_t)blockIdx.x * D;
-	float s = 0;
-	for (int d = threadIdx.x; d < D; d += blockDim.x)
-		s += r[d];
-	float mean = block_sum(s, red) / D;
-	s = 0;
-	for (int d = threadIdx.x; d < D; d += blockDim.x)
-		s += (r[d] - mean) * (r[d] - mean);
-	float inv = rsqrtf(block_sum(s, red) / D + eps);
+	float mean, inv;
+	row_stats(r, D, eps, red, &mean, &inv);
 	float *o = y + (size_t)blockIdx.x * D;
 	for (int d = threadIdx.x; d < D; d += blockDim.x)
 		o[d] = (r[d] - mean) * inv * g[d] + b[d];
@@ -333,14 +327,8 @@ __global__ void k_layernorm_bw(const float *x, const float *g, const float *dy, 
 {
 	__shared__ float red[32];
 	size_t o = (size_t)blockIdx.x * D;
-	float s = 0;
-	for (int d = threadIdx.x; d < D; d += blockDim.x)
-		s += x[o + d];
-	float mean = block_sum(s, red) / D;
-	s = 0;
-	for (int d = threadIdx.x; d < D; d += blockDim.x)
-		s += (x[o + d] - mean) * (x[o + d] - mean);
-	float inv = rsqrtf(block_sum(s, red) / D + eps);
+	float mean, inv;
+	row_stats(x + o, D, eps, red, &mean, &inv);
 	if (threadIdx.x == 0)
 		stats[2 * blockIdx.x] = mean, stats[2 * blockIdx.x + 1] = inv;
 	if (!dx)
@@ -358,6 +346,22 @@ __global__ void k_layernorm_bw(const float *x, const float *g, const float *dy, 
 }
 
 // ---- attention: one block per (query row, head, segment) ----
+// out[j] = a . m_j for j < n, a in shared memory, m_j row s0 + j of m at column hoff (a warp per j)
+__device__ void row_dots(const float *a, const float *m, int s0, int n, int D, int hoff, int Dh, float *out)
+{
+	int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+	for (int j = w; j < n; j += nw) {
+		const float *mj = m + (size_t)(s0 + j) * D + hoff;
+		float d = 0;
+		for (int e = l; e < Dh; e += 32)
+			d += a[e] * mj[e];
+		d = warp_sum(d);
+		if (l == 0)
+			out[j] = d;
+	}
+	__syncthreads();
+}
+
 // shared: the query row [Dh], the scores [maxlen], 32 for reductions
 __device__ int softmax_row(const float *q, const float *k, int s0, int i, int n, int D, int hoff, int Dh, float *qs,
 			   float *p, float *red)
@@ -366,17 +370,7 @@ __device__ int softmax_row(const float *q, const float *k, int s0, int i, int n,
 	for (int e = threadIdx.x; e < Dh; e += blockDim.x)
 		qs[e] = qi[e];
 	__syncthreads();
-	int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-	for (int j = w; j < n; j += nw) {
-		const float *kj = k + (size_t)(s0 + j) * D + hoff;
-		float d = 0;
-		for (int e = l; e < Dh; e += 32)
-			d += qs[e] * kj[e];
-		d = warp_sum(d);
-		if (l == 0)
-			p[j] = d;
-	}
-	__syncthreads();
+	row_dots(qs, k, s0, n, D, hoff, Dh, p);
 	float mx = -INFINITY;
 	for (int j = threadIdx.x; j < n; j += blockDim.x)
 		mx = fmaxf(mx, p[j]);
@@ -431,17 +425,7 @@ __global__ void k_attention_bw_rows(const float *q, const float *k, const float 
 	for (int e = threadIdx.x; e < Dh; e += blockDim.x)
 		qs[e] = di[e];
 	__syncthreads();
-	int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-	for (int j = w; j < n; j += nw) {
-		const float *vj = v + (size_t)(s0 + j) * D + h * Dh;
-		float d = 0;
-		for (int e = l; e < Dh; e += 32)
-			d += qs[e] * vj[e];
-		d = warp_sum(d);
-		if (l == 0)
-			dp[j] = d;
-	}
-	__syncthreads();
+	row_dots(qs, v, s0, n, D, h * Dh, Dh, dp);
 	float t = 0;
 	for (int j = threadIdx.x; j < n; j += blockDim.x)
 		t += p[j] * dp[j];
